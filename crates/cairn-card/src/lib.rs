@@ -1,0 +1,11 @@
+//! Model cards as code (placeholder until the card tooling lands).
+pub mod cli {
+    /// `cairn card …`
+    #[derive(clap::Args, Debug)]
+    pub struct CardArgs {}
+
+    /// Runs a `cairn card` command and returns the process exit code.
+    pub fn run(_args: CardArgs) -> std::process::ExitCode {
+        std::process::ExitCode::from(2)
+    }
+}
