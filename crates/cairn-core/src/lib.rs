@@ -1,1 +1,7 @@
-//! cairn-core
+//! Domain types and rules of Cairn, with no I/O.
+//!
+//! Everything here is pure: no async runtime, no database, no file system. Names are
+//! newtypes that can only be built valid (parse, don't validate); the search-filter grammar
+//! parses user filters to an AST and compiles them to parameterised SQL fragments that the
+//! store runs on SQLite or PostgreSQL.
+pub mod filter;

@@ -1,0 +1,1 @@
+//! Search-filter grammar (being written).
