@@ -3,5 +3,11 @@
 //! Everything here is pure: no async runtime, no database, no file system. Names are
 //! newtypes that can only be built valid (parse, don't validate); the search-filter grammar
 //! parses user filters to an AST and compiles them to parameterised SQL fragments that the
-//! store runs on SQLite or PostgreSQL.
+//! store runs on SQLite or PostgreSQL; [`principal::Principal`] says who is calling and what
+//! they may do.
 pub mod filter;
+pub mod name;
+pub mod principal;
+
+pub use name::{AliasName, ModelName, ModelRef, NameError, Namespace, TagKey, VersionSelector};
+pub use principal::{AccountKind, Action, Denied, Principal, Scope};
