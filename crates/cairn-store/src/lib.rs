@@ -1,1 +1,119 @@
-//! cairn-store
+//! Metadata persistence for Cairn: SQLite (embedded default) and PostgreSQL.
+//!
+//! [`Store`] is the one repository of the registry. Every method that changes state opens a
+//! transaction, makes the change, writes its audit event (actor, action, target,
+//! before/after, time, request id) and commits — so no write exists without its record.
+//! SQL lives only in this crate; it is written once and runs on both backends through
+//! [`db::Db`]. The same test suite (`tests/store.rs`) runs against both.
+//!
+//! This crate knows nothing of HTTP: callers pass validated names from `cairn-core` and an
+//! [`AuditContext`] describing who is acting.
+
+pub mod audit;
+pub mod db;
+mod error;
+pub mod model;
+pub mod namespace;
+mod page;
+pub mod secret;
+pub mod user;
+pub mod version;
+
+use std::sync::Arc;
+
+pub use db::{Backend, Db, DbOptions, Param};
+pub use error::StoreError;
+pub use page::{Cursor, CursorKey, Page};
+
+/// Who performs a change, recorded with it.
+#[derive(Debug, Clone, Default)]
+pub struct AuditContext {
+    /// `user:<name>` or `system`.
+    pub actor: String,
+    /// The API key used, if any.
+    pub key_id: Option<String>,
+    /// The request id (`x-request-id`).
+    pub request_id: Option<String>,
+    /// The client's address.
+    pub source_ip: Option<String>,
+    /// The client's user agent.
+    pub user_agent: Option<String>,
+}
+
+impl AuditContext {
+    /// The server itself (bootstrap, maintenance).
+    pub fn system() -> Self {
+        Self {
+            actor: "system".into(),
+            ..Self::default()
+        }
+    }
+}
+
+/// A source of the current time, in milliseconds since the Unix epoch.
+pub trait Clock: Send + Sync + std::fmt::Debug {
+    /// Now.
+    fn now_ms(&self) -> i64;
+}
+
+/// The wall clock.
+#[derive(Debug, Default)]
+pub struct SystemClock;
+
+impl Clock for SystemClock {
+    fn now_ms(&self) -> i64 {
+        let now = time::OffsetDateTime::now_utc();
+        i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    }
+}
+
+/// The registry's metadata store.
+#[derive(Debug, Clone)]
+pub struct Store {
+    db: Db,
+    clock: Arc<dyn Clock>,
+}
+
+impl Store {
+    /// Connects, and applies migrations.
+    pub async fn open(url: &str, opts: &DbOptions) -> Result<Self, StoreError> {
+        let db = Db::connect(url, opts).await?;
+        db.migrate().await?;
+        Ok(Self {
+            db,
+            clock: Arc::new(SystemClock),
+        })
+    }
+
+    /// Replaces the clock (tests).
+    pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
+        self.clock = clock;
+        self
+    }
+
+    /// The underlying pools.
+    pub fn db(&self) -> &Db {
+        &self.db
+    }
+
+    /// Which backend this store runs on.
+    pub fn backend(&self) -> Backend {
+        self.db.backend()
+    }
+
+    pub(crate) fn now(&self) -> i64 {
+        self.clock.now_ms()
+    }
+
+    /// Checks that the database answers.
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        let mut c = self.db.read().await?;
+        let _: (i64,) = c.conn().fetch_one("SELECT 1", vec![]).await?;
+        Ok(())
+    }
+
+    /// Closes the pools.
+    pub async fn close(&self) {
+        self.db.close().await;
+    }
+}

@@ -1,0 +1,411 @@
+//! One query set, two backends.
+//!
+//! SQL in this crate is written once, with `$1…$N` placeholders that both SQLite and
+//! PostgreSQL accept, and runs through [`Db`] (pools) and [`Conn`] (a borrowed connection or
+//! transaction). Parameters travel as [`Param`] values so the same call site binds them on
+//! either backend; rows decode into types that implement [`FromRow`](sqlx::FromRow) for both.
+//!
+//! SQLite runs with one writer connection and a pool of readers: WAL lets readers proceed
+//! while the single writer serialises every write transaction, so version numbers and audit
+//! records are assigned in a total order without `SQLITE_BUSY` retries.
+
+use std::str::FromStr;
+use std::time::Duration;
+
+use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
+use sqlx::sqlite::{
+    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
+};
+use sqlx::{PgConnection, PgPool, SqliteConnection, SqlitePool, SqlStr, Transaction};
+
+use crate::StoreError;
+
+/// A bound query parameter, portable across both backends.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Param {
+    /// SQL NULL where text is expected.
+    Null,
+    /// SQL NULL where an integer is expected (PostgreSQL types NULL parameters).
+    NullInt,
+    /// A 64-bit integer.
+    Int(i64),
+    /// A double.
+    Real(f64),
+    /// Text.
+    Text(String),
+    /// A boolean (INTEGER 0/1 on SQLite).
+    Bool(bool),
+}
+
+impl From<i64> for Param {
+    fn from(v: i64) -> Self {
+        Self::Int(v)
+    }
+}
+impl From<bool> for Param {
+    fn from(v: bool) -> Self {
+        Self::Bool(v)
+    }
+}
+impl From<&str> for Param {
+    fn from(v: &str) -> Self {
+        Self::Text(v.to_owned())
+    }
+}
+impl From<&String> for Param {
+    fn from(v: &String) -> Self {
+        Self::Text(v.clone())
+    }
+}
+impl From<String> for Param {
+    fn from(v: String) -> Self {
+        Self::Text(v)
+    }
+}
+impl From<Option<String>> for Param {
+    fn from(v: Option<String>) -> Self {
+        v.map_or(Self::Null, Self::Text)
+    }
+}
+impl From<Option<&str>> for Param {
+    fn from(v: Option<&str>) -> Self {
+        v.map_or(Self::Null, Self::from)
+    }
+}
+impl From<Option<i64>> for Param {
+    fn from(v: Option<i64>) -> Self {
+        v.map_or(Self::NullInt, Self::Int)
+    }
+}
+impl From<cairn_core::filter::SqlValue> for Param {
+    fn from(v: cairn_core::filter::SqlValue) -> Self {
+        use cairn_core::filter::SqlValue;
+        match v {
+            SqlValue::Text(s) => Self::Text(s),
+            SqlValue::Integer(i) => Self::Int(i),
+            SqlValue::Real(r) => Self::Real(r),
+        }
+    }
+}
+
+/// Builds a `Vec<Param>` from expressions.
+#[macro_export]
+macro_rules! params {
+    ($($e:expr),* $(,)?) => { vec![$($crate::db::Param::from($e)),*] };
+}
+
+/// A row type that decodes from both backends.
+pub trait Row:
+    for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin
+{
+}
+impl<T> Row for T where
+    T: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin
+{
+}
+
+/// Which SQL dialect a [`Db`] speaks.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// Embedded SQLite.
+    Sqlite,
+    /// PostgreSQL.
+    Postgres,
+}
+
+/// The connection pools of one database.
+#[derive(Debug, Clone)]
+pub enum Db {
+    /// SQLite: one writer, several readers.
+    Sqlite {
+        /// The single writer connection.
+        writer: SqlitePool,
+        /// Read-only work.
+        reader: SqlitePool,
+    },
+    /// PostgreSQL: one pool.
+    Postgres(PgPool),
+}
+
+/// Connection settings beyond the URL.
+#[derive(Debug, Clone)]
+pub struct DbOptions {
+    /// Most connections per pool (PostgreSQL) or readers (SQLite).
+    pub max_connections: u32,
+    /// How long a SQLite writer waits on a lock held by another process.
+    pub busy_timeout: Duration,
+    /// How long to wait for a pooled connection.
+    pub acquire_timeout: Duration,
+}
+
+impl Default for DbOptions {
+    fn default() -> Self {
+        Self {
+            max_connections: 8,
+            busy_timeout: Duration::from_secs(5),
+            acquire_timeout: Duration::from_secs(10),
+        }
+    }
+}
+
+impl Db {
+    /// Connects to `url` (`sqlite://path` or `postgres://…`), creating a SQLite file if needed.
+    pub async fn connect(url: &str, opts: &DbOptions) -> Result<Self, StoreError> {
+        if url.starts_with("sqlite:") {
+            let base = SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Config(format!("invalid SQLite URL: {e}")))?
+                .create_if_missing(true)
+                .journal_mode(SqliteJournalMode::Wal)
+                .synchronous(SqliteSynchronous::Normal)
+                .foreign_keys(true)
+                .busy_timeout(opts.busy_timeout);
+            let writer = SqlitePoolOptions::new()
+                .max_connections(1)
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_with(base.clone())
+                .await?;
+            let reader = SqlitePoolOptions::new()
+                .max_connections(opts.max_connections.max(1))
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_with(base.read_only(true))
+                .await?;
+            Ok(Self::Sqlite { writer, reader })
+        } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
+            let options = PgConnectOptions::from_str(url)
+                .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+            let pool = PgPoolOptions::new()
+                .max_connections(opts.max_connections.max(2))
+                .acquire_timeout(opts.acquire_timeout)
+                .connect_with(options)
+                .await?;
+            Ok(Self::Postgres(pool))
+        } else {
+            Err(StoreError::Config(
+                "database URL must start with sqlite:// or postgres://".into(),
+            ))
+        }
+    }
+
+    /// The dialect of this database.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite { .. } => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Applies the migrations of this backend.
+    pub async fn migrate(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite { writer, .. } => {
+                sqlx::migrate!("migrations/sqlite").run(writer).await?;
+            }
+            Self::Postgres(pool) => {
+                sqlx::migrate!("migrations/postgres").run(pool).await?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Begins a write transaction.
+    pub async fn begin(&self) -> Result<Tx, StoreError> {
+        Ok(match self {
+            // IMMEDIATE takes the write lock up front, so a transaction never fails half-way
+            // on a lock upgrade when another process shares the file.
+            Self::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+        })
+    }
+
+    /// Acquires a connection for reads.
+    pub async fn read(&self) -> Result<ReadConn, StoreError> {
+        Ok(match self {
+            Self::Sqlite { reader, .. } => ReadConn::Sqlite(reader.acquire().await?),
+            Self::Postgres(pool) => ReadConn::Postgres(pool.acquire().await?),
+        })
+    }
+
+    /// Closes every pool, waiting for connections in use to come back.
+    pub async fn close(&self) {
+        match self {
+            Self::Sqlite { writer, reader } => {
+                reader.close().await;
+                writer.close().await;
+            }
+            Self::Postgres(pool) => pool.close().await,
+        }
+    }
+
+    /// Pool statistics: (connections open, idle).
+    pub fn pool_stats(&self) -> (u32, usize) {
+        match self {
+            Self::Sqlite { writer, reader } => (
+                writer.size() + reader.size(),
+                writer.num_idle() + reader.num_idle(),
+            ),
+            Self::Postgres(pool) => (pool.size(), pool.num_idle()),
+        }
+    }
+}
+
+/// A write transaction on either backend.
+pub enum Tx {
+    /// On SQLite.
+    Sqlite(Transaction<'static, sqlx::Sqlite>),
+    /// On PostgreSQL.
+    Postgres(Transaction<'static, sqlx::Postgres>),
+}
+
+impl Tx {
+    /// The transaction as a connection to run queries on.
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Self::Sqlite(tx) => Conn::Sqlite(tx),
+            Self::Postgres(tx) => Conn::Postgres(tx),
+        }
+    }
+
+    /// Commits.
+    pub async fn commit(self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(tx) => tx.commit().await?,
+            Self::Postgres(tx) => tx.commit().await?,
+        }
+        Ok(())
+    }
+}
+
+/// A pooled connection for reads.
+pub enum ReadConn {
+    /// On SQLite.
+    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    /// On PostgreSQL.
+    Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
+}
+
+impl ReadConn {
+    /// The pooled connection as a connection to run queries on.
+    pub fn conn(&mut self) -> Conn<'_> {
+        match self {
+            Self::Sqlite(c) => Conn::Sqlite(c),
+            Self::Postgres(c) => Conn::Postgres(c),
+        }
+    }
+}
+
+/// A borrowed connection (plain or inside a transaction) on either backend.
+pub enum Conn<'a> {
+    /// On SQLite.
+    Sqlite(&'a mut SqliteConnection),
+    /// On PostgreSQL.
+    Postgres(&'a mut PgConnection),
+}
+
+macro_rules! bind_all {
+    ($q:expr, $params:expr) => {{
+        let mut q = $q;
+        for p in $params {
+            q = match p {
+                Param::Null => q.bind(None::<String>),
+                Param::NullInt => q.bind(None::<i64>),
+                Param::Int(v) => q.bind(v),
+                Param::Real(v) => q.bind(v),
+                Param::Text(v) => q.bind(v),
+                Param::Bool(v) => q.bind(v),
+            };
+        }
+        q
+    }};
+}
+
+impl Conn<'_> {
+    /// Which backend this connection talks to.
+    pub fn backend(&self) -> Backend {
+        match self {
+            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Postgres(_) => Backend::Postgres,
+        }
+    }
+
+    /// Runs a statement; returns the number of rows affected.
+    pub async fn execute(
+        &mut self,
+        sql: impl sqlx::SqlSafeStr,
+        params: Vec<Param>,
+    ) -> Result<u64, StoreError> {
+        let sql: SqlStr = sql.into_sql_str();
+        Ok(match self {
+            Self::Sqlite(c) => bind_all!(sqlx::query(sql), params)
+                .execute(&mut **c)
+                .await?
+                .rows_affected(),
+            Self::Postgres(c) => bind_all!(sqlx::query(sql), params)
+                .execute(&mut **c)
+                .await?
+                .rows_affected(),
+        })
+    }
+
+    /// Fetches at most one row.
+    pub async fn fetch_optional<T: Row>(
+        &mut self,
+        sql: impl sqlx::SqlSafeStr,
+        params: Vec<Param>,
+    ) -> Result<Option<T>, StoreError> {
+        let sql: SqlStr = sql.into_sql_str();
+        Ok(match self {
+            Self::Sqlite(c) => {
+                bind_all!(sqlx::query_as::<_, T>(sql), params)
+                    .fetch_optional(&mut **c)
+                    .await?
+            }
+            Self::Postgres(c) => {
+                bind_all!(sqlx::query_as::<_, T>(sql), params)
+                    .fetch_optional(&mut **c)
+                    .await?
+            }
+        })
+    }
+
+    /// Fetches exactly one row.
+    pub async fn fetch_one<T: Row>(
+        &mut self,
+        sql: impl sqlx::SqlSafeStr,
+        params: Vec<Param>,
+    ) -> Result<T, StoreError> {
+        let sql: SqlStr = sql.into_sql_str();
+        Ok(match self {
+            Self::Sqlite(c) => {
+                bind_all!(sqlx::query_as::<_, T>(sql), params)
+                    .fetch_one(&mut **c)
+                    .await?
+            }
+            Self::Postgres(c) => {
+                bind_all!(sqlx::query_as::<_, T>(sql), params)
+                    .fetch_one(&mut **c)
+                    .await?
+            }
+        })
+    }
+
+    /// Fetches every row.
+    pub async fn fetch_all<T: Row>(
+        &mut self,
+        sql: impl sqlx::SqlSafeStr,
+        params: Vec<Param>,
+    ) -> Result<Vec<T>, StoreError> {
+        let sql: SqlStr = sql.into_sql_str();
+        Ok(match self {
+            Self::Sqlite(c) => {
+                bind_all!(sqlx::query_as::<_, T>(sql), params)
+                    .fetch_all(&mut **c)
+                    .await?
+            }
+            Self::Postgres(c) => {
+                bind_all!(sqlx::query_as::<_, T>(sql), params)
+                    .fetch_all(&mut **c)
+                    .await?
+            }
+        })
+    }
+}

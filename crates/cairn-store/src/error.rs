@@ -1,0 +1,29 @@
+/// What went wrong in the store.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// The thing asked for does not exist; the message names it.
+    #[error("{0}")]
+    NotFound(String),
+    /// The thing to create exists already, or a change conflicts with current state.
+    #[error("{0}")]
+    Conflict(String),
+    /// The request is well-formed but not acceptable (e.g. a bad filter).
+    #[error("{0}")]
+    Invalid(String),
+    /// Bad settings (URL, options).
+    #[error("{0}")]
+    Config(String),
+    /// The database failed.
+    #[error("database error: {0}")]
+    Database(#[from] sqlx::Error),
+    /// A migration failed.
+    #[error("migration failed: {0}")]
+    Migrate(#[from] sqlx::migrate::MigrateError),
+}
+
+impl StoreError {
+    /// Whether this is a unique-constraint violation from the database.
+    pub fn is_unique_violation(&self) -> bool {
+        matches!(self, Self::Database(sqlx::Error::Database(e)) if e.is_unique_violation())
+    }
+}

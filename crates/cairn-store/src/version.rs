@@ -1,0 +1,651 @@
+//! Versions (numbered 1, 2, 3 … per model, gapless, never reused), their tags, and aliases.
+
+use std::collections::BTreeMap;
+
+use cairn_core::filter::{self, FieldKind, FieldSpec, Filter, FilterSchema, TagSpec};
+use cairn_core::{AliasName, ModelRef, TagKey, VersionSelector};
+use serde::Serialize;
+
+use crate::db::{Conn, Param};
+use crate::model::{dialect, find as find_model};
+use crate::page::placeholders;
+use crate::{audit, params, AuditContext, Cursor, CursorKey, Page, Store, StoreError};
+
+/// A version as stored, with its tags and the aliases pointing at it.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct Version {
+    /// Internal id.
+    #[serde(skip)]
+    pub id: i64,
+    /// The model's namespace.
+    pub namespace: String,
+    /// The model's name.
+    pub model: String,
+    /// The version number.
+    pub version: i64,
+    /// Free text.
+    pub description: String,
+    /// Where the version came from (URI).
+    pub source: String,
+    /// The training run that produced it, if known.
+    pub run_id: String,
+    /// Free-form JSON metadata.
+    pub metadata: serde_json::Value,
+    /// Key/value tags.
+    pub tags: BTreeMap<String, String>,
+    /// Aliases pointing at this version.
+    pub aliases: Vec<String>,
+    /// Created at (ms).
+    pub created_at: i64,
+    /// Created by.
+    pub created_by: String,
+    /// Updated at (ms).
+    pub updated_at: i64,
+    /// Updated by.
+    pub updated_by: String,
+}
+
+#[derive(Debug, sqlx::FromRow)]
+struct VersionRow {
+    id: i64,
+    namespace: String,
+    model: String,
+    number: i64,
+    description: String,
+    source: String,
+    run_id: String,
+    metadata: String,
+    created_at: i64,
+    created_by: String,
+    updated_at: i64,
+    updated_by: String,
+}
+
+impl VersionRow {
+    fn into_version(self) -> Version {
+        Version {
+            id: self.id,
+            namespace: self.namespace,
+            model: self.model,
+            version: self.number,
+            description: self.description,
+            source: self.source,
+            run_id: self.run_id,
+            metadata: serde_json::from_str(&self.metadata).unwrap_or(serde_json::Value::Null),
+            tags: BTreeMap::new(),
+            aliases: Vec::new(),
+            created_at: self.created_at,
+            created_by: self.created_by,
+            updated_at: self.updated_at,
+            updated_by: self.updated_by,
+        }
+    }
+}
+
+const SELECT_VERSION: &str = "SELECT v.id, n.name AS namespace, m.name AS model, v.number, \
+    v.description, v.source, v.run_id, v.metadata, v.created_at, v.created_by, v.updated_at, v.updated_by \
+    FROM versions v JOIN models m ON m.id = v.model_id JOIN namespaces n ON n.id = m.namespace_id";
+
+/// The fields a version filter may use.
+pub const VERSION_FILTER: FilterSchema = FilterSchema {
+    entity: "version",
+    fields: &[
+        FieldSpec {
+            name: "version",
+            aliases: &["version_number"],
+            column: "v.number",
+            kind: FieldKind::Integer,
+        },
+        FieldSpec {
+            name: "name",
+            aliases: &[],
+            column: "m.name",
+            kind: FieldKind::Text,
+        },
+        FieldSpec {
+            name: "namespace",
+            aliases: &[],
+            column: "n.name",
+            kind: FieldKind::Text,
+        },
+        FieldSpec {
+            name: "full_name",
+            aliases: &[],
+            column: "m.full_name",
+            kind: FieldKind::Text,
+        },
+        FieldSpec {
+            name: "source",
+            aliases: &["source_path"],
+            column: "v.source",
+            kind: FieldKind::Text,
+        },
+        FieldSpec {
+            name: "run_id",
+            aliases: &[],
+            column: "v.run_id",
+            kind: FieldKind::Text,
+        },
+        FieldSpec {
+            name: "description",
+            aliases: &[],
+            column: "v.description",
+            kind: FieldKind::Text,
+        },
+        FieldSpec {
+            name: "created_at",
+            aliases: &["creation_timestamp"],
+            column: "v.created_at",
+            kind: FieldKind::Timestamp,
+        },
+        FieldSpec {
+            name: "updated_at",
+            aliases: &["last_updated_timestamp"],
+            column: "v.updated_at",
+            kind: FieldKind::Timestamp,
+        },
+    ],
+    tags: Some(TagSpec {
+        table: "version_tags",
+        owner_column: "version_id",
+        outer_id: "v.id",
+        key_column: "key",
+        value_column: "value",
+    }),
+};
+
+/// What to create.
+#[derive(Debug, Clone, Default)]
+pub struct NewVersion {
+    /// Free text.
+    pub description: String,
+    /// Where it came from (URI).
+    pub source: String,
+    /// The run that produced it.
+    pub run_id: String,
+    /// Free-form JSON object.
+    pub metadata: serde_json::Value,
+    /// Initial tags.
+    pub tags: BTreeMap<TagKey, String>,
+}
+
+/// What to change; `None` leaves a field as it is.
+#[derive(Debug, Clone, Default)]
+pub struct VersionPatch {
+    /// New description.
+    pub description: Option<String>,
+    /// New metadata (replaces the old object).
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// How to sort versions.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum VersionOrder {
+    /// By version number.
+    #[default]
+    Number,
+    /// By creation time.
+    CreatedAt,
+    /// By last update.
+    UpdatedAt,
+}
+
+/// A listing request.
+#[derive(Debug, Clone, Default)]
+pub struct ListVersions {
+    /// A parsed filter.
+    pub filter: Option<Filter>,
+    /// Sort key.
+    pub order: VersionOrder,
+    /// Descending instead of ascending.
+    pub descending: bool,
+    /// Page size (1–1000).
+    pub limit: usize,
+    /// Continue after this row.
+    pub after: Option<Cursor>,
+}
+
+/// An alias and the version it points at.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Alias {
+    /// The alias.
+    pub alias: String,
+    /// The version number it points at.
+    pub version: i64,
+    /// Created at (ms).
+    pub created_at: i64,
+    /// Created by.
+    pub created_by: String,
+    /// Moved last at (ms).
+    pub updated_at: i64,
+    /// Moved last by.
+    pub updated_by: String,
+}
+
+async fn attach(conn: &mut Conn<'_>, versions: &mut [Version]) -> Result<(), StoreError> {
+    if versions.is_empty() {
+        return Ok(());
+    }
+    let ids: Vec<Param> = versions.iter().map(|v| Param::Int(v.id)).collect();
+    let ph = placeholders(1, ids.len());
+    let tags: Vec<(i64, String, String)> = conn
+        .fetch_all(
+            sqlx::AssertSqlSafe(format!(
+                "SELECT version_id, key, value FROM version_tags WHERE version_id IN {ph}"
+            )),
+            ids.clone(),
+        )
+        .await?;
+    let aliases: Vec<(i64, String)> = conn
+        .fetch_all(
+            sqlx::AssertSqlSafe(format!(
+                "SELECT version_id, alias FROM aliases WHERE version_id IN {ph} ORDER BY alias"
+            )),
+            ids,
+        )
+        .await?;
+    let index: BTreeMap<i64, usize> = versions.iter().enumerate().map(|(i, v)| (v.id, i)).collect();
+    for (id, k, v) in tags {
+        if let Some(&i) = index.get(&id) {
+            versions[i].tags.insert(k, v);
+        }
+    }
+    for (id, a) in aliases {
+        if let Some(&i) = index.get(&id) {
+            versions[i].aliases.push(a);
+        }
+    }
+    Ok(())
+}
+
+/// Loads a version by number or alias inside `conn`.
+pub(crate) async fn find(
+    conn: &mut Conn<'_>,
+    model: &ModelRef,
+    selector: &VersionSelector,
+) -> Result<Version, StoreError> {
+    let row: Option<VersionRow> = match selector {
+        VersionSelector::Number(n) => {
+            conn.fetch_optional(
+                sqlx::AssertSqlSafe(format!("{SELECT_VERSION} WHERE m.full_name = $1 AND v.number = $2")),
+                params![model.to_string(), *n],
+            )
+            .await?
+        }
+        VersionSelector::Alias(a) => {
+            conn.fetch_optional(
+                sqlx::AssertSqlSafe(format!(
+                    "{SELECT_VERSION} JOIN aliases a ON a.version_id = v.id \
+                     WHERE m.full_name = $1 AND a.alias = $2"
+                )),
+                params![model.to_string(), a.as_str()],
+            )
+            .await?
+        }
+    };
+    let Some(row) = row else {
+        // Say precisely what is missing: the model, or the version of an existing model.
+        let m = find_model(conn, model).await?;
+        return Err(StoreError::NotFound(match selector {
+            VersionSelector::Number(n) if m.latest_version == 0 => {
+                format!("model \"{model}\" has no version {n} (it has no versions yet)")
+            }
+            VersionSelector::Number(n) => format!(
+                "model \"{model}\" has no version {n} (latest is {})",
+                m.latest_version
+            ),
+            VersionSelector::Alias(a) => format!("model \"{model}\" has no alias \"{a}\""),
+        }));
+    };
+    let mut v = row.into_version();
+    attach(conn, std::slice::from_mut(&mut v)).await?;
+    Ok(v)
+}
+
+fn target(model: &ModelRef, number: i64) -> String {
+    format!("version:{model}:{number}")
+}
+
+fn check_metadata(m: &serde_json::Value) -> Result<(), StoreError> {
+    if !(m.is_object() || m.is_null()) {
+        return Err(StoreError::Invalid("metadata must be a JSON object".into()));
+    }
+    Ok(())
+}
+
+impl Store {
+    /// Creates the next version of a model. Numbers are assigned under the model row's lock
+    /// (PostgreSQL) or the single writer (SQLite), so concurrent creators on any number of
+    /// server processes get 1, 2, 3 … with no gap and no repeat; a failed creation rolls the
+    /// counter back with everything else.
+    pub async fn create_version(
+        &self,
+        ctx: &AuditContext,
+        model: &ModelRef,
+        new: &NewVersion,
+    ) -> Result<Version, StoreError> {
+        check_metadata(&new.metadata)?;
+        for v in new.tags.values() {
+            cairn_core::name::check_tag_value(v).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        }
+        let metadata = if new.metadata.is_null() {
+            "{}".to_owned()
+        } else {
+            new.metadata.to_string()
+        };
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let number: Option<(i64, i64)> = conn
+            .fetch_optional(
+                "UPDATE models SET latest_version = latest_version + 1, updated_at = $1, updated_by = $2 \
+                 WHERE full_name = $3 RETURNING id, latest_version",
+                params![now, &ctx.actor, model.to_string()],
+            )
+            .await?;
+        let Some((model_id, number)) = number else {
+            return Err(StoreError::NotFound(format!("model \"{model}\" does not exist")));
+        };
+        let (id,): (i64,) = conn
+            .fetch_one(
+                "INSERT INTO versions (model_id, number, description, source, run_id, metadata, \
+                 created_at, created_by, updated_at, updated_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7, $8) RETURNING id",
+                params![model_id, number, &new.description, &new.source, &new.run_id, metadata, now, &ctx.actor],
+            )
+            .await?;
+        for (k, v) in &new.tags {
+            conn.execute(
+                "INSERT INTO version_tags (version_id, key, value) VALUES ($1, $2, $3)",
+                params![id, k.as_str(), v],
+            )
+            .await?;
+        }
+        let version = find(&mut conn, model, &VersionSelector::Number(number)).await?;
+        audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&version))
+            .await?;
+        tx.commit().await?;
+        Ok(version)
+    }
+
+    /// Gets a version by number or alias.
+    pub async fn get_version(&self, model: &ModelRef, selector: &VersionSelector) -> Result<Version, StoreError> {
+        let mut c = self.db.read().await?;
+        find(&mut c.conn(), model, selector).await
+    }
+
+    /// Changes a version's description or metadata.
+    pub async fn update_version(
+        &self,
+        ctx: &AuditContext,
+        model: &ModelRef,
+        selector: &VersionSelector,
+        patch: &VersionPatch,
+    ) -> Result<Version, StoreError> {
+        if let Some(m) = &patch.metadata {
+            check_metadata(m)?;
+        }
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let before = find(&mut conn, model, selector).await?;
+        conn.execute(
+            "UPDATE versions SET description = COALESCE($1, description), metadata = COALESCE($2, metadata), \
+             updated_at = $3, updated_by = $4 WHERE id = $5",
+            params![
+                patch.description.clone(),
+                patch.metadata.as_ref().map(|m| if m.is_null() { "{}".to_owned() } else { m.to_string() }),
+                now,
+                &ctx.actor,
+                before.id
+            ],
+        )
+        .await?;
+        let after = find(&mut conn, model, &VersionSelector::Number(before.version)).await?;
+        audit::record(&mut conn, ctx, now, "version.update", &target(model, before.version), Some(&before), Some(&after))
+            .await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    /// Deletes a version (its number is never given out again) and the aliases on it.
+    pub async fn delete_version(
+        &self,
+        ctx: &AuditContext,
+        model: &ModelRef,
+        selector: &VersionSelector,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let before = find(&mut conn, model, selector).await?;
+        conn.execute("DELETE FROM versions WHERE id = $1", params![before.id]).await?;
+        audit::record(&mut conn, ctx, now, "version.delete", &target(model, before.version), Some(&before), None::<&()>)
+            .await?;
+        tx.commit().await
+    }
+
+    /// Sets a tag on a version.
+    pub async fn set_version_tag(
+        &self,
+        ctx: &AuditContext,
+        model: &ModelRef,
+        selector: &VersionSelector,
+        key: &TagKey,
+        value: &str,
+    ) -> Result<Version, StoreError> {
+        cairn_core::name::check_tag_value(value).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let before = find(&mut conn, model, selector).await?;
+        conn.execute(
+            "INSERT INTO version_tags (version_id, key, value) VALUES ($1, $2, $3) \
+             ON CONFLICT (version_id, key) DO UPDATE SET value = excluded.value",
+            params![before.id, key.as_str(), value],
+        )
+        .await?;
+        conn.execute(
+            "UPDATE versions SET updated_at = $1, updated_by = $2 WHERE id = $3",
+            params![now, &ctx.actor, before.id],
+        )
+        .await?;
+        audit::record(
+            &mut conn,
+            ctx,
+            now,
+            "version.tag.set",
+            &target(model, before.version),
+            Some(&serde_json::json!({ "key": key.as_str(), "value": before.tags.get(key.as_str()) })),
+            Some(&serde_json::json!({ "key": key.as_str(), "value": value })),
+        )
+        .await?;
+        let after = find(&mut conn, model, &VersionSelector::Number(before.version)).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    /// Removes a tag from a version.
+    pub async fn delete_version_tag(
+        &self,
+        ctx: &AuditContext,
+        model: &ModelRef,
+        selector: &VersionSelector,
+        key: &TagKey,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let before = find(&mut conn, model, selector).await?;
+        let Some(old) = before.tags.get(key.as_str()) else {
+            return Err(StoreError::NotFound(format!(
+                "version {} of \"{model}\" has no tag \"{key}\"",
+                before.version
+            )));
+        };
+        conn.execute(
+            "DELETE FROM version_tags WHERE version_id = $1 AND key = $2",
+            params![before.id, key.as_str()],
+        )
+        .await?;
+        conn.execute(
+            "UPDATE versions SET updated_at = $1, updated_by = $2 WHERE id = $3",
+            params![now, &ctx.actor, before.id],
+        )
+        .await?;
+        audit::record(
+            &mut conn,
+            ctx,
+            now,
+            "version.tag.delete",
+            &target(model, before.version),
+            Some(&serde_json::json!({ "key": key.as_str(), "value": old })),
+            None::<&()>,
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// Lists the versions of one model.
+    pub async fn list_versions(&self, model: &ModelRef, q: &ListVersions) -> Result<Page<Version>, StoreError> {
+        let limit = q.limit.clamp(1, 1000);
+        let mut c = self.db.read().await?;
+        let mut conn = c.conn();
+        let m = find_model(&mut conn, model).await?;
+        let mut sql = format!("{SELECT_VERSION} WHERE v.model_id = $1");
+        let mut params: Vec<Param> = vec![Param::Int(m.id)];
+        if let Some(f) = &q.filter {
+            let compiled = filter::compile(f, &VERSION_FILTER, dialect(self.backend()), params.len() + 1)
+                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            sql.push_str(&format!(" AND ({})", compiled.sql));
+            params.extend(compiled.params.into_iter().map(Param::from));
+        }
+        let col = match q.order {
+            VersionOrder::Number => "v.number",
+            VersionOrder::CreatedAt => "v.created_at",
+            VersionOrder::UpdatedAt => "v.updated_at",
+        };
+        let (cmp, dir) = if q.descending { ("<", "DESC") } else { (">", "ASC") };
+        if let Some(c) = &q.after {
+            let CursorKey::Int(k) = c.key else {
+                return Err(StoreError::Invalid("page token does not belong to this listing".into()));
+            };
+            let a = params.len() + 1;
+            sql.push_str(&format!(" AND ({col}, v.id) {cmp} (${a}, ${})", a + 1));
+            params.push(Param::Int(k));
+            params.push(Param::Int(c.id));
+        }
+        sql.push_str(&format!(" ORDER BY {col} {dir}, v.id {dir} LIMIT ${}", params.len() + 1));
+        params.push(Param::Int(i64::try_from(limit + 1).unwrap_or(1001)));
+        let rows: Vec<VersionRow> = conn.fetch_all(sqlx::AssertSqlSafe(sql), params).await?;
+        let mut items: Vec<Version> = rows.into_iter().map(VersionRow::into_version).collect();
+        let next = if items.len() > limit {
+            items.truncate(limit);
+            items.last().map(|v| Cursor {
+                key: CursorKey::Int(match q.order {
+                    VersionOrder::Number => v.version,
+                    VersionOrder::CreatedAt => v.created_at,
+                    VersionOrder::UpdatedAt => v.updated_at,
+                }),
+                id: v.id,
+            })
+        } else {
+            None
+        };
+        attach(&mut conn, &mut items).await?;
+        Ok(Page { items, next })
+    }
+
+    /// Points an alias at a version, creating or moving it.
+    pub async fn set_alias(
+        &self,
+        ctx: &AuditContext,
+        model: &ModelRef,
+        alias: &AliasName,
+        version: i64,
+    ) -> Result<Alias, StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let target_version = find(&mut conn, model, &VersionSelector::Number(version)).await?;
+        let before = alias_row(&mut conn, model, alias).await?;
+        conn.execute(
+            "INSERT INTO aliases (model_id, alias, version_id, created_at, created_by, updated_at, updated_by) \
+             SELECT model_id, $1, id, $2, $3, $2, $3 FROM versions WHERE id = $4 \
+             ON CONFLICT (model_id, alias) DO UPDATE SET version_id = excluded.version_id, \
+             updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+            params![alias.as_str(), now, &ctx.actor, target_version.id],
+        )
+        .await?;
+        let after = alias_row(&mut conn, model, alias)
+            .await?
+            .ok_or_else(|| StoreError::NotFound(format!("model \"{model}\" has no alias \"{alias}\"")))?;
+        audit::record(
+            &mut conn,
+            ctx,
+            now,
+            "alias.set",
+            &format!("alias:{model}@{alias}"),
+            before.as_ref(),
+            Some(&after),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
+    /// Gets one alias.
+    pub async fn get_alias(&self, model: &ModelRef, alias: &AliasName) -> Result<Alias, StoreError> {
+        let mut c = self.db.read().await?;
+        let mut conn = c.conn();
+        match alias_row(&mut conn, model, alias).await? {
+            Some(a) => Ok(a),
+            None => {
+                find_model(&mut conn, model).await?;
+                Err(StoreError::NotFound(format!("model \"{model}\" has no alias \"{alias}\"")))
+            }
+        }
+    }
+
+    /// Lists the aliases of a model, by name.
+    pub async fn list_aliases(&self, model: &ModelRef) -> Result<Vec<Alias>, StoreError> {
+        let mut c = self.db.read().await?;
+        let mut conn = c.conn();
+        let m = find_model(&mut conn, model).await?;
+        conn.fetch_all(
+            "SELECT a.alias, v.number AS version, a.created_at, a.created_by, a.updated_at, a.updated_by \
+             FROM aliases a JOIN versions v ON v.id = a.version_id WHERE a.model_id = $1 ORDER BY a.alias",
+            params![m.id],
+        )
+        .await
+    }
+
+    /// Removes an alias.
+    pub async fn delete_alias(&self, ctx: &AuditContext, model: &ModelRef, alias: &AliasName) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let m = find_model(&mut conn, model).await?;
+        let Some(before) = alias_row(&mut conn, model, alias).await? else {
+            return Err(StoreError::NotFound(format!("model \"{model}\" has no alias \"{alias}\"")));
+        };
+        conn.execute(
+            "DELETE FROM aliases WHERE model_id = $1 AND alias = $2",
+            params![m.id, alias.as_str()],
+        )
+        .await?;
+        audit::record(&mut conn, ctx, now, "alias.delete", &format!("alias:{model}@{alias}"), Some(&before), None::<&()>)
+            .await?;
+        tx.commit().await
+    }
+}
+
+async fn alias_row(conn: &mut Conn<'_>, model: &ModelRef, alias: &AliasName) -> Result<Option<Alias>, StoreError> {
+    conn.fetch_optional(
+        "SELECT a.alias, v.number AS version, a.created_at, a.created_by, a.updated_at, a.updated_by \
+         FROM aliases a JOIN versions v ON v.id = a.version_id JOIN models m ON m.id = a.model_id \
+         WHERE m.full_name = $1 AND a.alias = $2",
+        params![model.to_string(), alias.as_str()],
+    )
+    .await
+}
