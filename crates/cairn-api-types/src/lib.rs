@@ -1,1 +1,354 @@
-//! cairn-api-types
+//! Wire types of Cairn's native API (`/api/v1`), shared by the server and the client.
+//!
+//! Request bodies reject unknown fields, so a typo in a client is an error rather than a
+//! silently ignored setting. Times are RFC 3339 strings in UTC with milliseconds.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Serialize};
+use utoipa::ToSchema;
+
+/// The body of every error response: `{"error": {"code": "...", "message": "..."}}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorBody {
+    /// The error.
+    pub error: ErrorDetail,
+}
+
+/// What went wrong.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ErrorDetail {
+    /// A stable machine-readable code (`not_found`, `invalid_argument`, `unauthenticated`, …).
+    pub code: String,
+    /// A human-readable explanation that says what to do.
+    pub message: String,
+}
+
+/// A model.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Model {
+    /// `namespace/name`.
+    pub full_name: String,
+    /// The namespace (team) that owns the model.
+    pub namespace: String,
+    /// The model's name inside its namespace.
+    pub name: String,
+    /// Free text (Markdown).
+    pub description: String,
+    /// The highest version number assigned so far (0 before the first version).
+    pub latest_version: i64,
+    /// Key/value tags.
+    pub tags: BTreeMap<String, String>,
+    /// Alias → version number.
+    pub aliases: BTreeMap<String, i64>,
+    /// Creation time.
+    pub created_at: String,
+    /// Who created it.
+    pub created_by: String,
+    /// Last change.
+    pub updated_at: String,
+    /// Who changed it last.
+    pub updated_by: String,
+}
+
+/// A page of models.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ModelList {
+    /// The models of this page.
+    pub models: Vec<Model>,
+    /// Pass as `page_token` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// Body of `POST /api/v1/models`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateModel {
+    /// `namespace/name`; lower-case letters, digits, `-`, `_` (and `.` in the name).
+    pub name: String,
+    /// Free text (Markdown).
+    #[serde(default)]
+    pub description: String,
+    /// Initial tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Body of `PATCH /api/v1/models/{namespace}/{name}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateModel {
+    /// New description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+}
+
+/// A model version.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Version {
+    /// `namespace/name` of the model.
+    pub model: String,
+    /// The version number (1, 2, 3 …).
+    pub version: i64,
+    /// Free text.
+    pub description: String,
+    /// Where the version came from (a URI).
+    pub source: String,
+    /// The run that produced it, if known.
+    pub run_id: String,
+    /// Free-form JSON object.
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    /// Key/value tags.
+    pub tags: BTreeMap<String, String>,
+    /// Aliases that point at this version.
+    pub aliases: Vec<String>,
+    /// Creation time.
+    pub created_at: String,
+    /// Who created it.
+    pub created_by: String,
+    /// Last change.
+    pub updated_at: String,
+    /// Who changed it last.
+    pub updated_by: String,
+}
+
+/// A page of versions.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct VersionList {
+    /// The versions of this page.
+    pub versions: Vec<Version>,
+    /// Pass as `page_token` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// Body of `POST /api/v1/models/{namespace}/{name}/versions`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateVersion {
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Where the version came from (a URI such as `s3://…`, `runs:/…`, `git+https://…`).
+    #[serde(default)]
+    pub source: String,
+    /// The run that produced it.
+    #[serde(default)]
+    pub run_id: String,
+    /// Free-form JSON object.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    /// Initial tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+}
+
+/// Body of `PATCH …/versions/{version}`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateVersion {
+    /// New description.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub description: Option<String>,
+    /// New metadata object (replaces the old one).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    #[schema(value_type = Option<Object>)]
+    pub metadata: Option<serde_json::Value>,
+}
+
+/// Body of `PUT …/tags/{key}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetTag {
+    /// The tag's value (at most 5000 bytes).
+    pub value: String,
+}
+
+/// An alias.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Alias {
+    /// The alias name.
+    pub alias: String,
+    /// The version it points at.
+    pub version: i64,
+    /// Creation time.
+    pub created_at: String,
+    /// Who created it.
+    pub created_by: String,
+    /// When it last moved.
+    pub updated_at: String,
+    /// Who moved it last.
+    pub updated_by: String,
+}
+
+/// The aliases of a model.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AliasList {
+    /// Aliases by name.
+    pub aliases: Vec<Alias>,
+}
+
+/// Body of `PUT …/aliases/{alias}`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetAlias {
+    /// The version number the alias should point at.
+    pub version: i64,
+}
+
+/// A namespace.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, ToSchema)]
+pub struct Namespace {
+    /// The namespace's name.
+    pub name: String,
+    /// Free text.
+    pub description: String,
+    /// How many models it holds.
+    pub model_count: i64,
+    /// Creation time.
+    pub created_at: String,
+    /// Who created it.
+    pub created_by: String,
+}
+
+/// All namespaces.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct NamespaceList {
+    /// Namespaces by name.
+    pub namespaces: Vec<Namespace>,
+}
+
+/// Body of `POST /api/v1/namespaces`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateNamespace {
+    /// Lower-case letters, digits, `-` and `_`.
+    pub name: String,
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+}
+
+/// The caller, as the server sees them.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct WhoAmI {
+    /// Account id.
+    pub user_id: String,
+    /// Login name.
+    pub username: String,
+    /// Administrator.
+    pub is_admin: bool,
+    /// Scopes of the key used.
+    pub scopes: Vec<String>,
+    /// The key used.
+    pub key_id: Option<String>,
+}
+
+/// An audit event.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEvent {
+    /// Sequence number.
+    pub id: i64,
+    /// When.
+    pub occurred_at: String,
+    /// Who (`user:<name>` or `system`).
+    pub actor: String,
+    /// With which API key.
+    pub key_id: Option<String>,
+    /// What (`model.create`, …).
+    pub action: String,
+    /// On what (`model:team/x`, …).
+    pub target: String,
+    /// `success` or `denied`.
+    pub outcome: String,
+    /// State before.
+    #[schema(value_type = Option<Object>)]
+    pub before: Option<serde_json::Value>,
+    /// State after.
+    #[schema(value_type = Option<Object>)]
+    pub after: Option<serde_json::Value>,
+    /// Request id.
+    pub request_id: Option<String>,
+    /// Client address.
+    pub source_ip: Option<String>,
+    /// Client user agent.
+    pub user_agent: Option<String>,
+}
+
+/// A page of audit events.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct AuditEventList {
+    /// Events, oldest first.
+    pub events: Vec<AuditEvent>,
+    /// Pass as `page_token` to get the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
+}
+
+/// An account.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct User {
+    /// Id.
+    pub id: String,
+    /// Login name.
+    pub username: String,
+    /// `user` or `service`.
+    pub kind: String,
+    /// Administrator.
+    pub is_admin: bool,
+    /// Disabled.
+    pub disabled: bool,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// Body of `POST /api/v1/users` (administrators only).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateUser {
+    /// Login name: lower-case letters, digits, `-`, `_`, `.`; 2–64 characters.
+    pub username: String,
+    /// Password (at least 12 characters); omit for service accounts.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password: Option<String>,
+    /// Make the account an administrator.
+    #[serde(default)]
+    pub is_admin: bool,
+    /// `user` (default) or `service`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub kind: Option<String>,
+}
+
+/// Body of `POST /api/v1/keys`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CreateApiKey {
+    /// A label ("ci", "laptop").
+    pub name: String,
+    /// Scopes: any of `read`, `write`, `admin`; at most those of the key making the request.
+    pub scopes: Vec<String>,
+    /// Days until the key expires (1–90, default 90).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub expires_in_days: Option<u32>,
+    /// Create the key for this user instead of the caller (administrators only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub username: Option<String>,
+}
+
+/// A created API key: the token is shown this once and never again.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CreatedApiKey {
+    /// Key id.
+    pub id: String,
+    /// The secret token; store it now.
+    pub token: String,
+    /// Label.
+    pub name: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// Expiry.
+    pub expires_at: Option<String>,
+}

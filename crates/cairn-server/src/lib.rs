@@ -1,1 +1,18 @@
-//! cairn-server
+//! Cairn's HTTP server (axum): the native API under `/api/v1`, health probes, and the
+//! middleware that every request passes (request ids, structured logs, body limits,
+//! timeouts, JSON errors, authentication).
+//!
+//! Handlers are thin: extract, authorise, call one store method, map the result. Every
+//! `/api` route sits behind [`auth::require_auth`]; there is no anonymous API.
+
+pub mod app;
+pub mod auth;
+mod convert;
+pub mod error;
+pub mod page_token;
+pub mod routes;
+pub mod serve;
+pub mod settings;
+
+pub use app::{AppState, build_router};
+pub use settings::{LogFormat, Settings, SettingsOverrides};

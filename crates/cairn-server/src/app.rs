@@ -1,0 +1,137 @@
+//! The application: state, router, middleware stack, and the serve loop.
+
+use std::sync::Arc;
+use std::time::Duration;
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::DefaultBodyLimit;
+use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
+use axum::middleware;
+use cairn_store::Store;
+use tower_http::catch_panic::CatchPanicLayer;
+use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
+use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
+use tower_http::timeout::TimeoutLayer;
+use tower_http::trace::TraceLayer;
+use utoipa_axum::router::OpenApiRouter;
+
+use crate::error::{code_for_status, error_body};
+use crate::page_token::PageTokens;
+use crate::settings::Settings;
+use crate::{auth, routes};
+
+/// Shared state of every request.
+#[derive(Clone, Debug)]
+pub struct AppState {
+    /// Metadata.
+    pub store: Store,
+    /// Signs page tokens.
+    pub page_tokens: PageTokens,
+    /// The settings the server runs with.
+    pub settings: Arc<Settings>,
+}
+
+impl AppState {
+    /// Now, in ms since the epoch.
+    pub fn now_ms(&self) -> i64 {
+        let now = time::OffsetDateTime::now_utc();
+        i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
+    }
+
+    /// Builds the state: loads (or creates) the page-token key shared by all replicas.
+    pub async fn new(store: Store, settings: Settings) -> Result<Self, cairn_store::StoreError> {
+        let key = store
+            .get_or_create_secret("page_token_key", || {
+                let mut k = [0u8; 32];
+                rand::fill(&mut k);
+                hex::encode(k)
+            })
+            .await?;
+        let key = hex::decode(&key).unwrap_or_else(|_| key.into_bytes());
+        Ok(Self {
+            store,
+            page_tokens: PageTokens::new(key),
+            settings: Arc::new(settings),
+        })
+    }
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// The API routes with their OpenAPI description (no middleware).
+pub fn api_router() -> OpenApiRouter<AppState> {
+    routes::api()
+}
+
+/// Builds the whole application.
+pub fn build_router(state: AppState) -> Router {
+    let (api, openapi) = api_router().split_for_parts();
+    let openapi = Arc::new(openapi);
+    let api = api
+        .route(
+            "/api/v1/openapi.json",
+            axum::routing::get(move || {
+                let doc = openapi.clone();
+                async move { axum::Json((*doc).clone()) }
+            }),
+        )
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_auth));
+    let timeout = Duration::from_secs(state.settings.request_timeout_secs);
+    let max_json = state.settings.max_json_bytes;
+    Router::new()
+        .merge(api)
+        .merge(routes::health::router())
+        .fallback(|| async { crate::error::ApiError::not_found("no such route") })
+        .with_state(state)
+        .layer(DefaultBodyLimit::max(max_json))
+        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
+            let mut r = Response::new(Body::from(error_body("internal", "internal error")));
+            *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
+            r.headers_mut()
+                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r
+        }))
+        .layer(middleware::map_response(json_errors))
+        .layer(
+            TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+                let id = req
+                    .headers()
+                    .get(&REQUEST_ID)
+                    .and_then(|v| v.to_str().ok())
+                    .unwrap_or("-");
+                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+            }),
+        )
+        .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
+        .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
+        .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+/// Turns any error response that is not JSON yet (405 from routing, 408 from the timeout,
+/// 413 from the body limit, …) into Cairn's JSON error shape.
+async fn json_errors(resp: Response<Body>) -> Response<Body> {
+    let status = resp.status();
+    if !(status.is_client_error() || status.is_server_error()) {
+        return resp;
+    }
+    let is_json = resp
+        .headers()
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.starts_with("application/json"));
+    if is_json {
+        return resp;
+    }
+    let (mut parts, _) = resp.into_parts();
+    let message = match status {
+        StatusCode::METHOD_NOT_ALLOWED => "this route does not accept that method".to_owned(),
+        StatusCode::REQUEST_TIMEOUT => "the request took too long and was cancelled".to_owned(),
+        StatusCode::PAYLOAD_TOO_LARGE => "request body is larger than the server accepts".to_owned(),
+        s => s.canonical_reason().unwrap_or("error").to_owned(),
+    };
+    parts.headers.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    parts.headers.remove(header::CONTENT_LENGTH);
+    Response::from_parts(parts, Body::from(error_body(code_for_status(status), &message)))
+}

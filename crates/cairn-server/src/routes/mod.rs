@@ -1,0 +1,137 @@
+//! Route handlers, one module per domain. Each handler extracts, authorises, calls one
+//! store method and maps the result.
+
+pub mod account;
+pub mod aliases;
+pub mod audit;
+pub mod health;
+pub mod models;
+pub mod namespaces;
+pub mod versions;
+
+use cairn_core::{Action, ModelName, ModelRef, Namespace};
+use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::{Modify, OpenApi};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
+
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::error::ApiError;
+
+#[derive(OpenApi)]
+#[openapi(
+    info(
+        title = "Cairn",
+        description = "Native API of Cairn, a security-first registry for machine-learning models with model cards as code. Every route needs `Authorization: Bearer <api key>`."
+    ),
+    modifiers(&BearerAuth),
+    security(("bearer" = [])),
+    tags(
+        (name = "models", description = "Models: namespace/name, description, tags"),
+        (name = "versions", description = "Versions: numbered 1, 2, 3 … per model"),
+        (name = "aliases", description = "Movable names for versions (model@champion)"),
+        (name = "namespaces", description = "Teams that own models"),
+        (name = "account", description = "The caller, users and API keys"),
+        (name = "audit", description = "The record of every change"),
+    )
+)]
+struct ApiDoc;
+
+struct BearerAuth;
+
+impl Modify for BearerAuth {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.add_security_scheme(
+            "bearer",
+            SecurityScheme::Http(HttpBuilder::new().scheme(HttpAuthScheme::Bearer).build()),
+        );
+    }
+}
+
+/// Every API route, with its OpenAPI description.
+pub fn api() -> OpenApiRouter<AppState> {
+    OpenApiRouter::with_openapi(ApiDoc::openapi())
+        .routes(routes!(models::list_models, models::create_model))
+        .routes(routes!(models::get_model, models::update_model, models::delete_model))
+        .routes(routes!(models::set_model_tag, models::delete_model_tag))
+        .routes(routes!(versions::list_versions, versions::create_version))
+        .routes(routes!(versions::get_version, versions::update_version, versions::delete_version))
+        .routes(routes!(versions::set_version_tag, versions::delete_version_tag))
+        .routes(routes!(aliases::list_aliases))
+        .routes(routes!(aliases::get_alias, aliases::set_alias, aliases::delete_alias))
+        .routes(routes!(namespaces::list_namespaces, namespaces::create_namespace))
+        .routes(routes!(namespaces::get_namespace, namespaces::delete_namespace))
+        .routes(routes!(account::whoami))
+        .routes(routes!(account::create_user))
+        .routes(routes!(account::create_key))
+        .routes(routes!(audit::list_events))
+}
+
+/// Parses `{namespace}/{name}` path segments.
+pub(crate) fn model_ref(namespace: &str, name: &str) -> Result<ModelRef, ApiError> {
+    Ok(ModelRef::new(Namespace::parse(namespace)?, ModelName::parse(name)?))
+}
+
+/// Checks a capability; a refused change is itself recorded in the audit log.
+pub(crate) async fn authorize(
+    state: &AppState,
+    caller: &Caller,
+    action: Action,
+    audit_action: &str,
+    target: &str,
+) -> Result<(), ApiError> {
+    if let Err(denied) = caller.principal.require(action) {
+        if action != Action::Read
+            && let Err(e) = state
+                .store
+                .record_event(&caller.audit, audit_action, target, "denied")
+                .await
+        {
+            tracing::warn!(error = %e, "could not record a denied attempt");
+        }
+        return Err(denied.into());
+    }
+    Ok(())
+}
+
+/// Page-size rules shared by every listing.
+pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
+    match limit {
+        None => Ok(100),
+        Some(n @ 1..=1000) => Ok(n),
+        Some(n) => Err(ApiError::invalid(format!(
+            "limit must be between 1 and 1000 (got {n})"
+        ))),
+    }
+}
+
+/// Parses `field`, `-field`, `field asc` or `field desc`.
+pub(crate) fn parse_order(order_by: Option<&str>, fields: &[&str], default: (&str, bool)) -> Result<(String, bool), ApiError> {
+    let Some(raw) = order_by.map(str::trim).filter(|s| !s.is_empty()) else {
+        return Ok((default.0.to_owned(), default.1));
+    };
+    let (field, desc) = if let Some(f) = raw.strip_prefix('-') {
+        (f.trim(), true)
+    } else if let Some((f, dir)) = raw.split_once(char::is_whitespace) {
+        match dir.trim().to_ascii_lowercase().as_str() {
+            "asc" => (f, false),
+            "desc" => (f, true),
+            other => {
+                return Err(ApiError::invalid(format!(
+                    "order_by direction must be ASC or DESC, not '{other}'"
+                )));
+            }
+        }
+    } else {
+        (raw, false)
+    };
+    if !fields.contains(&field) {
+        return Err(ApiError::invalid(format!(
+            "cannot order by '{field}'; use one of: {}",
+            fields.join(", ")
+        )));
+    }
+    Ok((field.to_owned(), desc))
+}

@@ -1,0 +1,184 @@
+//! `/api/v1/models/{namespace}/{name}/versions`: create, get (by number or `@alias`),
+//! update, delete, list; version tags.
+
+use axum::Json;
+use axum::extract::{Path, State};
+use axum::http::StatusCode;
+use cairn_api_types as api;
+use cairn_core::{Action, TagKey, VersionSelector};
+use cairn_store::version::{ListVersions, NewVersion, VersionOrder, VersionPatch};
+use serde::Deserialize;
+use utoipa::IntoParams;
+
+use super::models::{check_description, parse_tags};
+use super::{authorize, model_ref, page_limit, parse_order};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::convert;
+use crate::error::{ApiError, ApiJson, ApiQuery, ApiResult};
+
+/// Query of `GET …/versions`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ListVersionsQuery {
+    /// Page size, 1–1000 (default 100).
+    pub limit: Option<usize>,
+    /// The `next_page_token` of the previous page.
+    pub page_token: Option<String>,
+    /// `version` (default, newest first), `created_at` or `updated_at`; prefix `-` or add ` desc`/` asc`.
+    pub order_by: Option<String>,
+    /// A search filter, e.g. `version > 3 AND tags.stage = 'candidate'` (see docs/SEARCH.md).
+    pub filter: Option<String>,
+}
+
+const SOURCE_MAX: usize = 4096;
+
+/// List the versions of a model.
+#[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/versions", tag = "versions",
+    params(("namespace" = String, Path), ("name" = String, Path), ListVersionsQuery),
+    responses((status = 200, body = api::VersionList), (status = 404, body = api::ErrorBody)))]
+pub async fn list_versions(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name)): Path<(String, String)>,
+    ApiQuery(q): ApiQuery<ListVersionsQuery>,
+) -> ApiResult<Json<api::VersionList>> {
+    authorize(&state, &caller, Action::Read, "version.list", "versions").await?;
+    let model = model_ref(&namespace, &name)?;
+    let limit = page_limit(q.limit)?;
+    let (field, descending) = parse_order(q.order_by.as_deref(), &["version", "created_at", "updated_at"], ("version", true))?;
+    let order = match field.as_str() {
+        "created_at" => VersionOrder::CreatedAt,
+        "updated_at" => VersionOrder::UpdatedAt,
+        _ => VersionOrder::Number,
+    };
+    let filter = q.filter.as_deref().filter(|f| !f.trim().is_empty()).map(cairn_core::filter::parse).transpose()?;
+    let listing = format!("versions|{model}|{field}|{descending}|{}", q.filter.as_deref().unwrap_or(""));
+    let after = q.page_token.as_deref().map(|t| state.page_tokens.decode(&listing, t)).transpose()?;
+    let page = state.store.list_versions(&model, &ListVersions { filter, order, descending, limit, after }).await?;
+    Ok(Json(api::VersionList {
+        versions: page.items.into_iter().map(convert::version).collect(),
+        next_page_token: page.next.map(|c| state.page_tokens.encode(&listing, &c)),
+    }))
+}
+
+/// Create the next version of a model (numbered 1, 2, 3 …).
+#[utoipa::path(post, path = "/api/v1/models/{namespace}/{name}/versions", tag = "versions",
+    params(("namespace" = String, Path), ("name" = String, Path)), request_body = api::CreateVersion,
+    responses((status = 201, body = api::Version), (status = 404, body = api::ErrorBody)))]
+pub async fn create_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name)): Path<(String, String)>,
+    ApiJson(body): ApiJson<api::CreateVersion>,
+) -> ApiResult<(StatusCode, Json<api::Version>)> {
+    authorize(&state, &caller, Action::Write, "version.create", &format!("model:{namespace}/{name}")).await?;
+    let model = model_ref(&namespace, &name)?;
+    check_description(&body.description)?;
+    if body.source.len() > SOURCE_MAX || body.run_id.len() > 256 {
+        return Err(ApiError::invalid(format!("source must be at most {SOURCE_MAX} bytes and run_id at most 256")));
+    }
+    if !(body.metadata.is_object() || body.metadata.is_null()) {
+        return Err(ApiError::invalid("metadata must be a JSON object"));
+    }
+    let new = NewVersion {
+        description: body.description,
+        source: body.source,
+        run_id: body.run_id,
+        metadata: body.metadata,
+        tags: parse_tags(body.tags)?,
+    };
+    let v = state.store.create_version(&caller.audit, &model, &new).await?;
+    Ok((StatusCode::CREATED, Json(convert::version(v))))
+}
+
+/// Get a version by number (`3`) or through an alias (`@champion`).
+#[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/versions/{version}", tag = "versions",
+    params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path, description = "A number, or @alias")),
+    responses((status = 200, body = api::Version), (status = 404, body = api::ErrorBody)))]
+pub async fn get_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name, version)): Path<(String, String, String)>,
+) -> ApiResult<Json<api::Version>> {
+    authorize(&state, &caller, Action::Read, "version.get", "version").await?;
+    let model = model_ref(&namespace, &name)?;
+    let selector = VersionSelector::parse(&version)?;
+    Ok(Json(convert::version(state.store.get_version(&model, &selector).await?)))
+}
+
+/// Update a version's description or metadata.
+#[utoipa::path(patch, path = "/api/v1/models/{namespace}/{name}/versions/{version}", tag = "versions",
+    params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path)), request_body = api::UpdateVersion,
+    responses((status = 200, body = api::Version), (status = 404, body = api::ErrorBody)))]
+pub async fn update_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name, version)): Path<(String, String, String)>,
+    ApiJson(body): ApiJson<api::UpdateVersion>,
+) -> ApiResult<Json<api::Version>> {
+    authorize(&state, &caller, Action::Write, "version.update", &format!("version:{namespace}/{name}:{version}")).await?;
+    let model = model_ref(&namespace, &name)?;
+    let selector = VersionSelector::parse(&version)?;
+    if let Some(d) = &body.description {
+        check_description(d)?;
+    }
+    if body.metadata.as_ref().is_some_and(|m| !m.is_object()) {
+        return Err(ApiError::invalid("metadata must be a JSON object"));
+    }
+    let patch = VersionPatch { description: body.description, metadata: body.metadata };
+    Ok(Json(convert::version(state.store.update_version(&caller.audit, &model, &selector, &patch).await?)))
+}
+
+/// Delete a version; its number is never given out again.
+#[utoipa::path(delete, path = "/api/v1/models/{namespace}/{name}/versions/{version}", tag = "versions",
+    params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path)),
+    responses((status = 204), (status = 404, body = api::ErrorBody)))]
+pub async fn delete_version(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name, version)): Path<(String, String, String)>,
+) -> ApiResult<StatusCode> {
+    authorize(&state, &caller, Action::Write, "version.delete", &format!("version:{namespace}/{name}:{version}")).await?;
+    let model = model_ref(&namespace, &name)?;
+    let selector = VersionSelector::parse(&version)?;
+    state.store.delete_version(&caller.audit, &model, &selector).await?;
+    Ok(StatusCode::NO_CONTENT)
+}
+
+/// Set a tag on a version.
+#[utoipa::path(put, path = "/api/v1/models/{namespace}/{name}/versions/{version}/tags/{key}", tag = "versions",
+    params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path), ("key" = String, Path)),
+    request_body = api::SetTag,
+    responses((status = 200, body = api::Version), (status = 404, body = api::ErrorBody)))]
+pub async fn set_version_tag(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name, version, key)): Path<(String, String, String, String)>,
+    ApiJson(body): ApiJson<api::SetTag>,
+) -> ApiResult<Json<api::Version>> {
+    authorize(&state, &caller, Action::Write, "version.tag.set", &format!("version:{namespace}/{name}:{version}")).await?;
+    let model = model_ref(&namespace, &name)?;
+    let selector = VersionSelector::parse(&version)?;
+    let key = TagKey::parse(&key)?;
+    Ok(Json(convert::version(
+        state.store.set_version_tag(&caller.audit, &model, &selector, &key, &body.value).await?,
+    )))
+}
+
+/// Delete a tag from a version.
+#[utoipa::path(delete, path = "/api/v1/models/{namespace}/{name}/versions/{version}/tags/{key}", tag = "versions",
+    params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path), ("key" = String, Path)),
+    responses((status = 204), (status = 404, body = api::ErrorBody)))]
+pub async fn delete_version_tag(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name, version, key)): Path<(String, String, String, String)>,
+) -> ApiResult<StatusCode> {
+    authorize(&state, &caller, Action::Write, "version.tag.delete", &format!("version:{namespace}/{name}:{version}")).await?;
+    let model = model_ref(&namespace, &name)?;
+    let selector = VersionSelector::parse(&version)?;
+    let key = TagKey::parse(&key)?;
+    state.store.delete_version_tag(&caller.audit, &model, &selector, &key).await?;
+    Ok(StatusCode::NO_CONTENT)
+}

@@ -1,0 +1,152 @@
+//! `cairn serve`: start-up (data dir, database, bootstrap admin), the listen loop, and a
+//! graceful shutdown that lets in-flight requests finish.
+
+use std::net::SocketAddr;
+use std::time::{Duration, Instant};
+
+use anyhow::Context;
+use cairn_store::user::NewApiKey;
+use cairn_store::{DbOptions, Store};
+use tokio::net::TcpListener;
+
+use crate::app::{AppState, build_router};
+use crate::auth;
+use crate::settings::{LogFormat, Settings, redact_url};
+
+/// Installs the global log subscriber (text or JSON lines on stderr).
+pub fn init_logging(settings: &Settings) {
+    let filter = tracing_subscriber::EnvFilter::try_new(&settings.log)
+        .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new("info"));
+    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let _ = match settings.log_format {
+        LogFormat::Json => builder.json().flatten_event(true).try_init(),
+        LogFormat::Text => builder.try_init(),
+    };
+}
+
+/// Opens the store, creating the data dir (mode 0700) and the bootstrap admin.
+pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
+    create_private_dir(&settings.data_dir)?;
+    let url = settings.database_url();
+    let opts = DbOptions { max_connections: settings.db_max_connections, ..DbOptions::default() };
+    let store = Store::open(&url, &opts)
+        .await
+        .with_context(|| format!("cannot open database {}", redact_url(&url)))?;
+    let generated = std::sync::Mutex::new(None::<String>);
+    let password = settings.bootstrap_admin_password.clone();
+    let key = settings.bootstrap_admin_token.as_ref().map(|t| NewApiKey {
+        user_id: String::new(),
+        name: "bootstrap".into(),
+        token_hash: auth::hash_token(t),
+        scopes: "read write admin".into(),
+        expires_at: None,
+    });
+    let outcome = store
+        .bootstrap_admin(
+            || {
+                let pw = password.unwrap_or_else(|| {
+                    let pw = auth::generate_password();
+                    if let Ok(mut g) = generated.lock() {
+                        *g = Some(pw.clone());
+                    }
+                    pw
+                });
+                auth::hash_password(&pw).unwrap_or_default()
+            },
+            key,
+        )
+        .await?;
+    if outcome.created_admin {
+        tracing::info!("created the administrator account 'admin'");
+        if let Ok(Some(pw)) = generated.lock().map(|g| g.clone()) {
+            // Shown once, on the terminal only; never written to the log.
+            eprintln!("\n  Created user 'admin' with password: {pw}\n  It is shown only this once.\n");
+        }
+    }
+    if outcome.added_key {
+        tracing::info!("added the bootstrap admin API key");
+    }
+    Ok(store)
+}
+
+#[cfg(unix)]
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    use std::os::unix::fs::{DirBuilderExt, PermissionsExt};
+    if !dir.exists() {
+        std::fs::DirBuilder::new()
+            .recursive(true)
+            .mode(0o700)
+            .create(dir)
+            .with_context(|| format!("cannot create data dir {}", dir.display()))?;
+    } else if !dir.is_dir() {
+        anyhow::bail!("data dir {} exists and is not a directory", dir.display());
+    }
+    let _ = std::fs::set_permissions(dir, std::fs::Permissions::from_mode(0o700));
+    Ok(())
+}
+
+#[cfg(not(unix))]
+fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
+    std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))
+}
+
+/// Runs the server until SIGINT or SIGTERM, then drains in-flight requests.
+pub async fn run(settings: Settings) -> anyhow::Result<()> {
+    let started = Instant::now();
+    let listener = TcpListener::bind(&settings.listen)
+        .await
+        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let store = open_store(&settings).await?;
+    let grace = Duration::from_secs(settings.shutdown_grace_secs);
+    let state = AppState::new(store.clone(), settings).await?;
+    let app = build_router(state);
+    let addr = listener.local_addr()?;
+    tracing::info!(
+        %addr,
+        backend = ?store.backend(),
+        startup_ms = started.elapsed().as_millis() as u64,
+        "cairn is ready: http://{addr}"
+    );
+    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+        .with_graceful_shutdown(async move {
+            shutdown_signal().await;
+            let _ = tx.send(());
+        });
+    let server = tokio::spawn(async move { server.await });
+    let mut server = server;
+    tokio::select! {
+        res = &mut server => { res??; }
+        _ = async { let _ = rx.await; } => {
+            tracing::info!(grace_secs = grace.as_secs(), "shutting down: finishing in-flight requests");
+            match tokio::time::timeout(grace, &mut server).await {
+                Ok(res) => { res??; }
+                Err(_) => tracing::warn!("grace period over; closing remaining connections"),
+            }
+        }
+    }
+    store.close().await;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn shutdown_signal() {
+    let ctrl_c = async {
+        let _ = tokio::signal::ctrl_c().await;
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(_) => std::future::pending::<()>().await,
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        () = ctrl_c => {},
+        () = term => {},
+    }
+}

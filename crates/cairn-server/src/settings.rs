@@ -1,0 +1,236 @@
+//! Server settings: flags, then `CAIRN_*` environment, then an optional `cairn.toml`, then
+//! built-in defaults (in that order of precedence).
+
+use std::fmt;
+use std::path::{Path, PathBuf};
+
+use figment::providers::{Env, Format, Serialized, Toml};
+use figment::Figment;
+use serde::{Deserialize, Serialize};
+
+/// Log output format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Default)]
+#[serde(rename_all = "lowercase")]
+pub enum LogFormat {
+    /// Human-readable lines.
+    #[default]
+    Text,
+    /// One JSON object per line.
+    Json,
+}
+
+/// Everything `cairn serve` can be told.
+#[derive(Clone, Serialize, Deserialize)]
+#[serde(default)]
+pub struct Settings {
+    /// Address to listen on (`CAIRN_LISTEN`).
+    pub listen: String,
+    /// Where SQLite and local files live (`CAIRN_DATA_DIR`).
+    pub data_dir: PathBuf,
+    /// `sqlite://…` or `postgres://…` (`CAIRN_DATABASE_URL`); default: SQLite under the data dir.
+    pub database_url: Option<String>,
+    /// `text` or `json` (`CAIRN_LOG_FORMAT`).
+    pub log_format: LogFormat,
+    /// Log filter, e.g. `info` or `cairn_server=debug` (`CAIRN_LOG`).
+    pub log: String,
+    /// Largest JSON request body in bytes (`CAIRN_MAX_JSON_BYTES`).
+    pub max_json_bytes: usize,
+    /// Longest a request may take, in seconds (`CAIRN_REQUEST_TIMEOUT_SECS`).
+    pub request_timeout_secs: u64,
+    /// How long shutdown waits for in-flight requests, in seconds (`CAIRN_SHUTDOWN_GRACE_SECS`).
+    pub shutdown_grace_secs: u64,
+    /// Database connections per pool (`CAIRN_DB_MAX_CONNECTIONS`).
+    pub db_max_connections: u32,
+    /// Password for the first `admin` account (`CAIRN_BOOTSTRAP_ADMIN_PASSWORD`).
+    pub bootstrap_admin_password: Option<String>,
+    /// An admin API key to create at start, 32+ characters (`CAIRN_BOOTSTRAP_ADMIN_TOKEN`).
+    pub bootstrap_admin_token: Option<String>,
+}
+
+impl Default for Settings {
+    fn default() -> Self {
+        Self {
+            listen: "127.0.0.1:8080".into(),
+            data_dir: PathBuf::from("./cairn-data"),
+            database_url: None,
+            log_format: LogFormat::Text,
+            log: "info".into(),
+            max_json_bytes: 1024 * 1024,
+            request_timeout_secs: 30,
+            shutdown_grace_secs: 30,
+            db_max_connections: 16,
+            bootstrap_admin_password: None,
+            bootstrap_admin_token: None,
+        }
+    }
+}
+
+// Secrets never reach a log line, even through `{:?}`.
+impl fmt::Debug for Settings {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let redact = |o: &Option<String>| o.as_ref().map(|_| "<redacted>");
+        f.debug_struct("Settings")
+            .field("listen", &self.listen)
+            .field("data_dir", &self.data_dir)
+            .field(
+                "database_url",
+                &self.database_url.as_deref().map(redact_url),
+            )
+            .field("log_format", &self.log_format)
+            .field("log", &self.log)
+            .field("max_json_bytes", &self.max_json_bytes)
+            .field("request_timeout_secs", &self.request_timeout_secs)
+            .field("shutdown_grace_secs", &self.shutdown_grace_secs)
+            .field("db_max_connections", &self.db_max_connections)
+            .field("bootstrap_admin_password", &redact(&self.bootstrap_admin_password))
+            .field("bootstrap_admin_token", &redact(&self.bootstrap_admin_token))
+            .finish()
+    }
+}
+
+/// Hides the password of a database URL.
+pub fn redact_url(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(s), Some(at)) if at > s + 3 => {
+            let userinfo = &url[s + 3..at];
+            let user = userinfo.split(':').next().unwrap_or("");
+            format!("{}{}:***{}", &url[..s + 3], user, &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
+/// The same fields, all optional, refusing unknown keys: what a config file may contain.
+#[derive(Debug, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SettingsOverrides {
+    /// See [`Settings::listen`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub listen: Option<String>,
+    /// See [`Settings::data_dir`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub data_dir: Option<PathBuf>,
+    /// See [`Settings::database_url`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub database_url: Option<String>,
+    /// See [`Settings::log_format`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log_format: Option<LogFormat>,
+    /// See [`Settings::log`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub log: Option<String>,
+    /// See [`Settings::max_json_bytes`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_json_bytes: Option<usize>,
+    /// See [`Settings::request_timeout_secs`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub request_timeout_secs: Option<u64>,
+    /// See [`Settings::shutdown_grace_secs`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_grace_secs: Option<u64>,
+    /// See [`Settings::db_max_connections`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub db_max_connections: Option<u32>,
+    /// See [`Settings::bootstrap_admin_password`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_admin_password: Option<String>,
+    /// See [`Settings::bootstrap_admin_token`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub bootstrap_admin_token: Option<String>,
+}
+
+/// Settings could not be loaded.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid settings: {0}")]
+pub struct SettingsError(pub String);
+
+impl Settings {
+    /// Loads settings: `flags` win over the environment, which wins over `config_file`
+    /// (default `./cairn.toml` when it exists), which wins over the defaults.
+    pub fn load(flags: &SettingsOverrides, config_file: Option<&Path>) -> Result<Self, SettingsError> {
+        let default_file = PathBuf::from("cairn.toml");
+        let file = match config_file {
+            Some(p) => {
+                if !p.exists() {
+                    return Err(SettingsError(format!("config file {} does not exist", p.display())));
+                }
+                Some(p.to_path_buf())
+            }
+            None => default_file.exists().then_some(default_file),
+        };
+        let mut fig = Figment::from(Serialized::defaults(Settings::default()));
+        if let Some(f) = &file {
+            // Unknown keys in the file are typos: refuse them.
+            Figment::from(Toml::file(f))
+                .extract::<SettingsOverrides>()
+                .map_err(|e| SettingsError(format!("{}: {e}", f.display())))?;
+            fig = fig.merge(Toml::file(f));
+        }
+        fig = fig
+            .merge(Env::prefixed("CAIRN_").only(ENV_KEYS))
+            .merge(Serialized::defaults(flags));
+        let s: Settings = fig.extract().map_err(|e| SettingsError(e.to_string()))?;
+        s.check()?;
+        Ok(s)
+    }
+
+    fn check(&self) -> Result<(), SettingsError> {
+        if let Some(t) = &self.bootstrap_admin_token
+            && t.len() < 32
+        {
+            return Err(SettingsError(
+                "CAIRN_BOOTSTRAP_ADMIN_TOKEN must be at least 32 characters".into(),
+            ));
+        }
+        if self.max_json_bytes < 1024 {
+            return Err(SettingsError("max_json_bytes must be at least 1024".into()));
+        }
+        if self.request_timeout_secs == 0 {
+            return Err(SettingsError("request_timeout_secs must be at least 1".into()));
+        }
+        Ok(())
+    }
+
+    /// The database URL, defaulting to a SQLite file under the data dir.
+    pub fn database_url(&self) -> String {
+        match &self.database_url {
+            Some(u) => u.clone(),
+            None => format!("sqlite://{}", self.data_dir.join("cairn.db").display()),
+        }
+    }
+}
+
+const ENV_KEYS: &[&str] = &[
+    "listen",
+    "data_dir",
+    "database_url",
+    "log_format",
+    "log",
+    "max_json_bytes",
+    "request_timeout_secs",
+    "shutdown_grace_secs",
+    "db_max_connections",
+    "bootstrap_admin_password",
+    "bootstrap_admin_token",
+];
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn redacts_database_passwords() {
+        assert_eq!(
+            redact_url("postgres://cairn:s3cret@localhost/cairn"),
+            "postgres://cairn:***@localhost/cairn"
+        );
+        assert_eq!(redact_url("sqlite://./x.db"), "sqlite://./x.db");
+        let s = Settings {
+            bootstrap_admin_token: Some("x".repeat(40)),
+            database_url: Some("postgres://u:pw@h/db".into()),
+            ..Settings::default()
+        };
+        let dbg = format!("{s:?}");
+        assert!(!dbg.contains("xxxx") && !dbg.contains("pw@"), "{dbg}");
+    }
+}
