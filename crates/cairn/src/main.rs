@@ -1,10 +1,24 @@
 //! `cairn`: the server, the command-line client and the offline card tool in one binary.
+//!
+//! Exit codes: 0 success; 1 a check failed or the server could not be reached; 2 a usage
+//! or input error (including a request the server refused as invalid).
+
+mod cli;
+mod credentials;
+mod table;
+
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
 
 #[derive(Parser, Debug)]
-#[command(name = "cairn", version, about = "A security-first registry for machine-learning models with model cards as code")]
+#[command(
+    name = "cairn",
+    version,
+    about = "A security-first registry for machine-learning models, with model cards as code",
+    long_about = None,
+    propagate_version = true
+)]
 struct Cli {
     #[command(subcommand)]
     command: Command,
@@ -12,6 +26,14 @@ struct Cli {
 
 #[derive(Subcommand, Debug)]
 enum Command {
+    /// Run the registry server (SQLite and ./cairn-data by default)
+    Serve(cli::serve::ServeArgs),
+    /// Store the server URL and an API key for the other commands
+    Login(cli::login::LoginArgs),
+    /// Forget the stored server URL and API key
+    Logout,
+    /// Models, versions, aliases and tags on a server
+    Models(cli::models::ModelsArgs),
     /// Model cards as code: init, generate, validate, check drift (offline, no server needed)
     Card(cairn_card::cli::CardArgs),
 }
@@ -20,5 +42,32 @@ fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Command::Card(args) => cairn_card::cli::run(args),
+        Command::Serve(args) => cli::serve::run(args),
+        other => {
+            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+                Ok(rt) => rt,
+                Err(e) => {
+                    eprintln!("error: cannot start the runtime: {e}");
+                    return ExitCode::from(1);
+                }
+            };
+            rt.block_on(async move {
+                match other {
+                    Command::Login(args) => cli::login::run(args).await,
+                    Command::Logout => cli::login::logout(),
+                    Command::Models(args) => cli::models::run(args).await,
+                    Command::Serve(_) | Command::Card(_) => unreachable!("handled above"),
+                }
+            })
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    #[test]
+    fn command_line_is_consistent() {
+        use clap::CommandFactory;
+        super::Cli::command().debug_assert();
     }
 }

@@ -1,0 +1,269 @@
+//! The real `cairn` binary: `serve`, `login`, `models …`, exit codes, graceful shutdown,
+//! and two server processes sharing one PostgreSQL.
+
+use std::path::Path;
+use std::process::{Child, Command, Output, Stdio};
+use std::time::{Duration, Instant};
+
+use cairn_test_utils::{Backend, database_url, random_token, require_all};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cairn");
+
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+struct Server {
+    child: Child,
+    url: String,
+}
+
+impl Server {
+    fn start(data_dir: &Path, database_url: &str, token: &str) -> Self {
+        let port = free_port();
+        let child = Command::new(BIN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(data_dir)
+            .arg("--database-url")
+            .arg(database_url)
+            .env("CAIRN_BOOTSTRAP_ADMIN_TOKEN", token)
+            .env("CAIRN_BOOTSTRAP_ADMIN_PASSWORD", "an admin password")
+            .env("CAIRN_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let mut server = Self { child, url };
+        let deadline = Instant::now() + Duration::from_secs(30);
+        loop {
+            if reqwest::blocking_get(&format!("{}/readyz", server.url)).unwrap_or(false) {
+                break;
+            }
+            if let Some(status) = server.child.try_wait().unwrap() {
+                let mut err = String::new();
+                use std::io::Read;
+                let _ = server.child.stderr.take().unwrap().read_to_string(&mut err);
+                panic!("server exited with {status}: {err}");
+            }
+            assert!(Instant::now() < deadline, "server did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        server
+    }
+
+    fn stop(mut self) -> std::process::ExitStatus {
+        let pid = self.child.id().to_string();
+        let _ = Command::new("kill").args(["-TERM", &pid]).status();
+        let deadline = Instant::now() + Duration::from_secs(20);
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return status;
+            }
+            assert!(Instant::now() < deadline, "server did not stop on SIGTERM");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+    }
+}
+
+impl Drop for Server {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+mod reqwest {
+    /// GET that returns whether the status was 2xx (tiny blocking client on std only).
+    pub fn blocking_get(url: &str) -> std::io::Result<bool> {
+        use std::io::{Read, Write};
+        let rest = url.strip_prefix("http://").unwrap();
+        let (host, path) = rest.split_once('/').map(|(h, p)| (h, format!("/{p}"))).unwrap_or((rest, "/".into()));
+        let mut s = std::net::TcpStream::connect(host)?;
+        write!(s, "GET {path} HTTP/1.1\r\nHost: {host}\r\nConnection: close\r\n\r\n")?;
+        let mut buf = String::new();
+        s.read_to_string(&mut buf)?;
+        Ok(buf.starts_with("HTTP/1.1 2"))
+    }
+}
+
+fn cairn(config_dir: &Path, url: &str, token: Option<&str>, args: &[&str]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).env("CAIRN_CONFIG_DIR", config_dir).env("CAIRN_URL", url).env_remove("CAIRN_TOKEN");
+    if let Some(t) = token {
+        cmd.env("CAIRN_TOKEN", t);
+    }
+    cmd.output().unwrap()
+}
+
+fn stdout(o: &Output) -> String {
+    String::from_utf8_lossy(&o.stdout).into_owned()
+}
+
+#[test]
+fn help_lists_only_working_commands() {
+    let out = Command::new(BIN).arg("--help").output().unwrap();
+    assert!(out.status.success());
+    let text = stdout(&out);
+    for cmd in ["serve", "login", "logout", "models", "card"] {
+        assert!(text.contains(&format!("  {cmd}")), "{cmd} missing from --help:\n{text}");
+    }
+    for absent in ["push", "pull", "audit", "verify", "evidence", "admin"] {
+        assert!(!text.contains(&format!("  {absent} ")), "{absent} listed but not built:\n{text}");
+    }
+    let bad = Command::new(BIN).arg("frobnicate").output().unwrap();
+    assert_eq!(bad.status.code(), Some(2));
+}
+
+#[test]
+fn cli_round_trip_on_sqlite() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let db = format!("sqlite://{}", dir.path().join("cairn.db").display());
+    let server = Server::start(dir.path(), &db, &token);
+
+    // login stores the credentials with mode 0600 after checking them.
+    let mut login = Command::new(BIN)
+        .args(["login", "--url", &server.url, "--token-stdin"])
+        .env("CAIRN_CONFIG_DIR", cfg.path())
+        .stdin(Stdio::piped())
+        .stdout(Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    writeln!(login.stdin.take().unwrap(), "{token}").unwrap();
+    let out = login.wait_with_output().unwrap();
+    assert!(out.status.success(), "{}", stdout(&out));
+    let cred = cfg.path().join("credentials.toml");
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        assert_eq!(std::fs::metadata(&cred).unwrap().permissions().mode() & 0o777, 0o600);
+    }
+    assert!(std::fs::read_to_string(&cred).unwrap().contains(&token));
+
+    // A wrong key is refused and nothing is stored.
+    let other = tempfile::tempdir().unwrap();
+    let out = Command::new(BIN)
+        .args(["login", "--url", &server.url, "--token", "cairn_wrong"])
+        .env("CAIRN_CONFIG_DIR", other.path())
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    assert!(!other.path().join("credentials.toml").exists());
+
+    // From here on the stored credentials are used (no CAIRN_TOKEN).
+    let run = |args: &[&str]| cairn(cfg.path(), &server.url, None, args);
+    let out = run(&["models", "create", "team/clf", "--description", "a classifier", "--tag", "task=ner"]);
+    assert!(out.status.success(), "{:?}", out);
+    let out = run(&["models", "versions", "create", "team/clf", "--source", "s3://b/1", "--metadata", r#"{"f1":0.91}"#, "--json"]);
+    assert!(out.status.success());
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["metadata"]["f1"], 0.91);
+    assert!(run(&["models", "versions", "create", "team/clf"]).status.success());
+    assert!(run(&["models", "aliases", "set", "team/clf@champion", "2"]).status.success());
+    let out = run(&["models", "versions", "show", "team/clf@champion", "--json"]);
+    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(v["version"], 2);
+    let out = run(&["models", "list"]);
+    let text = stdout(&out);
+    assert!(text.starts_with("MODEL"), "{text}");
+    assert!(text.contains("team/clf") && text.contains("task=ner"), "{text}");
+    let out = run(&["models", "list", "--json", "--filter", "tags.task = 'ner'"]);
+    let list: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(list["models"].as_array().unwrap().len(), 1);
+    let out = run(&["models", "versions", "list", "team/clf"]);
+    assert!(stdout(&out).contains("@champion"));
+
+    // Exit codes: 2 for input the server refuses, and for missing confirmation.
+    assert_eq!(run(&["models", "create", "Bad Name"]).status.code(), Some(2));
+    assert_eq!(run(&["models", "show", "team/ghost"]).status.code(), Some(2));
+    assert_eq!(run(&["models", "list", "--filter", "name = "]).status.code(), Some(2));
+    assert_eq!(run(&["models", "delete", "team/clf"]).status.code(), Some(2));
+    assert!(run(&["models", "delete", "team/clf", "--yes"]).status.success());
+    // Unreachable server: 1.
+    let out = cairn(cfg.path(), "http://127.0.0.1:9", Some(&token), &["models", "list"]);
+    assert_eq!(out.status.code(), Some(1));
+
+    assert!(run(&["logout"]).status.success());
+    assert!(!cred.exists());
+    let status = server.stop();
+    assert!(status.success(), "server exited with {status:?} on SIGTERM");
+}
+
+#[test]
+fn serve_refuses_bad_settings() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = dir.path().join("cairn.toml");
+    std::fs::write(&cfg, "listen = \"127.0.0.1:0\"\ncolour = \"red\"\n").unwrap();
+    let out = Command::new(BIN).args(["serve", "--config"]).arg(&cfg).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("colour"));
+    let out = Command::new(BIN)
+        .args(["serve", "--data-dir"])
+        .arg(dir.path())
+        .env("CAIRN_BOOTSTRAP_ADMIN_TOKEN", "short")
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(2));
+}
+
+/// 32 concurrent creators spread over two server processes on one PostgreSQL get
+/// versions exactly 1..32.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn two_processes_share_one_postgres() {
+    let dir = tempfile::tempdir().unwrap();
+    let Some(db) = database_url(Backend::Postgres, dir.path(), "two_processes_share_one_postgres").await else {
+        assert!(!require_all());
+        return;
+    };
+    let token = random_token();
+    let d1 = tempfile::tempdir().unwrap();
+    let d2 = tempfile::tempdir().unwrap();
+    let (a, b) = {
+        let (db1, db2, t1, t2) = (db.clone(), db.clone(), token.clone(), token.clone());
+        let p1 = d1.path().to_path_buf();
+        let p2 = d2.path().to_path_buf();
+        let a = tokio::task::spawn_blocking(move || Server::start(&p1, &db1, &t1)).await.unwrap();
+        let b = tokio::task::spawn_blocking(move || Server::start(&p2, &db2, &t2)).await.unwrap();
+        (a, b)
+    };
+    let ca = cairn_client::Client::new(&a.url, Some(token.clone())).unwrap();
+    let cb = cairn_client::Client::new(&b.url, Some(token.clone())).unwrap();
+    ca.create_model(&cairn_api_types::CreateModel { name: "team/shared".into(), description: String::new(), tags: Default::default() })
+        .await
+        .unwrap();
+    let mut tasks = Vec::new();
+    for i in 0..32 {
+        let c = if i % 2 == 0 { ca.clone() } else { cb.clone() };
+        tasks.push(tokio::spawn(async move { c.create_version("team/shared", &Default::default()).await.unwrap().version }));
+    }
+    let mut numbers = Vec::new();
+    for t in tasks {
+        numbers.push(t.await.unwrap());
+    }
+    numbers.sort_unstable();
+    assert_eq!(numbers, (1..=32).collect::<Vec<i64>>());
+    assert_eq!(cb.get_model("team/shared").await.unwrap().latest_version, 32);
+    // A page token from one replica is accepted by the other.
+    for i in 0..3 {
+        ca.create_model(&cairn_api_types::CreateModel { name: format!("team/p{i}"), description: String::new(), tags: Default::default() })
+            .await
+            .unwrap();
+    }
+    let first = ca.list_models(&cairn_client::ListOptions { limit: Some(2), ..Default::default() }).await.unwrap();
+    let second = cb
+        .list_models(&cairn_client::ListOptions { limit: Some(2), page_token: first.next_page_token, ..Default::default() })
+        .await
+        .unwrap();
+    assert_eq!(second.models.len(), 2);
+    tokio::task::spawn_blocking(move || {
+        assert!(a.stop().success());
+        assert!(b.stop().success());
+    })
+    .await
+    .unwrap();
+}
