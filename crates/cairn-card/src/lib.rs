@@ -1,11 +1,20 @@
-//! Model cards as code (placeholder until the card tooling lands).
-pub mod cli {
-    /// `cairn card …`
-    #[derive(clap::Args, Debug)]
-    pub struct CardArgs {}
+//! Model cards as code.
+//!
+//! `cairn-card` turns the facts a team keeps next to its code (a card source in YAML,
+//! evaluation results, model configuration, dataset information, training logs) into
+//! standard model cards — a Hugging Face `README.md`, a Google Model Card Toolkit JSON, EU
+//! AI Act technical documentation, an EU CRA declaration, HTML and canonical JSON — and
+//! checks cards: completeness per standard, leaked secrets, drift against new results.
+//!
+//! Main types: [`model::Card`] (the merged facts), [`input::InputPolicy`] (which files may
+//! be read and how much), [`render::Format`], [`validate::Report`], [`drift::DriftReport`].
+//! The library is offline and synchronous: it never touches the network or a database, so
+//! the server can call it from `spawn_blocking` and CI can run it without a server.
 
-    /// Runs a `cairn card` command and returns the process exit code.
-    pub fn run(_args: CardArgs) -> std::process::ExitCode {
-        std::process::ExitCode::from(2)
-    }
-}
+pub mod cli;
+pub mod error;
+pub mod input;
+pub mod model;
+
+pub use error::{CardError, Result};
+pub use model::{Card, Metric};
