@@ -7,17 +7,9 @@ use std::path::{Path, PathBuf};
 pub enum CardError {
     /// A file could not be parsed; `line` and `column` are 1-based when known.
     #[error("{}: {message}", location(file, *line, *column))]
-    Parse {
-        file: PathBuf,
-        line: Option<u64>,
-        column: Option<u64>,
-        message: String,
-    },
+    Parse { file: PathBuf, line: Option<u64>, column: Option<u64>, message: String },
     #[error("{}: cannot read: {source}", file.display())]
-    Io {
-        file: PathBuf,
-        source: std::io::Error,
-    },
+    Io { file: PathBuf, source: std::io::Error },
     #[error("{}: file is larger than the limit of {limit} bytes (raise it with --max-input-size)", file.display())]
     TooLarge { file: PathBuf, limit: u64 },
     #[error("{}: file type not allowed (allowed: {allowed})", file.display())]
@@ -37,25 +29,12 @@ fn location(file: &Path, line: Option<u64>, column: Option<u64>) -> String {
 }
 
 impl CardError {
-    pub(crate) fn parse(
-        file: &Path,
-        line: Option<u64>,
-        column: Option<u64>,
-        message: impl Into<String>,
-    ) -> Self {
-        CardError::Parse {
-            file: file.to_path_buf(),
-            line,
-            column,
-            message: message.into(),
-        }
+    pub(crate) fn parse(file: &Path, line: Option<u64>, column: Option<u64>, message: impl Into<String>) -> Self {
+        CardError::Parse { file: file.to_path_buf(), line, column, message: message.into() }
     }
 
     pub(crate) fn io(file: &Path, source: std::io::Error) -> Self {
-        CardError::Io {
-            file: file.to_path_buf(),
-            source,
-        }
+        CardError::Io { file: file.to_path_buf(), source }
     }
 
     pub(crate) fn from_json(file: &Path, e: serde_json::Error) -> Self {
@@ -65,12 +44,7 @@ impl CardError {
         if e.line() == 0 {
             Self::parse(file, None, None, format!("invalid JSON: {msg}"))
         } else {
-            Self::parse(
-                file,
-                Some(e.line() as u64),
-                Some(e.column() as u64),
-                format!("invalid JSON: {msg}"),
-            )
+            Self::parse(file, Some(e.line() as u64), Some(e.column() as u64), format!("invalid JSON: {msg}"))
         }
     }
 
@@ -80,12 +54,9 @@ impl CardError {
         let msg = inner.to_string();
         let msg = msg.split(" at line ").next().unwrap_or(&msg).to_string();
         match loc {
-            Some(l) if l.line() > 0 => Self::parse(
-                file,
-                Some(l.line() + line_offset),
-                Some(l.column()),
-                format!("invalid YAML: {msg}"),
-            ),
+            Some(l) if l.line() > 0 => {
+                Self::parse(file, Some(l.line() + line_offset), Some(l.column()), format!("invalid YAML: {msg}"))
+            }
             _ => Self::parse(file, None, None, format!("invalid YAML: {msg}")),
         }
     }

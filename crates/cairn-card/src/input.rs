@@ -30,17 +30,13 @@ pub struct InputPolicy {
 
 impl Default for InputPolicy {
     fn default() -> Self {
-        InputPolicy {
-            max_bytes: DEFAULT_MAX_INPUT_BYTES,
-        }
+        InputPolicy { max_bytes: DEFAULT_MAX_INPUT_BYTES }
     }
 }
 
 /// The lower-case extension of a path, if it is one we accept.
 pub fn extension(path: &Path) -> Option<String> {
-    path.extension()
-        .and_then(|e| e.to_str())
-        .map(|e| e.to_ascii_lowercase())
+    path.extension().and_then(|e| e.to_str()).map(|e| e.to_ascii_lowercase())
 }
 
 /// A reader that fails once more than `limit` bytes have been read.
@@ -57,15 +53,10 @@ impl<R: Read> Read for LimitedReader<R> {
             let mut probe = [0u8; 1];
             return match self.inner.read(&mut probe)? {
                 0 => Ok(0),
-                _ => Err(std::io::Error::other(format!(
-                    "input exceeds {} bytes",
-                    self.limit
-                ))),
+                _ => Err(std::io::Error::other(format!("input exceeds {} bytes", self.limit))),
             };
         }
-        let max = buf
-            .len()
-            .min(self.remaining.min(usize::MAX as u64) as usize);
+        let max = buf.len().min(self.remaining.min(usize::MAX as u64) as usize);
         let n = self.inner.read(&mut buf[..max])?;
         self.remaining -= n as u64;
         Ok(n)
@@ -78,44 +69,23 @@ impl InputPolicy {
         self.open_with(path, ALLOWED_EXTENSIONS)
     }
 
-    pub(crate) fn open_with(
-        &self,
-        path: &Path,
-        allowed: &[&str],
-    ) -> Result<BufReader<LimitedReader<File>>> {
+    pub(crate) fn open_with(&self, path: &Path, allowed: &[&str]) -> Result<BufReader<LimitedReader<File>>> {
         match extension(path) {
             Some(ext) if allowed.contains(&ext.as_str()) => {}
             _ => {
-                let allowed = allowed
-                    .iter()
-                    .map(|e| format!(".{e}"))
-                    .collect::<Vec<_>>()
-                    .join(" ");
-                return Err(CardError::BadExtension {
-                    file: path.to_path_buf(),
-                    allowed,
-                });
+                let allowed = allowed.iter().map(|e| format!(".{e}")).collect::<Vec<_>>().join(" ");
+                return Err(CardError::BadExtension { file: path.to_path_buf(), allowed });
             }
         }
         let file = File::open(path).map_err(|e| CardError::io(path, e))?;
         let meta = file.metadata().map_err(|e| CardError::io(path, e))?;
         if !meta.is_file() {
-            return Err(CardError::Invalid(format!(
-                "{}: not a regular file",
-                path.display()
-            )));
+            return Err(CardError::Invalid(format!("{}: not a regular file", path.display())));
         }
         if meta.len() > self.max_bytes {
-            return Err(CardError::TooLarge {
-                file: path.to_path_buf(),
-                limit: self.max_bytes,
-            });
+            return Err(CardError::TooLarge { file: path.to_path_buf(), limit: self.max_bytes });
         }
-        let limited = LimitedReader {
-            inner: file,
-            remaining: self.max_bytes,
-            limit: self.max_bytes,
-        };
+        let limited = LimitedReader { inner: file, remaining: self.max_bytes, limit: self.max_bytes };
         Ok(BufReader::with_capacity(64 * 1024, limited))
     }
 
@@ -127,9 +97,7 @@ impl InputPolicy {
     pub(crate) fn read_to_string_with(&self, path: &Path, allowed: &[&str]) -> Result<String> {
         let mut reader = self.open_with(path, allowed)?;
         let mut bytes = Vec::new();
-        reader
-            .read_to_end(&mut bytes)
-            .map_err(|e| self.map_read_error(path, e))?;
+        reader.read_to_end(&mut bytes).map_err(|e| self.map_read_error(path, e))?;
         String::from_utf8(bytes).map_err(|e| {
             let (line, column) = line_col_of_offset(e.as_bytes(), e.utf8_error().valid_up_to());
             CardError::parse(path, Some(line), Some(column), "file is not valid UTF-8")
@@ -138,10 +106,7 @@ impl InputPolicy {
 
     fn map_read_error(&self, path: &Path, e: std::io::Error) -> CardError {
         if e.to_string().starts_with("input exceeds") {
-            CardError::TooLarge {
-                file: path.to_path_buf(),
-                limit: self.max_bytes,
-            }
+            CardError::TooLarge { file: path.to_path_buf(), limit: self.max_bytes }
         } else {
             CardError::io(path, e)
         }
@@ -156,11 +121,7 @@ fn line_col_of_offset(bytes: &[u8], offset: usize) -> (u64, u64) {
 }
 
 /// Parses YAML text into `T`, with errors naming file, line and column.
-pub fn parse_yaml<T: serde::de::DeserializeOwned>(
-    path: &Path,
-    text: &str,
-    line_offset: u64,
-) -> Result<T> {
+pub fn parse_yaml<T: serde::de::DeserializeOwned>(path: &Path, text: &str, line_offset: u64) -> Result<T> {
     serde_saphyr::from_str(text).map_err(|e| CardError::from_yaml(path, e, line_offset))
 }
 
@@ -238,7 +199,7 @@ struct RecordList {
 }
 
 /// A string or a list of strings.
-#[derive(Deserialize, Clone, Debug)]
+#[derive(Deserialize, serde::Serialize, Clone, Debug)]
 #[serde(untagged)]
 pub enum OneOrMany {
     One(String),
@@ -257,18 +218,8 @@ impl OneOrMany {
 fn results_card(metrics: Vec<Metric>, model_name: Option<String>, datasets: Vec<String>) -> Card {
     let mut card = Card::default();
     card.model.name = model_name;
-    card.evaluation.datasets = datasets
-        .iter()
-        .map(|n| Dataset {
-            name: n.clone(),
-            ..Dataset::default()
-        })
-        .collect();
-    let single = if datasets.len() == 1 {
-        datasets.first().cloned()
-    } else {
-        None
-    };
+    card.evaluation.datasets = datasets.iter().map(|n| Dataset { name: n.clone(), ..Dataset::default() }).collect();
+    let single = if datasets.len() == 1 { datasets.first().cloned() } else { None };
     card.evaluation.metrics = metrics
         .into_iter()
         .map(|mut m| {
@@ -281,17 +232,10 @@ fn results_card(metrics: Vec<Metric>, model_name: Option<String>, datasets: Vec<
     card
 }
 
-fn metric_from_value(
-    name: &str,
-    value: &serde_json::Value,
-    dataset: Option<&str>,
-) -> Option<Metric> {
+fn metric_from_value(name: &str, value: &serde_json::Value, dataset: Option<&str>) -> Option<Metric> {
     use serde_json::Value;
     match value {
-        Value::Number(n) => Some(Metric {
-            dataset: dataset.map(str::to_string),
-            ..Metric::new(name, n.as_f64()?)
-        }),
+        Value::Number(n) => Some(Metric { dataset: dataset.map(str::to_string), ..Metric::new(name, n.as_f64()?) }),
         Value::Object(obj) => {
             let v = obj.get("value").or_else(|| obj.get("score"))?.as_f64()?;
             let ci = obj.get("confidence_interval").and_then(|c| {
@@ -320,25 +264,12 @@ fn results_from_value(path: &Path, text: &str, value: serde_json::Value) -> Resu
     match value {
         Value::Array(_) => {
             let records: Vec<MetricRecord> = parse_structured(path, text)?;
-            Ok(results_card(
-                records.into_iter().map(Into::into).collect(),
-                None,
-                vec![],
-            ))
+            Ok(results_card(records.into_iter().map(Into::into).collect(), None, vec![]))
         }
-        Value::Object(ref obj)
-            if obj
-                .get("metrics")
-                .or_else(|| obj.get("results"))
-                .is_some_and(Value::is_array) =>
-        {
+        Value::Object(ref obj) if obj.get("metrics").or_else(|| obj.get("results")).is_some_and(Value::is_array) => {
             let list: RecordList = parse_structured(path, text)?;
             let datasets = list.dataset.map(OneOrMany::into_vec).unwrap_or_default();
-            Ok(results_card(
-                list.metrics.into_iter().map(Into::into).collect(),
-                list.model_name,
-                datasets,
-            ))
+            Ok(results_card(list.metrics.into_iter().map(Into::into).collect(), list.model_name, datasets))
         }
         Value::Object(obj) => {
             let mut metrics = Vec::new();
@@ -349,9 +280,7 @@ fn results_from_value(path: &Path, text: &str, value: serde_json::Value) -> Resu
                     "model_name" | "model" => model_name = v.as_str().map(str::to_string),
                     "dataset" | "datasets" => match v {
                         Value::String(s) => datasets.push(s.clone()),
-                        Value::Array(a) => {
-                            datasets.extend(a.iter().filter_map(|x| x.as_str().map(str::to_string)))
-                        }
+                        Value::Array(a) => datasets.extend(a.iter().filter_map(|x| x.as_str().map(str::to_string))),
                         _ => {}
                     },
                     _ => {
@@ -378,12 +307,7 @@ fn results_from_value(path: &Path, text: &str, value: serde_json::Value) -> Resu
             }
             Ok(results_card(metrics, model_name, datasets))
         }
-        _ => Err(CardError::parse(
-            path,
-            Some(1),
-            Some(1),
-            "expected an object or a list of metric records",
-        )),
+        _ => Err(CardError::parse(path, Some(1), Some(1), "expected an object or a list of metric records")),
     }
 }
 
@@ -397,10 +321,7 @@ pub fn read_results(path: &Path, policy: &InputPolicy) -> Result<Card> {
             results_from_value(path, &text, value)
         }
         Some("log") => read_training_log(path, policy),
-        _ => Err(CardError::BadExtension {
-            file: path.to_path_buf(),
-            allowed: ".json .yaml .yml .csv .log".into(),
-        }),
+        _ => Err(CardError::BadExtension { file: path.to_path_buf(), allowed: ".json .yaml .yml .csv .log".into() }),
     }
 }
 
@@ -419,25 +340,16 @@ struct Aggregate {
 /// Repeated rows for the same metric are averaged (`samples` records how many).
 pub fn read_results_csv(path: &Path, policy: &InputPolicy) -> Result<Card> {
     let reader = policy.open(path)?;
-    let mut csv = csv::ReaderBuilder::new()
-        .has_headers(true)
-        .flexible(false)
-        .trim(csv::Trim::All)
-        .from_reader(reader);
+    let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(false).trim(csv::Trim::All).from_reader(reader);
     let csv_err = |e: csv::Error, policy: &InputPolicy| -> CardError {
         if let csv::ErrorKind::Io(io) = e.kind()
             && io.to_string().starts_with("input exceeds")
         {
-            return CardError::TooLarge {
-                file: path.to_path_buf(),
-                limit: policy.max_bytes,
-            };
+            return CardError::TooLarge { file: path.to_path_buf(), limit: policy.max_bytes };
         }
         let line = e.position().map(|p| p.line());
         let msg = match e.kind() {
-            csv::ErrorKind::UnequalLengths {
-                expected_len, len, ..
-            } => {
+            csv::ErrorKind::UnequalLengths { expected_len, len, .. } => {
                 format!("invalid CSV: row has {len} fields, the header has {expected_len}")
             }
             csv::ErrorKind::Utf8 { err, .. } => {
@@ -451,30 +363,14 @@ pub fn read_results_csv(path: &Path, policy: &InputPolicy) -> Result<Card> {
         };
         CardError::parse(path, line, column, msg)
     };
-    let headers: Vec<String> = csv
-        .headers()
-        .map_err(|e| csv_err(e, policy))?
-        .iter()
-        .map(|h| h.to_ascii_lowercase())
-        .collect();
+    let headers: Vec<String> =
+        csv.headers().map_err(|e| csv_err(e, policy))?.iter().map(|h| h.to_ascii_lowercase()).collect();
     if headers.iter().all(|h| h.is_empty()) {
-        return Err(CardError::parse(
-            path,
-            Some(1),
-            Some(1),
-            "empty CSV: expected a header row such as metric,value",
-        ));
+        return Err(CardError::parse(path, Some(1), Some(1), "empty CSV: expected a header row such as metric,value"));
     }
     let find = |names: &[&str]| headers.iter().position(|h| names.contains(&h.as_str()));
-    let scope_cols = [
-        find(&["dataset"]),
-        find(&["split"]),
-        find(&["slice", "subgroup"]),
-    ];
-    let long = (
-        find(&["metric", "name", "metric_name"]),
-        find(&["value", "score"]),
-    );
+    let scope_cols = [find(&["dataset"]), find(&["split"]), find(&["slice", "subgroup"])];
+    let long = (find(&["metric", "name", "metric_name"]), find(&["value", "score"]));
 
     let mut aggregates: HashMap<Vec<u8>, Aggregate> = HashMap::new();
     let mut order: Vec<Vec<u8>> = Vec::new();
@@ -493,30 +389,20 @@ pub fn read_results_csv(path: &Path, policy: &InputPolicy) -> Result<Card> {
                     format!("more than {MAX_DISTINCT_METRICS} distinct metrics"),
                 ));
             }
-            aggregates.insert(
-                key.to_vec(),
-                Aggregate {
-                    sum: value,
-                    count: 1,
-                },
-            );
+            aggregates.insert(key.to_vec(), Aggregate { sum: value, count: 1 });
             order.push(key.to_vec());
         }
         Ok(())
     };
     let parse_number = |bytes: &[u8], line: u64, col: usize| -> Result<f64> {
-        std::str::from_utf8(bytes)
-            .ok()
-            .and_then(|s| s.parse::<f64>().ok())
-            .filter(|v| v.is_finite())
-            .ok_or_else(|| {
-                CardError::parse(
-                    path,
-                    Some(line),
-                    Some(col as u64 + 1),
-                    format!("invalid CSV: column \"{}\" is not a number", headers[col]),
-                )
-            })
+        std::str::from_utf8(bytes).ok().and_then(|s| s.parse::<f64>().ok()).filter(|v| v.is_finite()).ok_or_else(|| {
+            CardError::parse(
+                path,
+                Some(line),
+                Some(col as u64 + 1),
+                format!("invalid CSV: column \"{}\" is not a number", headers[col]),
+            )
+        })
     };
     let scope_key = |key: &mut Vec<u8>, record: &csv::ByteRecord| {
         for c in scope_cols {
@@ -552,16 +438,8 @@ pub fn read_results_csv(path: &Path, policy: &InputPolicy) -> Result<Card> {
             let metric_cols: Vec<usize> = (0..headers.len())
                 .filter(|i| {
                     !scope_cols.contains(&Some(*i))
-                        && ![
-                            "model",
-                            "model_name",
-                            "run",
-                            "run_id",
-                            "timestamp",
-                            "epoch",
-                            "step",
-                        ]
-                        .contains(&headers[*i].as_str())
+                        && !["model", "model_name", "run", "run_id", "timestamp", "epoch", "step"]
+                            .contains(&headers[*i].as_str())
                 })
                 .collect();
             if metric_cols.is_empty() {
@@ -594,12 +472,7 @@ pub fn read_results_csv(path: &Path, policy: &InputPolicy) -> Result<Card> {
         }
     }
     if order.is_empty() {
-        return Err(CardError::parse(
-            path,
-            None,
-            None,
-            "no metrics found in CSV",
-        ));
+        return Err(CardError::parse(path, None, None, "no metrics found in CSV"));
     }
     let opt = |b: &[u8]| (!b.is_empty()).then(|| String::from_utf8_lossy(b).into_owned());
     let mut datasets = std::collections::BTreeSet::new();
@@ -625,13 +498,7 @@ pub fn read_results_csv(path: &Path, policy: &InputPolicy) -> Result<Card> {
         })
         .collect();
     let mut card = results_card(metrics, None, vec![]);
-    card.evaluation.datasets = datasets
-        .into_iter()
-        .map(|name| Dataset {
-            name,
-            ..Dataset::default()
-        })
-        .collect();
+    card.evaluation.datasets = datasets.into_iter().map(|name| Dataset { name, ..Dataset::default() }).collect();
     Ok(card)
 }
 
@@ -699,10 +566,7 @@ enum DatasetEntry {
 impl From<DatasetEntry> for Dataset {
     fn from(e: DatasetEntry) -> Self {
         match e {
-            DatasetEntry::Name(name) => Dataset {
-                name,
-                ..Dataset::default()
-            },
+            DatasetEntry::Name(name) => Dataset { name, ..Dataset::default() },
             DatasetEntry::Full(d) => d,
         }
     }
@@ -749,20 +613,10 @@ pub fn read_dataset_info(path: &Path, policy: &InputPolicy) -> Result<Card> {
     let text = policy.read_to_string_with(path, &["json", "yaml", "yml"])?;
     let d: DatasetInfo = parse_structured(path, &text)?;
     let mut card = Card::default();
-    let training: Vec<Dataset> = d
-        .training_data
-        .map(DatasetList::into_vec)
-        .unwrap_or_default();
+    let training: Vec<Dataset> = d.training_data.map(DatasetList::into_vec).unwrap_or_default();
     let general: Vec<Dataset> = d.datasets.map(DatasetList::into_vec).unwrap_or_default();
-    card.training.datasets = if training.is_empty() {
-        general.clone()
-    } else {
-        training
-    };
-    card.evaluation.datasets = d
-        .evaluation_data
-        .map(DatasetList::into_vec)
-        .unwrap_or_default();
+    card.training.datasets = if training.is_empty() { general.clone() } else { training };
+    card.evaluation.datasets = d.evaluation_data.map(DatasetList::into_vec).unwrap_or_default();
     card.training.preprocessing = d.preprocessing;
     card.ethics.bias_risks = d.bias_analysis.bias_risks;
     card.ethics.fairness_metrics = d.bias_analysis.fairness_metrics;
@@ -818,23 +672,20 @@ fn is_metric_name(name: &str) -> bool {
 pub fn read_training_log(path: &Path, policy: &InputPolicy) -> Result<Card> {
     let reader = policy.open_with(path, &["log"])?;
     // `'loss': 0.31`, `loss: 0.31`, `loss=0.31`, `val_acc 0.9` after a dash.
-    let pair = regex::Regex::new(r#"['"]?([A-Za-z_][A-Za-z0-9_./-]*)['"]?\s*[:=]\s*['"]?([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"#)
-        .expect("static regex");
+    let pair = regex::Regex::new(
+        r#"['"]?([A-Za-z_][A-Za-z0-9_./-]*)['"]?\s*[:=]\s*['"]?([-+]?(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?)"#,
+    )
+    .expect("static regex");
     let epoch_re =
-        regex::Regex::new(r"(?i)\bepoch\s*[:=]?\s*\[?\s*(\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?")
-            .expect("static regex");
-    let hardware_re = regex::Regex::new(r"(?i)\b(?:gpu|cuda device|device name)\s*[:=]\s*(.+)$")
-        .expect("static regex");
+        regex::Regex::new(r"(?i)\bepoch\s*[:=]?\s*\[?\s*(\d+(?:\.\d+)?)(?:\s*/\s*(\d+))?").expect("static regex");
+    let hardware_re = regex::Regex::new(r"(?i)\b(?:gpu|cuda device|device name)\s*[:=]\s*(.+)$").expect("static regex");
     let mut card = Card::default();
     let mut epochs: Option<f64> = None;
     let mut saw_anything = false;
     for (i, line) in reader.lines().enumerate() {
         let line = line.map_err(|e| {
             if e.to_string().starts_with("input exceeds") {
-                CardError::TooLarge {
-                    file: path.to_path_buf(),
-                    limit: policy.max_bytes,
-                }
+                CardError::TooLarge { file: path.to_path_buf(), limit: policy.max_bytes }
             } else if e.kind() == std::io::ErrorKind::InvalidData {
                 CardError::parse(path, Some(i as u64 + 1), None, "line is not valid UTF-8")
             } else {
@@ -860,10 +711,7 @@ pub fn read_training_log(path: &Path, policy: &InputPolicy) -> Result<Card> {
             }
             if HYPERPARAMETERS.contains(&name.as_str()) {
                 // The first value is the configured one; schedulers change lr later.
-                card.training
-                    .hyperparameters
-                    .entry(name)
-                    .or_insert_with(|| number_value(value));
+                card.training.hyperparameters.entry(name).or_insert_with(|| number_value(value));
                 saw_anything = true;
             } else if is_metric_name(&name) {
                 card.training.final_metrics.insert(name, value);
@@ -884,11 +732,7 @@ pub fn read_training_log(path: &Path, policy: &InputPolicy) -> Result<Card> {
 }
 
 fn number_value(v: f64) -> serde_json::Value {
-    if v.fract() == 0.0 && v.abs() < 1e15 {
-        serde_json::Value::from(v as i64)
-    } else {
-        serde_json::Value::from(v)
-    }
+    if v.fract() == 0.0 && v.abs() < 1e15 { serde_json::Value::from(v as i64) } else { serde_json::Value::from(v) }
 }
 
 #[cfg(test)]
@@ -898,9 +742,7 @@ mod tests {
 
     fn write(dir: &tempfile::TempDir, name: &str, text: &str) -> std::path::PathBuf {
         let p = dir.path().join(name);
-        std::fs::File::create(&p)
-            .and_then(|mut f| f.write_all(text.as_bytes()))
-            .expect("write");
+        std::fs::File::create(&p).and_then(|mut f| f.write_all(text.as_bytes())).expect("write");
         p
     }
 
@@ -915,36 +757,18 @@ mod tests {
         let card = read_results(&p, &InputPolicy::default()).expect("parse");
         assert_eq!(card.model.name.as_deref(), Some("m"));
         assert_eq!(card.evaluation.metrics.len(), 2);
-        assert!(
-            card.evaluation
-                .metrics
-                .iter()
-                .all(|m| m.dataset.as_deref() == Some("imdb"))
-        );
-        let auc = card
-            .evaluation
-            .metrics
-            .iter()
-            .find(|m| m.name == "roc_auc")
-            .expect("auc");
+        assert!(card.evaluation.metrics.iter().all(|m| m.dataset.as_deref() == Some("imdb")));
+        let auc = card.evaluation.metrics.iter().find(|m| m.name == "roc_auc").expect("auc");
         assert_eq!(auc.confidence_interval, Some([0.95, 0.98]));
     }
 
     #[test]
     fn record_list_json_and_yaml() {
         let dir = tempfile::tempdir().expect("tmp");
-        let p = write(
-            &dir,
-            "r.json",
-            r#"[{"name":"f1","value":0.8,"dataset":"d","split":"test","slice":"en"}]"#,
-        );
+        let p = write(&dir, "r.json", r#"[{"name":"f1","value":0.8,"dataset":"d","split":"test","slice":"en"}]"#);
         let card = read_results(&p, &InputPolicy::default()).expect("parse");
         assert_eq!(card.evaluation.metrics[0].slice.as_deref(), Some("en"));
-        let p = write(
-            &dir,
-            "r.yaml",
-            "metrics:\n  - name: f1\n    value: 0.8\n  - name: acc\n    value: 0.7\n",
-        );
+        let p = write(&dir, "r.yaml", "metrics:\n  - name: f1\n    value: 0.8\n  - name: acc\n    value: 0.7\n");
         let card = read_results(&p, &InputPolicy::default()).expect("parse");
         assert_eq!(card.evaluation.metrics.len(), 2);
     }
@@ -952,14 +776,8 @@ mod tests {
     #[test]
     fn bad_record_names_line_and_column() {
         let dir = tempfile::tempdir().expect("tmp");
-        let p = write(
-            &dir,
-            "r.json",
-            "[\n  {\"name\": \"f1\", \"value\": \"high\"}\n]",
-        );
-        let err = read_results(&p, &InputPolicy::default())
-            .expect_err("must fail")
-            .to_string();
+        let p = write(&dir, "r.json", "[\n  {\"name\": \"f1\", \"value\": \"high\"}\n]");
+        let err = read_results(&p, &InputPolicy::default()).expect_err("must fail").to_string();
         assert!(err.contains("r.json:2:"), "{err}");
     }
 
@@ -991,14 +809,10 @@ mod tests {
     fn csv_errors_name_line_and_column() {
         let dir = tempfile::tempdir().expect("tmp");
         let p = write(&dir, "r.csv", "metric,value\naccuracy,0.9\nf1,abc\n");
-        let err = read_results(&p, &InputPolicy::default())
-            .expect_err("fail")
-            .to_string();
+        let err = read_results(&p, &InputPolicy::default()).expect_err("fail").to_string();
         assert!(err.contains("r.csv:3:2"), "{err}");
         let p = write(&dir, "u.csv", "metric,value\naccuracy,0.9,extra\n");
-        let err = read_results(&p, &InputPolicy::default())
-            .expect_err("fail")
-            .to_string();
+        let err = read_results(&p, &InputPolicy::default()).expect_err("fail").to_string();
         assert!(err.contains("u.csv:2"), "{err}");
     }
 
@@ -1009,10 +823,7 @@ mod tests {
         let err = read_results(&p, &InputPolicy { max_bytes: 10 }).expect_err("fail");
         assert!(matches!(err, CardError::TooLarge { .. }));
         let p = write(&dir, "r.txt", "x");
-        assert!(matches!(
-            read_results(&p, &InputPolicy::default()),
-            Err(CardError::BadExtension { .. })
-        ));
+        assert!(matches!(read_results(&p, &InputPolicy::default()), Err(CardError::BadExtension { .. })));
     }
 
     #[test]
@@ -1027,14 +838,8 @@ mod tests {
         assert_eq!(card.training.epochs, Some(3));
         assert_eq!(card.training.final_metrics["loss"], 0.2);
         assert_eq!(card.training.final_metrics["val_loss"], 0.3);
-        assert_eq!(
-            card.training.hyperparameters["learning_rate"],
-            serde_json::json!(2e-5)
-        );
-        assert_eq!(
-            card.training.hyperparameters["batch_size"],
-            serde_json::json!(32)
-        );
+        assert_eq!(card.training.hyperparameters["learning_rate"], serde_json::json!(2e-5));
+        assert_eq!(card.training.hyperparameters["batch_size"], serde_json::json!(32));
         assert_eq!(card.environment.hardware.as_deref(), Some("NVIDIA A100"));
     }
 
@@ -1057,9 +862,7 @@ mod tests {
         assert_eq!(card.training.datasets[0].name, "imdb");
         assert_eq!(card.ethics.fairness_metrics["dp"], 0.02);
         let p = write(&dir, "bad.yaml", "name: [unclosed\n");
-        let err = read_model_config(&p, &InputPolicy::default())
-            .expect_err("fail")
-            .to_string();
+        let err = read_model_config(&p, &InputPolicy::default()).expect_err("fail").to_string();
         assert!(err.contains("bad.yaml:"), "{err}");
     }
 }

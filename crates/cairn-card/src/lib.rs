@@ -12,9 +12,18 @@
 //! the server can call it from `spawn_blocking` and CI can run it without a server.
 
 pub mod cli;
+pub mod diff;
+pub mod drift;
 pub mod error;
+pub mod hf;
+pub mod init;
 pub mod input;
+pub mod load;
+pub mod mct;
 pub mod model;
+pub mod render;
+pub mod secrets;
+pub mod validate;
 
 pub use error::{CardError, Result};
 pub use model::{Card, Metric};

@@ -196,11 +196,7 @@ pub type MetricKey = (String, String, String, String);
 impl Metric {
     /// Builds a metric with only a name and a value.
     pub fn new(name: impl Into<String>, value: f64) -> Self {
-        Metric {
-            name: name.into(),
-            value,
-            ..Metric::default()
-        }
+        Metric { name: name.into(), value, ..Metric::default() }
     }
 
     /// The key two metrics are matched on (drift, diff, merge).
@@ -215,15 +211,8 @@ impl Metric {
 
     /// A readable label: `accuracy [imdb/test/female]`.
     pub fn label(&self) -> String {
-        let scope: Vec<&str> = [&self.dataset, &self.split, &self.slice]
-            .iter()
-            .filter_map(|s| s.as_deref())
-            .collect();
-        if scope.is_empty() {
-            self.name.clone()
-        } else {
-            format!("{} [{}]", self.name, scope.join("/"))
-        }
+        let scope: Vec<&str> = [&self.dataset, &self.split, &self.slice].iter().filter_map(|s| s.as_deref()).collect();
+        if scope.is_empty() { self.name.clone() } else { format!("{} [{}]", self.name, scope.join("/")) }
     }
 }
 
@@ -392,15 +381,7 @@ fn merge_datasets(into: &mut Vec<Dataset>, from: Vec<Dataset>) {
     for d in from {
         match into.iter_mut().find(|x| x.name == d.name) {
             Some(existing) => {
-                let Dataset {
-                    name: _,
-                    id,
-                    description,
-                    link,
-                    license,
-                    size,
-                    sensitive_data,
-                } = d;
+                let Dataset { name: _, id, description, link, license, size, sensitive_data } = d;
                 existing.id = id.or(existing.id.take());
                 existing.description = description.or(existing.description.take());
                 existing.link = link.or(existing.link.take());
@@ -461,11 +442,7 @@ impl Card {
         let mut base = serde_json::to_value(&*self).unwrap_or_default();
         let mut top_value = serde_json::to_value(&top).unwrap_or_default();
         // Metrics and datasets are merged by key below, not replaced wholesale.
-        for path in [
-            ["evaluation", "metrics"],
-            ["evaluation", "datasets"],
-            ["training", "datasets"],
-        ] {
+        for path in [["evaluation", "metrics"], ["evaluation", "datasets"], ["training", "datasets"]] {
             if let Some(obj) = top_value.get_mut(path[0]).and_then(|v| v.as_object_mut()) {
                 obj.remove(path[1]);
             }
@@ -511,23 +488,12 @@ mod tests {
     fn normalize_sorts_metrics_and_is_idempotent() {
         let mut card = Card::default();
         card.evaluation.metrics = vec![
-            Metric {
-                dataset: Some("b".into()),
-                ..Metric::new("f1", 0.5)
-            },
+            Metric { dataset: Some("b".into()), ..Metric::new("f1", 0.5) },
             Metric::new("accuracy", 0.9),
-            Metric {
-                dataset: Some("a".into()),
-                ..Metric::new("z", 0.1)
-            },
+            Metric { dataset: Some("a".into()), ..Metric::new("z", 0.1) },
         ];
         card.normalize();
-        let names: Vec<_> = card
-            .evaluation
-            .metrics
-            .iter()
-            .map(|m| m.name.as_str())
-            .collect();
+        let names: Vec<_> = card.evaluation.metrics.iter().map(|m| m.name.as_str()).collect();
         assert_eq!(names, ["accuracy", "z", "f1"]);
         let once = card.clone();
         card.normalize();
