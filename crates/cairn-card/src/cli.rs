@@ -36,6 +36,7 @@ pub enum CardCommand {
     /// Check a card's completeness per standard, and scan it for secrets
     Validate(ValidateArgs),
     /// Compare the metrics a card claims with new results
+    #[command(alias = "drift")]
     CheckDrift(DriftArgs),
     /// Show what changed between two cards
     Diff(DiffArgs),
@@ -377,16 +378,23 @@ fn cmd_drift(a: DriftArgs, policy: &InputPolicy) -> Result<Outcome> {
         relative: a.relative_threshold,
         per_metric: a.metric_threshold.iter().cloned().collect(),
     };
-    let (report, updates) = drift::compare(&loaded, &results.evaluation.metrics, &thresholds);
+    let (report, update) = drift::compare(&loaded, &results.evaluation.metrics, &thresholds);
     match a.format {
         PlainFormat::Text => print!("{}", drift::to_text(&report)),
         PlainFormat::Json => println!("{}", serde_json::to_string_pretty(&report).unwrap_or_default()),
     }
-    if a.update && !updates.is_empty() {
-        drift::update_in_place(&a.card, &loaded, &updates)?;
-        eprintln!("updated {} metric value(s) in {}", updates.len(), a.card.display());
-        if !report.new_metrics.is_empty() {
-            eprintln!("note: new metrics were not added to the card: {}", report.new_metrics.join(", "));
+    if a.update && !update.is_empty() {
+        let added = drift::update_in_place(&a.card, &loaded, &update)?;
+        eprintln!(
+            "updated {} metric value(s) and added {added} metric(s) in {}",
+            update.values.len(),
+            a.card.display()
+        );
+        if added < update.added.len() {
+            eprintln!(
+                "note: new metrics were not added to this kind of card (regenerate it): {}",
+                report.new_metrics.join(", ")
+            );
         }
     }
     Ok(if report.has_drift && a.fail_on_drift && !a.update { Outcome::CheckFailed } else { Outcome::Ok })

@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CardError, Result};
 use crate::load::{CardKind, LoadedCard};
-use crate::model::Metric;
+use crate::model::{Card, Metric};
 
 /// Metrics bounded to [0, 1]: compared by absolute difference (default 0.02).
 const BOUNDED: &[&str] = &[
@@ -105,17 +105,32 @@ fn match_metric(old: &[Metric], new: &Metric) -> Option<usize> {
     (same.len() == 1 && (unscoped(new) || unscoped(&old[same[0]]))).then(|| same[0])
 }
 
-/// Compares claimed metrics with new ones. Returns the report and, for each old metric
-/// index, the new value it should take.
-pub fn compare(card: &LoadedCard, new: &[Metric], thresholds: &Thresholds) -> (DriftReport, BTreeMap<usize, f64>) {
+/// What `--update` writes: new values for existing metrics (by index), and metrics to add.
+#[derive(Debug, Default, Clone)]
+pub struct Update {
+    pub values: BTreeMap<usize, f64>,
+    pub added: Vec<Metric>,
+}
+
+impl Update {
+    pub fn is_empty(&self) -> bool {
+        self.values.is_empty() && self.added.is_empty()
+    }
+}
+
+/// Compares claimed metrics with new ones. Returns the report and the update that would
+/// make the card match the results.
+pub fn compare(card: &LoadedCard, new: &[Metric], thresholds: &Thresholds) -> (DriftReport, Update) {
     let old = &card.card.evaluation.metrics;
     let mut changes = Vec::new();
     let mut updates = BTreeMap::new();
     let mut new_metrics = Vec::new();
+    let mut added = Vec::new();
     let mut matched = vec![false; old.len()];
     for n in new {
         let Some(i) = match_metric(old, n) else {
             new_metrics.push(n.label());
+            added.push(n.clone());
             continue;
         };
         matched[i] = true;
@@ -148,7 +163,7 @@ pub fn compare(card: &LoadedCard, new: &[Metric], thresholds: &Thresholds) -> (D
         new_metrics,
         missing_metrics,
     };
-    (report, updates)
+    (report, Update { values: updates, added })
 }
 
 /// Text report.
@@ -210,7 +225,7 @@ struct SpanMetric {
 #[derive(Deserialize, Default)]
 struct SpanEvaluation {
     #[serde(default)]
-    metrics: Vec<SpanMetric>,
+    metrics: Option<serde_saphyr::Spanned<Vec<serde_saphyr::Spanned<SpanMetric>>>>,
 }
 
 #[derive(Deserialize)]
@@ -240,7 +255,8 @@ fn yaml_value_edits(
 ) -> Result<Vec<(usize, usize, String)>> {
     let spanned: SpanSource = crate::input::parse_yaml(path, yaml, line_offset)?;
     let mut edits = Vec::new();
-    for sm in &spanned.evaluation.metrics {
+    let items = spanned.evaluation.metrics.as_ref().map(|m| m.value.as_slice()).unwrap_or_default();
+    for sm in items.iter().map(|s| &s.value) {
         let key = Metric {
             name: sm.name.clone(),
             dataset: sm.dataset.clone(),
@@ -259,17 +275,97 @@ fn yaml_value_edits(
     Ok(edits)
 }
 
-/// Writes new metric values into the card file, atomically (temporary file + rename).
-pub fn update_in_place(path: &Path, loaded: &LoadedCard, updates: &BTreeMap<usize, f64>) -> Result<()> {
+fn line_start_char(text: &str, line: u64) -> usize {
+    let mut chars = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i as u64 + 1 == line {
+            return chars;
+        }
+        chars += l.chars().count();
+    }
+    chars
+}
+
+fn flow_item(m: &Metric) -> String {
+    serde_json::to_string(m).unwrap_or_default()
+}
+
+/// Edits that add metrics to a card source: before the first existing item, in place of
+/// an empty `[]`, or as a new `evaluation:` block at the end when there is none.
+fn yaml_addition_edits(path: &Path, yaml: &str, added: &[Metric]) -> Result<Vec<(usize, usize, String)>> {
+    if added.is_empty() {
+        return Ok(vec![]);
+    }
+    let spanned: SpanSource = crate::input::parse_yaml(path, yaml, 0)?;
+    let lines: Vec<&str> = yaml.lines().collect();
+    let indent_of = |line: u64| lines.get(line as usize - 1).map_or(0, |l| l.len() - l.trim_start().len());
+    match &spanned.evaluation.metrics {
+        Some(seq) if !seq.value.is_empty() => {
+            let first = &seq.value[0].referenced;
+            let indent = " ".repeat(indent_of(first.line()));
+            let dash_line = lines.get(first.line() as usize - 1).is_some_and(|l| l.trim_start().starts_with('-'));
+            if !dash_line {
+                return Err(CardError::Invalid(format!(
+                    "{}: cannot add metrics to a flow-style list; add them by hand",
+                    path.display()
+                )));
+            }
+            let text: String = added.iter().map(|m| format!("{indent}- {}\n", flow_item(m))).collect();
+            Ok(vec![(line_start_char(yaml, first.line()), 0, text)])
+        }
+        Some(seq) => {
+            let loc = seq.referenced;
+            let start = loc.span().offset();
+            let rest: String = yaml.chars().skip(start).take(64).collect();
+            if !rest.starts_with('[') {
+                return Err(CardError::Invalid(format!(
+                    "{}: cannot add metrics here; add them by hand",
+                    path.display()
+                )));
+            }
+            let len = rest.find(']').map_or(2, |i| rest[..=i].chars().count());
+            let indent = " ".repeat(indent_of(loc.line()) + 2);
+            let text: String = added.iter().map(|m| format!("\n{indent}- {}", flow_item(m))).collect();
+            Ok(vec![(start, len, text)])
+        }
+        None if !yaml.lines().any(|l| l.starts_with("evaluation:")) => {
+            let mut text = String::new();
+            if !yaml.ends_with('\n') && !yaml.is_empty() {
+                text.push('\n');
+            }
+            text.push_str("evaluation:\n  metrics:\n");
+            for m in added {
+                text.push_str(&format!("    - {}\n", flow_item(m)));
+            }
+            Ok(vec![(yaml.chars().count(), 0, text)])
+        }
+        None => Err(CardError::Invalid(format!(
+            "{}: evaluation has no metrics list to add to; add `metrics: []` under it",
+            path.display()
+        ))),
+    }
+}
+
+/// Writes new metric values (and new metrics, where the format allows) into the card
+/// file, atomically (temporary file + rename). Returns how many metrics were added.
+pub fn update_in_place(path: &Path, loaded: &LoadedCard, update: &Update) -> Result<usize> {
+    let updates = &update.values;
     let text = loaded.raw_text.clone().unwrap_or_default();
     let old = &loaded.card.evaluation.metrics;
+    let mut added = update.added.len();
     let updated = match loaded.kind {
-        CardKind::Source => replace_spans(&text, yaml_value_edits(path, &text, old, updates, 0)?),
+        CardKind::Source => {
+            let mut edits = yaml_value_edits(path, &text, old, updates, 0)?;
+            edits.extend(yaml_addition_edits(path, &text, &update.added)?);
+            replace_spans(&text, edits)
+        }
         CardKind::CanonicalJson => {
             let mut card = loaded.card.clone();
             for (i, v) in updates {
                 card.evaluation.metrics[*i].value = *v;
             }
+            card.upsert_metrics(update.added.iter().cloned());
+            card.normalize();
             serde_json::to_string_pretty(&card).map_err(|e| CardError::Invalid(e.to_string()))? + "\n"
         }
         CardKind::Mct => {
@@ -284,12 +380,23 @@ pub fn update_in_place(path: &Path, loaded: &LoadedCard, updates: &BTreeMap<usiz
                 for (entry, m) in pm.iter_mut().zip(card.evaluation.metrics.iter()) {
                     entry["value"] = serde_json::Value::String(format!("{}", m.value));
                 }
+                let mut extra = Card::default();
+                extra.evaluation.metrics = update.added.clone();
+                let rendered = crate::mct::from_card(&extra).quantitative_analysis.performance_metrics;
+                pm.extend(rendered.iter().filter_map(|m| serde_json::to_value(m).ok()));
+            } else {
+                added = 0;
             }
             serde_json::to_string_pretty(&value).map_err(|e| CardError::Invalid(e.to_string()))? + "\n"
         }
-        CardKind::HuggingFace => update_readme(path, &text, loaded, updates)?,
+        CardKind::HuggingFace => {
+            // model-index entries group metrics by dataset; new ones need a regenerate.
+            added = 0;
+            update_readme(path, &text, loaded, updates)?
+        }
     };
-    write_atomically(path, updated.as_bytes())
+    write_atomically(path, updated.as_bytes())?;
+    Ok(added)
 }
 
 #[derive(Deserialize)]

@@ -371,7 +371,7 @@ impl Regulatory {
     }
 }
 
-fn sort_dedup_strings(v: &mut Vec<String>) {
+fn dedup_strings(v: &mut Vec<String>) {
     v.retain(|s| !s.trim().is_empty());
     let mut seen = std::collections::BTreeSet::new();
     v.retain(|s| seen.insert(s.clone()));
@@ -401,9 +401,9 @@ impl Card {
     /// duplicates removed (first occurrence kept, order of lists otherwise preserved).
     pub fn normalize(&mut self) {
         self.schema = Some(CARD_SCHEMA.to_string());
-        sort_dedup_strings(&mut self.model.authors);
-        sort_dedup_strings(&mut self.model.language);
-        sort_dedup_strings(&mut self.model.tags);
+        dedup_strings(&mut self.model.authors);
+        dedup_strings(&mut self.model.language);
+        dedup_strings(&mut self.model.tags);
         self.training.datasets.sort_by(|a, b| a.name.cmp(&b.name));
         self.training.datasets.dedup_by(|a, b| a.name == b.name);
         self.evaluation.datasets.sort_by(|a, b| a.name.cmp(&b.name));
@@ -413,6 +413,13 @@ impl Card {
             (&ka.1, &ka.2, &ka.3, &ka.0).cmp(&(&kb.1, &kb.2, &kb.3, &kb.0))
         });
         self.evaluation.metrics.dedup_by(|a, b| a.key() == b.key());
+        // `epochs` is a field of its own; a config's hyperparameters often repeat it.
+        if let Some(e) = self.training.hyperparameters.get("epochs").and_then(serde_json::Value::as_u64)
+            && self.training.epochs.is_none_or(|x| x == e)
+        {
+            self.training.epochs = Some(e);
+            self.training.hyperparameters.remove("epochs");
+        }
     }
 
     /// Adds metrics; a metric with the same key as an existing one replaces it.

@@ -160,3 +160,31 @@ fn validate_reports_consistency_and_range_errors() {
     let sarif = cairn_card::validate::to_sarif(&report);
     assert!(sarif["runs"][0]["results"].as_array().is_some_and(|r| !r.is_empty()));
 }
+
+#[test]
+fn drift_update_adds_new_metrics_to_card_sources() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let new = write(
+        dir.path(),
+        "new.json",
+        r#"[{"name": "accuracy", "value": 0.85, "dataset": "d"}, {"name": "f1", "value": 0.8, "dataset": "d"}]"#,
+    );
+    let cases = [
+        (
+            "block.yaml",
+            "model:\n  name: m\nevaluation:\n  metrics:\n    - name: accuracy\n      value: 0.91\n      dataset: d\n",
+        ),
+        ("empty.yaml", "model:\n  name: m\nevaluation:\n  metrics: []   # filled by check-drift\n"),
+        ("none.yaml", "model:\n  name: m\n"),
+    ];
+    for (name, text) in cases {
+        let src = write(dir.path(), name, text);
+        card(&["check-drift", &src, "--against", &new, "--update"]).expect("update");
+        let loaded =
+            load_card(&p(&src), &InputPolicy::default()).unwrap_or_else(|e| panic!("{name}: {e}\n{}", read(&src)));
+        let mut got: Vec<_> = loaded.card.evaluation.metrics.iter().map(|m| (m.name.clone(), m.value)).collect();
+        got.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(got, vec![("accuracy".to_string(), 0.85), ("f1".to_string(), 0.8)], "{name}:\n{}", read(&src));
+        assert!(read(&src).starts_with("model:\n  name: m\n"), "{name}: the rest is kept");
+    }
+}
