@@ -117,7 +117,7 @@ fn read_body_sections(body: &str, card: &mut Card) {
     let flush = |heading: &str, buf: &mut Vec<&str>, card: &mut Card| {
         let text = buf.join("\n").trim().to_string();
         buf.clear();
-        if text.is_empty() || text == hf::MISSING {
+        if text.is_empty() || text == hf::MISSING || text.eq_ignore_ascii_case("more information needed") {
             return;
         }
         let bullets: Vec<String> = text
@@ -146,13 +146,17 @@ fn read_body_sections(body: &str, card: &mut Card) {
                     }
                 }
             }
-            "intended use" | "direct use" => set(&mut card.intended_use.description),
+            "intended use" | "direct use" | "intended uses & limitations" | "intended uses" => {
+                set(&mut card.intended_use.description)
+            }
             "out-of-scope use" => card.intended_use.out_of_scope = bullets,
             "bias, risks, and limitations" | "known limitations" => card.limitations.known = bullets,
             "caveats and recommendations" | "recommendations" => card.limitations.recommendations = bullets,
             "ethical considerations" => card.ethics.considerations = bullets,
             "bias risks" => card.ethics.bias_risks = bullets,
             "training procedure" => set(&mut card.training.procedure),
+            // The paragraph under the title is the summary, as in the Hub's template.
+            "@title" => set(&mut card.model.description),
             "preprocessing" => set(&mut card.training.preprocessing),
             _ => {}
         }
@@ -160,7 +164,8 @@ fn read_body_sections(body: &str, card: &mut Card) {
     for line in body.lines() {
         if let Some(h) = line.trim_start().strip_prefix('#') {
             flush(&heading, &mut buf, card);
-            heading = h.trim_start_matches('#').trim().to_string();
+            heading =
+                if h.starts_with(' ') { "@title".to_string() } else { h.trim_start_matches('#').trim().to_string() };
         } else {
             buf.push(line);
         }

@@ -188,3 +188,22 @@ fn drift_update_adds_new_metrics_to_card_sources() {
         assert!(read(&src).starts_with("model:\n  name: m\n"), "{name}: the rest is kept");
     }
 }
+
+#[test]
+fn third_party_hub_cards_are_read() {
+    let dir = tempfile::tempdir().expect("tmp");
+    let readme = write(
+        dir.path(),
+        "README.md",
+        "---\nlanguage:\n- en\nlicense: mit\nbase_model:\n- distilbert-base-uncased\nwidget:\n- text: I love this\nco2_eq_emissions:\n  emissions: 10\nmodel-index:\n- name: distilbert-sst2\n  results:\n  - task:\n      type: text-classification\n    dataset:\n      name: glue\n      type: glue\n      config: sst2\n      split: validation\n    metrics:\n    - type: accuracy\n      value: 0.91\n      verified: false\n    - type: f1\n      value: \"0.88 ± 0.01\"\n---\n\n# distilbert-sst2\n\nA fine-tuned version of distilbert on glue.\n\n## Intended uses & limitations\n\nMore information needed\n",
+    );
+    let loaded = load_card(&p(&readme), &InputPolicy::default()).expect("load");
+    let c = &loaded.card;
+    assert_eq!(c.model.name.as_deref(), Some("distilbert-sst2"));
+    assert_eq!(c.model.description.as_deref(), Some("A fine-tuned version of distilbert on glue."));
+    assert_eq!(c.model.base_model.as_deref(), Some("distilbert-base-uncased"));
+    assert!(c.intended_use.description.is_none(), "placeholder text is not a fact");
+    let values: Vec<_> = c.evaluation.metrics.iter().map(|m| (m.name.as_str(), m.value, m.split.as_deref())).collect();
+    assert_eq!(values, vec![("accuracy", 0.91, Some("validation")), ("f1", 0.88, Some("validation"))]);
+    assert!(loaded.body_metrics.is_none(), "no results table: nothing to compare");
+}
