@@ -6,10 +6,16 @@
 //! AI Act technical documentation, an EU CRA declaration, HTML and canonical JSON — and
 //! checks cards: completeness per standard, leaked secrets, drift against new results.
 //!
-//! Main types: [`model::Card`] (the merged facts), [`input::InputPolicy`] (which files may
-//! be read and how much), [`render::Format`], [`validate::Report`], [`drift::DriftReport`].
-//! The library is offline and synchronous: it never touches the network or a database, so
-//! the server can call it from `spawn_blocking` and CI can run it without a server.
+//! The API the server and the CLI share:
+//! - [`load::parse_card`] / [`load::load_card`]: any card form into a [`model::Card`];
+//! - [`input`]: results, config, dataset and log parsers behind an [`input::InputPolicy`];
+//! - [`render::render`] in a [`render::Format`], or through an organisation's templates;
+//! - [`validate::validate`] against the rules in `rules/rules.yaml`;
+//! - [`secrets::Scanner`]: findings by rule and place, never the secret;
+//! - [`drift::compare`] and [`drift::update_in_place`]; [`diff::diff`] between versions.
+//!
+//! What it must not do: touch the network or a database, or hold a whole large input in
+//! memory. It is synchronous; the server calls it from `spawn_blocking`.
 
 pub mod cli;
 pub mod diff;

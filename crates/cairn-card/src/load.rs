@@ -32,26 +32,35 @@ pub struct LoadedCard {
 /// The header of the results table our Markdown templates write.
 pub const RESULTS_TABLE_HEADER: &str = "| Metric | Dataset | Split | Slice | Value |";
 
-/// Reads a card in any supported form.
+/// Reads a card in any supported form (size and type checked by `policy`).
 pub fn load_card(path: &Path, policy: &InputPolicy) -> Result<LoadedCard> {
     let text = policy.read_to_string_with(path, &["yaml", "yml", "json", "md"])?;
-    let source = path.display().to_string();
-    let mut loaded = match extension(path).as_deref() {
+    parse_card(path, text)
+}
+
+/// Parses a card held in memory (the server's uploads); `name`'s extension picks the form:
+/// `.yaml`/`.yml` card source, `.json` canonical or MCT JSON, `.md` Hugging Face README.
+pub fn parse_card(name: &Path, text: String) -> Result<LoadedCard> {
+    let source = name.display().to_string();
+    let mut loaded = match extension(name).as_deref() {
         Some("yaml") | Some("yml") => {
-            let card: Card = parse_yaml(path, &text, 0)?;
+            let card: Card = parse_yaml(name, &text, 0)?;
             LoadedCard { source, kind: CardKind::Source, card, body_metrics: None, raw_text: None }
         }
         Some("json") => {
-            let value: serde_json::Value = parse_json(path, &text)?;
+            let value: serde_json::Value = parse_json(name, &text)?;
             if value.get("model_details").is_some() || value.get("quantitative_analysis").is_some() {
-                let mct: MctCard = parse_json(path, &text)?;
+                let mct: MctCard = parse_json(name, &text)?;
                 LoadedCard { source, kind: CardKind::Mct, card: mct.into_card(), body_metrics: None, raw_text: None }
             } else {
-                let card: Card = parse_json(path, &text)?;
+                let card: Card = parse_json(name, &text)?;
                 LoadedCard { source, kind: CardKind::CanonicalJson, card, body_metrics: None, raw_text: None }
             }
         }
-        _ => load_readme(path, &text)?,
+        Some("md") => load_readme(name, &text)?,
+        _ => {
+            return Err(CardError::BadExtension { file: name.to_path_buf(), allowed: ".yaml .yml .json .md".into() });
+        }
     };
     loaded.raw_text = Some(text);
     Ok(loaded)
