@@ -112,7 +112,7 @@ pub enum ReportFormat {
 pub struct ValidateArgs {
     /// Card source (.yaml), canonical or MCT JSON, or a Hugging Face README.md
     pub card: PathBuf,
-    /// Standards to check (repeatable; default huggingface)
+    /// Standards to check (repeatable; default google for MCT JSON, else huggingface)
     #[arg(long = "standard", value_enum)]
     pub standards: Vec<Standard>,
     /// Minimum completeness score per standard
@@ -356,7 +356,12 @@ fn cmd_validate(a: ValidateArgs, policy: &InputPolicy) -> Result<Outcome> {
     let scanner = Scanner::new();
     let mut secrets = scanner.scan_str(&a.card.display().to_string(), loaded.raw_text.as_deref().unwrap_or_default());
     secrets.retain(|f| !a.allow_secret.contains(&f.rule_id));
-    let standards = if a.standards.is_empty() { vec![Standard::Huggingface] } else { a.standards.clone() };
+    // Without --standard, a card is checked against the standard of its own form.
+    let standards = match (a.standards.is_empty(), loaded.kind) {
+        (false, _) => a.standards.clone(),
+        (true, crate::load::CardKind::Mct) => vec![Standard::Google],
+        (true, _) => vec![Standard::Huggingface],
+    };
     let report = validate::validate(&loaded, &standards, a.min_score, &secrets);
     let text = match a.format {
         ReportFormat::Text => validate::to_text(&report),
