@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Creates (or reuses) the Python venv the card consumer tests run against:
-# huggingface_hub (ModelCard.load), jsonschema, and the Model Card Toolkit's v0.0.2 schema.
+# huggingface_hub (ModelCard.load), jsonschema, jinja2 (ModelCard.from_template, for
+# bench/card), and the Model Card Toolkit's v0.0.2 schema.
 #
 #   bash .ci/setup-card-python.sh          # prints the venv's python path on the last line
 #   export CAIRN_TEST_PYTHON="$(bash .ci/setup-card-python.sh | tail -n1)"
@@ -21,9 +22,9 @@ if [ ! -x "$PY" ]; then
   python3 -m venv "$VENV"
 fi
 
-if ! "$PY" -c "import huggingface_hub, jsonschema" >/dev/null 2>&1; then
-  echo "installing huggingface_hub and jsonschema" >&2
-  "$PY" -m pip install --quiet --disable-pip-version-check huggingface_hub jsonschema >&2
+if ! "$PY" -c "import huggingface_hub, jsonschema, jinja2" >/dev/null 2>&1; then
+  echo "installing huggingface_hub, jsonschema and jinja2 (for the benchmark's ModelCard.from_template)" >&2
+  "$PY" -m pip install --quiet --disable-pip-version-check huggingface_hub jsonschema jinja2 >&2
 fi
 
 if [ ! -s "$SCHEMA" ]; then

@@ -96,11 +96,15 @@ pub struct DriftReport {
 
 /// Index of the old metric a new one corresponds to: same key, else the only metric of
 /// that name when one side has no dataset/split/slice.
-fn match_metric(old: &[Metric], new: &Metric) -> Option<usize> {
-    if let Some(i) = old.iter().position(|m| m.key() == new.key()) {
+fn match_metric(
+    old: &[Metric],
+    index: &std::collections::HashMap<(&str, &str, &str, &str), usize>,
+    new: &Metric,
+) -> Option<usize> {
+    if let Some(&i) = index.get(&new.key_ref()) {
         return Some(i);
     }
-    let same: Vec<usize> = old.iter().enumerate().filter(|(_, m)| m.name == new.name).map(|(i, _)| i).collect();
+    let same: Vec<usize> = old.iter().enumerate().filter(|(_, m)| m.name == new.name).map(|(i, _)| i).take(2).collect();
     let unscoped = |m: &Metric| m.dataset.is_none() && m.split.is_none() && m.slice.is_none();
     (same.len() == 1 && (unscoped(new) || unscoped(&old[same[0]]))).then(|| same[0])
 }
@@ -127,8 +131,9 @@ pub fn compare(card: &LoadedCard, new: &[Metric], thresholds: &Thresholds) -> (D
     let mut new_metrics = Vec::new();
     let mut added = Vec::new();
     let mut matched = vec![false; old.len()];
+    let index = old.iter().enumerate().map(|(i, m)| (m.key_ref(), i)).collect();
     for n in new {
-        let Some(i) = match_metric(old, n) else {
+        let Some(i) = match_metric(old, &index, n) else {
             new_metrics.push(n.label());
             added.push(n.clone());
             continue;

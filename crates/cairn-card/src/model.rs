@@ -209,6 +209,16 @@ impl Metric {
         )
     }
 
+    /// The key without allocating, for sorting and lookups.
+    pub fn key_ref(&self) -> (&str, &str, &str, &str) {
+        (
+            self.name.as_str(),
+            self.dataset.as_deref().unwrap_or_default(),
+            self.split.as_deref().unwrap_or_default(),
+            self.slice.as_deref().unwrap_or_default(),
+        )
+    }
+
     /// A readable label: `accuracy [imdb/test/female]`.
     pub fn label(&self) -> String {
         let scope: Vec<&str> = [&self.dataset, &self.split, &self.slice].iter().filter_map(|s| s.as_deref()).collect();
@@ -409,10 +419,10 @@ impl Card {
         self.evaluation.datasets.sort_by(|a, b| a.name.cmp(&b.name));
         self.evaluation.datasets.dedup_by(|a, b| a.name == b.name);
         self.evaluation.metrics.sort_by(|a, b| {
-            let (ka, kb) = (a.key(), b.key());
-            (&ka.1, &ka.2, &ka.3, &ka.0).cmp(&(&kb.1, &kb.2, &kb.3, &kb.0))
+            let (ka, kb) = (a.key_ref(), b.key_ref());
+            (ka.1, ka.2, ka.3, ka.0).cmp(&(kb.1, kb.2, kb.3, kb.0))
         });
-        self.evaluation.metrics.dedup_by(|a, b| a.key() == b.key());
+        self.evaluation.metrics.dedup_by(|a, b| a.key_ref() == b.key_ref());
         // `epochs` is a field of its own; a config's hyperparameters often repeat it.
         if let Some(e) = self.training.hyperparameters.get("epochs").and_then(serde_json::Value::as_u64)
             && self.training.epochs.is_none_or(|x| x == e)
@@ -424,11 +434,16 @@ impl Card {
 
     /// Adds metrics; a metric with the same key as an existing one replaces it.
     pub fn upsert_metrics(&mut self, metrics: impl IntoIterator<Item = Metric>) {
+        // Indexed by key: results files can hold tens of thousands of metrics.
+        let mut index: std::collections::HashMap<MetricKey, usize> =
+            self.evaluation.metrics.iter().enumerate().map(|(i, m)| (m.key(), i)).collect();
         for m in metrics {
-            let key = m.key();
-            match self.evaluation.metrics.iter_mut().find(|x| x.key() == key) {
-                Some(existing) => *existing = m,
-                None => self.evaluation.metrics.push(m),
+            match index.get(&m.key()) {
+                Some(&i) => self.evaluation.metrics[i] = m,
+                None => {
+                    index.insert(m.key(), self.evaluation.metrics.len());
+                    self.evaluation.metrics.push(m);
+                }
             }
         }
     }

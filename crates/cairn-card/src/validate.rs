@@ -395,26 +395,25 @@ fn check_rule(rule: &Rule, loaded: &LoadedCard, root: &Value) -> Vec<Finding> {
         "consistency" => match &loaded.body_metrics {
             None => vec![],
             Some(body) => {
+                let body_index: std::collections::HashMap<&str, f64> =
+                    body.iter().map(|(l, v)| (l.as_str(), *v)).collect();
+                let labels: std::collections::HashSet<String> =
+                    loaded.card.evaluation.metrics.iter().map(|m| m.label()).collect();
                 let mut out = Vec::new();
                 for m in &loaded.card.evaluation.metrics {
-                    let in_body = body
-                        .iter()
-                        .any(|(label, v)| *label == m.label() && (v - m.value).abs() <= 1e-9 * v.abs().max(1.0));
+                    let label = m.label();
+                    let in_body =
+                        body_index.get(label.as_str()).is_some_and(|v| (v - m.value).abs() <= 1e-9 * v.abs().max(1.0));
                     if !in_body {
                         out.push(finding(
                             rule,
                             "evaluation.metrics".into(),
-                            format!(
-                                "{}: {} = {} is in the metadata but not in the body",
-                                rule.message,
-                                m.label(),
-                                m.value
-                            ),
+                            format!("{}: {label} = {} is in the metadata but not in the body", rule.message, m.value),
                         ));
                     }
                 }
                 for (label, v) in body {
-                    if !loaded.card.evaluation.metrics.iter().any(|m| &m.label() == label) {
+                    if !labels.contains(label) {
                         out.push(finding(
                             rule,
                             "evaluation.metrics".into(),
@@ -422,6 +421,7 @@ fn check_rule(rule: &Rule, loaded: &LoadedCard, root: &Value) -> Vec<Finding> {
                         ));
                     }
                 }
+                out.truncate(50);
                 out
             }
         },
