@@ -243,7 +243,10 @@ fn cmd_init(a: InitArgs) -> Result<Outcome> {
     if a.output != Path::new("-") && a.output.exists() && !a.force {
         return Err(CardError::Invalid(format!("{} exists; pass --force to overwrite it", a.output.display())));
     }
-    let name = a.output.file_name().and_then(|n| n.to_str()).unwrap_or("card.yaml").to_string();
+    let name = match a.output.file_name().and_then(|n| n.to_str()) {
+        Some(n) if n != "-" => n.to_string(),
+        _ => "card.yaml".to_string(),
+    };
     write_output(&a.output, &init::init_source(a.template, &name))?;
     if a.output != Path::new("-") {
         eprintln!("wrote {} — fill it in, then run: cairn card validate {}", a.output.display(), a.output.display());
