@@ -85,9 +85,8 @@ impl Client {
         if !(base.starts_with("http://") || base.starts_with("https://")) {
             return Err(ClientError::Url(format!("{base:?} must start with http:// or https://")));
         }
-        let http = reqwest::Client::builder()
-            .user_agent(concat!("cairn-client/", env!("CARGO_PKG_VERSION")))
-            .build()?;
+        let http =
+            reqwest::Client::builder().user_agent(concat!("cairn-client/", env!("CARGO_PKG_VERSION"))).build()?;
         Ok(Self { base, token, http })
     }
 
@@ -137,7 +136,12 @@ impl Client {
         self.send::<(), Q, T>(Method::GET, path, Some(q), None).await?.ok_or_else(empty)
     }
 
-    async fn write<B: Serialize, T: DeserializeOwned>(&self, method: Method, path: &str, body: &B) -> Result<T, ClientError> {
+    async fn write<B: Serialize, T: DeserializeOwned>(
+        &self,
+        method: Method,
+        path: &str,
+        body: &B,
+    ) -> Result<T, ClientError> {
         self.send::<B, (), T>(method, path, None, Some(body)).await?.ok_or_else(empty)
     }
 
@@ -209,7 +213,12 @@ impl Client {
     }
 
     /// `PATCH …/versions/{n|@alias}`.
-    pub async fn update_version(&self, model: &str, version: &str, req: &api::UpdateVersion) -> Result<api::Version, ClientError> {
+    pub async fn update_version(
+        &self,
+        model: &str,
+        version: &str,
+        req: &api::UpdateVersion,
+    ) -> Result<api::Version, ClientError> {
         self.write(Method::PATCH, &format!("{}/versions/{}", model_path(model), seg(version)), req).await
     }
 
@@ -219,7 +228,13 @@ impl Client {
     }
 
     /// `PUT …/versions/{v}/tags/{key}`.
-    pub async fn set_version_tag(&self, model: &str, version: &str, key: &str, value: &str) -> Result<api::Version, ClientError> {
+    pub async fn set_version_tag(
+        &self,
+        model: &str,
+        version: &str,
+        key: &str,
+        value: &str,
+    ) -> Result<api::Version, ClientError> {
         let path = format!("{}/versions/{}/tags/{}", model_path(model), seg(version), seg(key));
         self.write(Method::PUT, &path, &api::SetTag { value: value.to_owned() }).await
     }

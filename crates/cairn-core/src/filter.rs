@@ -240,7 +240,10 @@ enum Tok {
     /// A bare word: field names, keywords, dotted paths.
     Word(String),
     /// A single- or double-quoted string (double quotes are also identifiers after `tags.`).
-    Str { text: String, double: bool },
+    Str {
+        text: String,
+        double: bool,
+    },
     /// A backtick-quoted identifier.
     Backtick(String),
     /// A number as written.
@@ -544,8 +547,12 @@ impl Parser {
                         Some((_, Tok::Word(w))) if w.eq_ignore_ascii_case("ILIKE") => Op::NotILike,
                         Some((_, Tok::Word(w))) if w.eq_ignore_ascii_case("IN") => Op::NotIn,
                         other => {
-                            let found = other.map_or_else(|| "the end of the filter".to_owned(), |(_, t)| t.to_string());
-                            return Err(FilterError::at(p, format!("expected LIKE, ILIKE or IN after NOT, found {found}")));
+                            let found =
+                                other.map_or_else(|| "the end of the filter".to_owned(), |(_, t)| t.to_string());
+                            return Err(FilterError::at(
+                                p,
+                                format!("expected LIKE, ILIKE or IN after NOT, found {found}"),
+                            ));
                         }
                     }
                 }
@@ -568,7 +575,10 @@ impl Parser {
                     self.next();
                     values.push(self.literal()?);
                     if values.len() > MAX_IN_VALUES {
-                        return Err(FilterError::at(self.pos(), format!("more than {MAX_IN_VALUES} values in one IN list")));
+                        return Err(FilterError::at(
+                            self.pos(),
+                            format!("more than {MAX_IN_VALUES} values in one IN list"),
+                        ));
                     }
                 }
                 if self.peek() != Some(&Tok::RParen) {
@@ -615,7 +625,10 @@ pub fn parse(input: &str) -> Result<Filter, FilterError> {
     let mut p = Parser { toks, at: 0, end: input.len(), comparisons: 0 };
     let filter = p.or(0)?;
     if p.peek().is_some() {
-        return Err(FilterError::at(p.pos(), format!("expected AND, OR or the end of the filter, found {}", p.found())));
+        return Err(FilterError::at(
+            p.pos(),
+            format!("expected AND, OR or the end of the filter, found {}", p.found()),
+        ));
     }
     Ok(filter)
 }
@@ -689,7 +702,10 @@ impl Compiler<'_> {
             }
             Target::Tag(key) => {
                 let Some(tags) = self.schema.tags else {
-                    return Err(FilterError::at(c.position, format!("a {} has no tags to filter on", self.schema.entity)));
+                    return Err(FilterError::at(
+                        c.position,
+                        format!("a {} has no tags to filter on", self.schema.entity),
+                    ));
                 };
                 let alias = format!("ft{}", self.next_param);
                 let key_param = self.bind(SqlValue::Text(key.clone()));
@@ -720,10 +736,9 @@ impl Compiler<'_> {
         };
         match (kind, lit) {
             (FieldKind::Text, Literal::Text(s)) => Ok(SqlValue::Text(s.clone())),
-            (FieldKind::Text, Literal::Number(n)) => Err(FilterError::at(
-                c.position,
-                format!("{what} holds text: quote the value ('{n}')"),
-            )),
+            (FieldKind::Text, Literal::Number(n)) => {
+                Err(FilterError::at(c.position, format!("{what} holds text: quote the value ('{n}')")))
+            }
             (FieldKind::Integer, Literal::Number(n) | Literal::Text(n)) => n
                 .parse::<i64>()
                 .map(SqlValue::Integer)
@@ -763,7 +778,10 @@ impl Compiler<'_> {
                 if kind != FieldKind::Text {
                     return Err(FilterError::at(
                         c.position,
-                        format!("{} works on text only", if matches!(c.op, Op::Like | Op::NotLike) { "LIKE" } else { "ILIKE" }),
+                        format!(
+                            "{} works on text only",
+                            if matches!(c.op, Op::Like | Op::NotLike) { "LIKE" } else { "ILIKE" }
+                        ),
                     ));
                 }
                 let pattern = match c.values.first() {
@@ -824,10 +842,7 @@ pub fn like_to_glob(pattern: &str) -> String {
                 out.push('?');
                 continue;
             }
-            '\\' => match chars.next() {
-                Some(next) => next,
-                None => '\\',
-            },
+            '\\' => chars.next().unwrap_or('\\'),
             other => other,
         };
         match literal {

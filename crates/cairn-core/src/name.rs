@@ -9,38 +9,21 @@ use std::str::FromStr;
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]
 pub enum NameError {
     #[error("invalid {kind} {value:?}: {reason}")]
-    Invalid {
-        kind: &'static str,
-        value: String,
-        reason: String,
-    },
+    Invalid { kind: &'static str, value: String, reason: String },
 }
 
 fn invalid(kind: &'static str, value: &str, reason: impl Into<String>) -> NameError {
     // Echo at most a bounded prefix of what the user sent.
     let shown: String = value.chars().take(80).collect();
-    NameError::Invalid {
-        kind,
-        value: shown,
-        reason: reason.into(),
-    }
+    NameError::Invalid { kind, value: shown, reason: reason.into() }
 }
 
-fn check_charset(
-    kind: &'static str,
-    value: &str,
-    max_len: usize,
-    allow_dot: bool,
-) -> Result<(), NameError> {
+fn check_charset(kind: &'static str, value: &str, max_len: usize, allow_dot: bool) -> Result<(), NameError> {
     if value.is_empty() {
         return Err(invalid(kind, value, "must not be empty"));
     }
     if value.len() > max_len {
-        return Err(invalid(
-            kind,
-            value,
-            format!("must be at most {max_len} characters"),
-        ));
+        return Err(invalid(kind, value, format!("must be at most {max_len} characters")));
     }
     let allowed = if allow_dot {
         "lower-case letters, digits, '-', '_' and '.'"
@@ -48,11 +31,7 @@ fn check_charset(
         "lower-case letters, digits, '-' and '_'"
     };
     for (i, c) in value.char_indices() {
-        let ok = c.is_ascii_lowercase()
-            || c.is_ascii_digit()
-            || c == '-'
-            || c == '_'
-            || (allow_dot && c == '.');
+        let ok = c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-' || c == '_' || (allow_dot && c == '.');
         if !ok {
             return Err(invalid(
                 kind,
@@ -63,19 +42,11 @@ fn check_charset(
     }
     let first = value.as_bytes()[0];
     if !(first.is_ascii_lowercase() || first.is_ascii_digit()) {
-        return Err(invalid(
-            kind,
-            value,
-            "must start with a lower-case letter or a digit",
-        ));
+        return Err(invalid(kind, value, "must start with a lower-case letter or a digit"));
     }
     let last = value.as_bytes()[value.len() - 1];
     if !(last.is_ascii_lowercase() || last.is_ascii_digit()) {
-        return Err(invalid(
-            kind,
-            value,
-            "must end with a lower-case letter or a digit",
-        ));
+        return Err(invalid(kind, value, "must end with a lower-case letter or a digit"));
     }
     if value.contains("..") {
         return Err(invalid(kind, value, "must not contain '..'"));
@@ -206,25 +177,13 @@ impl TagKey {
             return Err(invalid("tag key", s, "must not be empty"));
         }
         if s.len() > Self::MAX_LEN {
-            return Err(invalid(
-                "tag key",
-                s,
-                format!("must be at most {} bytes", Self::MAX_LEN),
-            ));
+            return Err(invalid("tag key", s, format!("must be at most {} bytes", Self::MAX_LEN)));
         }
         if s.chars().any(char::is_control) {
-            return Err(invalid(
-                "tag key",
-                s,
-                "must not contain control characters",
-            ));
+            return Err(invalid("tag key", s, "must not contain control characters"));
         }
         if s.trim() != s {
-            return Err(invalid(
-                "tag key",
-                s,
-                "must not start or end with whitespace",
-            ));
+            return Err(invalid("tag key", s, "must not start or end with whitespace"));
         }
         Ok(Self(s.to_owned()))
     }
@@ -236,11 +195,7 @@ pub const MAX_TAG_VALUE_LEN: usize = 5000;
 /// Checks a tag value: at most [`MAX_TAG_VALUE_LEN`] bytes.
 pub fn check_tag_value(v: &str) -> Result<(), NameError> {
     if v.len() > MAX_TAG_VALUE_LEN {
-        return Err(invalid(
-            "tag value",
-            v,
-            format!("must be at most {MAX_TAG_VALUE_LEN} bytes"),
-        ));
+        return Err(invalid("tag value", v, format!("must be at most {MAX_TAG_VALUE_LEN} bytes")));
     }
     Ok(())
 }
@@ -266,16 +221,9 @@ impl ModelRef {
     /// Parses `namespace/name`.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         let Some((ns, name)) = s.split_once('/') else {
-            return Err(invalid(
-                "model",
-                s,
-                "must be written namespace/name, e.g. team/classifier",
-            ));
+            return Err(invalid("model", s, "must be written namespace/name, e.g. team/classifier"));
         };
-        Ok(Self {
-            namespace: Namespace::parse(ns)?,
-            name: ModelName::parse(name)?,
-        })
+        Ok(Self { namespace: Namespace::parse(ns)?, name: ModelName::parse(name)? })
     }
 }
 
@@ -309,11 +257,7 @@ impl VersionSelector {
         }
         match s.parse::<i64>() {
             Ok(n) if n >= 1 => Ok(Self::Number(n)),
-            _ => Err(invalid(
-                "version",
-                s,
-                "must be a positive version number (1, 2, …) or @alias",
-            )),
+            _ => Err(invalid("version", s, "must be a positive version number (1, 2, …) or @alias")),
         }
     }
 }
@@ -370,10 +314,7 @@ mod tests {
         assert_eq!(VersionSelector::parse("3").unwrap(), VersionSelector::Number(3));
         assert!(VersionSelector::parse("0").is_err());
         assert!(VersionSelector::parse("-1").is_err());
-        assert!(matches!(
-            VersionSelector::parse("@prod").unwrap(),
-            VersionSelector::Alias(_)
-        ));
+        assert!(matches!(VersionSelector::parse("@prod").unwrap(), VersionSelector::Alias(_)));
     }
 
     #[test]

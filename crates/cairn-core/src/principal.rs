@@ -101,15 +101,10 @@ impl Principal {
             || self.scopes.contains(&scope)
             || (scope == Scope::Read && self.scopes.contains(&Scope::Write));
         if !has_scope {
-            return Err(Denied(format!(
-                "this API key lacks the '{scope}' scope needed for this request"
-            )));
+            return Err(Denied(format!("this API key lacks the '{scope}' scope needed for this request")));
         }
         if action == Action::Admin && !self.is_admin {
-            return Err(Denied(format!(
-                "user '{}' is not an administrator",
-                self.username
-            )));
+            return Err(Denied(format!("user '{}' is not an administrator", self.username)));
         }
         Ok(())
     }

@@ -49,11 +49,7 @@ impl AppState {
             })
             .await?;
         let key = hex::decode(&key).unwrap_or_else(|_| key.into_bytes());
-        Ok(Self {
-            store,
-            page_tokens: PageTokens::new(key),
-            settings: Arc::new(settings),
-        })
+        Ok(Self { store, page_tokens: PageTokens::new(key), settings: Arc::new(settings) })
     }
 }
 
@@ -89,21 +85,14 @@ pub fn build_router(state: AppState) -> Router {
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             let mut r = Response::new(Body::from(error_body("internal", "internal error")));
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
-            r.headers_mut()
-                .insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+            r.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
             r
         }))
         .layer(middleware::map_response(json_errors))
-        .layer(
-            TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
-                let id = req
-                    .headers()
-                    .get(&REQUEST_ID)
-                    .and_then(|v| v.to_str().ok())
-                    .unwrap_or("-");
-                tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
-            }),
-        )
+        .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
+            let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
+            tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
+        }))
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))

@@ -32,10 +32,7 @@ const TOUCH_INTERVAL_MS: i64 = 60_000;
 pub fn generate_token() -> String {
     let mut bytes = [0u8; 32];
     rand::fill(&mut bytes);
-    format!(
-        "{KEY_PREFIX}{}",
-        base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes)
-    )
+    format!("{KEY_PREFIX}{}", base64::engine::general_purpose::URL_SAFE_NO_PAD.encode(bytes))
 }
 
 /// The stored form of a token: lower-case hex SHA-256.
@@ -56,9 +53,7 @@ pub fn hash_password(password: &str) -> Result<String, String> {
 pub fn verify_password(password: &str, phc: &str) -> bool {
     use argon2::password_hash::{PasswordVerifier, phc::PasswordHash};
     match PasswordHash::new(phc) {
-        Ok(parsed) => argon2::Argon2::default()
-            .verify_password(password.as_bytes(), &parsed)
-            .is_ok(),
+        Ok(parsed) => argon2::Argon2::default().verify_password(password.as_bytes(), &parsed).is_ok(),
         Err(_) => false,
     }
 }
@@ -83,28 +78,18 @@ impl<S: Send + Sync> FromRequestParts<S> for Caller {
     type Rejection = ApiError;
 
     async fn from_request_parts(parts: &mut Parts, _state: &S) -> Result<Self, Self::Rejection> {
-        parts
-            .extensions
-            .get::<Caller>()
-            .cloned()
-            .ok_or_else(|| ApiError::unauthenticated("authentication required"))
+        parts.extensions.get::<Caller>().cloned().ok_or_else(|| ApiError::unauthenticated("authentication required"))
     }
 }
 
 fn bearer(parts: &Parts) -> Result<&str, ApiError> {
     let Some(value) = parts.headers.get(header::AUTHORIZATION) else {
-        return Err(ApiError::unauthenticated(
-            "missing API key: send it as 'Authorization: Bearer <key>'",
-        ));
+        return Err(ApiError::unauthenticated("missing API key: send it as 'Authorization: Bearer <key>'"));
     };
-    let value = value
-        .to_str()
-        .map_err(|_| ApiError::unauthenticated("the Authorization header is not valid text"))?;
+    let value = value.to_str().map_err(|_| ApiError::unauthenticated("the Authorization header is not valid text"))?;
     let (scheme, token) = value.split_once(' ').unwrap_or((value, ""));
     if !scheme.eq_ignore_ascii_case("bearer") || token.trim().is_empty() {
-        return Err(ApiError::unauthenticated(
-            "the Authorization header must be 'Bearer <key>'",
-        ));
+        return Err(ApiError::unauthenticated("the Authorization header must be 'Bearer <key>'"));
     }
     let token = token.trim();
     if token.len() > 256 {
@@ -116,20 +101,13 @@ fn bearer(parts: &Parts) -> Result<&str, ApiError> {
 /// Builds the audit context of a request (without the actor).
 pub fn request_context(parts: &Parts) -> AuditContext {
     let header = |name: &str| {
-        parts
-            .headers
-            .get(name)
-            .and_then(|v| v.to_str().ok())
-            .map(|s| s.chars().take(256).collect::<String>())
+        parts.headers.get(name).and_then(|v| v.to_str().ok()).map(|s| s.chars().take(256).collect::<String>())
     };
     AuditContext {
         actor: String::new(),
         key_id: None,
         request_id: header("x-request-id"),
-        source_ip: parts
-            .extensions
-            .get::<ConnectInfo<SocketAddr>>()
-            .map(|c| c.0.ip().to_string()),
+        source_ip: parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string()),
         user_agent: header("user-agent"),
     }
 }
@@ -157,9 +135,7 @@ async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiErro
         return Err(ApiError::unauthenticated("this API key has been revoked"));
     }
     if key.expires_at.is_some_and(|e| e <= now) {
-        return Err(ApiError::unauthenticated(
-            "this API key has expired; create a new one",
-        ));
+        return Err(ApiError::unauthenticated("this API key has expired; create a new one"));
     }
     if key.disabled {
         return Err(ApiError::unauthenticated("this account is disabled"));
@@ -178,11 +154,7 @@ async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiErro
     let principal = Principal {
         user_id: key.user_id,
         username: key.username,
-        kind: if key.kind == "service" {
-            AccountKind::ServiceAccount
-        } else {
-            AccountKind::User
-        },
+        kind: if key.kind == "service" { AccountKind::ServiceAccount } else { AccountKind::User },
         is_admin: key.is_admin,
         scopes,
         key_id: Some(key.key_id),

@@ -1,7 +1,12 @@
 //! Store records → wire types.
 
 use cairn_api_types as api;
-use cairn_store::{audit::AuditEvent, model::Model, namespace::Namespace, version::{Alias, Version}};
+use cairn_store::{
+    audit::AuditEvent,
+    model::Model,
+    namespace::Namespace,
+    version::{Alias, Version},
+};
 use time::OffsetDateTime;
 use time::format_description::well_known::Rfc3339;
 

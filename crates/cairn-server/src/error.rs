@@ -2,7 +2,7 @@
 
 use axum::extract::rejection::{JsonRejection, QueryRejection};
 use axum::extract::{FromRequest, FromRequestParts, Request};
-use axum::http::{header, request::Parts, HeaderValue, StatusCode};
+use axum::http::{HeaderValue, StatusCode, header, request::Parts};
 use axum::response::{IntoResponse, Response};
 use cairn_api_types::{ErrorBody, ErrorDetail};
 use cairn_store::StoreError;
@@ -22,11 +22,7 @@ pub struct ApiError {
 impl ApiError {
     /// Builds an error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self {
-            status,
-            code,
-            message: message.into(),
-        }
+        Self { status, code, message: message.into() }
     }
 
     /// 400 `invalid_argument`.
@@ -66,27 +62,16 @@ pub fn code_for_status(status: StatusCode) -> &'static str {
 
 /// The JSON body for an error.
 pub fn error_body(code: &str, message: &str) -> String {
-    serde_json::to_string(&ErrorBody {
-        error: ErrorDetail {
-            code: code.to_owned(),
-            message: message.to_owned(),
-        },
-    })
-    .unwrap_or_else(|_| String::from(r#"{"error":{"code":"internal","message":"internal error"}}"#))
+    serde_json::to_string(&ErrorBody { error: ErrorDetail { code: code.to_owned(), message: message.to_owned() } })
+        .unwrap_or_else(|_| String::from(r#"{"error":{"code":"internal","message":"internal error"}}"#))
 }
 
 impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, error_body(self.code, &self.message)).into_response();
-        resp.headers_mut().insert(
-            header::CONTENT_TYPE,
-            HeaderValue::from_static("application/json"),
-        );
+        resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
         if self.status == StatusCode::UNAUTHORIZED {
-            resp.headers_mut().insert(
-                header::WWW_AUTHENTICATE,
-                HeaderValue::from_static("Bearer realm=\"cairn\""),
-            );
+            resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"cairn\""));
         }
         resp
     }
@@ -98,6 +83,7 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(m) => Self::not_found(m),
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "already_exists", m),
             StoreError::Invalid(m) => Self::invalid(m),
+            StoreError::Filter(e) => e.into(),
             other => {
                 tracing::error!(error = %other, "store failure");
                 Self::new(

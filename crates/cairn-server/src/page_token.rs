@@ -32,8 +32,7 @@ impl PageTokens {
     }
 
     fn mac(&self, listing: &str, payload: &[u8]) -> Hmac<Sha256> {
-        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key)
-            .expect("HMAC accepts keys of any length");
+        let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&self.key).expect("HMAC accepts keys of any length");
         mac.update(listing.as_bytes());
         mac.update(&[0]);
         mac.update(payload);
@@ -75,17 +74,11 @@ mod tests {
     #[test]
     fn round_trips_and_refuses_tampering() {
         let t = PageTokens::new(vec![7; 32]);
-        let c = Cursor {
-            key: CursorKey::Text("team/a".into()),
-            id: 42,
-        };
+        let c = Cursor { key: CursorKey::Text("team/a".into()), id: 42 };
         let tok = t.encode("models|name", &c);
         assert_eq!(t.decode("models|name", &tok).unwrap(), c);
         assert!(t.decode("models|created_at", &tok).is_err());
-        let forged = Cursor {
-            key: CursorKey::Text("team/a".into()),
-            id: 1,
-        };
+        let forged = Cursor { key: CursorKey::Text("team/a".into()), id: 1 };
         let payload = URL_SAFE_NO_PAD.encode(serde_json::to_vec(&forged).unwrap());
         let sig = tok.split_once('.').unwrap().1;
         assert!(t.decode("models|name", &format!("{payload}.{sig}")).is_err());

@@ -24,14 +24,15 @@ pub fn init_logging(settings: &Settings) {
     };
 }
 
+/// Lifetime of the admin API key made at first start.
+const FIRST_KEY_DAYS: i64 = 90;
+
 /// Opens the store, creating the data dir (mode 0700) and the bootstrap admin.
 pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
     create_private_dir(&settings.data_dir)?;
     let url = settings.database_url();
     let opts = DbOptions { max_connections: settings.db_max_connections, ..DbOptions::default() };
-    let store = Store::open(&url, &opts)
-        .await
-        .with_context(|| format!("cannot open database {}", redact_url(&url)))?;
+    let store = Store::open(&url, &opts).await.with_context(|| format!("cannot open database {}", redact_url(&url)))?;
     let generated = std::sync::Mutex::new(None::<String>);
     let password = settings.bootstrap_admin_password.clone();
     let key = settings.bootstrap_admin_token.as_ref().map(|t| NewApiKey {
@@ -40,6 +41,16 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         token_hash: auth::hash_token(t),
         scopes: "read write admin".into(),
         expires_at: None,
+    });
+    // Without a configured token, the first start also creates an admin key (90 days), so a
+    // newcomer can use the API and the CLI at once.
+    let first_token = settings.bootstrap_admin_token.is_none().then(auth::generate_token);
+    let first_key = first_token.as_ref().map(|t| NewApiKey {
+        user_id: String::new(),
+        name: "first-start".into(),
+        token_hash: auth::hash_token(t),
+        scopes: "read write admin".into(),
+        expires_at: Some(store.now() + FIRST_KEY_DAYS * 86_400_000),
     });
     let outcome = store
         .bootstrap_admin(
@@ -54,13 +65,20 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
                 auth::hash_password(&pw).unwrap_or_default()
             },
             key,
+            first_key,
         )
         .await?;
     if outcome.created_admin {
         tracing::info!("created the administrator account 'admin'");
         if let Ok(Some(pw)) = generated.lock().map(|g| g.clone()) {
             // Shown once, on the terminal only; never written to the log.
-            eprintln!("\n  Created user 'admin' with password: {pw}\n  It is shown only this once.\n");
+            eprintln!("\n  Created user 'admin' with password: {pw}");
+        }
+        if let (true, Some(t)) = (outcome.added_first_start_key, &first_token) {
+            eprintln!("  Admin API key (valid {FIRST_KEY_DAYS} days): {t}");
+        }
+        if outcome.added_first_start_key || generated.lock().is_ok_and(|g| g.is_some()) {
+            eprintln!("  They are shown only this once.\n");
         }
     }
     if outcome.added_key {
@@ -93,9 +111,8 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
 /// Runs the server until SIGINT or SIGTERM, then drains in-flight requests.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
-    let listener = TcpListener::bind(&settings.listen)
-        .await
-        .with_context(|| format!("cannot listen on {}", settings.listen))?;
+    let listener =
+        TcpListener::bind(&settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
     let store = open_store(&settings).await?;
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let state = AppState::new(store.clone(), settings).await?;
@@ -108,11 +125,12 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         "cairn is ready: http://{addr}"
     );
     let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-        .with_graceful_shutdown(async move {
+    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
+        async move {
             shutdown_signal().await;
             let _ = tx.send(());
-        });
+        },
+    );
     let server = tokio::spawn(async move { server.await });
     let mut server = server;
     tokio::select! {

@@ -4,8 +4,8 @@
 use std::fmt;
 use std::path::{Path, PathBuf};
 
-use figment::providers::{Env, Format, Serialized, Toml};
 use figment::Figment;
+use figment::providers::{Env, Format, Serialized, Toml};
 use serde::{Deserialize, Serialize};
 
 /// Log output format.
@@ -72,10 +72,7 @@ impl fmt::Debug for Settings {
         f.debug_struct("Settings")
             .field("listen", &self.listen)
             .field("data_dir", &self.data_dir)
-            .field(
-                "database_url",
-                &self.database_url.as_deref().map(redact_url),
-            )
+            .field("database_url", &self.database_url.as_deref().map(redact_url))
             .field("log_format", &self.log_format)
             .field("log", &self.log)
             .field("max_json_bytes", &self.max_json_bytes)
@@ -166,9 +163,7 @@ impl Settings {
                 .map_err(|e| SettingsError(format!("{}: {e}", f.display())))?;
             fig = fig.merge(Toml::file(f));
         }
-        fig = fig
-            .merge(Env::prefixed("CAIRN_").only(ENV_KEYS))
-            .merge(Serialized::defaults(flags));
+        fig = fig.merge(Env::prefixed("CAIRN_").only(ENV_KEYS)).merge(Serialized::defaults(flags));
         let s: Settings = fig.extract().map_err(|e| SettingsError(e.to_string()))?;
         s.check()?;
         Ok(s)
@@ -178,9 +173,7 @@ impl Settings {
         if let Some(t) = &self.bootstrap_admin_token
             && t.len() < 32
         {
-            return Err(SettingsError(
-                "CAIRN_BOOTSTRAP_ADMIN_TOKEN must be at least 32 characters".into(),
-            ));
+            return Err(SettingsError("CAIRN_BOOTSTRAP_ADMIN_TOKEN must be at least 32 characters".into()));
         }
         if self.max_json_bytes < 1024 {
             return Err(SettingsError("max_json_bytes must be at least 1024".into()));
@@ -220,10 +213,7 @@ mod tests {
 
     #[test]
     fn redacts_database_passwords() {
-        assert_eq!(
-            redact_url("postgres://cairn:s3cret@localhost/cairn"),
-            "postgres://cairn:***@localhost/cairn"
-        );
+        assert_eq!(redact_url("postgres://cairn:s3cret@localhost/cairn"), "postgres://cairn:***@localhost/cairn");
         assert_eq!(redact_url("sqlite://./x.db"), "sqlite://./x.db");
         let s = Settings {
             bootstrap_admin_token: Some("x".repeat(40)),

@@ -5,7 +5,13 @@ use cairn_test_utils::{Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::Value;
 
-async fn raw(server: &TestServer, method: Method, path: &str, token: Option<&str>, body: Option<&str>) -> (StatusCode, Value) {
+async fn raw(
+    server: &TestServer,
+    method: Method,
+    path: &str,
+    token: Option<&str>,
+    body: Option<&str>,
+) -> (StatusCode, Value) {
     let mut req = reqwest::Client::new().request(method, format!("{}{path}", server.url));
     if let Some(t) = token {
         req = req.bearer_auth(t);
@@ -53,7 +59,12 @@ macro_rules! both {
     };
 }
 
-both!(crud_through_the_client, bad_input_is_refused_and_changes_nothing, scopes_are_enforced_and_denials_audited, paging_with_signed_tokens);
+both!(
+    crud_through_the_client,
+    bad_input_is_refused_and_changes_nothing,
+    scopes_are_enforced_and_denials_audited,
+    paging_with_signed_tokens
+);
 
 async fn crud_through_the_client(s: &TestServer) {
     let c = s.client();
@@ -70,7 +81,10 @@ async fn crud_through_the_client(s: &TestServer) {
     assert_eq!(m.full_name, "nlp/sentiment");
     for i in 1..=3 {
         let v = c
-            .create_version("nlp/sentiment", &api::CreateVersion { source: format!("s3://models/{i}"), ..Default::default() })
+            .create_version(
+                "nlp/sentiment",
+                &api::CreateVersion { source: format!("s3://models/{i}"), ..Default::default() },
+            )
             .await
             .unwrap();
         assert_eq!(v.version, i);
@@ -102,7 +116,11 @@ async fn crud_through_the_client(s: &TestServer) {
     let events = c.list_audit_events(&[("target", "model:nlp/sentiment")]).await.unwrap().events;
     let actions: Vec<&str> = events.iter().map(|e| e.action.as_str()).collect();
     assert_eq!(actions, ["model.create", "model.tag.set", "model.delete"]);
-    assert!(events.iter().all(|e| e.actor == "user:admin" && e.request_id.is_some() && e.source_ip.as_deref() == Some("127.0.0.1")));
+    assert!(
+        events
+            .iter()
+            .all(|e| e.actor == "user:admin" && e.request_id.is_some() && e.source_ip.as_deref() == Some("127.0.0.1"))
+    );
 }
 
 async fn bad_input_is_refused_and_changes_nothing(s: &TestServer) {
@@ -111,28 +129,88 @@ async fn bad_input_is_refused_and_changes_nothing(s: &TestServer) {
     assert_eq!(st, StatusCode::CREATED);
     let before = audit_count(s).await;
     let cases: Vec<(Method, &str, Option<String>, StatusCode, &str)> = vec![
-        (Method::POST, "/api/v1/models", Some(r#"{"name":"Team/Bad Name"}"#.into()), StatusCode::BAD_REQUEST, "invalid_argument"),
-        (Method::POST, "/api/v1/models", Some(r#"{"name":"team.x/y"}"#.into()), StatusCode::BAD_REQUEST, "invalid_argument"),
-        (Method::POST, "/api/v1/models", Some(r#"{"name":"noslash"}"#.into()), StatusCode::BAD_REQUEST, "invalid_argument"),
-        (Method::POST, "/api/v1/models", Some(r#"{"name":"team/a","colour":"red"}"#.into()), StatusCode::BAD_REQUEST, "invalid_argument"),
+        (
+            Method::POST,
+            "/api/v1/models",
+            Some(r#"{"name":"Team/Bad Name"}"#.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            Method::POST,
+            "/api/v1/models",
+            Some(r#"{"name":"team.x/y"}"#.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            Method::POST,
+            "/api/v1/models",
+            Some(r#"{"name":"noslash"}"#.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            Method::POST,
+            "/api/v1/models",
+            Some(r#"{"name":"team/a","colour":"red"}"#.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
         (Method::POST, "/api/v1/models", Some(r#"{"name":42}"#.into()), StatusCode::BAD_REQUEST, "invalid_argument"),
         (Method::POST, "/api/v1/models", Some(r#"{"name":"team/a""#.into()), StatusCode::BAD_REQUEST, "malformed_json"),
-        (Method::POST, "/api/v1/models", Some(format!(r#"{{"name":"team/a","description":"{}"}}"#, "x".repeat(2 * 1024 * 1024))), StatusCode::PAYLOAD_TOO_LARGE, "payload_too_large"),
-        (Method::POST, "/api/v1/models", Some(r#"{"name":"team/base"}"#.into()), StatusCode::CONFLICT, "already_exists"),
+        (
+            Method::POST,
+            "/api/v1/models",
+            Some(format!(r#"{{"name":"team/a","description":"{}"}}"#, "x".repeat(2 * 1024 * 1024))),
+            StatusCode::PAYLOAD_TOO_LARGE,
+            "payload_too_large",
+        ),
+        (
+            Method::POST,
+            "/api/v1/models",
+            Some(r#"{"name":"team/base"}"#.into()),
+            StatusCode::CONFLICT,
+            "already_exists",
+        ),
         (Method::POST, "/api/v1/models/team/ghost/versions", Some("{}".into()), StatusCode::NOT_FOUND, "not_found"),
-        (Method::POST, "/api/v1/models/team/base/versions", Some(r#"{"metadata":[1]}"#.into()), StatusCode::BAD_REQUEST, "invalid_argument"),
+        (
+            Method::POST,
+            "/api/v1/models/team/base/versions",
+            Some(r#"{"metadata":[1]}"#.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
         (Method::GET, "/api/v1/models/team/base/versions/0", None, StatusCode::BAD_REQUEST, "invalid_argument"),
         (Method::GET, "/api/v1/models/team/base/versions/7", None, StatusCode::NOT_FOUND, "not_found"),
         (Method::GET, "/api/v1/models/team/base/versions/@nope", None, StatusCode::NOT_FOUND, "not_found"),
-        (Method::PUT, "/api/v1/models/team/base/aliases/1abc", Some(r#"{"version":1}"#.into()), StatusCode::BAD_REQUEST, "invalid_argument"),
-        (Method::PUT, "/api/v1/models/team/base/aliases/prod", Some(r#"{"version":1}"#.into()), StatusCode::NOT_FOUND, "not_found"),
+        (
+            Method::PUT,
+            "/api/v1/models/team/base/aliases/1abc",
+            Some(r#"{"version":1}"#.into()),
+            StatusCode::BAD_REQUEST,
+            "invalid_argument",
+        ),
+        (
+            Method::PUT,
+            "/api/v1/models/team/base/aliases/prod",
+            Some(r#"{"version":1}"#.into()),
+            StatusCode::NOT_FOUND,
+            "not_found",
+        ),
         (Method::GET, "/api/v1/models?filter=name%20%3D%3D%20'x'", None, StatusCode::BAD_REQUEST, "invalid_filter"),
         (Method::GET, "/api/v1/models?filter=nme%20%3D%20'x'", None, StatusCode::BAD_REQUEST, "invalid_filter"),
         (Method::GET, "/api/v1/models?limit=0", None, StatusCode::BAD_REQUEST, "invalid_argument"),
         (Method::GET, "/api/v1/models?limit=abc", None, StatusCode::BAD_REQUEST, "invalid_argument"),
         (Method::GET, "/api/v1/models?sort=name", None, StatusCode::BAD_REQUEST, "invalid_argument"),
         (Method::GET, "/api/v1/models?order_by=colour", None, StatusCode::BAD_REQUEST, "invalid_argument"),
-        (Method::GET, "/api/v1/models?page_token=eyJrZXkiOiJ4IiwiaWQiOjF9.AAAA", None, StatusCode::BAD_REQUEST, "invalid_page_token"),
+        (
+            Method::GET,
+            "/api/v1/models?page_token=eyJrZXkiOiJ4IiwiaWQiOjF9.AAAA",
+            None,
+            StatusCode::BAD_REQUEST,
+            "invalid_page_token",
+        ),
         (Method::DELETE, "/api/v1/models", None, StatusCode::METHOD_NOT_ALLOWED, "method_not_allowed"),
         (Method::GET, "/api/v1/nothing-here", None, StatusCode::NOT_FOUND, "not_found"),
     ];
@@ -152,9 +230,17 @@ async fn bad_input_is_refused_and_changes_nothing(s: &TestServer) {
 
 async fn scopes_are_enforced_and_denials_audited(s: &TestServer) {
     let admin = s.client();
-    admin.create_model(&api::CreateModel { name: "team/m".into(), description: String::new(), tags: Default::default() }).await.unwrap();
+    admin
+        .create_model(&api::CreateModel { name: "team/m".into(), description: String::new(), tags: Default::default() })
+        .await
+        .unwrap();
     let key = admin
-        .create_key(&api::CreateApiKey { name: "reader".into(), scopes: vec!["read".into()], expires_in_days: Some(1), username: None })
+        .create_key(&api::CreateApiKey {
+            name: "reader".into(),
+            scopes: vec!["read".into()],
+            expires_in_days: Some(1),
+            username: None,
+        })
         .await
         .unwrap();
     assert!(key.token.starts_with("cairn_"));
@@ -166,7 +252,12 @@ async fn scopes_are_enforced_and_denials_audited(s: &TestServer) {
     assert_eq!(err.status(), Some(403));
     // A read key cannot mint a write key.
     let err = reader
-        .create_key(&api::CreateApiKey { name: "x".into(), scopes: vec!["write".into()], expires_in_days: None, username: None })
+        .create_key(&api::CreateApiKey {
+            name: "x".into(),
+            scopes: vec!["write".into()],
+            expires_in_days: None,
+            username: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(403));
@@ -182,7 +273,12 @@ async fn scopes_are_enforced_and_denials_audited(s: &TestServer) {
     }
     // Non-admin users cannot create users.
     let err = reader
-        .create_user(&api::CreateUser { username: "eve".into(), password: Some("long enough password".into()), is_admin: true, kind: None })
+        .create_user(&api::CreateUser {
+            username: "eve".into(),
+            password: Some("long enough password".into()),
+            is_admin: true,
+            kind: None,
+        })
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(403));
@@ -191,9 +287,13 @@ async fn scopes_are_enforced_and_denials_audited(s: &TestServer) {
 async fn paging_with_signed_tokens(s: &TestServer) {
     let c = s.client();
     for i in 0..7 {
-        c.create_model(&api::CreateModel { name: format!("team/m{i}"), description: String::new(), tags: Default::default() })
-            .await
-            .unwrap();
+        c.create_model(&api::CreateModel {
+            name: format!("team/m{i}"),
+            description: String::new(),
+            tags: Default::default(),
+        })
+        .await
+        .unwrap();
     }
     let mut seen = Vec::new();
     let mut opts = cairn_client::ListOptions { limit: Some(3), order_by: Some("-name".into()), ..Default::default() };
@@ -207,13 +307,15 @@ async fn paging_with_signed_tokens(s: &TestServer) {
     }
     assert_eq!(seen, ["m6", "m5", "m4", "m3", "m2", "m1", "m0"]);
     // A token from one listing is refused by another.
-    let first = c
-        .list_models(&cairn_client::ListOptions { limit: Some(3), ..Default::default() })
-        .await
-        .unwrap();
+    let first = c.list_models(&cairn_client::ListOptions { limit: Some(3), ..Default::default() }).await.unwrap();
     let token = first.next_page_token.unwrap();
     let err = c
-        .list_models(&cairn_client::ListOptions { limit: Some(3), order_by: Some("created_at".into()), page_token: Some(token.clone()), ..Default::default() })
+        .list_models(&cairn_client::ListOptions {
+            limit: Some(3),
+            order_by: Some("created_at".into()),
+            page_token: Some(token.clone()),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(400));
@@ -221,7 +323,11 @@ async fn paging_with_signed_tokens(s: &TestServer) {
     let mut tampered = token.into_bytes();
     tampered[2] = if tampered[2] == b'A' { b'B' } else { b'A' };
     let err = c
-        .list_models(&cairn_client::ListOptions { limit: Some(3), page_token: Some(String::from_utf8(tampered).unwrap()), ..Default::default() })
+        .list_models(&cairn_client::ListOptions {
+            limit: Some(3),
+            page_token: Some(String::from_utf8(tampered).unwrap()),
+            ..Default::default()
+        })
         .await
         .unwrap_err();
     assert_eq!(err.status(), Some(400));

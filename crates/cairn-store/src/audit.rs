@@ -4,7 +4,7 @@
 use serde::Serialize;
 
 use crate::db::Conn;
-use crate::{params, AuditContext, Cursor, CursorKey, Page, Store, StoreError};
+use crate::{AuditContext, Cursor, CursorKey, Page, Store, StoreError, params};
 
 /// One audit event as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
@@ -112,17 +112,7 @@ impl Store {
         outcome: &str,
     ) -> Result<(), StoreError> {
         let mut tx = self.db.begin().await?;
-        record_outcome(
-            &mut tx.conn(),
-            ctx,
-            self.now(),
-            action,
-            target,
-            outcome,
-            None::<&()>,
-            None::<&()>,
-        )
-        .await?;
+        record_outcome(&mut tx.conn(), ctx, self.now(), action, target, outcome, None::<&()>, None::<&()>).await?;
         tx.commit().await
     }
 
@@ -130,10 +120,7 @@ impl Store {
     pub async fn list_audit_events(&self, q: &AuditQuery) -> Result<Page<AuditEvent>, StoreError> {
         let limit = q.limit.clamp(1, 1000);
         let after = match &q.after {
-            Some(Cursor {
-                key: CursorKey::Int(_),
-                id,
-            }) => *id,
+            Some(Cursor { key: CursorKey::Int(_), id }) => *id,
             Some(_) => return Err(StoreError::Invalid("page token does not belong to this listing".into())),
             None => 0,
         };
@@ -157,10 +144,7 @@ impl Store {
             .await?;
         let next = if rows.len() > limit {
             rows.truncate(limit);
-            rows.last().map(|e| Cursor {
-                key: CursorKey::Int(e.id),
-                id: e.id,
-            })
+            rows.last().map(|e| Cursor { key: CursorKey::Int(e.id), id: e.id })
         } else {
             None
         };

@@ -13,10 +13,8 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
-use sqlx::sqlite::{
-    SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous,
-};
-use sqlx::{PgConnection, PgPool, SqliteConnection, SqlitePool, SqlStr, Transaction};
+use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
+use sqlx::{PgConnection, PgPool, SqlStr, SqliteConnection, SqlitePool, Transaction};
 
 use crate::StoreError;
 
@@ -95,14 +93,8 @@ macro_rules! params {
 }
 
 /// A row type that decodes from both backends.
-pub trait Row:
-    for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin
-{
-}
-impl<T> Row for T where
-    T: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin
-{
-}
+pub trait Row: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin {}
+impl<T> Row for T where T: for<'r> sqlx::FromRow<'r, SqliteRow> + for<'r> sqlx::FromRow<'r, PgRow> + Send + Unpin {}
 
 /// Which SQL dialect a [`Db`] speaks.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -140,11 +132,7 @@ pub struct DbOptions {
 
 impl Default for DbOptions {
     fn default() -> Self {
-        Self {
-            max_connections: 8,
-            busy_timeout: Duration::from_secs(5),
-            acquire_timeout: Duration::from_secs(10),
-        }
+        Self { max_connections: 8, busy_timeout: Duration::from_secs(5), acquire_timeout: Duration::from_secs(10) }
     }
 }
 
@@ -180,9 +168,7 @@ impl Db {
                 .await?;
             Ok(Self::Postgres(pool))
         } else {
-            Err(StoreError::Config(
-                "database URL must start with sqlite:// or postgres://".into(),
-            ))
+            Err(StoreError::Config("database URL must start with sqlite:// or postgres://".into()))
         }
     }
 
@@ -239,10 +225,7 @@ impl Db {
     /// Pool statistics: (connections open, idle).
     pub fn pool_stats(&self) -> (u32, usize) {
         match self {
-            Self::Sqlite { writer, reader } => (
-                writer.size() + reader.size(),
-                writer.num_idle() + reader.num_idle(),
-            ),
+            Self::Sqlite { writer, reader } => (writer.size() + reader.size(), writer.num_idle() + reader.num_idle()),
             Self::Postgres(pool) => (pool.size(), pool.num_idle()),
         }
     }
@@ -328,21 +311,11 @@ impl Conn<'_> {
     }
 
     /// Runs a statement; returns the number of rows affected.
-    pub async fn execute(
-        &mut self,
-        sql: impl sqlx::SqlSafeStr,
-        params: Vec<Param>,
-    ) -> Result<u64, StoreError> {
+    pub async fn execute(&mut self, sql: impl sqlx::SqlSafeStr, params: Vec<Param>) -> Result<u64, StoreError> {
         let sql: SqlStr = sql.into_sql_str();
         Ok(match self {
-            Self::Sqlite(c) => bind_all!(sqlx::query(sql), params)
-                .execute(&mut **c)
-                .await?
-                .rows_affected(),
-            Self::Postgres(c) => bind_all!(sqlx::query(sql), params)
-                .execute(&mut **c)
-                .await?
-                .rows_affected(),
+            Self::Sqlite(c) => bind_all!(sqlx::query(sql), params).execute(&mut **c).await?.rows_affected(),
+            Self::Postgres(c) => bind_all!(sqlx::query(sql), params).execute(&mut **c).await?.rows_affected(),
         })
     }
 
@@ -354,37 +327,17 @@ impl Conn<'_> {
     ) -> Result<Option<T>, StoreError> {
         let sql: SqlStr = sql.into_sql_str();
         Ok(match self {
-            Self::Sqlite(c) => {
-                bind_all!(sqlx::query_as::<_, T>(sql), params)
-                    .fetch_optional(&mut **c)
-                    .await?
-            }
-            Self::Postgres(c) => {
-                bind_all!(sqlx::query_as::<_, T>(sql), params)
-                    .fetch_optional(&mut **c)
-                    .await?
-            }
+            Self::Sqlite(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_optional(&mut **c).await?,
+            Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_optional(&mut **c).await?,
         })
     }
 
     /// Fetches exactly one row.
-    pub async fn fetch_one<T: Row>(
-        &mut self,
-        sql: impl sqlx::SqlSafeStr,
-        params: Vec<Param>,
-    ) -> Result<T, StoreError> {
+    pub async fn fetch_one<T: Row>(&mut self, sql: impl sqlx::SqlSafeStr, params: Vec<Param>) -> Result<T, StoreError> {
         let sql: SqlStr = sql.into_sql_str();
         Ok(match self {
-            Self::Sqlite(c) => {
-                bind_all!(sqlx::query_as::<_, T>(sql), params)
-                    .fetch_one(&mut **c)
-                    .await?
-            }
-            Self::Postgres(c) => {
-                bind_all!(sqlx::query_as::<_, T>(sql), params)
-                    .fetch_one(&mut **c)
-                    .await?
-            }
+            Self::Sqlite(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_one(&mut **c).await?,
+            Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_one(&mut **c).await?,
         })
     }
 
@@ -396,16 +349,8 @@ impl Conn<'_> {
     ) -> Result<Vec<T>, StoreError> {
         let sql: SqlStr = sql.into_sql_str();
         Ok(match self {
-            Self::Sqlite(c) => {
-                bind_all!(sqlx::query_as::<_, T>(sql), params)
-                    .fetch_all(&mut **c)
-                    .await?
-            }
-            Self::Postgres(c) => {
-                bind_all!(sqlx::query_as::<_, T>(sql), params)
-                    .fetch_all(&mut **c)
-                    .await?
-            }
+            Self::Sqlite(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_all(&mut **c).await?,
+            Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_all(&mut **c).await?,
         })
     }
 }

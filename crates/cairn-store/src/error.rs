@@ -10,6 +10,9 @@ pub enum StoreError {
     /// The request is well-formed but not acceptable (e.g. a bad filter).
     #[error("{0}")]
     Invalid(String),
+    /// A search filter names an unknown field or compares a field with the wrong type.
+    #[error(transparent)]
+    Filter(#[from] cairn_core::filter::FilterError),
     /// Bad settings (URL, options).
     #[error("{0}")]
     Config(String),

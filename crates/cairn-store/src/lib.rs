@@ -43,10 +43,7 @@ pub struct AuditContext {
 impl AuditContext {
     /// The server itself (bootstrap, maintenance).
     pub fn system() -> Self {
-        Self {
-            actor: "system".into(),
-            ..Self::default()
-        }
+        Self { actor: "system".into(), ..Self::default() }
     }
 }
 
@@ -79,10 +76,7 @@ impl Store {
     pub async fn open(url: &str, opts: &DbOptions) -> Result<Self, StoreError> {
         let db = Db::connect(url, opts).await?;
         db.migrate().await?;
-        Ok(Self {
-            db,
-            clock: Arc::new(SystemClock),
-        })
+        Ok(Self { db, clock: Arc::new(SystemClock) })
     }
 
     /// Replaces the clock (tests).
@@ -101,14 +95,15 @@ impl Store {
         self.db.backend()
     }
 
-    pub(crate) fn now(&self) -> i64 {
+    /// The store clock's current time, in milliseconds since the Unix epoch.
+    pub fn now(&self) -> i64 {
         self.clock.now_ms()
     }
 
     /// Checks that the database answers.
     pub async fn ping(&self) -> Result<(), StoreError> {
         let mut c = self.db.read().await?;
-        let _: (i64,) = c.conn().fetch_one("SELECT 1", vec![]).await?;
+        let _: (i64,) = c.conn().fetch_one("SELECT CAST(1 AS BIGINT)", vec![]).await?;
         Ok(())
     }
 

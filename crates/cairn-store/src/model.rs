@@ -8,7 +8,7 @@ use serde::Serialize;
 
 use crate::db::{Backend, Conn, Param};
 use crate::page::placeholders;
-use crate::{audit, namespace, params, AuditContext, Cursor, CursorKey, Page, Store, StoreError};
+use crate::{AuditContext, Cursor, CursorKey, Page, Store, StoreError, audit, namespace, params};
 
 /// A model as stored, with its tags and aliases.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize)]
@@ -84,36 +84,11 @@ const SELECT_MODEL: &str = "SELECT m.id, n.name AS namespace, m.name, m.descript
 pub const MODEL_FILTER: FilterSchema = FilterSchema {
     entity: "model",
     fields: &[
-        FieldSpec {
-            name: "name",
-            aliases: &[],
-            column: "m.name",
-            kind: FieldKind::Text,
-        },
-        FieldSpec {
-            name: "namespace",
-            aliases: &[],
-            column: "n.name",
-            kind: FieldKind::Text,
-        },
-        FieldSpec {
-            name: "full_name",
-            aliases: &[],
-            column: "m.full_name",
-            kind: FieldKind::Text,
-        },
-        FieldSpec {
-            name: "description",
-            aliases: &[],
-            column: "m.description",
-            kind: FieldKind::Text,
-        },
-        FieldSpec {
-            name: "latest_version",
-            aliases: &[],
-            column: "m.latest_version",
-            kind: FieldKind::Integer,
-        },
+        FieldSpec { name: "name", aliases: &[], column: "m.name", kind: FieldKind::Text },
+        FieldSpec { name: "namespace", aliases: &[], column: "n.name", kind: FieldKind::Text },
+        FieldSpec { name: "full_name", aliases: &[], column: "m.full_name", kind: FieldKind::Text },
+        FieldSpec { name: "description", aliases: &[], column: "m.description", kind: FieldKind::Text },
+        FieldSpec { name: "latest_version", aliases: &[], column: "m.latest_version", kind: FieldKind::Integer },
         FieldSpec {
             name: "created_at",
             aliases: &["creation_timestamp"],
@@ -196,9 +171,7 @@ pub(crate) async fn find(conn: &mut Conn<'_>, model: &ModelRef) -> Result<Model,
             params![model.to_string()],
         )
         .await?;
-    let mut m = row
-        .ok_or_else(|| StoreError::NotFound(format!("model \"{model}\" does not exist")))?
-        .into_model();
+    let mut m = row.ok_or_else(|| StoreError::NotFound(format!("model \"{model}\" does not exist")))?.into_model();
     attach(conn, std::slice::from_mut(&mut m)).await?;
     Ok(m)
 }
@@ -360,12 +333,7 @@ impl Store {
     }
 
     /// Removes a tag from a model.
-    pub async fn delete_model_tag(
-        &self,
-        ctx: &AuditContext,
-        model: &ModelRef,
-        key: &TagKey,
-    ) -> Result<(), StoreError> {
+    pub async fn delete_model_tag(&self, ctx: &AuditContext, model: &ModelRef, key: &TagKey) -> Result<(), StoreError> {
         let now = self.now();
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
@@ -373,11 +341,8 @@ impl Store {
         let Some(old) = before.tags.get(key.as_str()) else {
             return Err(StoreError::NotFound(format!("model \"{model}\" has no tag \"{key}\"")));
         };
-        conn.execute(
-            "DELETE FROM model_tags WHERE model_id = $1 AND key = $2",
-            params![before.id, key.as_str()],
-        )
-        .await?;
+        conn.execute("DELETE FROM model_tags WHERE model_id = $1 AND key = $2", params![before.id, key.as_str()])
+            .await?;
         conn.execute(
             "UPDATE models SET updated_at = $1, updated_by = $2 WHERE id = $3",
             params![now, &ctx.actor, before.id],
@@ -402,8 +367,7 @@ impl Store {
         let mut sql = format!("{SELECT_MODEL} WHERE 1 = 1");
         let mut params: Vec<Param> = Vec::new();
         if let Some(f) = &q.filter {
-            let compiled = filter::compile(f, &MODEL_FILTER, dialect(self.backend()), params.len() + 1)
-                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let compiled = filter::compile(f, &MODEL_FILTER, dialect(self.backend()), params.len() + 1)?;
             sql.push_str(&format!(" AND ({})", compiled.sql));
             params.extend(compiled.params.into_iter().map(Param::from));
         }

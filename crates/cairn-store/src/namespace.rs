@@ -4,7 +4,7 @@ use cairn_core::Namespace as NamespaceName;
 use serde::Serialize;
 
 use crate::db::Conn;
-use crate::{audit, params, AuditContext, Store, StoreError};
+use crate::{AuditContext, Store, StoreError, audit, params};
 
 /// A namespace as stored.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -39,12 +39,8 @@ pub(crate) async fn ensure(
     now: i64,
     name: &NamespaceName,
 ) -> Result<i64, StoreError> {
-    if let Some((id,)) = conn
-        .fetch_optional::<(i64,)>(
-            "SELECT id FROM namespaces WHERE name = $1",
-            params![name.as_str()],
-        )
-        .await?
+    if let Some((id,)) =
+        conn.fetch_optional::<(i64,)>("SELECT id FROM namespaces WHERE name = $1", params![name.as_str()]).await?
     {
         return Ok(id);
     }
@@ -115,20 +111,11 @@ impl Store {
     /// Lists namespaces by name.
     pub async fn list_namespaces(&self) -> Result<Vec<Namespace>, StoreError> {
         let mut c = self.db.read().await?;
-        c.conn()
-            .fetch_all(
-                sqlx::AssertSqlSafe(format!("{SELECT_NAMESPACE} ORDER BY n.name LIMIT 10000")),
-                vec![],
-            )
-            .await
+        c.conn().fetch_all(sqlx::AssertSqlSafe(format!("{SELECT_NAMESPACE} ORDER BY n.name LIMIT 10000")), vec![]).await
     }
 
     /// Deletes an empty namespace.
-    pub async fn delete_namespace(
-        &self,
-        ctx: &AuditContext,
-        name: &NamespaceName,
-    ) -> Result<(), StoreError> {
+    pub async fn delete_namespace(&self, ctx: &AuditContext, name: &NamespaceName) -> Result<(), StoreError> {
         let now = self.now();
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
@@ -145,8 +132,7 @@ impl Store {
                 before.model_count
             )));
         }
-        conn.execute("DELETE FROM namespaces WHERE id = $1", params![before.id])
-            .await?;
+        conn.execute("DELETE FROM namespaces WHERE id = $1", params![before.id]).await?;
         audit::record(
             &mut conn,
             ctx,

@@ -1,7 +1,7 @@
 //! Server-wide secrets kept in the database, so every replica shares them
 //! (e.g. the key that signs page tokens).
 
-use crate::{params, Store, StoreError};
+use crate::{Store, StoreError, params};
 
 impl Store {
     /// Returns the secret `name`, creating it with `generate` on first use. Safe when
@@ -19,9 +19,8 @@ impl Store {
             params![name, generate(), now],
         )
         .await?;
-        let (value,): (String,) = conn
-            .fetch_one("SELECT value FROM server_secrets WHERE name = $1", params![name])
-            .await?;
+        let (value,): (String,) =
+            conn.fetch_one("SELECT value FROM server_secrets WHERE name = $1", params![name]).await?;
         tx.commit().await?;
         Ok(value)
     }

@@ -3,7 +3,7 @@
 
 use serde::Serialize;
 
-use crate::{audit, params, AuditContext, Store, StoreError};
+use crate::{AuditContext, Store, StoreError, audit, params};
 
 /// An account.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
@@ -111,9 +111,12 @@ pub struct Bootstrap {
     pub created_admin: bool,
     /// The bootstrap key was added now.
     pub added_key: bool,
+    /// The first-start key was added (only when the admin account was created now).
+    pub added_first_start_key: bool,
 }
 
-const SELECT_USER: &str = "SELECT id, username, display_name, email, kind, is_admin, disabled, created_at, updated_at FROM users";
+const SELECT_USER: &str =
+    "SELECT id, username, display_name, email, kind, is_admin, disabled, created_at, updated_at FROM users";
 
 impl Store {
     /// On an empty database, creates the `admin` account with `password_hash`. When
@@ -122,6 +125,7 @@ impl Store {
         &self,
         password_hash: impl FnOnce() -> String,
         key: Option<NewApiKey>,
+        first_start_key: Option<NewApiKey>,
     ) -> Result<Bootstrap, StoreError> {
         let ctx = AuditContext::system();
         let now = self.now();
@@ -148,6 +152,11 @@ impl Store {
             )
             .await?;
             out.created_admin = true;
+            if let Some(mut first) = first_start_key {
+                first.user_id.clone_from(&id);
+                insert_key(&mut conn, &ctx, now, &first).await?;
+                out.added_first_start_key = true;
+            }
             Some(id)
         } else {
             conn.fetch_optional::<(String,)>("SELECT id FROM users WHERE username = 'admin'", vec![])
@@ -155,9 +164,8 @@ impl Store {
                 .map(|(id,)| id)
         };
         if let (Some(mut key), Some(admin_id)) = (key, admin_id) {
-            let exists: Option<(String,)> = conn
-                .fetch_optional("SELECT id FROM api_keys WHERE token_hash = $1", params![&key.token_hash])
-                .await?;
+            let exists: Option<(String,)> =
+                conn.fetch_optional("SELECT id FROM api_keys WHERE token_hash = $1", params![&key.token_hash]).await?;
             if exists.is_none() {
                 key.user_id = admin_id;
                 insert_key(&mut conn, &ctx, now, &key).await?;
@@ -187,9 +195,8 @@ impl Store {
                 e
             }
         })?;
-        let user: User = conn
-            .fetch_one(sqlx::AssertSqlSafe(format!("{SELECT_USER} WHERE id = $1")), params![&id])
-            .await?;
+        let user: User =
+            conn.fetch_one(sqlx::AssertSqlSafe(format!("{SELECT_USER} WHERE id = $1")), params![&id]).await?;
         audit::record(&mut conn, ctx, now, "user.create", &format!("user:{}", new.username), None::<&()>, Some(&user))
             .await?;
         tx.commit().await?;
@@ -230,9 +237,7 @@ impl Store {
     pub async fn touch_api_key(&self, key_id: &str) -> Result<(), StoreError> {
         let now = self.now();
         let mut tx = self.db.begin().await?;
-        tx.conn()
-            .execute("UPDATE api_keys SET last_used_at = $1 WHERE id = $2", params![now, key_id])
-            .await?;
+        tx.conn().execute("UPDATE api_keys SET last_used_at = $1 WHERE id = $2", params![now, key_id]).await?;
         tx.commit().await
     }
 }

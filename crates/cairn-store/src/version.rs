@@ -9,7 +9,7 @@ use serde::Serialize;
 use crate::db::{Conn, Param};
 use crate::model::{dialect, find as find_model};
 use crate::page::placeholders;
-use crate::{audit, params, AuditContext, Cursor, CursorKey, Page, Store, StoreError};
+use crate::{AuditContext, Cursor, CursorKey, Page, Store, StoreError, audit, params};
 
 /// A version as stored, with its tags and the aliases pointing at it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -90,48 +90,13 @@ const SELECT_VERSION: &str = "SELECT v.id, n.name AS namespace, m.name AS model,
 pub const VERSION_FILTER: FilterSchema = FilterSchema {
     entity: "version",
     fields: &[
-        FieldSpec {
-            name: "version",
-            aliases: &["version_number"],
-            column: "v.number",
-            kind: FieldKind::Integer,
-        },
-        FieldSpec {
-            name: "name",
-            aliases: &[],
-            column: "m.name",
-            kind: FieldKind::Text,
-        },
-        FieldSpec {
-            name: "namespace",
-            aliases: &[],
-            column: "n.name",
-            kind: FieldKind::Text,
-        },
-        FieldSpec {
-            name: "full_name",
-            aliases: &[],
-            column: "m.full_name",
-            kind: FieldKind::Text,
-        },
-        FieldSpec {
-            name: "source",
-            aliases: &["source_path"],
-            column: "v.source",
-            kind: FieldKind::Text,
-        },
-        FieldSpec {
-            name: "run_id",
-            aliases: &[],
-            column: "v.run_id",
-            kind: FieldKind::Text,
-        },
-        FieldSpec {
-            name: "description",
-            aliases: &[],
-            column: "v.description",
-            kind: FieldKind::Text,
-        },
+        FieldSpec { name: "version", aliases: &["version_number"], column: "v.number", kind: FieldKind::Integer },
+        FieldSpec { name: "name", aliases: &[], column: "m.name", kind: FieldKind::Text },
+        FieldSpec { name: "namespace", aliases: &[], column: "n.name", kind: FieldKind::Text },
+        FieldSpec { name: "full_name", aliases: &[], column: "m.full_name", kind: FieldKind::Text },
+        FieldSpec { name: "source", aliases: &["source_path"], column: "v.source", kind: FieldKind::Text },
+        FieldSpec { name: "run_id", aliases: &[], column: "v.run_id", kind: FieldKind::Text },
+        FieldSpec { name: "description", aliases: &[], column: "v.description", kind: FieldKind::Text },
         FieldSpec {
             name: "created_at",
             aliases: &["creation_timestamp"],
@@ -230,9 +195,7 @@ async fn attach(conn: &mut Conn<'_>, versions: &mut [Version]) -> Result<(), Sto
     let ph = placeholders(1, ids.len());
     let tags: Vec<(i64, String, String)> = conn
         .fetch_all(
-            sqlx::AssertSqlSafe(format!(
-                "SELECT version_id, key, value FROM version_tags WHERE version_id IN {ph}"
-            )),
+            sqlx::AssertSqlSafe(format!("SELECT version_id, key, value FROM version_tags WHERE version_id IN {ph}")),
             ids.clone(),
         )
         .await?;
@@ -290,10 +253,9 @@ pub(crate) async fn find(
             VersionSelector::Number(n) if m.latest_version == 0 => {
                 format!("model \"{model}\" has no version {n} (it has no versions yet)")
             }
-            VersionSelector::Number(n) => format!(
-                "model \"{model}\" has no version {n} (latest is {})",
-                m.latest_version
-            ),
+            VersionSelector::Number(n) => {
+                format!("model \"{model}\" has no version {n} (latest is {})", m.latest_version)
+            }
             VersionSelector::Alias(a) => format!("model \"{model}\" has no alias \"{a}\""),
         }));
     };
@@ -328,11 +290,7 @@ impl Store {
         for v in new.tags.values() {
             cairn_core::name::check_tag_value(v).map_err(|e| StoreError::Invalid(e.to_string()))?;
         }
-        let metadata = if new.metadata.is_null() {
-            "{}".to_owned()
-        } else {
-            new.metadata.to_string()
-        };
+        let metadata = if new.metadata.is_null() { "{}".to_owned() } else { new.metadata.to_string() };
         let now = self.now();
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
@@ -402,8 +360,16 @@ impl Store {
         )
         .await?;
         let after = find(&mut conn, model, &VersionSelector::Number(before.version)).await?;
-        audit::record(&mut conn, ctx, now, "version.update", &target(model, before.version), Some(&before), Some(&after))
-            .await?;
+        audit::record(
+            &mut conn,
+            ctx,
+            now,
+            "version.update",
+            &target(model, before.version),
+            Some(&before),
+            Some(&after),
+        )
+        .await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -420,8 +386,16 @@ impl Store {
         let mut conn = tx.conn();
         let before = find(&mut conn, model, selector).await?;
         conn.execute("DELETE FROM versions WHERE id = $1", params![before.id]).await?;
-        audit::record(&mut conn, ctx, now, "version.delete", &target(model, before.version), Some(&before), None::<&()>)
-            .await?;
+        audit::record(
+            &mut conn,
+            ctx,
+            now,
+            "version.delete",
+            &target(model, before.version),
+            Some(&before),
+            None::<&()>,
+        )
+        .await?;
         tx.commit().await
     }
 
@@ -483,11 +457,8 @@ impl Store {
                 before.version
             )));
         };
-        conn.execute(
-            "DELETE FROM version_tags WHERE version_id = $1 AND key = $2",
-            params![before.id, key.as_str()],
-        )
-        .await?;
+        conn.execute("DELETE FROM version_tags WHERE version_id = $1 AND key = $2", params![before.id, key.as_str()])
+            .await?;
         conn.execute(
             "UPDATE versions SET updated_at = $1, updated_by = $2 WHERE id = $3",
             params![now, &ctx.actor, before.id],
@@ -515,8 +486,7 @@ impl Store {
         let mut sql = format!("{SELECT_VERSION} WHERE v.model_id = $1");
         let mut params: Vec<Param> = vec![Param::Int(m.id)];
         if let Some(f) = &q.filter {
-            let compiled = filter::compile(f, &VERSION_FILTER, dialect(self.backend()), params.len() + 1)
-                .map_err(|e| StoreError::Invalid(e.to_string()))?;
+            let compiled = filter::compile(f, &VERSION_FILTER, dialect(self.backend()), params.len() + 1)?;
             sql.push_str(&format!(" AND ({})", compiled.sql));
             params.extend(compiled.params.into_iter().map(Param::from));
         }
@@ -621,7 +591,12 @@ impl Store {
     }
 
     /// Removes an alias.
-    pub async fn delete_alias(&self, ctx: &AuditContext, model: &ModelRef, alias: &AliasName) -> Result<(), StoreError> {
+    pub async fn delete_alias(
+        &self,
+        ctx: &AuditContext,
+        model: &ModelRef,
+        alias: &AliasName,
+    ) -> Result<(), StoreError> {
         let now = self.now();
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
@@ -629,13 +604,17 @@ impl Store {
         let Some(before) = alias_row(&mut conn, model, alias).await? else {
             return Err(StoreError::NotFound(format!("model \"{model}\" has no alias \"{alias}\"")));
         };
-        conn.execute(
-            "DELETE FROM aliases WHERE model_id = $1 AND alias = $2",
-            params![m.id, alias.as_str()],
+        conn.execute("DELETE FROM aliases WHERE model_id = $1 AND alias = $2", params![m.id, alias.as_str()]).await?;
+        audit::record(
+            &mut conn,
+            ctx,
+            now,
+            "alias.delete",
+            &format!("alias:{model}@{alias}"),
+            Some(&before),
+            None::<&()>,
         )
         .await?;
-        audit::record(&mut conn, ctx, now, "alias.delete", &format!("alias:{model}@{alias}"), Some(&before), None::<&()>)
-            .await?;
         tx.commit().await
     }
 }

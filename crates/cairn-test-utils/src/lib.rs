@@ -33,10 +33,7 @@ pub fn postgres_base_url(test: &str) -> Option<String> {
     match std::env::var("CAIRN_TEST_DATABASE_URL") {
         Ok(u) if !u.is_empty() => Some(u),
         _ => {
-            assert!(
-                !require_all(),
-                "{test}: CAIRN_TEST_DATABASE_URL is not set but CAIRN_REQUIRE_ALL_TESTS=1"
-            );
+            assert!(!require_all(), "{test}: CAIRN_TEST_DATABASE_URL is not set but CAIRN_REQUIRE_ALL_TESTS=1");
             eprintln!("SKIPPED {test}: set CAIRN_TEST_DATABASE_URL to run it on PostgreSQL");
             None
         }

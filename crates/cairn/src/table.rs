@@ -33,7 +33,8 @@ pub fn render(headers: &[&str], rows: &[Vec<String>]) -> String {
 mod tests {
     #[test]
     fn aligns_columns() {
-        let t = super::render(&["NAME", "V"], &[vec!["a/long-name".into(), "3".into()], vec!["b/x".into(), "12".into()]]);
+        let t =
+            super::render(&["NAME", "V"], &[vec!["a/long-name".into(), "3".into()], vec!["b/x".into(), "12".into()]]);
         assert_eq!(t, "NAME         V\na/long-name  3\nb/x          12\n");
     }
 }

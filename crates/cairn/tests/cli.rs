@@ -21,6 +21,7 @@ struct Server {
 impl Server {
     fn start(data_dir: &Path, database_url: &str, token: &str) -> Self {
         let port = free_port();
+        let log = tempfile::NamedTempFile::new().unwrap();
         let child = Command::new(BIN)
             .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
             .arg("--data-dir")
@@ -31,7 +32,9 @@ impl Server {
             .env("CAIRN_BOOTSTRAP_ADMIN_PASSWORD", "an admin password")
             .env("CAIRN_LOG_FORMAT", "json")
             .stdout(Stdio::null())
-            .stderr(Stdio::piped())
+            // A file, not a pipe: nobody reads the log while the server runs, and a full
+            // pipe would block the server's logging.
+            .stderr(log.reopen().unwrap())
             .spawn()
             .unwrap();
         let url = format!("http://127.0.0.1:{port}");
@@ -42,9 +45,7 @@ impl Server {
                 break;
             }
             if let Some(status) = server.child.try_wait().unwrap() {
-                let mut err = String::new();
-                use std::io::Read;
-                let _ = server.child.stderr.take().unwrap().read_to_string(&mut err);
+                let err = std::fs::read_to_string(log.path()).unwrap_or_default();
                 panic!("server exited with {status}: {err}");
             }
             assert!(Instant::now() < deadline, "server did not become ready");
@@ -158,7 +159,17 @@ fn cli_round_trip_on_sqlite() {
     let run = |args: &[&str]| cairn(cfg.path(), &server.url, None, args);
     let out = run(&["models", "create", "team/clf", "--description", "a classifier", "--tag", "task=ner"]);
     assert!(out.status.success(), "{:?}", out);
-    let out = run(&["models", "versions", "create", "team/clf", "--source", "s3://b/1", "--metadata", r#"{"f1":0.91}"#, "--json"]);
+    let out = run(&[
+        "models",
+        "versions",
+        "create",
+        "team/clf",
+        "--source",
+        "s3://b/1",
+        "--metadata",
+        r#"{"f1":0.91}"#,
+        "--json",
+    ]);
     assert!(out.status.success());
     let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!(v["version"], 1);
@@ -233,13 +244,19 @@ async fn two_processes_share_one_postgres() {
     };
     let ca = cairn_client::Client::new(&a.url, Some(token.clone())).unwrap();
     let cb = cairn_client::Client::new(&b.url, Some(token.clone())).unwrap();
-    ca.create_model(&cairn_api_types::CreateModel { name: "team/shared".into(), description: String::new(), tags: Default::default() })
-        .await
-        .unwrap();
+    ca.create_model(&cairn_api_types::CreateModel {
+        name: "team/shared".into(),
+        description: String::new(),
+        tags: Default::default(),
+    })
+    .await
+    .unwrap();
     let mut tasks = Vec::new();
     for i in 0..32 {
         let c = if i % 2 == 0 { ca.clone() } else { cb.clone() };
-        tasks.push(tokio::spawn(async move { c.create_version("team/shared", &Default::default()).await.unwrap().version }));
+        tasks.push(tokio::spawn(
+            async move { c.create_version("team/shared", &Default::default()).await.unwrap().version },
+        ));
     }
     let mut numbers = Vec::new();
     for t in tasks {
@@ -250,13 +267,21 @@ async fn two_processes_share_one_postgres() {
     assert_eq!(cb.get_model("team/shared").await.unwrap().latest_version, 32);
     // A page token from one replica is accepted by the other.
     for i in 0..3 {
-        ca.create_model(&cairn_api_types::CreateModel { name: format!("team/p{i}"), description: String::new(), tags: Default::default() })
-            .await
-            .unwrap();
+        ca.create_model(&cairn_api_types::CreateModel {
+            name: format!("team/p{i}"),
+            description: String::new(),
+            tags: Default::default(),
+        })
+        .await
+        .unwrap();
     }
     let first = ca.list_models(&cairn_client::ListOptions { limit: Some(2), ..Default::default() }).await.unwrap();
     let second = cb
-        .list_models(&cairn_client::ListOptions { limit: Some(2), page_token: first.next_page_token, ..Default::default() })
+        .list_models(&cairn_client::ListOptions {
+            limit: Some(2),
+            page_token: first.next_page_token,
+            ..Default::default()
+        })
         .await
         .unwrap();
     assert_eq!(second.models.len(), 2);
@@ -266,4 +291,77 @@ async fn two_processes_share_one_postgres() {
     })
     .await
     .unwrap();
+}
+
+/// A newcomer's first start, with nothing configured: the password and an admin API key are
+/// printed once on the terminal, the key works, and a second start prints neither.
+#[test]
+fn first_start_prints_a_working_admin_key_once() {
+    use std::io::{BufRead, BufReader};
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = tempfile::tempdir().unwrap();
+    let start = || {
+        let port = free_port();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env_remove("CAIRN_BOOTSTRAP_ADMIN_TOKEN")
+            .env_remove("CAIRN_BOOTSTRAP_ADMIN_PASSWORD")
+            .env_remove("CAIRN_DATABASE_URL")
+            .env("CAIRN_LOG_FORMAT", "json")
+            .stdout(Stdio::null())
+            .stderr(Stdio::piped())
+            .spawn()
+            .unwrap();
+        let url = format!("http://127.0.0.1:{port}");
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while !reqwest::blocking_get(&format!("{url}/readyz")).unwrap_or(false) {
+            assert!(child.try_wait().unwrap().is_none(), "server exited");
+            assert!(Instant::now() < deadline, "server did not become ready");
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        let stderr = child.stderr.take().unwrap();
+        (Server { child, url }, stderr)
+    };
+    let (server, stderr) = start();
+    // Read the terminal output on a thread, so a missing line fails the test instead of hanging it.
+    let (tx, rx) = std::sync::mpsc::channel();
+    let reader = std::thread::spawn(move || {
+        for line in BufReader::new(stderr).lines().map_while(Result::ok) {
+            if tx.send(line).is_err() {
+                break;
+            }
+        }
+    });
+    let (mut password, mut key) = (None, None);
+    loop {
+        let line = rx.recv_timeout(Duration::from_secs(10)).expect("the first start should print its secrets");
+        if let Some(p) = line.split("with password: ").nth(1) {
+            password = Some(p.trim().to_owned());
+        }
+        if let Some(k) = line.split("days): ").nth(1) {
+            key = Some(k.trim().to_owned());
+        }
+        if line.contains("shown only this once") {
+            break;
+        }
+    }
+    let password = password.expect("password printed");
+    let key = key.expect("key printed");
+    assert!(key.starts_with("cairn_") && key.len() > 40, "{key}");
+    let out = cairn(cfg.path(), &server.url, Some(&key), &["models", "create", "team/first"]);
+    assert!(out.status.success(), "{out:?}");
+    // Neither secret is in the log lines that follow.
+    assert!(server.stop().success());
+    reader.join().unwrap();
+    let rest: String = rx.try_iter().collect::<Vec<_>>().join("\n");
+    assert!(!rest.contains(&key) && !rest.contains(&password), "secret in the log");
+
+    let (server, stderr) = start();
+    assert!(server.stop().success());
+    let mut text = String::new();
+    use std::io::Read;
+    BufReader::new(stderr).read_to_string(&mut text).unwrap();
+    assert!(!text.contains("password:") && !text.contains("API key"), "second start printed secrets: {text}");
 }

@@ -103,7 +103,8 @@ pub async fn create_key(
     }
     let mut scopes = BTreeSet::new();
     for s in &body.scopes {
-        let scope = Scope::parse(s).ok_or_else(|| ApiError::invalid(format!("unknown scope '{s}'; use read, write or admin")))?;
+        let scope = Scope::parse(s)
+            .ok_or_else(|| ApiError::invalid(format!("unknown scope '{s}'; use read, write or admin")))?;
         scopes.insert(scope);
     }
     if scopes.is_empty() {

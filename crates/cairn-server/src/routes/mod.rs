@@ -84,10 +84,7 @@ pub(crate) async fn authorize(
 ) -> Result<(), ApiError> {
     if let Err(denied) = caller.principal.require(action) {
         if action != Action::Read
-            && let Err(e) = state
-                .store
-                .record_event(&caller.audit, audit_action, target, "denied")
-                .await
+            && let Err(e) = state.store.record_event(&caller.audit, audit_action, target, "denied").await
         {
             tracing::warn!(error = %e, "could not record a denied attempt");
         }
@@ -101,14 +98,16 @@ pub(crate) fn page_limit(limit: Option<usize>) -> Result<usize, ApiError> {
     match limit {
         None => Ok(100),
         Some(n @ 1..=1000) => Ok(n),
-        Some(n) => Err(ApiError::invalid(format!(
-            "limit must be between 1 and 1000 (got {n})"
-        ))),
+        Some(n) => Err(ApiError::invalid(format!("limit must be between 1 and 1000 (got {n})"))),
     }
 }
 
 /// Parses `field`, `-field`, `field asc` or `field desc`.
-pub(crate) fn parse_order(order_by: Option<&str>, fields: &[&str], default: (&str, bool)) -> Result<(String, bool), ApiError> {
+pub(crate) fn parse_order(
+    order_by: Option<&str>,
+    fields: &[&str],
+    default: (&str, bool),
+) -> Result<(String, bool), ApiError> {
     let Some(raw) = order_by.map(str::trim).filter(|s| !s.is_empty()) else {
         return Ok((default.0.to_owned(), default.1));
     };
@@ -119,19 +118,14 @@ pub(crate) fn parse_order(order_by: Option<&str>, fields: &[&str], default: (&st
             "asc" => (f, false),
             "desc" => (f, true),
             other => {
-                return Err(ApiError::invalid(format!(
-                    "order_by direction must be ASC or DESC, not '{other}'"
-                )));
+                return Err(ApiError::invalid(format!("order_by direction must be ASC or DESC, not '{other}'")));
             }
         }
     } else {
         (raw, false)
     };
     if !fields.contains(&field) {
-        return Err(ApiError::invalid(format!(
-            "cannot order by '{field}'; use one of: {}",
-            fields.join(", ")
-        )));
+        return Err(ApiError::invalid(format!("cannot order by '{field}'; use one of: {}", fields.join(", "))));
     }
     Ok((field.to_owned(), desc))
 }

@@ -60,7 +60,8 @@ pub async fn list_models(
 ) -> ApiResult<Json<api::ModelList>> {
     authorize(&state, &caller, Action::Read, "model.list", "models").await?;
     let limit = page_limit(q.limit)?;
-    let (field, descending) = parse_order(q.order_by.as_deref(), &["name", "created_at", "updated_at"], ("name", false))?;
+    let (field, descending) =
+        parse_order(q.order_by.as_deref(), &["name", "created_at", "updated_at"], ("name", false))?;
     let order = match field.as_str() {
         "created_at" => ModelOrder::CreatedAt,
         "updated_at" => ModelOrder::UpdatedAt,

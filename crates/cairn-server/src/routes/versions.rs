@@ -46,7 +46,8 @@ pub async fn list_versions(
     authorize(&state, &caller, Action::Read, "version.list", "versions").await?;
     let model = model_ref(&namespace, &name)?;
     let limit = page_limit(q.limit)?;
-    let (field, descending) = parse_order(q.order_by.as_deref(), &["version", "created_at", "updated_at"], ("version", true))?;
+    let (field, descending) =
+        parse_order(q.order_by.as_deref(), &["version", "created_at", "updated_at"], ("version", true))?;
     let order = match field.as_str() {
         "created_at" => VersionOrder::CreatedAt,
         "updated_at" => VersionOrder::UpdatedAt,
@@ -117,7 +118,8 @@ pub async fn update_version(
     Path((namespace, name, version)): Path<(String, String, String)>,
     ApiJson(body): ApiJson<api::UpdateVersion>,
 ) -> ApiResult<Json<api::Version>> {
-    authorize(&state, &caller, Action::Write, "version.update", &format!("version:{namespace}/{name}:{version}")).await?;
+    authorize(&state, &caller, Action::Write, "version.update", &format!("version:{namespace}/{name}:{version}"))
+        .await?;
     let model = model_ref(&namespace, &name)?;
     let selector = VersionSelector::parse(&version)?;
     if let Some(d) = &body.description {
@@ -139,7 +141,8 @@ pub async fn delete_version(
     caller: Caller,
     Path((namespace, name, version)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    authorize(&state, &caller, Action::Write, "version.delete", &format!("version:{namespace}/{name}:{version}")).await?;
+    authorize(&state, &caller, Action::Write, "version.delete", &format!("version:{namespace}/{name}:{version}"))
+        .await?;
     let model = model_ref(&namespace, &name)?;
     let selector = VersionSelector::parse(&version)?;
     state.store.delete_version(&caller.audit, &model, &selector).await?;
@@ -157,13 +160,12 @@ pub async fn set_version_tag(
     Path((namespace, name, version, key)): Path<(String, String, String, String)>,
     ApiJson(body): ApiJson<api::SetTag>,
 ) -> ApiResult<Json<api::Version>> {
-    authorize(&state, &caller, Action::Write, "version.tag.set", &format!("version:{namespace}/{name}:{version}")).await?;
+    authorize(&state, &caller, Action::Write, "version.tag.set", &format!("version:{namespace}/{name}:{version}"))
+        .await?;
     let model = model_ref(&namespace, &name)?;
     let selector = VersionSelector::parse(&version)?;
     let key = TagKey::parse(&key)?;
-    Ok(Json(convert::version(
-        state.store.set_version_tag(&caller.audit, &model, &selector, &key, &body.value).await?,
-    )))
+    Ok(Json(convert::version(state.store.set_version_tag(&caller.audit, &model, &selector, &key, &body.value).await?)))
 }
 
 /// Delete a tag from a version.
@@ -175,7 +177,8 @@ pub async fn delete_version_tag(
     caller: Caller,
     Path((namespace, name, version, key)): Path<(String, String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    authorize(&state, &caller, Action::Write, "version.tag.delete", &format!("version:{namespace}/{name}:{version}")).await?;
+    authorize(&state, &caller, Action::Write, "version.tag.delete", &format!("version:{namespace}/{name}:{version}"))
+        .await?;
     let model = model_ref(&namespace, &name)?;
     let selector = VersionSelector::parse(&version)?;
     let key = TagKey::parse(&key)?;

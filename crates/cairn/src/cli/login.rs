@@ -45,7 +45,9 @@ async fn login(args: LoginArgs) -> anyhow::Result<()> {
     } else if let Ok(t) = std::env::var("CAIRN_TOKEN") {
         t
     } else {
-        anyhow::bail!("give the API key with --token-stdin (e.g. `echo $KEY | cairn login --token-stdin`), CAIRN_TOKEN or --token");
+        anyhow::bail!(
+            "give the API key with --token-stdin (e.g. `echo $KEY | cairn login --token-stdin`), CAIRN_TOKEN or --token"
+        );
     };
     if token.is_empty() {
         anyhow::bail!("the API key is empty");

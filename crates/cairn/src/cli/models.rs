@@ -253,7 +253,12 @@ fn print_version(v: &api::Version) {
 }
 
 fn options(f: &ListFlags) -> ListOptions {
-    ListOptions { limit: f.limit, page_token: f.page_token.clone(), order_by: f.order_by.clone(), filter: f.filter.clone() }
+    ListOptions {
+        limit: f.limit,
+        page_token: f.page_token.clone(),
+        order_by: f.order_by.clone(),
+        filter: f.filter.clone(),
+    }
 }
 
 async fn dispatch(cmd: ModelsCommand) -> anyhow::Result<ExitCode> {
@@ -277,7 +282,14 @@ async fn dispatch(cmd: ModelsCommand) -> anyhow::Result<ExitCode> {
             } else {
                 let rows: Vec<Vec<String>> = all
                     .iter()
-                    .map(|m| vec![m.full_name.clone(), m.latest_version.to_string(), tags_text(&m.tags), m.updated_at.clone()])
+                    .map(|m| {
+                        vec![
+                            m.full_name.clone(),
+                            m.latest_version.to_string(),
+                            tags_text(&m.tags),
+                            m.updated_at.clone(),
+                        ]
+                    })
                     .collect();
                 print!("{}", table::render(&["MODEL", "LATEST", "TAGS", "UPDATED"], &rows));
                 if let Some(t) = next {
@@ -370,7 +382,10 @@ async fn versions(c: &Client, cmd: VersionsCommand) -> anyhow::Result<ExitCode> 
                 }
             };
             let v = c
-                .create_version(&model, &api::CreateVersion { description, source, run_id, metadata, tags: parse_tags(&tags)? })
+                .create_version(
+                    &model,
+                    &api::CreateVersion { description, source, run_id, metadata, tags: parse_tags(&tags)? },
+                )
                 .await?;
             if json { print_json(&v)? } else { println!("Created {}:{}", v.model, v.version) }
         }
@@ -401,7 +416,9 @@ async fn aliases(c: &Client, cmd: AliasesCommand) -> anyhow::Result<ExitCode> {
                 let rows: Vec<Vec<String>> = list
                     .aliases
                     .iter()
-                    .map(|a| vec![format!("@{}", a.alias), a.version.to_string(), a.updated_at.clone(), a.updated_by.clone()])
+                    .map(|a| {
+                        vec![format!("@{}", a.alias), a.version.to_string(), a.updated_at.clone(), a.updated_by.clone()]
+                    })
                     .collect();
                 print!("{}", table::render(&["ALIAS", "VERSION", "MOVED", "BY"], &rows));
             }
