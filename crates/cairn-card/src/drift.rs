@@ -400,7 +400,7 @@ pub fn update_in_place(path: &Path, loaded: &LoadedCard, update: &Update) -> Res
             update_readme(path, &text, loaded, updates)?
         }
     };
-    write_atomically(path, updated.as_bytes())?;
+    write_atomically(path, updated.as_bytes(), true)?;
     Ok(added)
 }
 
@@ -492,15 +492,19 @@ fn update_readme(path: &Path, text: &str, loaded: &LoadedCard, updates: &BTreeMa
     Ok(out)
 }
 
-/// Writes a file by writing a temporary file beside it and renaming it over the target.
-pub fn write_atomically(path: &Path, bytes: &[u8]) -> Result<()> {
+/// Writes a file by writing a temporary file beside it and renaming it over the target:
+/// readers see the old file or the new one, never half of one. `durable` adds an fsync
+/// before the rename (for edits of a file that cannot be regenerated, such as a card source).
+pub fn write_atomically(path: &Path, bytes: &[u8], durable: bool) -> Result<()> {
     let dir = match path.parent() {
         Some(p) if !p.as_os_str().is_empty() => p,
         _ => Path::new("."),
     };
     let mut tmp = tempfile::NamedTempFile::new_in(dir).map_err(|e| CardError::io(path, e))?;
     tmp.write_all(bytes).map_err(|e| CardError::io(path, e))?;
-    tmp.as_file().sync_all().map_err(|e| CardError::io(path, e))?;
+    if durable {
+        tmp.as_file().sync_all().map_err(|e| CardError::io(path, e))?;
+    }
     if let Ok(meta) = std::fs::metadata(path) {
         let _ = std::fs::set_permissions(tmp.path(), meta.permissions());
     }

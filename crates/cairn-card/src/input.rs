@@ -325,8 +325,9 @@ pub fn read_results(path: &Path, policy: &InputPolicy) -> Result<Card> {
     }
 }
 
+/// A field, with surrounding ASCII whitespace trimmed (in place: no copy of the record).
 fn field(record: &csv::ByteRecord, i: Option<usize>) -> &[u8] {
-    i.and_then(|i| record.get(i)).unwrap_or(b"")
+    i.and_then(|i| record.get(i)).unwrap_or(b"").trim_ascii()
 }
 
 #[derive(Default)]
@@ -340,7 +341,12 @@ struct Aggregate {
 /// Repeated rows for the same metric are averaged (`samples` records how many).
 pub fn read_results_csv(path: &Path, policy: &InputPolicy) -> Result<Card> {
     let reader = policy.open(path)?;
-    let mut csv = csv::ReaderBuilder::new().has_headers(true).flexible(false).trim(csv::Trim::All).from_reader(reader);
+    let mut csv = csv::ReaderBuilder::new()
+        .has_headers(true)
+        .flexible(false)
+        .trim(csv::Trim::Headers)
+        .buffer_capacity(64 * 1024)
+        .from_reader(reader);
     let csv_err = |e: csv::Error, policy: &InputPolicy| -> CardError {
         if let csv::ErrorKind::Io(io) = e.kind()
             && io.to_string().starts_with("input exceeds")

@@ -280,28 +280,52 @@ pub fn results_table(card: &Card) -> String {
     out
 }
 
-fn context_for(card: &Card, format: Option<Format>) -> JValue {
+/// The template context. Parts only some templates use are computed only for them
+/// (custom templates get everything).
+fn context_for(card: &Card, format: Format, custom: bool) -> JValue {
     let card_value = serde_json::to_value(card).unwrap_or_default();
+    let regulatory = custom || matches!(format, Format::EuAiAct | Format::EuCra);
     let standards: &[Standard] = match format {
-        Some(Format::EuCra) => &[Standard::EuCra, Standard::Gdpr],
+        Format::EuCra => &[Standard::EuCra, Standard::Gdpr],
         _ => &[Standard::EuAiAct],
     };
-    let items = items(&card_value, standards);
+    let items = if regulatory { items(&card_value, standards) } else { Vec::new() };
     let gaps: Vec<&Item> = items.iter().filter(|i| !i.paths.is_empty()).collect();
     let filled = items.len() - gaps.len();
     let mut metric_names: Vec<&str> = card.evaluation.metrics.iter().map(|m| m.name.as_str()).collect();
     metric_names.sort();
     metric_names.dedup();
+    let front_matter =
+        if custom || format == Format::Huggingface { hf::front_matter_yaml(card) } else { String::new() };
+    let mct = if custom { JValue::from_serialize(mct::from_card(card)) } else { JValue::UNDEFINED };
     context! {
         card => JValue::from_serialize(&card_value),
-        front_matter => hf::front_matter_yaml(card),
+        front_matter => front_matter,
         results_table => results_table(card),
         metric_names => metric_names,
         items => JValue::from_serialize(&items),
         gaps => JValue::from_serialize(&gaps),
         filled => filled,
-        mct => JValue::from_serialize(mct::from_card(card)),
+        mct => mct,
     }
+}
+
+/// Blank-line runs left by optional sections collapse to one, so diffs stay small.
+fn collapse_blank_lines(text: &str) -> String {
+    let mut out = String::with_capacity(text.len());
+    let mut newlines = 0;
+    for c in text.chars() {
+        if c == '\n' {
+            newlines += 1;
+            if newlines > 2 {
+                continue;
+            }
+        } else {
+            newlines = 0;
+        }
+        out.push(c);
+    }
+    out
 }
 
 fn template_error(name: &str, e: minijinja::Error) -> CardError {
@@ -337,7 +361,7 @@ pub fn render(card: &Card, format: Format, opts: &TemplateOptions) -> Result<Str
         let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("custom.j2").to_string();
         let env = build_env(opts);
         let tmpl = env.template_from_named_str(&name, &source).map_err(|e| template_error(&name, e))?;
-        return tmpl.render(context_for(&card, Some(format))).map_err(|e| template_error(&name, e));
+        return tmpl.render(context_for(&card, format, true)).map_err(|e| template_error(&name, e));
     }
     match format {
         Format::Json => {
@@ -355,12 +379,8 @@ pub fn render(card: &Card, format: Format, opts: &TemplateOptions) -> Result<Str
             let name = format.template().expect("markdown and html formats have templates");
             let env = build_env(opts);
             let tmpl = env.get_template(name).map_err(|e| template_error(name, e))?;
-            let mut out = tmpl.render(context_for(&card, Some(format))).map_err(|e| template_error(name, e))?;
-            // Blank-line runs from optional sections collapse to one, so diffs stay small.
-            while out.contains("\n\n\n") {
-                out = out.replace("\n\n\n", "\n\n");
-            }
-            Ok(out)
+            let out = tmpl.render(context_for(&card, format, false)).map_err(|e| template_error(name, e))?;
+            Ok(collapse_blank_lines(&out))
         }
     }
 }

@@ -6,6 +6,7 @@
 //! hit are split into lines, so a 100 MB results file costs one linear scan.
 
 use std::io::Read;
+use std::sync::OnceLock;
 
 use regex::bytes::{Regex, RegexSet};
 use serde::Serialize;
@@ -194,10 +195,46 @@ impl std::fmt::Display for SecretFinding {
     }
 }
 
-/// The compiled rules.
+/// Literals at least one of which every rule's match contains (case-insensitively). A
+/// chunk without any is skipped after one fast literal search.
+const ANCHORS: &[&str] = &[
+    "AKIA",
+    "ASIA",
+    "ABIA",
+    "ACCA",
+    "aws",
+    "ghp_",
+    "gho_",
+    "ghu_",
+    "ghs_",
+    "ghr_",
+    "github_pat_",
+    "glpat-",
+    "xox",
+    "hooks.slack.com",
+    "AIza",
+    "hf_",
+    "sk-",
+    "k_live_",
+    "PRIVATE KEY",
+    "eyJ",
+    "://",
+    "passw",
+    "pwd",
+    "secret",
+    "key",
+    "token",
+    "credential",
+    "auth",
+    "bearer",
+];
+
+/// The compiled rules. The full rule set is compiled only when a chunk contains an anchor,
+/// so a clean run pays for one small literal matcher.
 pub struct Scanner {
-    set: RegexSet,
-    rules: Vec<Regex>,
+    prefilter: Regex,
+    set: OnceLock<RegexSet>,
+    rules: Vec<OnceLock<Regex>>,
 }
 
 impl Default for Scanner {
@@ -206,15 +243,27 @@ impl Default for Scanner {
     }
 }
 
+// ASCII mode: secrets are ASCII, and Unicode classes would make the automata (and start-up,
+// which matters for a CLI run per commit) several times larger.
+fn ascii(pattern: &str) -> String {
+    format!("(?-u){pattern}")
+}
+
 impl Scanner {
     pub fn new() -> Self {
-        // ASCII mode: secrets are ASCII, and Unicode classes would make the automata (and
-        // start-up, which matters for a CLI run per commit) several times larger.
-        let ascii = |p: &str| format!("(?-u){p}");
-        let set = RegexSet::new(RULES.iter().map(|r| ascii(r.pattern))).expect("static secret patterns compile");
-        let rules =
-            RULES.iter().map(|r| Regex::new(&ascii(r.pattern)).expect("static secret pattern compiles")).collect();
-        Scanner { set, rules }
+        let alternation = ANCHORS.iter().map(|a| regex::escape(a)).collect::<Vec<_>>().join("|");
+        let prefilter = Regex::new(&format!("(?i-u){alternation}")).expect("static anchors compile");
+        Scanner { prefilter, set: OnceLock::new(), rules: RULES.iter().map(|_| OnceLock::new()).collect() }
+    }
+
+    fn set(&self) -> &RegexSet {
+        self.set.get_or_init(|| {
+            RegexSet::new(RULES.iter().map(|r| ascii(r.pattern))).expect("static secret patterns compile")
+        })
+    }
+
+    fn rule(&self, i: usize) -> &Regex {
+        self.rules[i].get_or_init(|| Regex::new(&ascii(RULES[i].pattern)).expect("static secret pattern compiles"))
     }
 
     /// Ids of every rule, for `--allow-secret` checks.
@@ -259,14 +308,17 @@ impl Scanner {
     }
 
     fn scan_chunk(&self, source: &str, chunk: &[u8], first_line: u64, out: &mut Vec<SecretFinding>) {
-        let hits: Vec<usize> = self.set.matches(chunk).into_iter().collect();
+        if !self.prefilter.is_match(chunk) {
+            return;
+        }
+        let hits: Vec<usize> = self.set().matches(chunk).into_iter().collect();
         if hits.is_empty() {
             return;
         }
         for (i, text) in chunk.split(|b| *b == b'\n').enumerate() {
             for &r in &hits {
                 let rule = &RULES[r];
-                for caps in self.rules[r].captures_iter(text) {
+                for caps in self.rule(r).captures_iter(text) {
                     let Some(m) = caps.get(rule.group) else { continue };
                     let value = m.as_bytes();
                     if rule.id != "private-key" && is_placeholder(value) {
@@ -329,6 +381,32 @@ mod tests {
         assert_eq!(ids(&fake("-----BEGIN RSA ", "PRIVATE KEY-----")), ["private-key"]);
         assert_eq!(ids("db: postgres://admin:Zq8!x2Lw@db.internal/x"), ["password-in-url"]);
         assert_eq!(ids(&fake("hf_", "AbCdEfGhIjKlMnOpQrStUvWxYz01234567")), ["huggingface-token"]);
+    }
+
+    #[test]
+    fn every_rule_fires_through_the_prefilter() {
+        let cases = [
+            (fake("glpat-", "aB3dE5fG7hJ9kL1mN3pQ"), "gitlab-token"),
+            (
+                fake("https://hooks.slack.com/services/T0123ABCD/B0123ABCD/", "aB3dE5fG7hJ9kL1mN3pQ5rS7"),
+                "slack-webhook",
+            ),
+            (fake("AIza", "SyA1b2C3d4E5f6G7h8I9j0K1l2M3n4O5p6Q"), "google-api-key"),
+            (fake("sk-proj-", "aB3dE5fG7hJ9kL1mN3pQ5rS7tU9vW1xY3zA5bC7"), "openai-api-key"),
+            (fake("sk_live_", "aB3dE5fG7hJ9kL1mN3pQ5rS7"), "stripe-secret-key"),
+            (
+                fake(
+                    "eyJhbGciOiJIUzI1NiJ9.",
+                    "eyJzdWIiOiIxMjM0NTY3ODkwIn0.dozjgNryP4J3jVmNHl0w5N_XgL0n3I9PlFUP0THsR8U",
+                ),
+                "jwt",
+            ),
+            (fake("aws_secret_access_key = ", "wJalrXUtnFEMI/K7MDENG/bPxRfiCYzQ8aB3dE5f"), "aws-secret-access-key"),
+            (fake("Authorization: Bearer ", "Zk3P9qLm2Xv8Rt6Yw4Ub1Nc7Hd5Gf0Ae2Si4Oj"), "high-entropy-string"),
+        ];
+        for (text, id) in cases {
+            assert_eq!(ids(&text), [id], "{id}");
+        }
     }
 
     #[test]
