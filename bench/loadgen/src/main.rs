@@ -5,6 +5,7 @@
 //!
 //! Loopback only; every phase is bounded by an operation count and a time cap.
 
+use std::os::unix::process::CommandExt;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
 use std::sync::Arc;
@@ -305,11 +306,15 @@ async fn phase(t: &Target, op: Op, total: u64, clients: usize, cap: Duration, ve
     }
 }
 
-/// Kills the child it owns when dropped.
-struct Proc(Child);
+/// Kills the child it owns when dropped; a group leader takes its whole process group along
+/// (MLflow's server forks uvicorn workers and job runners that would outlive it otherwise).
+struct Proc(Child, bool);
 
 impl Drop for Proc {
     fn drop(&mut self) {
+        if self.1 {
+            let _ = Command::new("kill").args(["-KILL", &format!("-{}", self.0.id())]).status();
+        }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
@@ -363,7 +368,7 @@ fn start_cairn(bin: &PathBuf, data: &std::path::Path, port: u16) -> Result<Proc>
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
-    Ok(Proc(child))
+    Ok(Proc(child, false))
 }
 
 struct RunResult {
@@ -436,15 +441,20 @@ async fn run_mlflow(args: &Args, python: &PathBuf, http: &reqwest::Client) -> Re
             .arg(dir.join("artifacts"))
             .stdout(Stdio::null())
             .stderr(Stdio::null())
+            .process_group(0)
             .spawn()
             .context("cannot start mlflow server")?;
-        Ok(Proc(child))
+        Ok(Proc(child, true))
     };
     let t0 = Instant::now();
     let first = start(dir.path())?;
     let ready_first = wait_ready(http, &format!("{base}/health"), t0, Duration::from_secs(120)).await?;
     drop(first);
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    // Wait until the port is free again, so the restart is measured against the new server.
+    let t0 = Instant::now();
+    while http.get(format!("{base}/health")).send().await.is_ok() && t0.elapsed() < Duration::from_secs(30) {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     let t0 = Instant::now();
     let server = start(dir.path())?;
     let ready_restart = wait_ready(http, &format!("{base}/health"), t0, Duration::from_secs(120)).await?;
@@ -465,16 +475,17 @@ async fn run_mlflow(args: &Args, python: &PathBuf, http: &reqwest::Client) -> Re
     })
 }
 
-/// Memory of a process and all its descendants.
-fn tree_rss_mib(root: u32) -> (f64, f64) {
-    let mut pids = vec![root];
-    let mut i = 0;
-    while i < pids.len() {
-        let p = pids[i];
-        if let Ok(children) = std::fs::read_to_string(format!("/proc/{p}/task/{p}/children")) {
-            pids.extend(children.split_whitespace().filter_map(|c| c.parse::<u32>().ok()));
+/// Memory of every process in a process group (the server and all it forked).
+fn tree_rss_mib(pgid: u32) -> (f64, f64) {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may contain spaces): state ppid pgrp …
+        let group = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
+        if group == Some(pgid) {
+            pids.push(pid);
         }
-        i += 1;
     }
     pids.iter().map(|p| rss_mib(*p)).fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
 }

@@ -238,8 +238,10 @@ pub(crate) async fn find(
         VersionSelector::Alias(a) => {
             conn.fetch_optional(
                 sqlx::AssertSqlSafe(format!(
-                    "{SELECT_VERSION} JOIN aliases a ON a.version_id = v.id \
-                     WHERE m.full_name = $1 AND a.alias = $2"
+                    // Resolve the alias first, through its primary key: joining from the
+                    // versions side makes SQLite walk every version of the model.
+                    "{SELECT_VERSION} WHERE v.id = (SELECT a.version_id FROM aliases a \
+                     JOIN models am ON am.id = a.model_id WHERE am.full_name = $1 AND a.alias = $2)"
                 )),
                 params![model.to_string(), a.as_str()],
             )

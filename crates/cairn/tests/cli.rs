@@ -365,3 +365,40 @@ fn first_start_prints_a_working_admin_key_once() {
     BufReader::new(stderr).read_to_string(&mut text).unwrap();
     assert!(!text.contains("password:") && !text.contains("API key"), "second start printed secrets: {text}");
 }
+
+/// SIGTERM lets a request that is already in flight finish, then the server exits 0.
+#[test]
+fn sigterm_finishes_in_flight_requests() {
+    use std::io::{Read, Write};
+    let dir = tempfile::tempdir().unwrap();
+    let token = random_token();
+    let db = format!("sqlite://{}", dir.path().join("cairn.db").display());
+    let server = Server::start(dir.path(), &db, &token);
+    let host = server.url.strip_prefix("http://").unwrap().to_owned();
+    let body = r#"{"name": "team/inflight", "description": "sent slowly"}"#;
+    let mut s = std::net::TcpStream::connect(&host).unwrap();
+    write!(
+        s,
+        "POST /api/v1/models HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {token}\r\n\
+         Content-Type: application/json\r\nContent-Length: {}\r\nConnection: close\r\n\r\n{}",
+        body.len(),
+        &body[..10]
+    )
+    .unwrap();
+    s.flush().unwrap();
+    std::thread::sleep(Duration::from_millis(300));
+    // Shutdown starts while the request body is still arriving.
+    let pid = server.child.id().to_string();
+    assert!(Command::new("kill").args(["-TERM", &pid]).status().unwrap().success());
+    std::thread::sleep(Duration::from_millis(300));
+    s.write_all(body[10..].as_bytes()).unwrap();
+    let mut response = String::new();
+    s.read_to_string(&mut response).unwrap();
+    assert!(response.starts_with("HTTP/1.1 201"), "{response}");
+    let status = server.stop();
+    assert!(status.success(), "{status:?}");
+    // The model was committed before the process ended.
+    let again = Server::start(dir.path(), &db, &token);
+    let out = cairn(dir.path(), &again.url, Some(&token), &["models", "show", "team/inflight", "--json"]);
+    assert!(out.status.success(), "{out:?}");
+}
