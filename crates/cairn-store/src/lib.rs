@@ -16,6 +16,7 @@ pub mod model;
 pub mod namespace;
 mod page;
 pub mod secret;
+mod tag;
 pub mod user;
 pub mod version;
 

@@ -8,6 +8,7 @@ use serde::Serialize;
 
 use crate::db::{Backend, Conn, Param};
 use crate::page::placeholders;
+use crate::tag::{self, MODEL_TAGS, TagChange};
 use crate::{AuditContext, Cursor, CursorKey, Page, Store, StoreError, audit, namespace, params};
 
 /// A model as stored, with its tags and aliases.
@@ -306,27 +307,14 @@ impl Store {
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
         let before = find(&mut conn, model).await?;
-        conn.execute(
-            "INSERT INTO model_tags (model_id, key, value) VALUES ($1, $2, $3) \
-             ON CONFLICT (model_id, key) DO UPDATE SET value = excluded.value",
-            params![before.id, key.as_str(), value],
-        )
-        .await?;
-        conn.execute(
-            "UPDATE models SET updated_at = $1, updated_by = $2 WHERE id = $3",
-            params![now, &ctx.actor, before.id],
-        )
-        .await?;
-        audit::record(
-            &mut conn,
-            ctx,
-            now,
-            "model.tag.set",
-            &target(model),
-            Some(&serde_json::json!({ "key": key.as_str(), "value": before.tags.get(key.as_str()) })),
-            Some(&serde_json::json!({ "key": key.as_str(), "value": value })),
-        )
-        .await?;
+        let change = TagChange {
+            owner_id: before.id,
+            target: &target(model),
+            key,
+            old: before.tags.get(key.as_str()).map(String::as_str),
+            new: Some(value),
+        };
+        tag::write(&mut conn, ctx, now, &MODEL_TAGS, &change).await?;
         let after = find(&mut conn, model).await?;
         tx.commit().await?;
         Ok(after)
@@ -341,23 +329,8 @@ impl Store {
         let Some(old) = before.tags.get(key.as_str()) else {
             return Err(StoreError::NotFound(format!("model \"{model}\" has no tag \"{key}\"")));
         };
-        conn.execute("DELETE FROM model_tags WHERE model_id = $1 AND key = $2", params![before.id, key.as_str()])
-            .await?;
-        conn.execute(
-            "UPDATE models SET updated_at = $1, updated_by = $2 WHERE id = $3",
-            params![now, &ctx.actor, before.id],
-        )
-        .await?;
-        audit::record(
-            &mut conn,
-            ctx,
-            now,
-            "model.tag.delete",
-            &target(model),
-            Some(&serde_json::json!({ "key": key.as_str(), "value": old })),
-            None::<&()>,
-        )
-        .await?;
+        let change = TagChange { owner_id: before.id, target: &target(model), key, old: Some(old), new: None };
+        tag::write(&mut conn, ctx, now, &MODEL_TAGS, &change).await?;
         tx.commit().await
     }
 

@@ -9,6 +9,7 @@ use serde::Serialize;
 use crate::db::{Conn, Param};
 use crate::model::{dialect, find as find_model};
 use crate::page::placeholders;
+use crate::tag::{self, TagChange, VERSION_TAGS};
 use crate::{AuditContext, Cursor, CursorKey, Page, Store, StoreError, audit, params};
 
 /// A version as stored, with its tags and the aliases pointing at it.
@@ -415,27 +416,14 @@ impl Store {
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
         let before = find(&mut conn, model, selector).await?;
-        conn.execute(
-            "INSERT INTO version_tags (version_id, key, value) VALUES ($1, $2, $3) \
-             ON CONFLICT (version_id, key) DO UPDATE SET value = excluded.value",
-            params![before.id, key.as_str(), value],
-        )
-        .await?;
-        conn.execute(
-            "UPDATE versions SET updated_at = $1, updated_by = $2 WHERE id = $3",
-            params![now, &ctx.actor, before.id],
-        )
-        .await?;
-        audit::record(
-            &mut conn,
-            ctx,
-            now,
-            "version.tag.set",
-            &target(model, before.version),
-            Some(&serde_json::json!({ "key": key.as_str(), "value": before.tags.get(key.as_str()) })),
-            Some(&serde_json::json!({ "key": key.as_str(), "value": value })),
-        )
-        .await?;
+        let change = TagChange {
+            owner_id: before.id,
+            target: &target(model, before.version),
+            key,
+            old: before.tags.get(key.as_str()).map(String::as_str),
+            new: Some(value),
+        };
+        tag::write(&mut conn, ctx, now, &VERSION_TAGS, &change).await?;
         let after = find(&mut conn, model, &VersionSelector::Number(before.version)).await?;
         tx.commit().await?;
         Ok(after)
@@ -459,23 +447,9 @@ impl Store {
                 before.version
             )));
         };
-        conn.execute("DELETE FROM version_tags WHERE version_id = $1 AND key = $2", params![before.id, key.as_str()])
-            .await?;
-        conn.execute(
-            "UPDATE versions SET updated_at = $1, updated_by = $2 WHERE id = $3",
-            params![now, &ctx.actor, before.id],
-        )
-        .await?;
-        audit::record(
-            &mut conn,
-            ctx,
-            now,
-            "version.tag.delete",
-            &target(model, before.version),
-            Some(&serde_json::json!({ "key": key.as_str(), "value": old })),
-            None::<&()>,
-        )
-        .await?;
+        let change =
+            TagChange { owner_id: before.id, target: &target(model, before.version), key, old: Some(old), new: None };
+        tag::write(&mut conn, ctx, now, &VERSION_TAGS, &change).await?;
         tx.commit().await
     }
 
