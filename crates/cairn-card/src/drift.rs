@@ -9,35 +9,11 @@ use serde::{Deserialize, Serialize};
 
 use crate::error::{CardError, Result};
 use crate::load::{CardKind, LoadedCard};
-use crate::model::{Card, Metric};
+use crate::model::{Card, Metric, is_fraction_metric};
 
-/// Metrics bounded to [0, 1]: compared by absolute difference (default 0.02).
-const BOUNDED: &[&str] = &[
-    "accuracy",
-    "acc",
-    "precision",
-    "recall",
-    "f1",
-    "f1_score",
-    "f1_macro",
-    "f1_micro",
-    "f1_weighted",
-    "auc",
-    "roc_auc",
-    "pr_auc",
-    "average_precision",
-    "map",
-    "iou",
-    "miou",
-    "exact_match",
-    "balanced_accuracy",
-    "bleu",
-    "rouge",
-    "rouge1",
-    "rouge2",
-    "rougel",
-    "r2",
-];
+/// Scores compared by absolute difference too, although they are not fractions: ROUGE and
+/// BLEU as most libraries report them, and R² (at most 1, possibly negative).
+const ABSOLUTE_SCORES: &[&str] = &["bleu", "rouge", "rouge1", "rouge2", "rougel", "r2"];
 
 /// Thresholds: `absolute` for bounded metrics, `relative` for the rest (loss, latency …),
 /// and per-metric absolute overrides.
@@ -61,7 +37,7 @@ impl Thresholds {
             return (*t, false);
         }
         let lower = name.to_ascii_lowercase();
-        if BOUNDED.contains(&lower.as_str()) || lower.starts_with("final_acc") {
+        if is_fraction_metric(&lower) || ABSOLUTE_SCORES.contains(&lower.as_str()) || lower.starts_with("final_acc") {
             (self.absolute, false)
         } else {
             (self.relative, true)

@@ -502,6 +502,37 @@ fn overlay_value(base: &mut serde_json::Value, top: serde_json::Value) {
     }
 }
 
+/// Metrics whose values are fractions in [0, 1] (lower-case names).
+const FRACTION_METRICS: &[&str] = &[
+    "accuracy",
+    "acc",
+    "precision",
+    "recall",
+    "f1",
+    "f1_score",
+    "f1_macro",
+    "f1_micro",
+    "f1_weighted",
+    "auc",
+    "roc_auc",
+    "pr_auc",
+    "average_precision",
+    "map",
+    "iou",
+    "miou",
+    "specificity",
+    "sensitivity",
+    "balanced_accuracy",
+    "exact_match",
+];
+
+/// Whether a metric (by lower-case name) is a fraction in [0, 1]: validation checks the range,
+/// drift compares such metrics by absolute difference.
+#[must_use]
+pub fn is_fraction_metric(lower_name: &str) -> bool {
+    FRACTION_METRICS.contains(&lower_name)
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -11,6 +11,7 @@ use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
 use crate::load::LoadedCard;
+use crate::model::is_fraction_metric;
 use crate::secrets::SecretFinding;
 
 /// The standards cards are validated against.
@@ -166,29 +167,6 @@ pub fn is_present(v: Option<&Value>) -> bool {
 pub fn missing_paths(root: &Value, paths: &[String]) -> Vec<String> {
     paths.iter().filter(|p| !p.split('|').any(|alt| is_present(lookup(root, alt)))).cloned().collect()
 }
-
-const BOUNDED_METRICS: &[&str] = &[
-    "accuracy",
-    "acc",
-    "precision",
-    "recall",
-    "f1",
-    "f1_score",
-    "f1_macro",
-    "f1_micro",
-    "f1_weighted",
-    "auc",
-    "roc_auc",
-    "pr_auc",
-    "average_precision",
-    "map",
-    "iou",
-    "miou",
-    "specificity",
-    "sensitivity",
-    "balanced_accuracy",
-    "exact_match",
-];
 
 /// SPDX ids (lower-case) and the extra license ids the Hugging Face Hub accepts.
 const LICENSES: &[&str] = &[
@@ -350,7 +328,7 @@ fn check_rule(rule: &Rule, loaded: &LoadedCard, root: &Value) -> Vec<Finding> {
         "metric_range" => {
             let mut out = Vec::new();
             for (i, m) in loaded.card.evaluation.metrics.iter().enumerate() {
-                let bounded = BOUNDED_METRICS.contains(&m.name.to_ascii_lowercase().as_str());
+                let bounded = is_fraction_metric(&m.name.to_ascii_lowercase());
                 let bad = !m.value.is_finite() || (bounded && !(0.0..=1.0).contains(&m.value));
                 if bad {
                     out.push(finding(
