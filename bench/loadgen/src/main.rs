@@ -308,37 +308,16 @@ async fn phase(t: &Target, op: Op, total: u64, clients: usize, cap: Duration, ve
 
 /// Kills the child it owns when dropped; a group leader takes its whole process group along
 /// (MLflow's server forks uvicorn workers and job runners that would outlive it otherwise).
-/// `Proc(child, Some(program))` also kills every process running `program`
-/// (workers that left the group).
-struct Proc(Child, Option<String>);
+struct Proc(Child, bool);
 
 impl Drop for Proc {
     fn drop(&mut self) {
-        if let Some(needle) = &self.1 {
+        if self.1 {
             let _ = Command::new("kill").args(["-KILL", &format!("-{}", self.0.id())]).status();
-            for pid in pids_matching(needle) {
-                let _ = Command::new("kill").args(["-KILL", &pid.to_string()]).status();
-            }
         }
         let _ = self.0.kill();
         let _ = self.0.wait();
     }
-}
-
-/// Processes whose program (`argv[0]`) is exactly `needle`.
-fn pids_matching(needle: &str) -> Vec<u32> {
-    let me = std::process::id();
-    std::fs::read_dir("/proc")
-        .into_iter()
-        .flatten()
-        .flatten()
-        .filter_map(|e| e.file_name().to_str().and_then(|n| n.parse::<u32>().ok()))
-        .filter(|pid| *pid != me)
-        .filter(|pid| {
-            std::fs::read(format!("/proc/{pid}/cmdline"))
-                .is_ok_and(|c| c.split(|b| *b == 0).next().is_some_and(|argv0| argv0 == needle.as_bytes()))
-        })
-        .collect()
 }
 
 fn free_port() -> Result<u16> {
@@ -389,7 +368,7 @@ fn start_cairn(bin: &PathBuf, data: &std::path::Path, port: u16) -> Result<Proc>
         .stderr(Stdio::null())
         .spawn()
         .with_context(|| format!("cannot start {}", bin.display()))?;
-    Ok(Proc(child, None))
+    Ok(Proc(child, false))
 }
 
 struct RunResult {
@@ -465,7 +444,7 @@ async fn run_mlflow(args: &Args, python: &PathBuf, http: &reqwest::Client) -> Re
             .process_group(0)
             .spawn()
             .context("cannot start mlflow server")?;
-        Ok(Proc(child, Some(python.display().to_string())))
+        Ok(Proc(child, true))
     };
     let t0 = Instant::now();
     let first = start(dir.path())?;
@@ -483,13 +462,8 @@ async fn run_mlflow(args: &Args, python: &PathBuf, http: &reqwest::Client) -> Re
     let s = |n: u64| ((n as f64 * args.mlflow_scale) as u64).max(50);
     let counts = Counts { models: s(args.models), versions: s(args.versions), reads: s(args.reads) };
     let (phases, _, _, made) = drive(&t, args, &counts, server.0.id()).await?;
-    // MLflow's server is many processes (launcher, uvicorn workers, job runners), some of
-    // which leave its process group: sum every process running this Python.
-    let (rss, peak) = pids_matching(&python.display().to_string())
-        .iter()
-        .map(|p| rss_mib(*p))
-        .fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1));
-    drop(server);
+    // MLflow's server is a process tree (launcher, gunicorn/uvicorn workers): sum it.
+    let (rss, peak) = tree_rss_mib(server.0.id());
     Ok(RunResult {
         system: "mlflow",
         ready_first_ms: ready_first.as_secs_f64() * 1000.0,
@@ -499,6 +473,21 @@ async fn run_mlflow(args: &Args, python: &PathBuf, http: &reqwest::Client) -> Re
         peak_mib: peak,
         versions: made,
     })
+}
+
+/// Memory of every process in a process group (the server and all it forked).
+fn tree_rss_mib(pgid: u32) -> (f64, f64) {
+    let mut pids = Vec::new();
+    for entry in std::fs::read_dir("/proc").into_iter().flatten().flatten() {
+        let Some(pid) = entry.file_name().to_str().and_then(|n| n.parse::<u32>().ok()) else { continue };
+        let stat = std::fs::read_to_string(format!("/proc/{pid}/stat")).unwrap_or_default();
+        // Fields after the command name (which may contain spaces): state ppid pgrp …
+        let group = stat.rsplit_once(')').and_then(|(_, rest)| rest.split_whitespace().nth(2)?.parse::<u32>().ok());
+        if group == Some(pgid) {
+            pids.push(pid);
+        }
+    }
+    pids.iter().map(|p| rss_mib(*p)).fold((0.0, 0.0), |a, b| (a.0 + b.0, a.1 + b.1))
 }
 
 fn print(r: &RunResult) {
