@@ -17,6 +17,7 @@ use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 
 use crate::error::{code_for_status, error_body};
+use crate::key_cache::KeyCache;
 use crate::page_token::PageTokens;
 use crate::settings::Settings;
 use crate::{auth, routes};
@@ -30,6 +31,8 @@ pub struct AppState {
     pub page_tokens: PageTokens,
     /// The settings the server runs with.
     pub settings: Arc<Settings>,
+    /// Recently verified API keys.
+    pub keys: Arc<KeyCache>,
 }
 
 impl AppState {
@@ -49,7 +52,7 @@ impl AppState {
             })
             .await?;
         let key = hex::decode(&key).unwrap_or_else(|_| key.into_bytes());
-        Ok(Self { store, page_tokens: PageTokens::new(key), settings: Arc::new(settings) })
+        Ok(Self { store, page_tokens: PageTokens::new(key), settings: Arc::new(settings), keys: Arc::default() })
     }
 }
 

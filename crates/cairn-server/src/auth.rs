@@ -123,7 +123,15 @@ pub async fn require_auth(State(state): State<AppState>, req: Request, next: Nex
 async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
     let token = bearer(parts)?;
     let hash = hash_token(token);
-    let Some(key) = state.store.find_api_key(&hash).await? else {
+    let found = match state.keys.get(&hash) {
+        Some(cached) => cached,
+        None => {
+            let found = state.store.find_api_key(&hash).await?;
+            state.keys.put(hash.clone(), found.clone());
+            found
+        }
+    };
+    let Some(key) = found else {
         return Err(ApiError::unauthenticated("invalid API key"));
     };
     // The lookup matched on the hash; compare again without timing differences.
@@ -142,6 +150,7 @@ async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiErro
     }
     if key.last_used_at.is_none_or(|t| now - t > TOUCH_INTERVAL_MS) {
         // Off the request path: a read must not wait for a write.
+        state.keys.mark_used(&hash, now);
         let store = state.store.clone();
         let key_id = key.key_id.clone();
         tokio::spawn(async move {

@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 mod convert;
 pub mod error;
+pub mod key_cache;
 pub mod page_token;
 pub mod routes;
 pub mod serve;

@@ -6,9 +6,8 @@ use cairn_core::filter::{self, FieldKind, FieldSpec, Filter, FilterSchema, TagSp
 use cairn_core::{AliasName, ModelRef, TagKey, VersionSelector};
 use serde::Serialize;
 
-use crate::db::{Conn, Param};
+use crate::db::{Backend, Conn, Param};
 use crate::model::{dialect, find as find_model};
-use crate::page::placeholders;
 use crate::tag::{self, TagChange, VERSION_TAGS};
 use crate::{AuditContext, Cursor, CursorKey, Page, Store, StoreError, audit, params};
 
@@ -60,6 +59,8 @@ struct VersionRow {
     created_by: String,
     updated_at: i64,
     updated_by: String,
+    tags: String,
+    aliases: String,
 }
 
 impl VersionRow {
@@ -73,8 +74,12 @@ impl VersionRow {
             source: self.source,
             run_id: self.run_id,
             metadata: serde_json::from_str(&self.metadata).unwrap_or(serde_json::Value::Null),
-            tags: BTreeMap::new(),
-            aliases: Vec::new(),
+            tags: serde_json::from_str(&self.tags).unwrap_or_default(),
+            aliases: {
+                let mut a: Vec<String> = serde_json::from_str(&self.aliases).unwrap_or_default();
+                a.sort();
+                a
+            },
             created_at: self.created_at,
             created_by: self.created_by,
             updated_at: self.updated_at,
@@ -83,9 +88,26 @@ impl VersionRow {
     }
 }
 
-const SELECT_VERSION: &str = "SELECT v.id, n.name AS namespace, m.name AS model, v.number, \
-    v.description, v.source, v.run_id, v.metadata, v.created_at, v.created_by, v.updated_at, v.updated_by \
-    FROM versions v JOIN models m ON m.id = v.model_id JOIN namespaces n ON n.id = m.namespace_id";
+/// The columns of a version with its tags (a JSON object) and aliases (a JSON array), so one
+/// query answers a read; each backend spells the aggregation its own way.
+const VERSION_COLUMNS: &str = "SELECT v.id, n.name AS namespace, m.name AS model, v.number, \
+    v.description, v.source, v.run_id, v.metadata, v.created_at, v.created_by, v.updated_at, v.updated_by";
+const VERSION_FROM: &str =
+    " FROM versions v JOIN models m ON m.id = v.model_id JOIN namespaces n ON n.id = m.namespace_id";
+const SQLITE_TAGS_ALIASES: &str = ", (SELECT json_group_object(t.key, t.value) FROM version_tags t WHERE t.version_id = v.id) \
+    AS tags, (SELECT json_group_array(a.alias) FROM aliases a WHERE a.version_id = v.id) AS aliases";
+const PG_TAGS_ALIASES: &str = ", (SELECT COALESCE(json_object_agg(t.key, t.value), '{}'::json)::text FROM version_tags t \
+    WHERE t.version_id = v.id) AS tags, (SELECT COALESCE(json_agg(a.alias), '[]'::json)::text FROM aliases a \
+    WHERE a.version_id = v.id) AS aliases";
+
+/// `SELECT … FROM …` for versions on backend `b`; append `WHERE …`.
+fn select_version(b: Backend) -> String {
+    let agg = match b {
+        Backend::Sqlite => SQLITE_TAGS_ALIASES,
+        Backend::Postgres => PG_TAGS_ALIASES,
+    };
+    format!("{VERSION_COLUMNS}{agg}{VERSION_FROM}")
+}
 
 /// The fields a version filter may use.
 pub const VERSION_FILTER: FilterSchema = FilterSchema {
@@ -188,40 +210,6 @@ pub struct Alias {
     pub updated_by: String,
 }
 
-async fn attach(conn: &mut Conn<'_>, versions: &mut [Version]) -> Result<(), StoreError> {
-    if versions.is_empty() {
-        return Ok(());
-    }
-    let ids: Vec<Param> = versions.iter().map(|v| Param::Int(v.id)).collect();
-    let ph = placeholders(1, ids.len());
-    let tags: Vec<(i64, String, String)> = conn
-        .fetch_all(
-            sqlx::AssertSqlSafe(format!("SELECT version_id, key, value FROM version_tags WHERE version_id IN {ph}")),
-            ids.clone(),
-        )
-        .await?;
-    let aliases: Vec<(i64, String)> = conn
-        .fetch_all(
-            sqlx::AssertSqlSafe(format!(
-                "SELECT version_id, alias FROM aliases WHERE version_id IN {ph} ORDER BY alias"
-            )),
-            ids,
-        )
-        .await?;
-    let index: BTreeMap<i64, usize> = versions.iter().enumerate().map(|(i, v)| (v.id, i)).collect();
-    for (id, k, v) in tags {
-        if let Some(&i) = index.get(&id) {
-            versions[i].tags.insert(k, v);
-        }
-    }
-    for (id, a) in aliases {
-        if let Some(&i) = index.get(&id) {
-            versions[i].aliases.push(a);
-        }
-    }
-    Ok(())
-}
-
 /// Loads a version by number or alias inside `conn`.
 pub(crate) async fn find(
     conn: &mut Conn<'_>,
@@ -231,7 +219,10 @@ pub(crate) async fn find(
     let row: Option<VersionRow> = match selector {
         VersionSelector::Number(n) => {
             conn.fetch_optional(
-                sqlx::AssertSqlSafe(format!("{SELECT_VERSION} WHERE m.full_name = $1 AND v.number = $2")),
+                sqlx::AssertSqlSafe(format!(
+                    "{} WHERE m.full_name = $1 AND v.number = $2",
+                    select_version(conn.backend())
+                )),
                 params![model.to_string(), *n],
             )
             .await?
@@ -241,8 +232,9 @@ pub(crate) async fn find(
                 sqlx::AssertSqlSafe(format!(
                     // Resolve the alias first, through its primary key: joining from the
                     // versions side makes SQLite walk every version of the model.
-                    "{SELECT_VERSION} WHERE v.id = (SELECT a.version_id FROM aliases a \
-                     JOIN models am ON am.id = a.model_id WHERE am.full_name = $1 AND a.alias = $2)"
+                    "{} WHERE v.id = (SELECT a.version_id FROM aliases a \
+                     JOIN models am ON am.id = a.model_id WHERE am.full_name = $1 AND a.alias = $2)",
+                    select_version(conn.backend())
                 )),
                 params![model.to_string(), a.as_str()],
             )
@@ -262,9 +254,7 @@ pub(crate) async fn find(
             VersionSelector::Alias(a) => format!("model \"{model}\" has no alias \"{a}\""),
         }));
     };
-    let mut v = row.into_version();
-    attach(conn, std::slice::from_mut(&mut v)).await?;
-    Ok(v)
+    Ok(row.into_version())
 }
 
 fn target(model: &ModelRef, number: i64) -> String {
@@ -459,7 +449,7 @@ impl Store {
         let mut c = self.db.read().await?;
         let mut conn = c.conn();
         let m = find_model(&mut conn, model).await?;
-        let mut sql = format!("{SELECT_VERSION} WHERE v.model_id = $1");
+        let mut sql = format!("{} WHERE v.model_id = $1", select_version(self.backend()));
         let mut params: Vec<Param> = vec![Param::Int(m.id)];
         if let Some(f) = &q.filter {
             let compiled = filter::compile(f, &VERSION_FILTER, dialect(self.backend()), params.len() + 1)?;
@@ -498,7 +488,6 @@ impl Store {
         } else {
             None
         };
-        attach(&mut conn, &mut items).await?;
         Ok(Page { items, next })
     }
 
