@@ -6,8 +6,10 @@
 //! store runs on SQLite or PostgreSQL; [`principal::Principal`] says who is calling and what
 //! they may do.
 pub mod filter;
+pub mod manifest;
 pub mod name;
 pub mod principal;
 
+pub use manifest::{FileEntry, FilePath, Manifest, ManifestError};
 pub use name::{AliasName, ModelName, ModelRef, NameError, Namespace, TagKey, VersionSelector};
 pub use principal::{AccountKind, Action, Denied, Principal, Scope};
