@@ -352,3 +352,104 @@ pub struct CreatedApiKey {
     /// Expiry.
     pub expires_at: Option<String>,
 }
+
+/// One file of a version, or of an upload being declared: its relative path (`/`-separated,
+/// see `docs/ARTIFACTS.md` for the rules), its size in bytes and the SHA-256 of its content
+/// as 64 lower-case hex characters (no `sha256:` prefix).
+///
+/// Used in requests and answers alike, so it does not refuse unknown fields: a later server
+/// may add some to its answers.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct FileInfo {
+    /// Relative path, e.g. `weights/model.safetensors`.
+    pub path: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// SHA-256 of the content, lower-case hex.
+    pub sha256: String,
+}
+
+/// Body of `POST /api/v1/models/{namespace}/{name}/uploads`: the files of the version to be.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UploadRequest {
+    /// Every file of the version (at most 100,000).
+    pub files: Vec<FileInfo>,
+}
+
+/// What the server holds of one distinct blob of an upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct BlobStatus {
+    /// SHA-256 of the blob, lower-case hex.
+    pub sha256: String,
+    /// Size in bytes.
+    pub size: u64,
+    /// The server already has these bytes: do not send them.
+    pub present: bool,
+    /// How many parts the blob has: `max(1, ceil(size / part_size))`.
+    pub parts: u32,
+    /// Parts (numbered from 0) the server already holds from an earlier, interrupted upload.
+    pub parts_received: Vec<u32>,
+}
+
+/// The answer to `POST …/uploads` (201) and `GET /api/v1/uploads/{upload_id}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct UploadStatus {
+    /// Id of the upload, for the part, commit and abort routes.
+    pub upload_id: String,
+    /// When the upload expires unless committed, in milliseconds since the Unix epoch.
+    pub expires_at: i64,
+    /// Size of every part but a blob's last, in bytes.
+    pub part_size: u64,
+    /// Each distinct blob of the upload once.
+    pub blobs: Vec<BlobStatus>,
+}
+
+/// The answer to `PUT /api/v1/uploads/{upload_id}/blobs/{sha256}/parts/{n}`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PartAccepted {
+    /// The blob the part belongs to.
+    pub sha256: String,
+    /// The part's number.
+    pub part: u32,
+    /// How many parts of the blob the server now holds.
+    pub parts_received: u32,
+    /// How many parts the blob has.
+    pub parts: u32,
+    /// The blob is assembled, verified and stored.
+    pub complete: bool,
+}
+
+/// Body of `POST /api/v1/uploads/{upload_id}/commit`; every field is optional.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CommitRequest {
+    /// Free text.
+    #[serde(default)]
+    pub description: String,
+    /// Where the version came from (a URI).
+    #[serde(default)]
+    pub source: String,
+    /// The run that produced it.
+    #[serde(default)]
+    pub run_id: String,
+    /// Free-form JSON object.
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub metadata: serde_json::Value,
+    /// Initial tags.
+    #[serde(default)]
+    pub tags: BTreeMap<String, String>,
+    /// Aliases to point at the new version.
+    #[serde(default)]
+    pub aliases: Vec<String>,
+}
+
+/// The answer to `GET …/versions/{version}/files`.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct VersionFiles {
+    /// The version digest, `sha256:<hex>` of the canonical manifest.
+    pub digest: String,
+    /// The files, sorted by path.
+    pub files: Vec<FileInfo>,
+}
