@@ -100,6 +100,15 @@ pub struct Version {
     /// Free-form JSON object.
     #[schema(value_type = Object)]
     pub metadata: serde_json::Value,
+    /// `sha256:<hex>` of the version's canonical file manifest (see docs/ARTIFACTS.md).
+    #[serde(default)]
+    pub digest: String,
+    /// How many files the version has.
+    #[serde(default)]
+    pub file_count: u64,
+    /// Total size of its files in bytes.
+    #[serde(default)]
+    pub size: u64,
     /// Key/value tags.
     pub tags: BTreeMap<String, String>,
     /// Aliases that point at this version.

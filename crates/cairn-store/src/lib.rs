@@ -9,6 +9,7 @@
 //! This crate knows nothing of HTTP: callers pass validated names from `cairn-core` and an
 //! [`AuditContext`] describing who is acting.
 
+pub mod artifact;
 pub mod audit;
 pub mod db;
 mod error;

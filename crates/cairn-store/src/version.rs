@@ -31,6 +31,12 @@ pub struct Version {
     pub run_id: String,
     /// Free-form JSON metadata.
     pub metadata: serde_json::Value,
+    /// `sha256:` + hex SHA-256 of the canonical manifest of its files.
+    pub digest: String,
+    /// How many files it has.
+    pub file_count: i64,
+    /// Total size of its files (bytes).
+    pub size: i64,
     /// Key/value tags.
     pub tags: BTreeMap<String, String>,
     /// Aliases pointing at this version.
@@ -55,6 +61,9 @@ struct VersionRow {
     source: String,
     run_id: String,
     metadata: String,
+    digest: String,
+    file_count: i64,
+    size: i64,
     created_at: i64,
     created_by: String,
     updated_at: i64,
@@ -74,6 +83,9 @@ impl VersionRow {
             source: self.source,
             run_id: self.run_id,
             metadata: serde_json::from_str(&self.metadata).unwrap_or(serde_json::Value::Null),
+            digest: self.digest,
+            file_count: self.file_count,
+            size: self.size,
             tags: serde_json::from_str(&self.tags).unwrap_or_default(),
             aliases: {
                 let mut a: Vec<String> = serde_json::from_str(&self.aliases).unwrap_or_default();
@@ -91,7 +103,7 @@ impl VersionRow {
 /// The columns of a version with its tags (a JSON object) and aliases (a JSON array), so one
 /// query answers a read; each backend spells the aggregation its own way.
 const VERSION_COLUMNS: &str = "SELECT v.id, n.name AS namespace, m.name AS model, v.number, \
-    v.description, v.source, v.run_id, v.metadata, v.created_at, v.created_by, v.updated_at, v.updated_by";
+    v.description, v.source, v.run_id, v.metadata, v.digest, v.file_count, v.size, v.created_at, v.created_by, v.updated_at, v.updated_by";
 const VERSION_FROM: &str =
     " FROM versions v JOIN models m ON m.id = v.model_id JOIN namespaces n ON n.id = m.namespace_id";
 const SQLITE_TAGS_ALIASES: &str = ", (SELECT json_group_object(t.key, t.value) FROM version_tags t WHERE t.version_id = v.id) \
@@ -257,7 +269,49 @@ pub(crate) async fn find(
     Ok(row.into_version())
 }
 
-fn target(model: &ModelRef, number: i64) -> String {
+/// Inserts the next version of `model` with its tags inside a transaction; returns its id
+/// and number.
+pub(crate) async fn insert_version(
+    conn: &mut Conn<'_>,
+    ctx: &AuditContext,
+    now: i64,
+    model: &ModelRef,
+    new: &NewVersion,
+) -> Result<(i64, i64), StoreError> {
+    check_metadata(&new.metadata)?;
+    for v in new.tags.values() {
+        cairn_core::name::check_tag_value(v).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    }
+    let metadata = if new.metadata.is_null() { "{}".to_owned() } else { new.metadata.to_string() };
+    let number: Option<(i64, i64)> = conn
+        .fetch_optional(
+            "UPDATE models SET latest_version = latest_version + 1, updated_at = $1, updated_by = $2 \
+             WHERE full_name = $3 RETURNING id, latest_version",
+            params![now, &ctx.actor, model.to_string()],
+        )
+        .await?;
+    let Some((model_id, number)) = number else {
+        return Err(StoreError::NotFound(format!("model \"{model}\" does not exist")));
+    };
+    let (id,): (i64,) = conn
+        .fetch_one(
+            "INSERT INTO versions (model_id, number, description, source, run_id, metadata, \
+             created_at, created_by, updated_at, updated_by) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7, $8) RETURNING id",
+            params![model_id, number, &new.description, &new.source, &new.run_id, metadata, now, &ctx.actor],
+        )
+        .await?;
+    for (k, v) in &new.tags {
+        conn.execute(
+            "INSERT INTO version_tags (version_id, key, value) VALUES ($1, $2, $3)",
+            params![id, k.as_str(), v],
+        )
+        .await?;
+    }
+    Ok((id, number))
+}
+
+pub(crate) fn target(model: &ModelRef, number: i64) -> String {
     format!("version:{model}:{number}")
 }
 
@@ -279,39 +333,10 @@ impl Store {
         model: &ModelRef,
         new: &NewVersion,
     ) -> Result<Version, StoreError> {
-        check_metadata(&new.metadata)?;
-        for v in new.tags.values() {
-            cairn_core::name::check_tag_value(v).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        }
-        let metadata = if new.metadata.is_null() { "{}".to_owned() } else { new.metadata.to_string() };
         let now = self.now();
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
-        let number: Option<(i64, i64)> = conn
-            .fetch_optional(
-                "UPDATE models SET latest_version = latest_version + 1, updated_at = $1, updated_by = $2 \
-                 WHERE full_name = $3 RETURNING id, latest_version",
-                params![now, &ctx.actor, model.to_string()],
-            )
-            .await?;
-        let Some((model_id, number)) = number else {
-            return Err(StoreError::NotFound(format!("model \"{model}\" does not exist")));
-        };
-        let (id,): (i64,) = conn
-            .fetch_one(
-                "INSERT INTO versions (model_id, number, description, source, run_id, metadata, \
-                 created_at, created_by, updated_at, updated_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7, $8) RETURNING id",
-                params![model_id, number, &new.description, &new.source, &new.run_id, metadata, now, &ctx.actor],
-            )
-            .await?;
-        for (k, v) in &new.tags {
-            conn.execute(
-                "INSERT INTO version_tags (version_id, key, value) VALUES ($1, $2, $3)",
-                params![id, k.as_str(), v],
-            )
-            .await?;
-        }
+        let (_, number) = insert_version(&mut conn, ctx, now, model, new).await?;
         let version = find(&mut conn, model, &VersionSelector::Number(number)).await?;
         audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&version))
             .await?;
@@ -503,28 +528,7 @@ impl Store {
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
         let target_version = find(&mut conn, model, &VersionSelector::Number(version)).await?;
-        let before = alias_row(&mut conn, model, alias).await?;
-        conn.execute(
-            "INSERT INTO aliases (model_id, alias, version_id, created_at, created_by, updated_at, updated_by) \
-             SELECT model_id, $1, id, $2, $3, $2, $3 FROM versions WHERE id = $4 \
-             ON CONFLICT (model_id, alias) DO UPDATE SET version_id = excluded.version_id, \
-             updated_at = excluded.updated_at, updated_by = excluded.updated_by",
-            params![alias.as_str(), now, &ctx.actor, target_version.id],
-        )
-        .await?;
-        let after = alias_row(&mut conn, model, alias)
-            .await?
-            .ok_or_else(|| StoreError::NotFound(format!("model \"{model}\" has no alias \"{alias}\"")))?;
-        audit::record(
-            &mut conn,
-            ctx,
-            now,
-            "alias.set",
-            &format!("alias:{model}@{alias}"),
-            before.as_ref(),
-            Some(&after),
-        )
-        .await?;
+        let after = upsert_alias(&mut conn, ctx, now, model, alias, target_version.id).await?;
         tx.commit().await?;
         Ok(after)
     }
@@ -582,6 +586,32 @@ impl Store {
         .await?;
         tx.commit().await
     }
+}
+
+/// Points `alias` at the version with id `version_id` (creating or moving it), audited.
+pub(crate) async fn upsert_alias(
+    conn: &mut Conn<'_>,
+    ctx: &AuditContext,
+    now: i64,
+    model: &ModelRef,
+    alias: &AliasName,
+    version_id: i64,
+) -> Result<Alias, StoreError> {
+    let before = alias_row(conn, model, alias).await?;
+    conn.execute(
+        "INSERT INTO aliases (model_id, alias, version_id, created_at, created_by, updated_at, updated_by) \
+         SELECT model_id, $1, id, $2, $3, $2, $3 FROM versions WHERE id = $4 \
+         ON CONFLICT (model_id, alias) DO UPDATE SET version_id = excluded.version_id, \
+         updated_at = excluded.updated_at, updated_by = excluded.updated_by",
+        params![alias.as_str(), now, &ctx.actor, version_id],
+    )
+    .await?;
+    let after = alias_row(conn, model, alias)
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("model \"{model}\" has no alias \"{alias}\"")))?;
+    audit::record(conn, ctx, now, "alias.set", &format!("alias:{model}@{alias}"), before.as_ref(), Some(&after))
+        .await?;
+    Ok(after)
 }
 
 async fn alias_row(conn: &mut Conn<'_>, model: &ModelRef, alias: &AliasName) -> Result<Option<Alias>, StoreError> {

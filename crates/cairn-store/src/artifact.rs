@@ -1,0 +1,622 @@
+//! Model files in the database: blobs (by SHA-256), uploads in progress, and the files of
+//! committed versions. The bytes themselves live in `cairn-blob`; this module keeps the
+//! bookkeeping that makes uploads resumable and shared, commits atomic, and garbage
+//! collection safe against concurrent uploads.
+//!
+//! Blob states: `pending` (being completed), `present` (stored and verified), `deleting`
+//! (claimed by garbage collection). Every upload that relies on a blob refreshes its
+//! `last_used_at`; garbage collection only claims blobs unused for longer than any upload
+//! may live, and claiming is a conditional `UPDATE` on that column, so an upload touching a
+//! blob and a collector claiming it cannot both win.
+
+use cairn_core::{AliasName, FileEntry, FilePath, Manifest, ModelName, ModelRef, Namespace, VersionSelector};
+use serde::Serialize;
+
+use crate::db::{Conn, Param};
+use crate::version::{NewVersion, Version, find as find_version, insert_version, target, upsert_alias};
+use crate::{AuditContext, Store, StoreError, audit, params};
+
+/// A push in progress.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct Upload {
+    /// Random id.
+    pub id: String,
+    /// Internal id of the model.
+    #[serde(skip)]
+    pub model_id: i64,
+    /// The model's namespace.
+    pub namespace: String,
+    /// The model's name.
+    pub model: String,
+    /// `open` or `committed`.
+    pub state: String,
+    /// The version it became, once committed.
+    #[serde(skip)]
+    pub version_id: Option<i64>,
+    /// Files declared.
+    pub file_count: i64,
+    /// Bytes declared.
+    pub total_size: i64,
+    /// Created at (ms).
+    pub created_at: i64,
+    /// Created by.
+    pub created_by: String,
+    /// Expires at (ms).
+    pub expires_at: i64,
+}
+
+impl Upload {
+    /// The model it belongs to.
+    pub fn model_ref(&self) -> Result<ModelRef, StoreError> {
+        let ns = Namespace::parse(&self.namespace).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let name = ModelName::parse(&self.model).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        Ok(ModelRef::new(ns, name))
+    }
+}
+
+/// One distinct blob an upload needs, and how far it has come.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct BlobNeed {
+    /// SHA-256 (hex).
+    pub digest: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// Stored and verified.
+    pub present: bool,
+    /// Parts received so far (when not present).
+    pub parts_received: Vec<i64>,
+}
+
+/// A blob whose parts are arriving.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BlobUpload {
+    /// SHA-256 (hex).
+    pub digest: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// The blob store's handle.
+    pub handle: String,
+    /// `open` or `completing`.
+    pub state: String,
+}
+
+/// A part received.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct PartRow {
+    /// Part number.
+    pub part: i64,
+    /// Bytes.
+    pub size: i64,
+    /// The blob store's receipt.
+    pub etag: String,
+}
+
+/// A blob as the database knows it.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct BlobRow {
+    /// SHA-256 (hex).
+    pub digest: String,
+    /// Size in bytes.
+    pub size: i64,
+    /// `pending`, `present` or `deleting`.
+    pub state: String,
+    /// Last relied on at (ms).
+    pub last_used_at: i64,
+}
+
+const SELECT_UPLOAD: &str = "SELECT u.id, u.model_id, n.name AS namespace, m.name AS model, u.state, u.version_id, \
+    u.file_count, u.total_size, u.created_at, u.created_by, u.expires_at \
+    FROM uploads u JOIN models m ON m.id = u.model_id JOIN namespaces n ON n.id = m.namespace_id";
+
+/// Rows per multi-row `INSERT` (4 parameters each, well under both backends' limits).
+const INSERT_CHUNK: usize = 500;
+
+fn entry(path: String, size: i64, digest: String) -> Result<FileEntry, StoreError> {
+    Ok(FileEntry {
+        path: FilePath::parse(&path).map_err(|e| StoreError::Invalid(format!("stored path: {e}")))?,
+        size: u64::try_from(size).unwrap_or(0),
+        sha256: digest,
+    })
+}
+
+async fn upload_row(conn: &mut Conn<'_>, id: &str) -> Result<Upload, StoreError> {
+    conn.fetch_optional(sqlx::AssertSqlSafe(format!("{SELECT_UPLOAD} WHERE u.id = $1")), params![id])
+        .await?
+        .ok_or_else(|| StoreError::NotFound(format!("upload {id} does not exist (it may have expired)")))
+}
+
+impl Store {
+    /// Starts a push: records the declared files and refreshes the blobs it can reuse.
+    pub async fn create_upload(
+        &self,
+        ctx: &AuditContext,
+        model: &ModelRef,
+        manifest: &Manifest,
+        expires_at: i64,
+    ) -> Result<Upload, StoreError> {
+        let now = self.now();
+        let id = uuid::Uuid::now_v7().to_string();
+        let total = i64::try_from(manifest.total_size()).map_err(|_| StoreError::Invalid("too large".into()))?;
+        let count = i64::try_from(manifest.files().len()).unwrap_or(i64::MAX);
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let found: Option<(i64,)> =
+            conn.fetch_optional("SELECT id FROM models WHERE full_name = $1", params![model.to_string()]).await?;
+        let Some((model_id,)) = found else {
+            return Err(StoreError::NotFound(format!("model \"{model}\" does not exist")));
+        };
+        conn.execute(
+            "INSERT INTO uploads (id, model_id, state, file_count, total_size, created_at, created_by, expires_at) \
+             VALUES ($1, $2, 'open', $3, $4, $5, $6, $7)",
+            params![&id, model_id, count, total, now, &ctx.actor, expires_at],
+        )
+        .await?;
+        for chunk in manifest.files().chunks(INSERT_CHUNK) {
+            let mut sql = String::from("INSERT INTO upload_files (upload_id, path, size, digest) VALUES ");
+            let mut ps: Vec<Param> = Vec::with_capacity(chunk.len() * 4);
+            for (i, f) in chunk.iter().enumerate() {
+                let b = i * 4;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
+                ps.push(Param::from(&id));
+                ps.push(Param::from(f.path.as_str()));
+                ps.push(Param::Int(i64::try_from(f.size).unwrap_or(i64::MAX)));
+                ps.push(Param::from(f.sha256.as_str()));
+            }
+            conn.execute(sqlx::AssertSqlSafe(sql), ps).await?;
+        }
+        conn.execute(
+            "UPDATE blobs SET last_used_at = $1 WHERE state = 'present' \
+             AND digest IN (SELECT digest FROM upload_files WHERE upload_id = $2)",
+            params![now, &id],
+        )
+        .await?;
+        let upload = upload_row(&mut conn, &id).await?;
+        audit::record(&mut conn, ctx, now, "upload.create", &format!("upload:{id}"), None::<&()>, Some(&upload))
+            .await?;
+        tx.commit().await?;
+        Ok(upload)
+    }
+
+    /// An upload by id.
+    pub async fn get_upload(&self, id: &str) -> Result<Upload, StoreError> {
+        let mut c = self.db.read().await?;
+        upload_row(&mut c.conn(), id).await
+    }
+
+    /// The distinct blobs an upload needs, with what is present and which parts arrived.
+    pub async fn upload_blobs(&self, id: &str) -> Result<Vec<BlobNeed>, StoreError> {
+        let mut c = self.db.read().await?;
+        let mut conn = c.conn();
+        let rows: Vec<(String, i64, Option<String>)> = conn
+            .fetch_all(
+                "SELECT f.digest, MAX(f.size), MAX(b.state) FROM upload_files f \
+                 LEFT JOIN blobs b ON b.digest = f.digest AND b.state = 'present' \
+                 WHERE f.upload_id = $1 GROUP BY f.digest ORDER BY f.digest",
+                params![id],
+            )
+            .await?;
+        let parts: Vec<(String, i64)> = conn
+            .fetch_all(
+                "SELECT p.digest, p.part FROM blob_upload_parts p \
+                 WHERE p.digest IN (SELECT digest FROM upload_files WHERE upload_id = $1) ORDER BY p.digest, p.part",
+                params![id],
+            )
+            .await?;
+        let mut out: Vec<BlobNeed> = rows
+            .into_iter()
+            .map(|(digest, size, state)| BlobNeed {
+                digest,
+                size,
+                present: state.is_some(),
+                parts_received: Vec::new(),
+            })
+            .collect();
+        for (digest, part) in parts {
+            if let Ok(i) = out.binary_search_by(|b| b.digest.as_str().cmp(&digest))
+                && !out[i].present
+            {
+                out[i].parts_received.push(part);
+            }
+        }
+        Ok(out)
+    }
+
+    /// The size of `digest` if upload `id` declared it.
+    pub async fn upload_declares(&self, id: &str, digest: &str) -> Result<Option<i64>, StoreError> {
+        let mut c = self.db.read().await?;
+        let row: Option<(i64,)> = c
+            .conn()
+            .fetch_optional(
+                "SELECT size FROM upload_files WHERE upload_id = $1 AND digest = $2 LIMIT 1",
+                params![id, digest],
+            )
+            .await?;
+        Ok(row.map(|r| r.0))
+    }
+
+    /// A blob's row, if the database knows it.
+    pub async fn blob(&self, digest: &str) -> Result<Option<BlobRow>, StoreError> {
+        let mut c = self.db.read().await?;
+        c.conn()
+            .fetch_optional("SELECT digest, size, state, last_used_at FROM blobs WHERE digest = $1", params![digest])
+            .await
+    }
+
+    /// The upload in progress of a blob, if any.
+    pub async fn blob_upload(&self, digest: &str) -> Result<Option<BlobUpload>, StoreError> {
+        let mut c = self.db.read().await?;
+        c.conn()
+            .fetch_optional("SELECT digest, size, handle, state FROM blob_uploads WHERE digest = $1", params![digest])
+            .await
+    }
+
+    /// Records a new blob upload; `false` if another request recorded one first (the caller
+    /// then discards its handle and uses theirs).
+    pub async fn insert_blob_upload(&self, digest: &str, size: i64, handle: &str) -> Result<bool, StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let n = tx
+            .conn()
+            .execute(
+                "INSERT INTO blob_uploads (digest, size, handle, state, created_at, updated_at) \
+                 VALUES ($1, $2, $3, 'open', $4, $4) ON CONFLICT (digest) DO NOTHING",
+                params![digest, size, handle, now],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(n == 1)
+    }
+
+    /// Records a received part; returns how many parts have arrived.
+    pub async fn record_part(&self, digest: &str, part: i64, size: i64, etag: &str) -> Result<i64, StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let n = conn
+            .execute(
+                "UPDATE blob_uploads SET updated_at = $1 WHERE digest = $2 AND state = 'open'",
+                params![now, digest],
+            )
+            .await?;
+        if n == 0 {
+            return Err(StoreError::Conflict(format!(
+                "the upload of blob {digest} is being completed or was abandoned; ask for its status and retry"
+            )));
+        }
+        conn.execute(
+            "INSERT INTO blob_upload_parts (digest, part, size, etag) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (digest, part) DO UPDATE SET size = excluded.size, etag = excluded.etag",
+            params![digest, part, size, etag],
+        )
+        .await?;
+        let (count,): (i64,) =
+            conn.fetch_one("SELECT COUNT(*) FROM blob_upload_parts WHERE digest = $1", params![digest]).await?;
+        tx.commit().await?;
+        Ok(count)
+    }
+
+    /// Claims the completion of a blob whose `parts` parts have all arrived: exactly one
+    /// caller gets `Some`, with the handle and the parts in order, and must then call
+    /// [`Store::blob_completed`] or [`Store::blob_failed`].
+    pub async fn claim_blob_completion(
+        &self,
+        digest: &str,
+        parts: i64,
+    ) -> Result<Option<(String, Vec<PartRow>)>, StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let claimed: Option<(String, i64)> = conn
+            .fetch_optional(
+                "UPDATE blob_uploads SET state = 'completing', updated_at = $1 WHERE digest = $2 AND state = 'open' \
+                 AND (SELECT COUNT(*) FROM blob_upload_parts p WHERE p.digest = $2) = $3 RETURNING handle, size",
+                params![now, digest, parts],
+            )
+            .await?;
+        let Some((handle, size)) = claimed else {
+            return Ok(None);
+        };
+        let rows: Vec<PartRow> = conn
+            .fetch_all(
+                "SELECT part, size, etag FROM blob_upload_parts WHERE digest = $1 ORDER BY part",
+                params![digest],
+            )
+            .await?;
+        mark_pending(&mut conn, now, digest, size).await?;
+        tx.commit().await?;
+        Ok(Some((handle, rows)))
+    }
+
+    /// Records that a blob is about to be written outside the part protocol (one-shot
+    /// upload), so garbage collection leaves it alone. Refused while the collector holds it.
+    pub async fn blob_pending(&self, digest: &str, size: i64) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        mark_pending(&mut tx.conn(), now, digest, size).await?;
+        tx.commit().await
+    }
+
+    /// The blob is stored and verified: it becomes `present` and its upload is forgotten.
+    pub async fn blob_completed(&self, digest: &str) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        conn.execute(
+            "UPDATE blobs SET state = 'present', last_used_at = $1 WHERE digest = $2 AND state <> 'deleting'",
+            params![now, digest],
+        )
+        .await?;
+        conn.execute("DELETE FROM blob_uploads WHERE digest = $1", params![digest]).await?;
+        tx.commit().await
+    }
+
+    /// Completing a blob failed (wrong bytes, or an error): its parts are forgotten so that
+    /// the next attempt starts clean, and a `pending` row is dropped.
+    pub async fn blob_failed(&self, digest: &str) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        conn.execute("DELETE FROM blob_uploads WHERE digest = $1", params![digest]).await?;
+        conn.execute("DELETE FROM blobs WHERE digest = $1 AND state = 'pending'", params![digest]).await?;
+        tx.commit().await
+    }
+
+    /// Commits an upload: the next version of its model with the declared files, its
+    /// manifest digest, tags and aliases, in one transaction. Committing a committed upload
+    /// again returns its version and `false`.
+    pub async fn commit_upload(
+        &self,
+        ctx: &AuditContext,
+        id: &str,
+        new: &NewVersion,
+        aliases: &[AliasName],
+    ) -> Result<(Version, bool), StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let upload = upload_row(&mut conn, id).await?;
+        let model = upload.model_ref()?;
+        // Claim the upload: with several writers, exactly one commit wins.
+        let claimed = conn
+            .execute(
+                "UPDATE uploads SET state = 'committed' WHERE id = $1 AND state = 'open' AND expires_at > $2",
+                params![id, now],
+            )
+            .await?;
+        if claimed == 0 {
+            let upload = upload_row(&mut conn, id).await?;
+            return match (upload.state.as_str(), upload.version_id) {
+                ("committed", Some(vid)) => {
+                    let (number,): (i64,) =
+                        conn.fetch_one("SELECT number FROM versions WHERE id = $1", params![vid]).await?;
+                    Ok((find_version(&mut conn, &model, &VersionSelector::Number(number)).await?, false))
+                }
+                ("committed", None) => Err(StoreError::Conflict(format!(
+                    "upload {id} was committed, but its version has since been deleted"
+                ))),
+                _ => Err(StoreError::NotFound(format!("upload {id} has expired"))),
+            };
+        }
+        let missing: Vec<(String,)> = conn
+            .fetch_all(
+                "SELECT DISTINCT f.digest FROM upload_files f \
+                 LEFT JOIN blobs b ON b.digest = f.digest AND b.state = 'present' \
+                 WHERE f.upload_id = $1 AND b.digest IS NULL ORDER BY f.digest LIMIT 20",
+                params![id],
+            )
+            .await?;
+        if !missing.is_empty() {
+            let list: Vec<&str> = missing.iter().map(|m| m.0.as_str()).collect();
+            return Err(StoreError::Conflict(format!(
+                "missing blobs: upload these first (sha256): {}",
+                list.join(", ")
+            )));
+        }
+        // Refresh the blobs it uses: this takes their row locks, so a collector that
+        // claims one concurrently re-checks `last_used_at` and leaves it.
+        conn.execute(
+            "UPDATE blobs SET last_used_at = $1 WHERE digest IN (SELECT digest FROM upload_files WHERE upload_id = $2)",
+            params![now, id],
+        )
+        .await?;
+        let files: Vec<(String, i64, String)> =
+            conn.fetch_all("SELECT path, size, digest FROM upload_files WHERE upload_id = $1", params![id]).await?;
+        let entries = files.into_iter().map(|(p, s, d)| entry(p, s, d)).collect::<Result<Vec<_>, _>>()?;
+        let manifest = Manifest::new(entries).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let (version_id, number) = insert_version(&mut conn, ctx, now, &model, new).await?;
+        conn.execute(
+            "INSERT INTO version_files (version_id, path, size, digest) \
+             SELECT $1, path, size, digest FROM upload_files WHERE upload_id = $2",
+            params![version_id, id],
+        )
+        .await?;
+        conn.execute(
+            "UPDATE versions SET digest = $1, file_count = $2, size = $3 WHERE id = $4",
+            params![
+                manifest.digest(),
+                i64::try_from(manifest.files().len()).unwrap_or(i64::MAX),
+                i64::try_from(manifest.total_size()).unwrap_or(i64::MAX),
+                version_id
+            ],
+        )
+        .await?;
+        conn.execute("UPDATE uploads SET version_id = $1 WHERE id = $2", params![version_id, id]).await?;
+        conn.execute("DELETE FROM upload_files WHERE upload_id = $1", params![id]).await?;
+        let created = find_version(&mut conn, &model, &VersionSelector::Number(number)).await?;
+        audit::record(&mut conn, ctx, now, "version.create", &target(&model, number), None::<&()>, Some(&created))
+            .await?;
+        for alias in aliases {
+            upsert_alias(&mut conn, ctx, now, &model, alias, version_id).await?;
+        }
+        let version = if aliases.is_empty() {
+            created
+        } else {
+            find_version(&mut conn, &model, &VersionSelector::Number(number)).await?
+        };
+        tx.commit().await?;
+        Ok((version, true))
+    }
+
+    /// Abandons an upload. Parts of blobs it sent stay for other uploads to reuse until
+    /// they expire.
+    pub async fn delete_upload(&self, ctx: &AuditContext, id: &str) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let upload = upload_row(&mut conn, id).await?;
+        conn.execute("DELETE FROM uploads WHERE id = $1", params![id]).await?;
+        audit::record(&mut conn, ctx, now, "upload.delete", &format!("upload:{id}"), Some(&upload), None::<&()>)
+            .await?;
+        tx.commit().await
+    }
+
+    /// The files of a version, sorted by path.
+    pub async fn version_files(
+        &self,
+        model: &ModelRef,
+        selector: &VersionSelector,
+    ) -> Result<(Version, Vec<FileEntry>), StoreError> {
+        let mut c = self.db.read().await?;
+        let mut conn = c.conn();
+        let version = find_version(&mut conn, model, selector).await?;
+        let rows: Vec<(String, i64, String)> = conn
+            .fetch_all(
+                "SELECT path, size, digest FROM version_files WHERE version_id = $1 ORDER BY path",
+                params![version.id],
+            )
+            .await?;
+        let mut files = rows.into_iter().map(|(p, s, d)| entry(p, s, d)).collect::<Result<Vec<_>, _>>()?;
+        // Byte order, as in the manifest (the database's collation may differ).
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok((version, files))
+    }
+
+    /// One file of a version.
+    pub async fn version_file(
+        &self,
+        model: &ModelRef,
+        selector: &VersionSelector,
+        path: &str,
+    ) -> Result<(Version, FileEntry), StoreError> {
+        let mut c = self.db.read().await?;
+        let mut conn = c.conn();
+        let version = find_version(&mut conn, model, selector).await?;
+        let row: Option<(String, i64, String)> = conn
+            .fetch_optional(
+                "SELECT path, size, digest FROM version_files WHERE version_id = $1 AND path = $2",
+                params![version.id, path],
+            )
+            .await?;
+        let Some((p, s, d)) = row else {
+            return Err(StoreError::NotFound(format!(
+                "version {} of \"{model}\" has no file \"{path}\"",
+                version.version
+            )));
+        };
+        Ok((version, entry(p, s, d)?))
+    }
+
+    /// Removes uploads past their expiry (open ones are abandoned; committed ones only
+    /// served retries of the commit). Returns how many.
+    pub async fn expire_uploads(&self) -> Result<u64, StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let n = tx.conn().execute("DELETE FROM uploads WHERE expires_at <= $1", params![now]).await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+
+    /// Blob uploads with no activity since `before` (ms): abandoned, or stuck completing
+    /// after a crash.
+    pub async fn stale_blob_uploads(&self, before: i64) -> Result<Vec<BlobUpload>, StoreError> {
+        let mut c = self.db.read().await?;
+        c.conn()
+            .fetch_all(
+                "SELECT digest, size, handle, state FROM blob_uploads WHERE updated_at < $1 ORDER BY digest LIMIT 1000",
+                params![before],
+            )
+            .await
+    }
+
+    /// Forgets a blob upload whose staging the caller has removed.
+    pub async fn delete_blob_upload(&self, digest: &str, handle: &str) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        tx.conn()
+            .execute("DELETE FROM blob_uploads WHERE digest = $1 AND handle = $2", params![digest, handle])
+            .await?;
+        tx.commit().await
+    }
+
+    /// Garbage collection, step 1: claims up to `limit` blobs that no version and no open
+    /// upload references and that nobody relied on since `unused_since` (ms).
+    pub async fn gc_claim(&self, unused_since: i64, limit: i64) -> Result<Vec<BlobRow>, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let rows: Vec<BlobRow> = tx
+            .conn()
+            .fetch_all(
+                "UPDATE blobs SET state = 'deleting' WHERE digest IN (SELECT b.digest FROM blobs b \
+                 WHERE b.state IN ('present', 'pending') AND b.last_used_at < $1 \
+                 AND NOT EXISTS (SELECT 1 FROM version_files vf WHERE vf.digest = b.digest) \
+                 AND NOT EXISTS (SELECT 1 FROM upload_files uf WHERE uf.digest = b.digest) \
+                 AND NOT EXISTS (SELECT 1 FROM blob_uploads bu WHERE bu.digest = b.digest) \
+                 ORDER BY b.digest LIMIT $2) AND last_used_at < $1 \
+                 RETURNING digest, size, state, last_used_at",
+                params![unused_since, limit],
+            )
+            .await?;
+        tx.commit().await?;
+        Ok(rows)
+    }
+
+    /// Garbage collection, step 2: forgets a claimed blob once its bytes are deleted.
+    pub async fn gc_forget(&self, digest: &str) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        tx.conn().execute("DELETE FROM blobs WHERE digest = $1 AND state = 'deleting'", params![digest]).await?;
+        tx.commit().await
+    }
+
+    /// Every blob the database knows, in digest order, `limit` at a time after `after`.
+    pub async fn blobs_after(&self, after: &str, limit: i64) -> Result<Vec<BlobRow>, StoreError> {
+        let mut c = self.db.read().await?;
+        c.conn()
+            .fetch_all(
+                "SELECT digest, size, state, last_used_at FROM blobs WHERE digest > $1 ORDER BY digest LIMIT $2",
+                params![after, limit],
+            )
+            .await
+    }
+
+    /// The versions that use a blob, as `ns/name:number` (for fsck reports).
+    pub async fn blob_users(&self, digest: &str) -> Result<Vec<String>, StoreError> {
+        let mut c = self.db.read().await?;
+        let rows: Vec<(String, i64, String)> = c
+            .conn()
+            .fetch_all(
+                "SELECT m.full_name, v.number, vf.path FROM version_files vf JOIN versions v ON v.id = vf.version_id \
+                 JOIN models m ON m.id = v.model_id WHERE vf.digest = $1 ORDER BY m.full_name, v.number LIMIT 100",
+                params![digest],
+            )
+            .await?;
+        Ok(rows.into_iter().map(|(m, n, p)| format!("{m}:{n} {p}")).collect())
+    }
+}
+
+/// Inserts a `pending` blob row or refreshes an existing one; refused while garbage
+/// collection holds the blob.
+async fn mark_pending(conn: &mut Conn<'_>, now: i64, digest: &str, size: i64) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO blobs (digest, size, state, created_at, last_used_at) VALUES ($1, $2, 'pending', $3, $3) \
+         ON CONFLICT (digest) DO UPDATE SET last_used_at = excluded.last_used_at WHERE blobs.state <> 'deleting'",
+        params![digest, size, now],
+    )
+    .await?;
+    let (state,): (String,) = conn.fetch_one("SELECT state FROM blobs WHERE digest = $1", params![digest]).await?;
+    if state == "deleting" {
+        return Err(StoreError::Conflict(format!(
+            "blob {digest} is being garbage-collected right now; retry in a few seconds"
+        )));
+    }
+    Ok(())
+}
