@@ -76,6 +76,20 @@ impl fmt::Debug for Digest {
     }
 }
 
+/// Serialized as its 64-character hex string.
+impl serde::Serialize for Digest {
+    fn serialize<S: serde::Serializer>(&self, serializer: S) -> Result<S::Ok, S::Error> {
+        serializer.serialize_str(&self.to_hex())
+    }
+}
+
+impl<'de> serde::Deserialize<'de> for Digest {
+    fn deserialize<D: serde::Deserializer<'de>>(deserializer: D) -> Result<Self, D::Error> {
+        let text = <std::borrow::Cow<'de, str>>::deserialize(deserializer)?;
+        text.parse().map_err(serde::de::Error::custom)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -87,6 +101,15 @@ mod tests {
         assert_eq!(d, Digest::of(b""));
         assert_eq!(d.to_string(), empty);
         assert_eq!(format!("{d:?}"), format!("Digest({empty})"));
+    }
+
+    #[test]
+    fn serializes_as_hex_string() {
+        let d = Digest::of(b"x");
+        let json = serde_json::to_string(&d).unwrap();
+        assert_eq!(json, format!("\"{d}\""));
+        assert_eq!(serde_json::from_str::<Digest>(&json).unwrap(), d);
+        assert!(serde_json::from_str::<Digest>("\"abc\"").is_err());
     }
 
     #[test]

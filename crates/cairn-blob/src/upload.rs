@@ -136,7 +136,9 @@ pub(crate) struct InOrderHashes {
 struct InOrder {
     next_part: u32,
     hasher: sha2::Sha256,
-    etags: Vec<String>,
+    /// Hash of the etags of the hashed parts, in order (a list could grow to 10 000 entries).
+    etags: sha2::Sha256,
+    hashed_parts: usize,
     busy: bool,
     poisoned: bool,
 }
@@ -151,7 +153,14 @@ impl InOrderHashes {
         if !map.contains_key(&id) && part == 1 && map.len() < MAX_TRACKED {
             map.insert(
                 id,
-                InOrder { next_part: 1, hasher: sha2::Sha256::new(), etags: Vec::new(), busy: false, poisoned: false },
+                InOrder {
+                    next_part: 1,
+                    hasher: sha2::Sha256::new(),
+                    etags: sha2::Sha256::new(),
+                    hashed_parts: 0,
+                    busy: false,
+                    poisoned: false,
+                },
             );
         }
         let hasher = match map.get_mut(&id) {
@@ -176,14 +185,27 @@ impl InOrderHashes {
         let state = self.uploads.lock().expect("hash map lock").remove(&id)?;
         let complete = !state.poisoned
             && !state.busy
-            && state.etags.len() == parts.len()
-            && state.etags.iter().zip(parts).all(|(etag, p)| *etag == p.etag);
+            && state.hashed_parts == parts.len()
+            && state.etags.finalize() == etag_chain(parts.iter().map(|p| p.etag.as_str())).finalize();
         complete.then(|| Digest::from_hasher(state.hasher))
     }
 
     pub fn forget(&self, id: Uuid) {
         self.uploads.lock().expect("hash map lock").remove(&id);
     }
+}
+
+fn add_etag(chain: &mut sha2::Sha256, etag: &str) {
+    chain.update((etag.len() as u64).to_be_bytes());
+    chain.update(etag.as_bytes());
+}
+
+fn etag_chain<'a>(etags: impl Iterator<Item = &'a str>) -> sha2::Sha256 {
+    let mut chain = sha2::Sha256::new();
+    for etag in etags {
+        add_etag(&mut chain, etag);
+    }
+    chain
 }
 
 pub(crate) struct HashTicket {
@@ -211,7 +233,8 @@ impl HashTicket {
             if s.next_part == self.part {
                 s.hasher = hasher;
                 s.next_part += 1;
-                s.etags.push(etag.to_string());
+                s.hashed_parts += 1;
+                add_etag(&mut s.etags, etag);
             }
         }
     }

@@ -66,9 +66,9 @@ async fn roundtrip(env: Env) {
             let stored = std::fs::read(env.stored_path(&d)).unwrap();
             assert!(stored.starts_with(b"CAIRNENC"));
             assert!(stored.len() > size, "{key}");
-            if size >= 1_000 {
-                assert!(!stored.windows(64).any(|w| w == &bytes[100..164]), "plaintext visible at rest");
-            }
+            // Ciphertext agrees with the plaintext at the same offset about once in 256 bytes.
+            let same = stored[40..].iter().zip(&bytes).take(8192).filter(|(a, b)| a == b).count();
+            assert!(same <= 8192.min(size) / 64, "plaintext visible at rest ({same} equal bytes)");
         } else {
             assert!(std::fs::read(env.stored_path(&d)).unwrap() == bytes);
         }
