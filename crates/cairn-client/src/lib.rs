@@ -2,7 +2,12 @@
 //! server's integration tests.
 //!
 //! Every method maps one route; errors carry the server's JSON error code and message so
-//! callers can show them as they are.
+//! callers can show them as they are. Model files (uploads in parts, downloads with ranges)
+//! are in [`files`]: bytes are streamed, never held whole in memory.
+
+pub mod files;
+
+pub use files::{Download, PartSpec, Progress, part_count, part_range};
 
 use cairn_api_types as api;
 use reqwest::{Method, StatusCode};
@@ -28,6 +33,21 @@ pub enum ClientError {
     /// A bad base URL.
     #[error("invalid server URL: {0}")]
     Url(String),
+    /// A local file could not be read.
+    #[error("cannot read {path}: {source}")]
+    Io {
+        /// The file.
+        path: String,
+        /// Why.
+        source: std::io::Error,
+    },
+    /// The caller asked for something impossible (a part a blob does not have, a file that
+    /// changed since it was hashed).
+    #[error("{0}")]
+    Usage(String),
+    /// The server answered in a way the protocol does not allow.
+    #[error("unexpected answer from the server: {0}")]
+    Protocol(String),
 }
 
 impl ClientError {
@@ -36,6 +56,24 @@ impl ClientError {
         match self {
             Self::Api { status, .. } => Some(*status),
             _ => None,
+        }
+    }
+
+    /// The Cairn error code of an API error (`not_found`, `digest_mismatch`, …).
+    pub fn code(&self) -> Option<&str> {
+        match self {
+            Self::Api { code, .. } => Some(code),
+            _ => None,
+        }
+    }
+
+    /// Whether trying the same request again may succeed: the connection broke, or the
+    /// server was busy or failing (5xx, 408, 429).
+    pub fn is_transient(&self) -> bool {
+        match self {
+            Self::Http(_) => true,
+            Self::Api { status, .. } => *status >= 500 || *status == 408 || *status == 429,
+            _ => false,
         }
     }
 }
@@ -112,20 +150,25 @@ impl Client {
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = req.send().await?;
-        let status = resp.status();
-        if status == StatusCode::NO_CONTENT {
+        let resp = Self::check(req.send().await?).await?;
+        if resp.status() == StatusCode::NO_CONTENT {
             return Ok(None);
         }
-        if !status.is_success() {
-            let text = resp.text().await.unwrap_or_default();
-            let (code, message) = match serde_json::from_str::<api::ErrorBody>(&text) {
-                Ok(e) => (e.error.code, e.error.message),
-                Err(_) => ("http_error".to_owned(), text.chars().take(500).collect()),
-            };
-            return Err(ClientError::Api { status: status.as_u16(), code, message });
-        }
         Ok(Some(resp.json().await?))
+    }
+
+    /// Turns an error status into [`ClientError::Api`] with the server's code and message.
+    async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+        let status = resp.status();
+        if status.is_success() {
+            return Ok(resp);
+        }
+        let text = resp.text().await.unwrap_or_default();
+        let (code, message) = match serde_json::from_str::<api::ErrorBody>(&text) {
+            Ok(e) => (e.error.code, e.error.message),
+            Err(_) => ("http_error".to_owned(), text.chars().take(500).collect()),
+        };
+        Err(ClientError::Api { status: status.as_u16(), code, message })
     }
 
     async fn get<T: DeserializeOwned>(&self, path: &str) -> Result<T, ClientError> {
