@@ -344,9 +344,14 @@ impl BlobStore {
                 )));
             }
         }
-        if !replace && self.inner.backend.head(Location::Blob(*d)).await?.is_some() {
-            self.inner.in_order.forget(data.id);
-            return self.inner.backend.discard(&staging).await;
+        if !replace && let Some(existing) = self.inner.backend.head(Location::Blob(*d)).await? {
+            // Deduplicate, unless the existing object cannot be this blob at all (truncated or
+            // overwritten), in which case the verified upload replaces it.
+            let plausible = existing.size == size || existing.size == encrypted_len(size, SEGMENT_SIZE);
+            if plausible {
+                self.inner.in_order.forget(data.id);
+                return self.inner.backend.discard(&staging).await;
+            }
         }
         let streamed = self.inner.in_order.take(data.id, &parts);
         self.inner.backend.seal(&staging, &parts).await?;
@@ -401,18 +406,21 @@ impl BlobStore {
     }
 
     /// Store a whole blob from one body, with the same verification and atomicity as an upload.
-    /// If the blob already exists with this size, the body is not read.
+    /// If the blob already exists with this size, the body is not read; if the stored copy is
+    /// damaged, the verified new one replaces it.
     pub async fn put<S>(&self, d: &Digest, size: u64, body: S) -> Result<()>
     where
         S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
     {
-        if let Some(info) = self.stat(d).await? {
-            if info.size != size {
-                return Err(BlobError::SizeMismatch { expected: info.size, actual: size });
-            }
-            return Ok(());
-        }
-        self.put_from(d, size, body.map_err(BlobError::Io), false).await
+        let replace = match self.stat(d).await {
+            Ok(Some(info)) if info.size == size => return Ok(()),
+            Ok(None) => false,
+            // The stored object and the caller disagree on the size, or the object is damaged:
+            // the upload's own verification decides, and only a verified blob replaces it.
+            Ok(Some(_)) | Err(BlobError::Corrupt { .. }) => true,
+            Err(e) => return Err(e),
+        };
+        self.put_from(d, size, body.map_err(BlobError::Io), replace).await
     }
 
     async fn put_from<S>(&self, d: &Digest, size: u64, mut body: S, replace: bool) -> Result<()>

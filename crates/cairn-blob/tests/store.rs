@@ -35,6 +35,7 @@ suite!(
     digest_mismatch_stores_nothing,
     wrong_part_bodies_are_rejected,
     parts_out_of_order_parallel_and_retried,
+    reuploaded_part_with_other_bytes_is_caught,
     abort_is_idempotent,
     range_reads,
     flipped_byte_is_never_served_complete,
@@ -245,6 +246,35 @@ async fn parts_out_of_order_parallel_and_retried(env: Env) {
     assert_eq!(store.verify(&d).await.unwrap(), VerifyOutcome::Ok);
 }
 
+/// Parts that arrived in order are hashed in memory; a part uploaded again afterwards must
+/// make completion read the staged object back rather than trust that hash.
+async fn reuploaded_part_with_other_bytes_is_caught(env: Env) {
+    let store = &env.store;
+    let bytes = data(env.multi_part_size(), 17);
+    let d = Digest::of(&bytes);
+    let size = bytes.len() as u64;
+    let (s2, e2) = part_bounds(&env, size, 2);
+    let upload_in_order = || async {
+        let h = store.start_upload(&d, size).await.unwrap();
+        let mut receipts = Vec::new();
+        for part in 1..=store.part_count(size) {
+            let (s, e) = part_bounds(&env, size, part);
+            receipts.push(store.put_part(&h, &d, size, part, body(&bytes[s..e])).await.unwrap());
+        }
+        (h, receipts)
+    };
+    let (h, mut receipts) = upload_in_order().await;
+    receipts[1] = store.put_part(&h, &d, size, 2, body(&data(e2 - s2, 99))).await.unwrap();
+    let err = store.complete_upload(&h, &d, size, &receipts).await.unwrap_err();
+    assert!(matches!(err, BlobError::DigestMismatch { .. }), "{err}");
+    assert_nothing_visible(&env, &d).await;
+    // The same sequence with the right bytes the second time completes (by reading back).
+    let (h, mut receipts) = upload_in_order().await;
+    receipts[1] = store.put_part(&h, &d, size, 2, body(&bytes[s2..e2])).await.unwrap();
+    store.complete_upload(&h, &d, size, &receipts).await.unwrap();
+    assert!(read(store, &d, None).await.unwrap() == bytes);
+}
+
 async fn abort_is_idempotent(env: Env) {
     let store = &env.store;
     let bytes = data(env.multi_part_size(), 6);
@@ -345,6 +375,19 @@ async fn truncated_object_is_corrupt(env: Env) {
     assert!(got.len() < bytes.len());
     assert!(matches!(err, Some(BlobError::Corrupt { .. })), "{err:?}");
     assert!(matches!(store.verify(&d).await.unwrap(), VerifyOutcome::Corrupt(_)));
+    // Uploading the blob again repairs it, one-shot or in parts.
+    put(store, &bytes).await;
+    assert_eq!(store.verify(&d).await.unwrap(), VerifyOutcome::Ok);
+    std::fs::write(&path, &stored[..stored.len() - 20]).unwrap();
+    let size = bytes.len() as u64;
+    let h = store.start_upload(&d, size).await.unwrap();
+    let mut receipts = Vec::new();
+    for part in 1..=store.part_count(size) {
+        let (s, e) = part_bounds(&env, size, part);
+        receipts.push(store.put_part(&h, &d, size, part, body(&bytes[s..e])).await.unwrap());
+    }
+    store.complete_upload(&h, &d, size, &receipts).await.unwrap();
+    assert!(read(store, &d, None).await.unwrap() == bytes);
 }
 
 async fn presign_only_for_plain_s3(env: Env) {
