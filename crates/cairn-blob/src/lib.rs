@@ -32,6 +32,8 @@
 //! # Ok(()) }
 //! ```
 
+#![warn(missing_docs)]
+
 mod backend;
 mod crypto;
 mod digest;
@@ -58,13 +60,28 @@ pub enum BlobError {
     NotFound(Digest),
     /// The data was longer or shorter than declared.
     #[error("size mismatch: expected {expected} bytes, got {actual}")]
-    SizeMismatch { expected: u64, actual: u64 },
+    SizeMismatch {
+        /// Bytes declared.
+        expected: u64,
+        /// Bytes received (or stored).
+        actual: u64,
+    },
     /// The uploaded bytes do not hash to the declared digest; nothing was stored.
     #[error("digest mismatch: the uploaded bytes hash to {actual}, not the declared {expected}; nothing was stored")]
-    DigestMismatch { expected: Digest, actual: Digest },
+    DigestMismatch {
+        /// The digest the upload was started for.
+        expected: Digest,
+        /// The digest of the bytes that arrived.
+        actual: Digest,
+    },
     /// The stored object is damaged (or was tampered with); it must not be served.
     #[error("blob {digest} is corrupt: {reason}")]
-    Corrupt { digest: Digest, reason: String },
+    Corrupt {
+        /// The damaged blob.
+        digest: Digest,
+        /// What was found wrong.
+        reason: String,
+    },
     /// A range that does not lie within the blob.
     #[error("invalid range: it must lie within the blob and not end before it starts")]
     InvalidRange,
@@ -137,9 +154,13 @@ pub struct S3Options {
     /// Endpoint of an S3-compatible service, e.g. `http://127.0.0.1:9000`. Plain HTTP is
     /// allowed only for loopback endpoints.
     pub endpoint: Option<String>,
+    /// AWS region, e.g. `us-east-1`.
     pub region: Option<String>,
+    /// Static credentials; without them `object_store` uses the environment's provider chain.
     pub access_key_id: Option<String>,
+    /// Never shown by `Debug`.
     pub secret_access_key: Option<String>,
+    /// Temporary-credential session token; never shown by `Debug`.
     pub session_token: Option<String>,
 }
 
@@ -209,8 +230,10 @@ pub enum VerifyOutcome {
 /// One committed blob, as [`BlobStore::list`] yields them.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ListedBlob {
+    /// The blob's name.
     pub digest: Digest,
     /// Bytes the stored object occupies (plaintext size plus encryption overhead, if any).
     pub stored_size: u64,
+    /// When the stored object was last written (published or re-encrypted).
     pub last_modified: std::time::SystemTime,
 }

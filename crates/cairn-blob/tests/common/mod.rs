@@ -78,49 +78,25 @@ impl Env {
             Kind::Local => None,
             Kind::S3 => Some(start_s3().await),
         };
-        let mut env = Env { kind, store: placeholder(&data_dir).await, data_dir, s3, key };
-        env.store = env.open(key.map(str::to_string).as_deref()).await.unwrap();
-        env
+        let store = open_store(kind, &data_dir, s3.as_ref(), key).await.unwrap();
+        Env { kind, store, data_dir, s3, key }
     }
 
-    /// Part size the tests use: small locally, S3's realistic minimum on S3.
     pub fn part_size(&self) -> u64 {
-        match self.kind {
-            Kind::Local => 2 * SEGMENT,
-            Kind::S3 => 5 * 1024 * 1024,
-        }
+        part_size(self.kind)
     }
 
     pub fn config(&self, key_file_content: Option<&str>) -> BlobConfig {
-        let encryption_key_file = key_file_content.map(|content| {
-            let path = self.data_dir.path().join(format!("key-{}", uuid::Uuid::new_v4()));
-            std::fs::write(&path, content).unwrap();
-            path
-        });
-        let url = match self.kind {
-            Kind::Local => None,
-            Kind::S3 => Some(format!("s3://{BUCKET}/models")),
-        };
-        BlobConfig { url, data_dir: self.data_dir.path().to_path_buf(), encryption_key_file }
+        config(self.kind, &self.data_dir, key_file_content)
     }
 
     pub fn options(&self) -> BlobOptions {
-        BlobOptions {
-            part_size: Some(self.part_size()),
-            s3: S3Options {
-                from_env: false,
-                endpoint: self.s3.as_ref().map(|s| s.endpoint.clone()),
-                region: Some("us-east-1".into()),
-                access_key_id: Some(ACCESS_KEY.into()),
-                secret_access_key: Some(SECRET_KEY.into()),
-                session_token: None,
-            },
-        }
+        options(self.kind, self.s3.as_ref())
     }
 
     /// Another store over the same storage, with this key file content (or none).
     pub async fn open(&self, key_file_content: Option<&str>) -> cairn_blob::Result<BlobStore> {
-        BlobStore::open_with(&self.config(key_file_content), &self.options()).await
+        open_store(self.kind, &self.data_dir, self.s3.as_ref(), key_file_content).await
     }
 
     /// Where the stored object of `d` lies on this machine's disk.
@@ -152,8 +128,48 @@ impl Env {
     }
 }
 
-async fn placeholder(dir: &tempfile::TempDir) -> BlobStore {
-    BlobStore::open(&BlobConfig::local(dir.path().join("unused"))).await.unwrap()
+/// Part size the tests use: small locally, S3's realistic minimum on S3.
+fn part_size(kind: Kind) -> u64 {
+    match kind {
+        Kind::Local => 2 * SEGMENT,
+        Kind::S3 => 5 * 1024 * 1024,
+    }
+}
+
+fn config(kind: Kind, data_dir: &tempfile::TempDir, key_file_content: Option<&str>) -> BlobConfig {
+    let encryption_key_file = key_file_content.map(|content| {
+        let path = data_dir.path().join(format!("key-{}", uuid::Uuid::new_v4()));
+        std::fs::write(&path, content).unwrap();
+        path
+    });
+    let url = match kind {
+        Kind::Local => None,
+        Kind::S3 => Some(format!("s3://{BUCKET}/models")),
+    };
+    BlobConfig { url, data_dir: data_dir.path().to_path_buf(), encryption_key_file }
+}
+
+fn options(kind: Kind, s3: Option<&S3Server>) -> BlobOptions {
+    BlobOptions {
+        part_size: Some(part_size(kind)),
+        s3: S3Options {
+            from_env: false,
+            endpoint: s3.map(|s| s.endpoint.clone()),
+            region: Some("us-east-1".into()),
+            access_key_id: Some(ACCESS_KEY.into()),
+            secret_access_key: Some(SECRET_KEY.into()),
+            session_token: None,
+        },
+    }
+}
+
+async fn open_store(
+    kind: Kind,
+    data_dir: &tempfile::TempDir,
+    s3: Option<&S3Server>,
+    key_file_content: Option<&str>,
+) -> cairn_blob::Result<BlobStore> {
+    BlobStore::open_with(&config(kind, data_dir, key_file_content), &options(kind, s3)).await
 }
 
 /// Deterministic pseudo-random bytes.
