@@ -642,3 +642,54 @@ async fn file_url_is_a_local_directory() {
     assert!(root.join("sha256").join(&d.to_string()[..2]).join(d.to_string()).is_file());
     assert_eq!(store.describe(), format!("local {}", root.display()));
 }
+
+/// `BlobStore::open` takes S3 settings from the `AWS_*` environment (as `cairn serve` does) and
+/// allows plain HTTP to a loopback endpoint. The environment is per process, so the check runs
+/// in a child process of this test binary.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn open_reads_the_aws_environment() {
+    let s3 = start_s3().await;
+    let endpoint = s3.endpoint.clone();
+    let output = tokio::task::spawn_blocking(move || {
+        std::process::Command::new(std::env::current_exe().unwrap())
+            .args(["--exact", "environment_child", "--ignored", "--test-threads=1"])
+            .env("CAIRN_BLOB_TEST_CHILD", "1")
+            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
+            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ENDPOINT_URL", endpoint)
+            .env_remove("AWS_SESSION_TOKEN")
+            .env_remove("AWS_PROFILE")
+            .output()
+            .unwrap()
+    })
+    .await
+    .unwrap();
+    assert!(
+        output.status.success(),
+        "child failed ({}):\n{}\n{}",
+        output.status,
+        String::from_utf8_lossy(&output.stdout),
+        String::from_utf8_lossy(&output.stderr)
+    );
+    assert!(s3.root.path().join(BUCKET).join("from-env/sha256").is_dir());
+}
+
+#[tokio::test]
+#[ignore = "run by open_reads_the_aws_environment in a child process"]
+async fn environment_child() {
+    if std::env::var_os("CAIRN_BLOB_TEST_CHILD").is_none() {
+        return;
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = cairn_blob::BlobConfig {
+        url: Some(format!("s3://{BUCKET}/from-env")),
+        data_dir: dir.path().to_path_buf(),
+        encryption_key_file: None,
+    };
+    let store = cairn_blob::BlobStore::open(&cfg).await.unwrap();
+    assert_eq!(store.describe(), format!("s3 {BUCKET}/from-env"));
+    store.ping().await.unwrap();
+    let d = put(&store, b"settings from the environment").await;
+    assert_eq!(read(&store, &d, None).await.unwrap(), b"settings from the environment");
+}

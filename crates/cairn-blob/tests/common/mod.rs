@@ -14,9 +14,9 @@ use sha2::Digest as _;
 pub const K1: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 pub const K2: &str = "8f3a9c2e71d4b6058a1e3f7c9d2b4a6e8c0f1e3d5b7a9c2e4f6a8b0d1c3e5f70";
 pub const SEGMENT: u64 = 64 * 1024;
-const BUCKET: &str = "cairn";
-const ACCESS_KEY: &str = "cairn-test";
-const SECRET_KEY: &str = "cairn-test-secret-key";
+pub const BUCKET: &str = "cairn";
+pub const ACCESS_KEY: &str = "cairn-test";
+pub const SECRET_KEY: &str = "cairn-test-secret-key";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
