@@ -8,6 +8,7 @@ use axum::body::Body;
 use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderName, HeaderValue, Request, Response, StatusCode, header};
 use axum::middleware;
+use cairn_blob::{BlobConfig, BlobOptions, BlobStore};
 use cairn_store::Store;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
@@ -33,6 +34,8 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Recently verified API keys.
     pub keys: Arc<KeyCache>,
+    /// Model files.
+    pub blobs: BlobStore,
 }
 
 impl AppState {
@@ -42,8 +45,10 @@ impl AppState {
         i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
     }
 
-    /// Builds the state: loads (or creates) the page-token key shared by all replicas.
-    pub async fn new(store: Store, settings: Settings) -> Result<Self, cairn_store::StoreError> {
+    /// Builds the state: opens the blob store and loads (or creates) the page-token key
+    /// shared by all replicas.
+    pub async fn new(store: Store, settings: Settings) -> anyhow::Result<Self> {
+        let blobs = open_blobs(&settings).await?;
         let key = store
             .get_or_create_secret("page_token_key", || {
                 let mut k = [0u8; 32];
@@ -52,8 +57,19 @@ impl AppState {
             })
             .await?;
         let key = hex::decode(&key).unwrap_or_else(|_| key.into_bytes());
-        Ok(Self { store, page_tokens: PageTokens::new(key), settings: Arc::new(settings), keys: Arc::default() })
+        Ok(Self { store, page_tokens: PageTokens::new(key), settings: Arc::new(settings), keys: Arc::default(), blobs })
     }
+}
+
+/// Opens the blob store the settings describe.
+pub async fn open_blobs(settings: &Settings) -> anyhow::Result<BlobStore> {
+    let cfg = BlobConfig {
+        url: settings.blob_url.clone(),
+        data_dir: settings.data_dir.clone(),
+        encryption_key_file: settings.encryption_key_file.clone(),
+    };
+    let options = BlobOptions { part_size: Some(settings.upload_part_size), ..BlobOptions::from_env() };
+    BlobStore::open_with(&cfg, &options).await.map_err(|e| anyhow::anyhow!("cannot open the blob store: {e}"))
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

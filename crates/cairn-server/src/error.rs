@@ -83,6 +83,8 @@ impl From<StoreError> for ApiError {
             StoreError::NotFound(m) => Self::not_found(m),
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "already_exists", m),
             StoreError::Invalid(m) => Self::invalid(m),
+            StoreError::MissingBlobs(m) => Self::new(StatusCode::CONFLICT, "missing_blobs", m),
+            StoreError::Busy(m) => Self::new(StatusCode::CONFLICT, "busy", m),
             StoreError::Filter(e) => e.into(),
             other => {
                 tracing::error!(error = %other, "store failure");
@@ -180,3 +182,32 @@ where
 
 /// The result type of handlers.
 pub type ApiResult<T> = Result<T, ApiError>;
+
+impl From<cairn_blob::BlobError> for ApiError {
+    fn from(e: cairn_blob::BlobError) -> Self {
+        use cairn_blob::BlobError as B;
+        match e {
+            B::SizeMismatch { .. } | B::InvalidPart(_) => {
+                Self::new(StatusCode::BAD_REQUEST, "invalid_part", e.to_string())
+            }
+            B::DigestMismatch { .. } => Self::new(StatusCode::UNPROCESSABLE_ENTITY, "digest_mismatch", e.to_string()),
+            B::InvalidRange => Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "invalid_range", e.to_string()),
+            B::NotFound(_) | B::Corrupt { .. } => {
+                tracing::error!(error = %e, "blob store integrity failure");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "blob_unavailable",
+                    "the stored file is missing or damaged; an administrator should run `cairn admin fsck`",
+                )
+            }
+            other => {
+                tracing::error!(error = %other, "blob store failure");
+                Self::new(
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "internal",
+                    "internal error; the server log has details under this request's id",
+                )
+            }
+        }
+    }
+}

@@ -14,6 +14,7 @@ pub mod page_token;
 pub mod routes;
 pub mod serve;
 pub mod settings;
+pub mod uploads;
 
 pub use app::{AppState, build_router};
 pub use settings::{LogFormat, Settings, SettingsOverrides};

@@ -116,6 +116,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let store = open_store(&settings).await?;
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let state = AppState::new(store.clone(), settings).await?;
+    let sweeper = tokio::spawn(sweep_forever(state.clone()));
     let app = build_router(state);
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -143,9 +144,21 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         }
     }
+    sweeper.abort();
     store.close().await;
     tracing::info!("stopped");
     Ok(())
+}
+
+/// Removes expired uploads and abandoned parts once a minute.
+async fn sweep_forever(state: AppState) {
+    let mut tick = tokio::time::interval(Duration::from_secs(60));
+    loop {
+        tick.tick().await;
+        if let Err(e) = crate::uploads::sweep(&state).await {
+            tracing::warn!(error = %e.message, "upload sweep failed");
+        }
+    }
 }
 
 async fn shutdown_signal() {

@@ -45,6 +45,18 @@ pub struct Settings {
     pub bootstrap_admin_password: Option<String>,
     /// An admin API key to create at start, 32+ characters (`CAIRN_BOOTSTRAP_ADMIN_TOKEN`).
     pub bootstrap_admin_token: Option<String>,
+    /// Where model files live: `file:///dir` or `s3://bucket/prefix` (`CAIRN_BLOB_URL`); default: `blobs` under the data dir.
+    pub blob_url: Option<String>,
+    /// Encrypt model files at rest with the keys in this file (`CAIRN_ENCRYPTION_KEY_FILE`).
+    pub encryption_key_file: Option<PathBuf>,
+    /// Largest total size of one push, in bytes (`CAIRN_MAX_UPLOAD_BYTES`, default 1 TiB).
+    pub max_upload_bytes: u64,
+    /// Part size of uploads in bytes, a multiple of 64 KiB, at least 5 MiB on S3 (`CAIRN_UPLOAD_PART_SIZE`).
+    pub upload_part_size: u64,
+    /// How long an upload may stay uncommitted, in seconds (`CAIRN_UPLOAD_EXPIRY_SECS`).
+    pub upload_expiry_secs: u64,
+    /// Redirect downloads to presigned S3 URLs when the store allows it (`CAIRN_BLOB_PRESIGN`).
+    pub blob_presign: bool,
 }
 
 impl Default for Settings {
@@ -61,6 +73,12 @@ impl Default for Settings {
             db_max_connections: 16,
             bootstrap_admin_password: None,
             bootstrap_admin_token: None,
+            blob_url: None,
+            encryption_key_file: None,
+            max_upload_bytes: 1 << 40,
+            upload_part_size: 16 * 1024 * 1024,
+            upload_expiry_secs: 86_400,
+            blob_presign: false,
         }
     }
 }
@@ -81,6 +99,12 @@ impl fmt::Debug for Settings {
             .field("db_max_connections", &self.db_max_connections)
             .field("bootstrap_admin_password", &redact(&self.bootstrap_admin_password))
             .field("bootstrap_admin_token", &redact(&self.bootstrap_admin_token))
+            .field("blob_url", &self.blob_url.as_deref().map(redact_url))
+            .field("encryption_key_file", &self.encryption_key_file)
+            .field("max_upload_bytes", &self.max_upload_bytes)
+            .field("upload_part_size", &self.upload_part_size)
+            .field("upload_expiry_secs", &self.upload_expiry_secs)
+            .field("blob_presign", &self.blob_presign)
             .finish()
     }
 }
@@ -134,6 +158,24 @@ pub struct SettingsOverrides {
     /// See [`Settings::bootstrap_admin_token`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub bootstrap_admin_token: Option<String>,
+    /// See [`Settings::blob_url`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blob_url: Option<String>,
+    /// See [`Settings::encryption_key_file`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub encryption_key_file: Option<PathBuf>,
+    /// See [`Settings::max_upload_bytes`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub max_upload_bytes: Option<u64>,
+    /// See [`Settings::upload_part_size`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_part_size: Option<u64>,
+    /// See [`Settings::upload_expiry_secs`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub upload_expiry_secs: Option<u64>,
+    /// See [`Settings::blob_presign`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub blob_presign: Option<bool>,
 }
 
 /// Settings could not be loaded.
@@ -178,6 +220,12 @@ impl Settings {
         if self.max_json_bytes < 1024 {
             return Err(SettingsError("max_json_bytes must be at least 1024".into()));
         }
+        if self.upload_part_size < 64 * 1024 || !self.upload_part_size.is_multiple_of(64 * 1024) {
+            return Err(SettingsError("upload_part_size must be a multiple of 65536 bytes (64 KiB)".into()));
+        }
+        if self.upload_expiry_secs < 60 {
+            return Err(SettingsError("upload_expiry_secs must be at least 60".into()));
+        }
         if self.request_timeout_secs == 0 {
             return Err(SettingsError("request_timeout_secs must be at least 1".into()));
         }
@@ -205,6 +253,12 @@ const ENV_KEYS: &[&str] = &[
     "db_max_connections",
     "bootstrap_admin_password",
     "bootstrap_admin_token",
+    "blob_url",
+    "encryption_key_file",
+    "max_upload_bytes",
+    "upload_part_size",
+    "upload_expiry_secs",
+    "blob_presign",
 ];
 
 #[cfg(test)]

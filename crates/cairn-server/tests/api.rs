@@ -348,7 +348,11 @@ async fn every_api_route_refuses_anonymous_callers() {
             .replace("{name}", "m")
             .replace("{version}", "1")
             .replace("{alias}", "prod")
-            .replace("{key}", "k");
+            .replace("{key}", "k")
+            .replace("{path}", "dir/file.bin")
+            .replace("{upload_id}", "0190")
+            .replace("{sha256}", &"a".repeat(64))
+            .replace("{part}", "0");
         assert!(!concrete.contains('{'), "unfilled parameter in {path}");
         let ops = [
             (Method::GET, item.get.is_some()),

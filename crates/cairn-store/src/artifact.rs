@@ -282,7 +282,7 @@ impl Store {
             )
             .await?;
         if n == 0 {
-            return Err(StoreError::Conflict(format!(
+            return Err(StoreError::Busy(format!(
                 "the upload of blob {digest} is being completed or was abandoned; ask for its status and retry"
             )));
         }
@@ -353,6 +353,19 @@ impl Store {
         tx.commit().await
     }
 
+    /// The part receipts of a blob turned out stale (two writers sent the same part at
+    /// once): forget them and reopen the upload, so the parts are sent again.
+    pub async fn reopen_blob_upload(&self, digest: &str) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        conn.execute("DELETE FROM blob_upload_parts WHERE digest = $1", params![digest]).await?;
+        conn.execute("UPDATE blob_uploads SET state = 'open', updated_at = $1 WHERE digest = $2", params![now, digest])
+            .await?;
+        conn.execute("DELETE FROM blobs WHERE digest = $1 AND state = 'pending'", params![digest]).await?;
+        tx.commit().await
+    }
+
     /// Completing a blob failed (wrong bytes, or an error): its parts are forgotten so that
     /// the next attempt starts clean, and a `pending` row is dropped.
     pub async fn blob_failed(&self, digest: &str) -> Result<(), StoreError> {
@@ -409,7 +422,7 @@ impl Store {
             .await?;
         if !missing.is_empty() {
             let list: Vec<&str> = missing.iter().map(|m| m.0.as_str()).collect();
-            return Err(StoreError::Conflict(format!(
+            return Err(StoreError::MissingBlobs(format!(
                 "missing blobs: upload these first (sha256): {}",
                 list.join(", ")
             )));
@@ -614,7 +627,7 @@ async fn mark_pending(conn: &mut Conn<'_>, now: i64, digest: &str, size: i64) ->
     .await?;
     let (state,): (String,) = conn.fetch_one("SELECT state FROM blobs WHERE digest = $1", params![digest]).await?;
     if state == "deleting" {
-        return Err(StoreError::Conflict(format!(
+        return Err(StoreError::Busy(format!(
             "blob {digest} is being garbage-collected right now; retry in a few seconds"
         )));
     }

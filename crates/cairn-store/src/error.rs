@@ -7,6 +7,13 @@ pub enum StoreError {
     /// The thing to create exists already, or a change conflicts with current state.
     #[error("{0}")]
     Conflict(String),
+    /// A commit references blobs that were never uploaded; the message lists them.
+    #[error("{0}")]
+    MissingBlobs(String),
+    /// Another operation holds the thing right now (completion, garbage collection);
+    /// retrying shortly succeeds.
+    #[error("{0}")]
+    Busy(String),
     /// The request is well-formed but not acceptable (e.g. a bad filter).
     #[error("{0}")]
     Invalid(String),

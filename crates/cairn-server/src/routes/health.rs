@@ -1,4 +1,4 @@
-//! `/healthz` (the process is up) and `/readyz` (database and data directory reachable).
+//! `/healthz` (the process is up) and `/readyz` (database, data directory and blob store reachable).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -20,7 +20,11 @@ async fn healthz() -> Json<Value> {
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
     let db = state.store.ping().await;
     let data_dir = tokio::fs::metadata(&state.settings.data_dir).await;
-    let ready = db.is_ok() && data_dir.as_ref().is_ok_and(|m| m.is_dir());
+    let blobs = state.blobs.ping().await;
+    let ready = db.is_ok() && blobs.is_ok() && data_dir.as_ref().is_ok_and(|m| m.is_dir());
+    if let Err(e) = &blobs {
+        tracing::warn!(error = %e, "readiness: blob store unreachable");
+    }
     let status = if ready { StatusCode::OK } else { StatusCode::SERVICE_UNAVAILABLE };
     if let Err(e) = &db {
         tracing::warn!(error = %e, "readiness: database unreachable");
@@ -31,6 +35,7 @@ async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
             "status": if ready { "ready" } else { "unavailable" },
             "database": if db.is_ok() { "ok" } else { "unreachable" },
             "data_dir": if data_dir.is_ok() { "ok" } else { "missing" },
+            "blob_store": if blobs.is_ok() { "ok" } else { "unreachable" },
         })),
     )
 }

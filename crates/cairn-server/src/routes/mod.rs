@@ -4,6 +4,7 @@
 pub mod account;
 pub mod aliases;
 pub mod audit;
+pub mod files;
 pub mod health;
 pub mod models;
 pub mod namespaces;
@@ -26,10 +27,12 @@ use crate::error::ApiError;
         description = "Native API of Cairn, a security-first registry for machine-learning models with model cards as code. Every route needs `Authorization: Bearer <api key>`."
     ),
     modifiers(&BearerAuth),
+    paths(files::download_file),
     security(("bearer" = [])),
     tags(
         (name = "models", description = "Models: namespace/name, description, tags"),
         (name = "versions", description = "Versions: numbered 1, 2, 3 … per model"),
+        (name = "files", description = "Model files: uploads, downloads and manifests (docs/ARTIFACTS.md)"),
         (name = "aliases", description = "Movable names for versions (model@champion)"),
         (name = "namespaces", description = "Teams that own models"),
         (name = "account", description = "The caller, users and API keys"),
@@ -59,6 +62,17 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(versions::list_versions, versions::create_version))
         .routes(routes!(versions::get_version, versions::update_version, versions::delete_version))
         .routes(routes!(versions::set_version_tag, versions::delete_version_tag))
+        .routes(routes!(files::create_upload))
+        .routes(routes!(files::get_upload, files::delete_upload))
+        .routes(routes!(files::put_part))
+        .routes(routes!(files::commit_upload))
+        .routes(routes!(files::list_files))
+        .routes(routes!(files::get_manifest))
+        // A file path has slashes: route it as a wildcard (documented through `ApiDoc`).
+        .route(
+            "/api/v1/models/{namespace}/{name}/versions/{version}/files/{*path}",
+            axum::routing::get(files::download_file),
+        )
         .routes(routes!(aliases::list_aliases))
         .routes(routes!(aliases::get_alias, aliases::set_alias, aliases::delete_alias))
         .routes(routes!(namespaces::list_namespaces, namespaces::create_namespace))

@@ -33,6 +33,24 @@ pub struct ListVersionsQuery {
 
 const SOURCE_MAX: usize = 4096;
 
+/// Checks what a caller gives for a new version.
+pub(crate) fn new_version(
+    description: String,
+    source: String,
+    run_id: String,
+    metadata: serde_json::Value,
+    tags: std::collections::BTreeMap<String, String>,
+) -> Result<NewVersion, ApiError> {
+    check_description(&description)?;
+    if source.len() > SOURCE_MAX || run_id.len() > 256 {
+        return Err(ApiError::invalid(format!("source must be at most {SOURCE_MAX} bytes and run_id at most 256")));
+    }
+    if !(metadata.is_object() || metadata.is_null()) {
+        return Err(ApiError::invalid("metadata must be a JSON object"));
+    }
+    Ok(NewVersion { description, source, run_id, metadata, tags: parse_tags(tags)? })
+}
+
 /// List the versions of a model.
 #[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/versions", tag = "versions",
     params(("namespace" = String, Path), ("name" = String, Path), ListVersionsQuery),
@@ -75,20 +93,7 @@ pub async fn create_version(
 ) -> ApiResult<(StatusCode, Json<api::Version>)> {
     authorize(&state, &caller, Action::Write, "version.create", &format!("model:{namespace}/{name}")).await?;
     let model = model_ref(&namespace, &name)?;
-    check_description(&body.description)?;
-    if body.source.len() > SOURCE_MAX || body.run_id.len() > 256 {
-        return Err(ApiError::invalid(format!("source must be at most {SOURCE_MAX} bytes and run_id at most 256")));
-    }
-    if !(body.metadata.is_object() || body.metadata.is_null()) {
-        return Err(ApiError::invalid("metadata must be a JSON object"));
-    }
-    let new = NewVersion {
-        description: body.description,
-        source: body.source,
-        run_id: body.run_id,
-        metadata: body.metadata,
-        tags: parse_tags(body.tags)?,
-    };
+    let new = new_version(body.description, body.source, body.run_id, body.metadata, body.tags)?;
     let v = state.store.create_version(&caller.audit, &model, &new).await?;
     Ok((StatusCode::CREATED, Json(convert::version(v))))
 }

@@ -1,0 +1,483 @@
+//! Model files over the real HTTP API, on SQLite and PostgreSQL: the upload protocol of
+//! docs/ARTIFACTS.md, downloads, and the bad inputs each step must refuse without losing
+//! anything.
+
+use cairn_core::{FileEntry, FilePath, Manifest};
+use cairn_test_utils::{Backend, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+use sha2::{Digest, Sha256};
+
+const PART: usize = 64 * 1024;
+
+async fn start(backend: Backend, test: &str) -> Option<TestServer> {
+    TestServer::start_with(backend, test, |s| {
+        s.upload_part_size = PART as u64;
+        s.max_upload_bytes = 10 * 1024 * 1024;
+    })
+    .await
+}
+
+macro_rules! both {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(s) = super::start(cairn_test_utils::Backend::Sqlite, stringify!($name)).await {
+                    super::$name(&s).await;
+                    s.stop().await;
+                }
+            }
+        )* }
+        mod postgres { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(s) = super::start(cairn_test_utils::Backend::Postgres, stringify!($name)).await {
+                    super::$name(&s).await;
+                    s.stop().await;
+                }
+            }
+        )* }
+    };
+}
+
+both!(
+    push_download_and_dedup,
+    bad_declarations_are_refused,
+    bad_parts_keep_nothing,
+    commit_needs_every_blob,
+    uploads_belong_to_their_creator,
+    concurrent_pushes_of_the_same_files,
+    corrupt_blob_is_never_served_whole,
+);
+
+fn sha(data: &[u8]) -> String {
+    hex::encode(Sha256::digest(data))
+}
+
+/// Deterministic bytes that differ per seed.
+fn bytes(len: usize, seed: u8) -> Vec<u8> {
+    (0..len).map(|i| (i as u32).wrapping_mul(2_654_435_761).rotate_left(u32::from(seed) % 31) as u8 ^ seed).collect()
+}
+
+async fn call(s: &TestServer, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    call_as(s, &s.token, method, path, body).await
+}
+
+async fn call_as(s: &TestServer, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new().request(method, format!("{}{path}", s.url)).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let status = resp.status();
+    let text = resp.text().await.unwrap();
+    (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
+}
+
+async fn put_part(s: &TestServer, upload: &str, digest: &str, part: usize, data: Vec<u8>) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .put(format!("{}/api/v1/uploads/{upload}/blobs/{digest}/parts/{part}", s.url))
+        .bearer_auth(&s.token)
+        .body(data)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap())
+}
+
+async fn make_model(s: &TestServer, name: &str) {
+    let (st, v) = call(s, Method::POST, "/api/v1/models", Some(json!({"name": name}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+}
+
+fn declare(files: &[(&str, &[u8])]) -> Value {
+    json!({"files": files.iter().map(|(p, d)| json!({"path": p, "size": d.len(), "sha256": sha(d)})).collect::<Vec<_>>()})
+}
+
+fn manifest_digest(files: &[(&str, &[u8])]) -> String {
+    let entries = files
+        .iter()
+        .map(|(p, d)| FileEntry { path: FilePath::parse(p).unwrap(), size: d.len() as u64, sha256: sha(d) })
+        .collect();
+    Manifest::new(entries).unwrap().digest()
+}
+
+/// Uploads every part the status says is missing, in reverse order (the server must not
+/// care about order).
+async fn upload_missing(s: &TestServer, status: &Value, files: &[(&str, &[u8])]) {
+    upload_missing_racing(s, status, files, false).await;
+}
+
+/// [`upload_missing`], for a client racing another one over the same blobs: `busy` answers
+/// (the other client is assembling the blob) are expected.
+async fn upload_missing_racing(s: &TestServer, status: &Value, files: &[(&str, &[u8])], racing: bool) {
+    let id = status["upload_id"].as_str().unwrap();
+    let part_size = status["part_size"].as_u64().unwrap() as usize;
+    for blob in status["blobs"].as_array().unwrap() {
+        if blob["present"].as_bool().unwrap() {
+            continue;
+        }
+        let digest = blob["sha256"].as_str().unwrap();
+        let data = files.iter().find(|(_, d)| sha(d) == digest).unwrap().1;
+        let have: Vec<u64> = blob["parts_received"].as_array().unwrap().iter().map(|p| p.as_u64().unwrap()).collect();
+        let parts = blob["parts"].as_u64().unwrap() as usize;
+        for n in (0..parts).rev() {
+            if have.contains(&(n as u64)) {
+                continue;
+            }
+            let chunk = data[(n * part_size).min(data.len())..((n + 1) * part_size).min(data.len())].to_vec();
+            let (st, v) = put_part(s, id, digest, n, chunk).await;
+            assert!(st == StatusCode::OK || (racing && v["error"]["code"] == "busy"), "{st} {v}");
+        }
+    }
+}
+
+async fn download(s: &TestServer, path: &str, headers: &[(&str, &str)]) -> reqwest::Response {
+    let mut req = reqwest::Client::new().get(format!("{}{path}", s.url)).bearer_auth(&s.token);
+    for (k, v) in headers {
+        req = req.header(*k, *v);
+    }
+    req.send().await.unwrap()
+}
+
+async fn push_download_and_dedup(s: &TestServer) {
+    make_model(s, "team/bert").await;
+    let big = bytes(PART * 3 + 1234, 1);
+    let files: Vec<(&str, &[u8])> = vec![
+        ("config.json", b"{\"a\":1}"),
+        ("weights/model.bin", &big),
+        ("empty.txt", b""),
+        ("weights/dup.bin", b"{\"a\":1}"),
+    ];
+    let (st, status) = call(s, Method::POST, "/api/v1/models/team/bert/uploads", Some(declare(&files))).await;
+    assert_eq!(st, StatusCode::CREATED, "{status}");
+    assert_eq!(status["part_size"], PART);
+    let blobs = status["blobs"].as_array().unwrap();
+    assert_eq!(blobs.len(), 3, "identical files are one blob: {status}");
+    let big_status = blobs.iter().find(|b| b["sha256"] == sha(&big)).unwrap();
+    assert_eq!(big_status["parts"], 4);
+    assert_eq!(big_status["present"], false);
+    let id = status["upload_id"].as_str().unwrap().to_owned();
+
+    // One part, then the status reports it; the rest follows out of order.
+    let (st, v) = put_part(s, &id, &sha(&big), 1, big[PART..2 * PART].to_vec()).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    assert_eq!(v["complete"], false);
+    let (_, again) = call(s, Method::GET, &format!("/api/v1/uploads/{id}"), None).await;
+    let b = again["blobs"].as_array().unwrap().iter().find(|b| b["sha256"] == sha(&big)).unwrap().clone();
+    assert_eq!(b["parts_received"], json!([1]));
+    upload_missing(s, &again, &files).await;
+
+    let commit = json!({"description": "first", "tags": {"stage": "dev"}, "aliases": ["champion"]});
+    let (st, v) = call(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(commit.clone())).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["version"], 1);
+    assert_eq!(v["digest"], manifest_digest(&files));
+    assert_eq!(v["file_count"], 4);
+    assert_eq!(v["size"], (big.len() + 14) as u64);
+    assert_eq!(v["aliases"], json!(["champion"]));
+    assert_eq!(v["tags"]["stage"], "dev");
+    // A retried commit answers with the same version instead of making another.
+    let (st, v2) = call(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(commit)).await;
+    assert_eq!(st, StatusCode::OK, "{v2}");
+    assert_eq!(v2["version"], 1);
+
+    // Files, manifest, downloads.
+    let (st, listing) = call(s, Method::GET, "/api/v1/models/team/bert/versions/@champion/files", None).await;
+    assert_eq!(st, StatusCode::OK);
+    let paths: Vec<&str> = listing["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();
+    assert_eq!(paths, ["config.json", "empty.txt", "weights/dup.bin", "weights/model.bin"]);
+    let resp = download(s, "/api/v1/models/team/bert/versions/1/manifest", &[]).await;
+    let manifest = resp.bytes().await.unwrap();
+    assert_eq!(format!("sha256:{}", sha(&manifest)), manifest_digest(&files));
+    for (path, data) in &files {
+        let resp = download(s, &format!("/api/v1/models/team/bert/versions/1/files/{path}"), &[]).await;
+        assert_eq!(resp.status(), StatusCode::OK, "{path}");
+        assert_eq!(resp.headers()["etag"], format!("\"{}\"", sha(data)).as_str());
+        assert_eq!(resp.headers()["content-length"], data.len().to_string().as_str());
+        assert_eq!(resp.bytes().await.unwrap().as_ref(), *data, "{path}");
+    }
+    let file = "/api/v1/models/team/bert/versions/@champion/files/weights/model.bin";
+    let resp = download(s, file, &[("range", "bytes=65530-65545")]).await;
+    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+    assert_eq!(resp.headers()["content-range"], format!("bytes 65530-65545/{}", big.len()).as_str());
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &big[65530..65546]);
+    let resp = download(s, file, &[("range", "bytes=-10")]).await;
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), &big[big.len() - 10..]);
+    let resp = download(s, file, &[("range", &format!("bytes={}-", big.len()))]).await;
+    assert_eq!(resp.status(), StatusCode::RANGE_NOT_SATISFIABLE);
+    assert_eq!(resp.headers()["content-range"], format!("bytes */{}", big.len()).as_str());
+    let etag = format!("\"{}\"", sha(&big));
+    let resp = download(s, file, &[("if-none-match", &etag)]).await;
+    assert_eq!(resp.status(), StatusCode::NOT_MODIFIED);
+    for missing in
+        ["/api/v1/models/team/bert/versions/1/files/nope", "/api/v1/models/team/bert/versions/9/files/config.json"]
+    {
+        assert_eq!(download(s, missing, &[]).await.status(), StatusCode::NOT_FOUND, "{missing}");
+    }
+    assert_eq!(
+        download(s, "/api/v1/models/team/bert/versions/1/files/weights%5Cconfig.json", &[]).await.status(),
+        StatusCode::BAD_REQUEST
+    );
+
+    // The same tree again: nothing to send, a new version with the same digest.
+    let (st, status) = call(s, Method::POST, "/api/v1/models/team/bert/uploads", Some(declare(&files))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert!(status["blobs"].as_array().unwrap().iter().all(|b| b["present"] == true), "{status}");
+    let id = status["upload_id"].as_str().unwrap();
+    let (st, v) = call(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    assert_eq!(v["version"], 2);
+    assert_eq!(v["digest"], manifest_digest(&files));
+    // A version made without files has the empty manifest.
+    let (_, v) = call(s, Method::POST, "/api/v1/models/team/bert/versions", Some(json!({}))).await;
+    assert_eq!(v["digest"], manifest_digest(&[]));
+    assert_eq!(v["file_count"], 0);
+}
+
+async fn bad_declarations_are_refused(s: &TestServer) {
+    make_model(s, "team/m").await;
+    let url = "/api/v1/models/team/m/uploads";
+    let d = sha(b"x");
+    for path in ["../x", "/etc/passwd", "a\\b", "a\u{0}b", "a//b", "a/./b", ".", "C:\\x", ""] {
+        let (st, v) =
+            call(s, Method::POST, url, Some(json!({"files": [{"path": path, "size": 1, "sha256": d}]}))).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{path:?}: {v}");
+        assert_eq!(v["error"]["code"], "invalid_path", "{path:?}: {v}");
+    }
+    for files in [
+        json!([{"path": "a", "size": 1, "sha256": d}, {"path": "a", "size": 1, "sha256": d}]),
+        json!([{"path": "README.md", "size": 1, "sha256": d}, {"path": "readme.md", "size": 1, "sha256": d}]),
+        json!([{"path": "a", "size": 1, "sha256": d}, {"path": "a/b", "size": 1, "sha256": d}]),
+    ] {
+        let (st, v) = call(s, Method::POST, url, Some(json!({ "files": files }))).await;
+        assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_path")), "{v}");
+    }
+    for body in [
+        json!({"files": [{"path": "a", "size": 1, "sha256": "XYZ"}]}),
+        json!({"files": [{"path": "a", "size": 1, "sha256": d}, {"path": "b", "size": 2, "sha256": d}]}),
+        json!({"files": [{"path": "a", "size": -1, "sha256": d}]}),
+        json!({"files": [{"path": "a", "size": 1, "sha256": d, "mode": 7}]}),
+        json!({"fils": []}),
+    ] {
+        let (st, v) = call(s, Method::POST, url, Some(body.clone())).await;
+        assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {v}");
+    }
+    let (st, v) =
+        call(s, Method::POST, url, Some(json!({"files": [{"path": "huge", "size": 11u64 << 20, "sha256": d}]}))).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")), "{v}");
+    let (st, _) = call(s, Method::POST, "/api/v1/models/team/nope/uploads", Some(json!({"files": []}))).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    // Nothing was recorded by any of these.
+    let (_, events) = call(s, Method::GET, "/api/v1/audit/events?action=upload.create", None).await;
+    assert_eq!(events["events"].as_array().map_or(0, Vec::len), 0, "{events}");
+}
+
+async fn bad_parts_keep_nothing(s: &TestServer) {
+    make_model(s, "team/m").await;
+    let big = bytes(PART * 2 + 10, 7);
+    let small = b"small file".to_vec();
+    let files: Vec<(&str, &[u8])> = vec![("big", &big), ("small", &small)];
+    let (_, status) = call(s, Method::POST, "/api/v1/models/team/m/uploads", Some(declare(&files))).await;
+    let id = status["upload_id"].as_str().unwrap();
+    let (bd, sd) = (sha(&big), sha(&small));
+
+    // Wrong length (Content-Length is honest, the part is not the declared size).
+    let (st, v) = put_part(s, id, &bd, 0, big[..PART - 1].to_vec()).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_part")), "{v}");
+    let (st, v) = put_part(s, id, &bd, 2, big[2 * PART..].iter().chain(b"extra").copied().collect()).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
+    // No such part, undeclared digest, bad digest.
+    let (st, v) = put_part(s, id, &bd, 3, vec![0; 10]).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_part")), "{v}");
+    let (st, _) = put_part(s, id, &sha(b"other"), 0, b"other".to_vec()).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+    let (st, _) = put_part(s, id, "not-a-digest", 0, b"other".to_vec()).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    // A Content-Range that does not match the part.
+    let resp = reqwest::Client::new()
+        .put(format!("{}/api/v1/uploads/{id}/blobs/{bd}/parts/1", s.url))
+        .bearer_auth(&s.token)
+        .header("content-range", "bytes 0-65535/131082")
+        .body(big[PART..2 * PART].to_vec())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
+    // A body that breaks off halfway: the server must not keep the part.
+    let half = big[..PART / 2].to_vec();
+    let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(half), Err(std::io::Error::other("cut"))]);
+    let sent = reqwest::Client::new()
+        .put(format!("{}/api/v1/uploads/{id}/blobs/{bd}/parts/0", s.url))
+        .bearer_auth(&s.token)
+        .header("content-length", PART.to_string())
+        .body(reqwest::Body::wrap_stream(stream))
+        .send()
+        .await;
+    if let Ok(resp) = sent {
+        assert_ne!(resp.status(), StatusCode::OK);
+    }
+    let (_, st_now) = call(s, Method::GET, &format!("/api/v1/uploads/{id}"), None).await;
+    for b in st_now["blobs"].as_array().unwrap() {
+        assert_eq!(b["parts_received"], json!([]), "{st_now}");
+        assert_eq!(b["present"], false);
+    }
+
+    // Bytes that do not hash to the declared digest: single-part and multi-part.
+    let (st, v) = put_part(s, id, &sd, 0, b"SMALL FILE".to_vec()).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("digest_mismatch")), "{v}");
+    let mut wrong = big.clone();
+    wrong[PART + 5] ^= 1;
+    for n in 0..3 {
+        let chunk = wrong[n * PART..((n + 1) * PART).min(wrong.len())].to_vec();
+        let (st, v) = put_part(s, id, &bd, n, chunk).await;
+        if n < 2 {
+            assert_eq!(st, StatusCode::OK, "{v}");
+        } else {
+            assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("digest_mismatch")));
+        }
+    }
+    let (_, after) = call(s, Method::GET, &format!("/api/v1/uploads/{id}"), None).await;
+    for b in after["blobs"].as_array().unwrap() {
+        assert_eq!((b["present"].as_bool(), b["parts_received"].clone()), (Some(false), json!([])), "{after}");
+    }
+    assert!(s.state.blobs.stat(&bd.parse().unwrap()).await.unwrap().is_none());
+    assert!(s.state.blobs.stat(&sd.parse().unwrap()).await.unwrap().is_none());
+    // The honest bytes still go through afterwards.
+    upload_missing(s, &after, &files).await;
+    let (st, v) = call(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+}
+
+async fn commit_needs_every_blob(s: &TestServer) {
+    make_model(s, "team/m").await;
+    let (a, b) = (b"first".to_vec(), b"second".to_vec());
+    let files: Vec<(&str, &[u8])> = vec![("a", &a), ("b", &b)];
+    let (_, status) = call(s, Method::POST, "/api/v1/models/team/m/uploads", Some(declare(&files))).await;
+    let id = status["upload_id"].as_str().unwrap();
+    put_part(s, id, &sha(&a), 0, a.clone()).await;
+    let (st, v) = call(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({}))).await;
+    assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("missing_blobs")), "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains(&sha(&b)));
+    let (_, model) = call(s, Method::GET, "/api/v1/models/team/m", None).await;
+    assert_eq!(model["latest_version"], 0, "a refused commit uses no version number: {model}");
+    // Bad commit fields are refused before anything happens.
+    let (st, _) =
+        call(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({"aliases": ["Bad Alias"]}))).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    put_part(s, id, &sha(&b), 0, b.clone()).await;
+    let (st, v) = call(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    assert_eq!(v["version"], 1);
+    // Abandoning: the upload is gone.
+    let (_, status) = call(s, Method::POST, "/api/v1/models/team/m/uploads", Some(declare(&files))).await;
+    let id = status["upload_id"].as_str().unwrap();
+    let (st, _) = call(s, Method::DELETE, &format!("/api/v1/uploads/{id}"), None).await;
+    assert_eq!(st, StatusCode::NO_CONTENT);
+    let (st, _) = call(s, Method::GET, &format!("/api/v1/uploads/{id}"), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+async fn uploads_belong_to_their_creator(s: &TestServer) {
+    make_model(s, "team/m").await;
+    let (st, v) =
+        call(s, Method::POST, "/api/v1/users", Some(json!({"username": "bob", "password": "a long enough password"})))
+            .await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let (st, key) = call(
+        s,
+        Method::POST,
+        "/api/v1/keys",
+        Some(json!({"name": "bob-key", "username": "bob", "scopes": ["read", "write"]})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{key}");
+    let bob = key["token"].as_str().unwrap();
+    let data = b"admin's file".to_vec();
+    let (_, status) = call(s, Method::POST, "/api/v1/models/team/m/uploads", Some(declare(&[("f", &data)]))).await;
+    let id = status["upload_id"].as_str().unwrap();
+    for (method, path) in [
+        (Method::GET, format!("/api/v1/uploads/{id}")),
+        (Method::POST, format!("/api/v1/uploads/{id}/commit")),
+        (Method::DELETE, format!("/api/v1/uploads/{id}")),
+    ] {
+        let body = (method == Method::POST).then(|| json!({}));
+        let (st, v) = call_as(s, bob, method.clone(), &path, body).await;
+        assert_eq!(st, StatusCode::NOT_FOUND, "{method} {path}: {v}");
+    }
+    // Read-only keys cannot upload.
+    let (_, key) =
+        call(s, Method::POST, "/api/v1/keys", Some(json!({"name": "ro", "username": "bob", "scopes": ["read"]}))).await;
+    let ro = key["token"].as_str().unwrap();
+    let (st, _) = call_as(s, ro, Method::POST, "/api/v1/models/team/m/uploads", Some(declare(&[("f", &data)]))).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = call_as(s, "cairn_nonsense", Method::GET, "/api/v1/models/team/m/versions/1/files", None).await;
+    assert_eq!(st, StatusCode::UNAUTHORIZED);
+}
+
+async fn concurrent_pushes_of_the_same_files(s: &TestServer) {
+    make_model(s, "team/m").await;
+    let big = bytes(PART * 4, 3);
+    let small = b"config".to_vec();
+    let files: Vec<(&str, &[u8])> = vec![("w.bin", &big), ("c.json", &small)];
+    let push = || async {
+        let (st, status) = call(s, Method::POST, "/api/v1/models/team/m/uploads", Some(declare(&files))).await;
+        assert_eq!(st, StatusCode::CREATED);
+        let id = status["upload_id"].as_str().unwrap().to_owned();
+        // Both send every part, whatever the other did (as two clients starting together would).
+        let part_size = status["part_size"].as_u64().unwrap() as usize;
+        for (_, data) in &files {
+            let d = sha(data);
+            for n in 0..data.len().div_ceil(part_size).max(1) {
+                let chunk = data[n * part_size..((n + 1) * part_size).min(data.len())].to_vec();
+                let (st, v) = put_part(s, &id, &d, n, chunk).await;
+                assert!(st == StatusCode::OK || v["error"]["code"] == "busy", "{st} {v}");
+            }
+        }
+        for _ in 0..50 {
+            let (st, v) = call(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({}))).await;
+            if st == StatusCode::CREATED {
+                return v;
+            }
+            // The other client may be assembling a blob; finish what is missing and retry.
+            let (_, status) = call(s, Method::GET, &format!("/api/v1/uploads/{id}"), None).await;
+            upload_missing_racing(s, &status, &files, true).await;
+            tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+        }
+        panic!("commit never succeeded");
+    };
+    let (a, b) = tokio::join!(push(), push());
+    let mut numbers = [a["version"].as_i64().unwrap(), b["version"].as_i64().unwrap()];
+    numbers.sort();
+    assert_eq!(numbers, [1, 2]);
+    assert_eq!(a["digest"], b["digest"]);
+    for v in 1..=2 {
+        let resp = download(s, &format!("/api/v1/models/team/m/versions/{v}/files/w.bin"), &[]).await;
+        assert_eq!(resp.bytes().await.unwrap().as_ref(), big.as_slice());
+    }
+    let listed: Vec<_> = futures::StreamExt::collect::<Vec<_>>(s.state.blobs.list()).await;
+    assert_eq!(listed.len(), 2, "each distinct file is stored once");
+}
+
+async fn corrupt_blob_is_never_served_whole(s: &TestServer) {
+    make_model(s, "team/m").await;
+    let data = bytes(PART * 2 + 77, 9);
+    let files: Vec<(&str, &[u8])> = vec![("w.bin", &data)];
+    let (_, status) = call(s, Method::POST, "/api/v1/models/team/m/uploads", Some(declare(&files))).await;
+    upload_missing(s, &status, &files).await;
+    let id = status["upload_id"].as_str().unwrap();
+    let (st, _) = call(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let d = sha(&data);
+    let stored = s.data_dir.path().join("blobs").join("sha256").join(&d[..2]).join(&d);
+    let mut raw = std::fs::read(&stored).unwrap();
+    raw[PART + 3] ^= 0x40;
+    std::fs::write(&stored, &raw).unwrap();
+    let resp = download(s, "/api/v1/models/team/m/versions/1/files/w.bin", &[]).await;
+    // Either the connection is cut (an error here) or the body stops short: never all of it.
+    if let Ok(body) = resp.bytes().await {
+        assert!(body.len() < data.len(), "a corrupt blob was served whole ({} bytes)", body.len());
+    }
+}
