@@ -10,10 +10,12 @@ pub mod auth;
 mod convert;
 pub mod error;
 pub mod key_cache;
+pub mod maintenance;
 pub mod page_token;
 pub mod routes;
 pub mod serve;
 pub mod settings;
+mod tar;
 pub mod uploads;
 
 pub use app::{AppState, build_router};

@@ -15,7 +15,7 @@ use cairn_api_types as api;
 use cairn_blob::Digest;
 use cairn_core::{Action, AliasName, FileEntry, FilePath, Manifest, ManifestError, VersionSelector};
 use cairn_store::artifact::Upload;
-use futures::TryStreamExt;
+use futures::{StreamExt, TryStreamExt};
 
 use super::versions::new_version;
 use super::{authorize, model_ref};
@@ -318,6 +318,53 @@ pub async fn get_manifest(
     resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
     if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", v.digest)) {
         resp.headers_mut().insert(header::ETAG, etag);
+    }
+    Ok(resp)
+}
+
+/// Download a whole version as one tar archive (POSIX pax format), streamed.
+#[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/versions/{version}/archive", tag = "files",
+    params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path, description = "A number or @alias")),
+    responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = api::ErrorBody)))]
+pub async fn download_archive(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name, version)): Path<(String, String, String)>,
+) -> ApiResult<Response> {
+    authorize(&state, &caller, Action::Read, "version.download", "version").await?;
+    let model = model_ref(&namespace, &name)?;
+    let (v, files) = state.store.version_files(&model, &VersionSelector::parse(&version)?).await?;
+    let len = crate::tar::archive_len(files.iter().map(|f| (f.path.as_str(), f.size)));
+    let mtime = u64::try_from(v.created_at / 1000).unwrap_or(0);
+    let blobs = state.blobs.clone();
+    let entries = futures::stream::iter(files).then(move |f| {
+        let blobs = blobs.clone();
+        async move {
+            let digest = parse_digest(&f.sha256).map_err(|e| std::io::Error::other(e.message))?;
+            let reader = blobs.get(&digest, None).await.map_err(std::io::Error::other)?;
+            let header = bytes::Bytes::from(crate::tar::file_header(f.path.as_str(), f.size, mtime));
+            let pad = bytes::Bytes::from(vec![0u8; crate::tar::padding(f.size)]);
+            let data = reader.stream.map_err(|e| {
+                tracing::error!(error = %e, "archive aborted: the stored bytes failed verification");
+                std::io::Error::other(e.to_string())
+            });
+            Ok::<_, std::io::Error>(
+                futures::stream::once(async { Ok(header) }).chain(data).chain(futures::stream::once(async { Ok(pad) })),
+            )
+        }
+    });
+    let trailer = futures::stream::once(async { Ok(bytes::Bytes::from(crate::tar::trailer())) });
+    let body = entries.try_flatten().chain(trailer);
+    let mut resp = Response::new(Body::from_stream(body));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static("application/x-tar"));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(len));
+    let filename = format!("{}-{}-v{}.tar", v.namespace, v.model, v.version);
+    if let Ok(cd) = HeaderValue::from_str(&format!("attachment; filename=\"{filename}\"")) {
+        h.insert(header::CONTENT_DISPOSITION, cd);
+    }
+    if let Ok(etag) = HeaderValue::from_str(&format!("\"{}\"", v.digest)) {
+        h.insert(header::ETAG, etag);
     }
     Ok(resp)
 }

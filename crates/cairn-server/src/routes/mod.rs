@@ -68,6 +68,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(files::commit_upload))
         .routes(routes!(files::list_files))
         .routes(routes!(files::get_manifest))
+        .routes(routes!(files::download_archive))
         // A file path has slashes: route it as a wildcard (documented through `ApiDoc`).
         .route(
             "/api/v1/models/{namespace}/{name}/versions/{version}/files/{*path}",
