@@ -5,7 +5,9 @@
 
 mod cli;
 mod credentials;
+mod progress;
 mod table;
+mod tree;
 
 use std::process::ExitCode;
 
@@ -34,6 +36,10 @@ enum Command {
     Logout,
     /// Models, versions, aliases and tags on a server
     Models(cli::models::ModelsArgs),
+    /// Upload a directory as the next version of a model (resumable)
+    Push(cli::push::PushArgs),
+    /// Download a version's files into a directory (resumable, verified)
+    Pull(cli::pull::PullArgs),
     /// Model cards as code: init, generate, validate, check drift (offline, no server needed)
     Card(cairn_card::cli::CardArgs),
 }
@@ -44,7 +50,12 @@ fn main() -> ExitCode {
         Command::Card(args) => cairn_card::cli::run(args),
         Command::Serve(args) => cli::serve::run(args),
         other => {
-            let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+            // Pushes and pulls hash and move bytes on several files at once.
+            let rt = match &other {
+                Command::Push(_) | Command::Pull(_) => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+                _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),
+            };
+            let rt = match rt {
                 Ok(rt) => rt,
                 Err(e) => {
                     eprintln!("error: cannot start the runtime: {e}");
@@ -56,6 +67,8 @@ fn main() -> ExitCode {
                     Command::Login(args) => cli::login::run(args).await,
                     Command::Logout => cli::login::logout(),
                     Command::Models(args) => cli::models::run(args).await,
+                    Command::Push(args) => cli::push::run(args).await,
+                    Command::Pull(args) => cli::pull::run(args).await,
                     Command::Serve(_) | Command::Card(_) => unreachable!("handled above"),
                 }
             })

@@ -3,12 +3,13 @@
 use std::collections::BTreeMap;
 use std::process::ExitCode;
 
-use anyhow::{Context, bail};
+use anyhow::bail;
 use cairn_api_types as api;
 use cairn_client::{Client, ListOptions};
 use clap::{Args, Subcommand};
 
-use crate::{credentials, table};
+use super::{client, parse_metadata, parse_tags};
+use crate::table;
 
 /// `cairn models`.
 #[derive(Args, Debug)]
@@ -193,22 +194,6 @@ pub async fn run(args: ModelsArgs) -> ExitCode {
     }
 }
 
-fn client() -> anyhow::Result<Client> {
-    let (url, token) = credentials::resolve()?;
-    Ok(Client::new(&url, token)?)
-}
-
-fn parse_tags(pairs: &[String]) -> anyhow::Result<BTreeMap<String, String>> {
-    let mut out = BTreeMap::new();
-    for p in pairs {
-        let Some((k, v)) = p.split_once('=') else {
-            bail!("tag {p:?} must be written KEY=VALUE");
-        };
-        out.insert(k.to_owned(), v.to_owned());
-    }
-    Ok(out)
-}
-
 /// `ns/name:3` or `ns/name@alias` → (`ns/name`, `3` | `@alias`).
 fn split_version(s: &str) -> anyhow::Result<(String, String)> {
     if let Some((m, a)) = s.rsplit_once('@') {
@@ -371,16 +356,7 @@ async fn versions(c: &Client, cmd: VersionsCommand) -> anyhow::Result<ExitCode> 
             }
         }
         VersionsCommand::Create { model, source, description, run_id, metadata, tags, json } => {
-            let metadata = match metadata {
-                None => serde_json::Value::Null,
-                Some(m) => {
-                    let text = match m.strip_prefix('@') {
-                        Some(file) => std::fs::read_to_string(file).with_context(|| format!("cannot read {file}"))?,
-                        None => m,
-                    };
-                    serde_json::from_str(&text).context("--metadata is not valid JSON")?
-                }
-            };
+            let metadata = parse_metadata(metadata.as_deref())?;
             let v = c
                 .create_version(
                     &model,
