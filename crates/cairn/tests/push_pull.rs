@@ -212,6 +212,12 @@ async fn an_interrupted_push_resumes() {
     let pulled = tempfile::tempdir().unwrap();
     ok(&cairn(&s, &["pull", "team/model:1", "-o", pulled.path().to_str().unwrap()]).await);
     assert_eq!(tree(pulled.path()), tree(src.path()));
+
+    // An upload that is abandoned is gone; everything is present already.
+    let abandoned = c.create_upload("team/model", &request).await.unwrap();
+    assert!(abandoned.blobs.iter().all(|b| b.present), "{abandoned:?}");
+    c.abort_upload(&abandoned.upload_id).await.unwrap();
+    assert_eq!(c.upload_status(&abandoned.upload_id).await.unwrap_err().status(), Some(404));
     s.stop().await;
 }
 
@@ -272,5 +278,29 @@ async fn bad_input_is_refused_with_exit_2() {
         // Nothing was committed.
         assert_eq!(s.client().get_model("team/model").await.unwrap().latest_version, 0);
     }
+    s.stop().await;
+}
+
+/// With the default part size (16 MiB), so that a real part goes through the server's body
+/// limits and timeouts: a file of one full part and one byte.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn default_part_size_round_trip() {
+    let s = TestServer::start(Backend::Sqlite, "default_part_size_round_trip").await.expect("SQLite");
+    s.client()
+        .create_model(&api::CreateModel {
+            name: "team/big".into(),
+            description: String::new(),
+            tags: Default::default(),
+        })
+        .await
+        .unwrap();
+    let src = tempfile::tempdir().unwrap();
+    std::fs::write(src.path().join("model.bin"), pattern(16 * 1024 * 1024 + 1, 3)).unwrap();
+    let out = cairn(&s, &["push", "team/big", src.path().to_str().unwrap(), "--json"]).await;
+    let v: serde_json::Value = serde_json::from_str(&ok(&out)).unwrap();
+    assert_eq!(v["digest"], manifest_of(src.path()).digest());
+    let pulled = tempfile::tempdir().unwrap();
+    ok(&cairn(&s, &["pull", "team/big:1", "-o", pulled.path().to_str().unwrap()]).await);
+    assert_eq!(tree(pulled.path()), tree(src.path()));
     s.stop().await;
 }
