@@ -442,6 +442,27 @@ mod tests {
         assert!(super::plan(&unknown, &by_sha).is_err());
     }
 
+    #[tokio::test]
+    async fn retries_only_what_may_succeed_later() {
+        let api_error = |status| ClientError::Api { status, code: "x".into(), message: "m".into() };
+        let calls = std::cell::Cell::new(0);
+        let r = retry(|| {
+            calls.set(calls.get() + 1);
+            let n = calls.get();
+            async move { if n < 2 { Err(api_error(503)) } else { Ok(n) } }
+        })
+        .await;
+        assert_eq!(r.unwrap(), 2);
+        calls.set(0);
+        let r: Result<(), _> = retry(|| {
+            calls.set(calls.get() + 1);
+            async { Err(api_error(400)) }
+        })
+        .await;
+        assert_eq!(r.unwrap_err().status(), Some(400));
+        assert_eq!(calls.get(), 1, "a refused request is not sent again");
+    }
+
     #[test]
     fn hashes_in_parallel_in_order() {
         let d = tempfile::tempdir().unwrap();
