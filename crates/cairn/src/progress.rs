@@ -56,7 +56,7 @@ fn style(template: &str) -> ProgressStyle {
     ProgressStyle::with_template(template).expect("the templates are constants").progress_chars("=> ")
 }
 
-/// `1234567` → `1.2 MB`.
+/// `1234567` → `1.18 MiB`, the units of the bars.
 pub fn human_bytes(n: u64) -> String {
-    indicatif::DecimalBytes(n).to_string()
+    indicatif::BinaryBytes(n).to_string()
 }
