@@ -42,6 +42,8 @@ enum Command {
     Pull(cli::pull::PullArgs),
     /// Model cards as code: init, generate, validate, check drift (offline, no server needed)
     Card(cairn_card::cli::CardArgs),
+    /// Check, clean up and re-key the stored model files (fsck, gc, rotate-key), beside or without a server
+    Admin(cli::admin::AdminArgs),
 }
 
 fn main() -> ExitCode {
@@ -49,6 +51,7 @@ fn main() -> ExitCode {
     match cli.command {
         Command::Card(args) => cairn_card::cli::run(args),
         Command::Serve(args) => cli::serve::run(args),
+        Command::Admin(args) => cli::admin::run(args),
         other => {
             // Pushes and pulls hash and move bytes on several files at once.
             let rt = match &other {
@@ -69,7 +72,7 @@ fn main() -> ExitCode {
                     Command::Models(args) => cli::models::run(args).await,
                     Command::Push(args) => cli::push::run(args).await,
                     Command::Pull(args) => cli::pull::run(args).await,
-                    Command::Serve(_) | Command::Card(_) => unreachable!("handled above"),
+                    Command::Serve(_) | Command::Card(_) | Command::Admin(_) => unreachable!("handled above"),
                 }
             })
         }

@@ -1,5 +1,6 @@
 //! The subcommands.
 
+pub mod admin;
 pub mod login;
 pub mod models;
 pub mod pull;

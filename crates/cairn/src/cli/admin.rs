@@ -1,0 +1,278 @@
+//! `cairn admin`: integrity and maintenance of the artifact store (fsck, gc, rotate-key).
+//!
+//! These commands talk to the database and the blob store directly, with the settings of
+//! `cairn serve` (flags, `CAIRN_*`, `cairn.toml`), beside running servers or without one. The
+//! work itself is in `cairn_server::maintenance`; this module parses, prints and picks the
+//! exit code.
+
+use std::io::IsTerminal;
+use std::path::PathBuf;
+use std::process::ExitCode;
+use std::sync::Mutex;
+use std::time::{Duration, Instant};
+
+use cairn_server::maintenance::{
+    self, FsckReport, GcOptions, GcReport, MaintenanceError, Phase, Progress, RotateReport,
+};
+use cairn_server::{Settings, SettingsOverrides};
+use clap::{Args, Subcommand};
+
+/// `cairn admin …`.
+#[derive(Args, Debug)]
+pub struct AdminArgs {
+    /// Directory for the SQLite database and local files [env: CAIRN_DATA_DIR] [default: ./cairn-data]
+    #[arg(long, global = true)]
+    data_dir: Option<PathBuf>,
+    /// sqlite://PATH or postgres://USER@HOST/DB [env: CAIRN_DATABASE_URL]
+    #[arg(long, global = true)]
+    database_url: Option<String>,
+    /// Settings file [env: CAIRN_CONFIG] [default: ./cairn.toml when present]
+    #[arg(long, global = true, env = "CAIRN_CONFIG")]
+    config: Option<PathBuf>,
+    #[command(subcommand)]
+    command: AdminCommand,
+}
+
+#[derive(Subcommand, Debug)]
+enum AdminCommand {
+    /// Re-hash every stored blob; report missing, corrupt and unknown (orphan) ones.
+    /// Exit 1 if anything is missing or corrupt
+    Fsck {
+        /// Print the report as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+    /// Delete blobs that no version and no open upload uses, and orphan objects, once
+    /// unused for longer than the grace period
+    Gc {
+        /// Seconds a blob must have been unused [default: twice upload_expiry_secs]; never
+        /// less than upload_expiry_secs
+        #[arg(long)]
+        grace_secs: Option<u64>,
+        /// Only report what would be deleted
+        #[arg(long)]
+        dry_run: bool,
+    },
+    /// Re-encrypt every blob under the active (first) key of CAIRN_ENCRYPTION_KEY_FILE
+    RotateKey,
+}
+
+/// Runs an admin command on a multi-threaded runtime (blobs are hashed in parallel).
+pub fn run(args: AdminArgs) -> ExitCode {
+    let flags =
+        SettingsOverrides { data_dir: args.data_dir, database_url: args.database_url, ..SettingsOverrides::default() };
+    let settings = match Settings::load(&flags, args.config.as_deref()) {
+        Ok(s) => s,
+        Err(e) => return super::usage(e),
+    };
+    if matches!(args.command, AdminCommand::RotateKey) && settings.encryption_key_file.is_none() {
+        return super::usage(
+            "rotate-key needs an encryption key file: set CAIRN_ENCRYPTION_KEY_FILE (or encryption_key_file in \
+             cairn.toml) to a file with the new key on its first line and the old keys below it",
+        );
+    }
+    cairn_server::serve::init_logging(&settings);
+    let rt = match tokio::runtime::Builder::new_multi_thread().enable_all().build() {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("error: cannot start the runtime: {e}");
+            return ExitCode::from(1);
+        }
+    };
+    rt.block_on(async move {
+        match execute(args.command, &settings).await {
+            Ok(code) => code,
+            Err(e) => {
+                eprintln!("error: {e:#}");
+                match e.downcast_ref::<MaintenanceError>() {
+                    Some(MaintenanceError::GraceTooShort { .. }) => ExitCode::from(2),
+                    _ => ExitCode::from(1),
+                }
+            }
+        }
+    })
+}
+
+async fn execute(command: AdminCommand, settings: &Settings) -> anyhow::Result<ExitCode> {
+    // Checked before opening anything, so that a refused gc touches nothing.
+    let gc = match &command {
+        AdminCommand::Gc { grace_secs, dry_run } => {
+            let mut opts = GcOptions::new(Duration::from_secs(settings.upload_expiry_secs));
+            if let Some(g) = grace_secs {
+                opts.grace = Duration::from_secs(*g);
+            }
+            opts.dry_run = *dry_run;
+            if opts.grace < opts.upload_lifetime {
+                return Err(MaintenanceError::GraceTooShort {
+                    grace_secs: opts.grace.as_secs(),
+                    lifetime_secs: opts.upload_lifetime.as_secs(),
+                }
+                .into());
+            }
+            Some(opts)
+        }
+        _ => None,
+    };
+    let store = cairn_server::serve::open_store(settings).await?;
+    let blobs = cairn_server::app::open_blobs(settings).await?;
+    let ctx = maintenance::admin_context();
+    let meter = Meter::new();
+    let progress = |p: Progress| meter.show(p);
+    let code = match (command, gc) {
+        (AdminCommand::Fsck { json }, _) => {
+            let report = maintenance::fsck(&store, &blobs, &progress).await;
+            meter.clear();
+            let report = report?;
+            if json {
+                println!("{}", serde_json::to_string_pretty(&report)?);
+            } else {
+                print_fsck(&report);
+            }
+            if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        (AdminCommand::Gc { .. }, Some(opts)) => {
+            let report = maintenance::gc(&store, &blobs, &ctx, &opts, &progress).await;
+            meter.clear();
+            let report = report?;
+            print_gc(&report);
+            if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        (AdminCommand::RotateKey, _) => {
+            let report = maintenance::rotate_keys(&store, &blobs, &ctx, &progress).await;
+            meter.clear();
+            let report = report?;
+            print_rotate(&report);
+            if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
+        }
+        (AdminCommand::Gc { .. }, None) => unreachable!("gc options are built above"),
+    };
+    store.close().await;
+    Ok(code)
+}
+
+fn print_fsck(r: &FsckReport) {
+    for p in &r.problems {
+        let kind = serde_json::to_value(p.kind).ok().and_then(|v| v.as_str().map(str::to_owned)).unwrap_or_default();
+        let mut line = format!("{kind:<10} sha256:{} ({} bytes)", p.digest, p.size);
+        if !p.reason.is_empty() {
+            line.push_str(&format!(": {}", p.reason));
+        }
+        println!("{line}");
+        for user in &p.used_by {
+            println!("           used by {user}");
+        }
+    }
+    let listed = r.missing + r.corrupt + r.unreadable + r.orphans;
+    if listed > r.problems.len() as u64 {
+        println!("… and {} more not listed", listed - r.problems.len() as u64);
+    }
+    println!(
+        "checked {} blobs ({}); {} missing, {} corrupt, {} unreadable, {} orphans; {} skipped (being uploaded or deleted)",
+        r.checked,
+        human_bytes(r.checked_bytes),
+        r.missing,
+        r.corrupt,
+        r.unreadable,
+        r.orphans,
+        r.skipped
+    );
+    if r.is_ok() {
+        println!("ok");
+    } else {
+        println!(
+            "PROBLEMS FOUND: the versions named above cannot be downloaded intact; push their files again to repair them"
+        );
+    }
+}
+
+fn print_gc(r: &GcReport) {
+    let verb = if r.dry_run { "would delete" } else { "deleted" };
+    println!(
+        "{verb} {} unused blobs ({}) and {} orphan objects ({}); grace period {} s",
+        r.blobs_deleted,
+        human_bytes(r.blob_bytes),
+        r.orphans_deleted,
+        human_bytes(r.orphan_bytes),
+        r.grace_secs
+    );
+    if r.resumed > 0 {
+        println!("({} of them left over by an interrupted run)", r.resumed);
+    }
+    for f in &r.failures {
+        println!("failed    sha256:{}: {}", f.digest, f.reason);
+    }
+    if r.failed > 0 {
+        println!("{} deletions failed; run gc again to retry them", r.failed);
+    }
+}
+
+fn print_rotate(r: &RotateReport) {
+    println!(
+        "re-encrypted {} blobs ({}) under key {}; {} already under it; {} skipped (being uploaded or deleted); {} missing",
+        r.rotated,
+        human_bytes(r.rotated_bytes),
+        r.key_id.as_deref().unwrap_or("-"),
+        r.current,
+        r.skipped,
+        r.missing
+    );
+    for f in &r.failures {
+        println!("failed    sha256:{}: {}", f.digest, f.reason);
+    }
+    if r.failed > 0 {
+        println!(
+            "{} blobs could not be re-encrypted: keep the old keys in the key file (see cairn admin fsck)",
+            r.failed
+        );
+    } else if r.missing > 0 {
+        println!("missing blobs hold no key material; see cairn admin fsck");
+    }
+}
+
+fn human_bytes(n: u64) -> String {
+    const UNITS: [&str; 5] = ["B", "KiB", "MiB", "GiB", "TiB"];
+    let mut value = n as f64;
+    let mut unit = 0;
+    while value >= 1024.0 && unit < UNITS.len() - 1 {
+        value /= 1024.0;
+        unit += 1;
+    }
+    if unit == 0 { format!("{n} B") } else { format!("{value:.1} {}", UNITS[unit]) }
+}
+
+/// A one-line progress display on stderr, only when stderr is a terminal, at most ten
+/// updates a second.
+struct Meter {
+    enabled: bool,
+    last: Mutex<Option<Instant>>,
+}
+
+impl Meter {
+    fn new() -> Self {
+        Self { enabled: std::io::stderr().is_terminal(), last: Mutex::new(None) }
+    }
+
+    fn show(&self, p: Progress) {
+        if !self.enabled {
+            return;
+        }
+        let Ok(mut last) = self.last.lock() else { return };
+        if last.is_some_and(|t| t.elapsed() < Duration::from_millis(100)) {
+            return;
+        }
+        *last = Some(Instant::now());
+        let what = match p.phase {
+            Phase::Verifying => "verified",
+            Phase::Listing => "listed",
+            Phase::Collecting => "collected",
+            Phase::Rotating => "re-encrypted or checked",
+        };
+        eprint!("\r\x1b[2K{what} {} blobs, {}", p.done, human_bytes(p.bytes));
+    }
+
+    fn clear(&self) {
+        if self.enabled && self.last.lock().is_ok_and(|l| l.is_some()) {
+            eprint!("\r\x1b[2K");
+        }
+    }
+}
