@@ -15,6 +15,9 @@
 //! blobs are referenced, who may read them and when an unreferenced blob may be deleted is the
 //! caller's business; the upload handle is opaque and the caller persists it.
 //!
+//! With the feature `test-support`, [`test_support`] starts an S3-compatible server inside a test
+//! process, so that S3 is tested without any external service. It is for tests only.
+//!
 //! The stored layout, the encryption format and what an attacker holding the disk can and
 //! cannot learn are described in the crate's `README.md`.
 //!
@@ -41,6 +44,8 @@ mod local;
 mod read;
 mod s3;
 mod store;
+#[cfg(feature = "test-support")]
+pub mod test_support;
 mod upload;
 
 use std::path::PathBuf;

@@ -6,6 +6,7 @@ mod common;
 use std::time::Duration;
 
 use bytes::Bytes;
+use cairn_blob::test_support::{S3_ACCESS_KEY, S3_BUCKET, S3_REGION, S3_SECRET_KEY};
 use cairn_blob::{BlobError, Digest, VerifyOutcome};
 use common::*;
 use futures::StreamExt;
@@ -649,14 +650,14 @@ async fn file_url_is_a_local_directory() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn open_reads_the_aws_environment() {
     let s3 = start_s3().await;
-    let endpoint = s3.endpoint.clone();
+    let endpoint = s3.endpoint().to_owned();
     let output = tokio::task::spawn_blocking(move || {
         std::process::Command::new(std::env::current_exe().unwrap())
             .args(["--exact", "environment_child", "--ignored", "--test-threads=1"])
             .env("CAIRN_BLOB_TEST_CHILD", "1")
-            .env("AWS_ACCESS_KEY_ID", ACCESS_KEY)
-            .env("AWS_SECRET_ACCESS_KEY", SECRET_KEY)
-            .env("AWS_REGION", "us-east-1")
+            .env("AWS_ACCESS_KEY_ID", S3_ACCESS_KEY)
+            .env("AWS_SECRET_ACCESS_KEY", S3_SECRET_KEY)
+            .env("AWS_REGION", S3_REGION)
             .env("AWS_ENDPOINT_URL", endpoint)
             .env_remove("AWS_SESSION_TOKEN")
             .env_remove("AWS_PROFILE")
@@ -672,7 +673,7 @@ async fn open_reads_the_aws_environment() {
         String::from_utf8_lossy(&output.stdout),
         String::from_utf8_lossy(&output.stderr)
     );
-    assert!(s3.root.path().join(BUCKET).join("from-env/sha256").is_dir());
+    assert!(s3.object_path("from-env/sha256").is_dir());
 }
 
 #[tokio::test]
@@ -683,12 +684,12 @@ async fn environment_child() {
     }
     let dir = tempfile::tempdir().unwrap();
     let cfg = cairn_blob::BlobConfig {
-        url: Some(format!("s3://{BUCKET}/from-env")),
+        url: Some(format!("s3://{S3_BUCKET}/from-env")),
         data_dir: dir.path().to_path_buf(),
         encryption_key_file: None,
     };
     let store = cairn_blob::BlobStore::open(&cfg).await.unwrap();
-    assert_eq!(store.describe(), format!("s3 {BUCKET}/from-env"));
+    assert_eq!(store.describe(), format!("s3 {S3_BUCKET}/from-env"));
     store.ping().await.unwrap();
     let d = put(&store, b"settings from the environment").await;
     assert_eq!(read(&store, &d, None).await.unwrap(), b"settings from the environment");

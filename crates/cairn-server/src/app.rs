@@ -49,6 +49,14 @@ impl AppState {
     /// shared by all replicas.
     pub async fn new(store: Store, settings: Settings) -> anyhow::Result<Self> {
         let blobs = open_blobs(&settings).await?;
+        Self::with_blobs(store, settings, blobs).await
+    }
+
+    /// Like [`AppState::new`], with a blob store the caller opened (tests, embedders), e.g. with
+    /// explicit S3 settings instead of the `AWS_*` environment. `blob_url`,
+    /// `encryption_key_file` and `upload_part_size` of `settings` are then not read: the store
+    /// has its own.
+    pub async fn with_blobs(store: Store, settings: Settings, blobs: BlobStore) -> anyhow::Result<Self> {
         let key = store
             .get_or_create_secret("page_token_key", || {
                 let mut k = [0u8; 32];
@@ -63,13 +71,18 @@ impl AppState {
 
 /// Opens the blob store the settings describe.
 pub async fn open_blobs(settings: &Settings) -> anyhow::Result<BlobStore> {
-    let cfg = BlobConfig {
+    let cfg = blob_config(settings);
+    let options = BlobOptions { part_size: Some(settings.upload_part_size), ..BlobOptions::from_env() };
+    BlobStore::open_with(&cfg, &options).await.map_err(|e| anyhow::anyhow!("cannot open the blob store: {e}"))
+}
+
+/// Where and how the settings say model files are stored.
+pub fn blob_config(settings: &Settings) -> BlobConfig {
+    BlobConfig {
         url: settings.blob_url.clone(),
         data_dir: settings.data_dir.clone(),
         encryption_key_file: settings.encryption_key_file.clone(),
-    };
-    let options = BlobOptions { part_size: Some(settings.upload_part_size), ..BlobOptions::from_env() };
-    BlobStore::open_with(&cfg, &options).await.map_err(|e| anyhow::anyhow!("cannot open the blob store: {e}"))
+    }
 }
 
 static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");

@@ -1,54 +1,73 @@
-//! Model files over the real HTTP API, on SQLite and PostgreSQL: the upload protocol of
-//! docs/ARTIFACTS.md, downloads, and the bad inputs each step must refuse without losing
-//! anything.
+//! Model files over the real HTTP API: the upload protocol of docs/ARTIFACTS.md, downloads,
+//! and the bad inputs each step must refuse without losing anything — one suite, run on SQLite
+//! and PostgreSQL, with model files in a local directory or on S3, encrypted at rest or not.
+//!
+//! Every size derives from the server's part size (the smallest its storage allows: 64 KiB
+//! locally, 5 MiB on S3), so every run exercises multi-part blobs.
 
 use cairn_core::{FileEntry, FilePath, Manifest};
-use cairn_test_utils::{Backend, TestServer};
+use cairn_test_utils::{Backend, Storage, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest, Sha256};
 
-const PART: usize = 64 * 1024;
+/// The encryption segment: ranges across it decrypt two segments.
+const SEGMENT: usize = 64 * 1024;
 
-async fn start(backend: Backend, test: &str) -> Option<TestServer> {
-    TestServer::start_with(backend, test, |s| {
-        s.upload_part_size = PART as u64;
-        s.max_upload_bytes = 10 * 1024 * 1024;
+async fn start(backend: Backend, storage: Storage, test: &str) -> Option<TestServer> {
+    let part = storage.min_part_size();
+    TestServer::start_with_storage(backend, storage, test, |s| {
+        s.upload_part_size = part;
+        s.max_upload_bytes = 16 * part;
     })
     .await
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $(
+/// The part size the server was configured with.
+fn part_size(s: &TestServer) -> usize {
+    s.state.settings.upload_part_size as usize
+}
+
+/// Generates, for each case, one test per environment: `<environment>::<case>`. `all` runs
+/// on every environment, `local` only where model files are in a local directory.
+macro_rules! matrix {
+    (@on $env:ident: $db:ident, $blobs:ident, encrypted = $encrypted:literal; $($name:ident),*) => {
+        mod $env { $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                if let Some(s) = super::start(cairn_test_utils::Backend::Sqlite, stringify!($name)).await {
-                    super::$name(&s).await;
-                    s.stop().await;
-                }
-            }
-        )* }
-        mod postgres { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(s) = super::start(cairn_test_utils::Backend::Postgres, stringify!($name)).await {
+                use cairn_test_utils::{Backend, BlobBackend, Storage};
+                let storage = Storage { blobs: BlobBackend::$blobs, encrypted: $encrypted };
+                let test = concat!(stringify!($env), "::", stringify!($name));
+                if let Some(s) = super::start(Backend::$db, storage, test).await {
                     super::$name(&s).await;
                     s.stop().await;
                 }
             }
         )* }
     };
+    (all: $($name:ident),* $(,)?; local: $($local:ident),* $(,)?) => {
+        matrix!(@on sqlite: Sqlite, Local, encrypted = false; $($name,)* $($local),*);
+        matrix!(@on postgres: Postgres, Local, encrypted = false; $($name,)* $($local),*);
+        matrix!(@on sqlite_encrypted: Sqlite, Local, encrypted = true; $($name,)* $($local),*);
+        matrix!(@on sqlite_s3: Sqlite, S3, encrypted = false; $($name),*);
+        matrix!(@on postgres_s3_encrypted: Postgres, S3, encrypted = true; $($name),*);
+    };
 }
 
-both!(
+matrix!(
+    all:
     push_download_and_dedup,
     bad_declarations_are_refused,
     bad_parts_keep_nothing,
     commit_needs_every_blob,
     uploads_belong_to_their_creator,
+    corrupt_blob_is_never_served_whole;
+    // Not on S3 yet: there, a part that arrives while the other client's request assembles the
+    // same blob can be answered 500 instead of `busy` (the part is written to an S3 multipart
+    // upload that was completed after `put_part` checked it was open). Move it to `all` once
+    // the server answers `busy` for that race.
+    local:
     concurrent_pushes_of_the_same_files,
-    corrupt_blob_is_never_served_whole,
 );
 
 fn sha(data: &[u8]) -> String {
@@ -144,7 +163,8 @@ async fn download(s: &TestServer, path: &str, headers: &[(&str, &str)]) -> reqwe
 
 async fn push_download_and_dedup(s: &TestServer) {
     make_model(s, "team/bert").await;
-    let big = bytes(PART * 3 + 1234, 1);
+    let part = part_size(s);
+    let big = bytes(part * 3 + 1234, 1);
     let files: Vec<(&str, &[u8])> = vec![
         ("config.json", b"{\"a\":1}"),
         ("weights/model.bin", &big),
@@ -153,7 +173,7 @@ async fn push_download_and_dedup(s: &TestServer) {
     ];
     let (st, status) = call(s, Method::POST, "/api/v1/models/team/bert/uploads", Some(declare(&files))).await;
     assert_eq!(st, StatusCode::CREATED, "{status}");
-    assert_eq!(status["part_size"], PART);
+    assert_eq!(status["part_size"], part);
     let blobs = status["blobs"].as_array().unwrap();
     assert_eq!(blobs.len(), 3, "identical files are one blob: {status}");
     let big_status = blobs.iter().find(|b| b["sha256"] == sha(&big)).unwrap();
@@ -162,7 +182,7 @@ async fn push_download_and_dedup(s: &TestServer) {
     let id = status["upload_id"].as_str().unwrap().to_owned();
 
     // One part, then the status reports it; the rest follows out of order.
-    let (st, v) = put_part(s, &id, &sha(&big), 1, big[PART..2 * PART].to_vec()).await;
+    let (st, v) = put_part(s, &id, &sha(&big), 1, big[part..2 * part].to_vec()).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     assert_eq!(v["complete"], false);
     let (_, again) = call(s, Method::GET, &format!("/api/v1/uploads/{id}"), None).await;
@@ -200,10 +220,14 @@ async fn push_download_and_dedup(s: &TestServer) {
         assert_eq!(resp.bytes().await.unwrap().as_ref(), *data, "{path}");
     }
     let file = "/api/v1/models/team/bert/versions/@champion/files/weights/model.bin";
-    let resp = download(s, file, &[("range", "bytes=65530-65545")]).await;
-    assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
-    assert_eq!(resp.headers()["content-range"], format!("bytes 65530-65545/{}", big.len()).as_str());
-    assert_eq!(resp.bytes().await.unwrap().as_ref(), &big[65530..65546]);
+    // Ranges across an encryption segment boundary and across a part boundary.
+    for first in [SEGMENT - 6, part - 6, 2 * part - 6] {
+        let last = first + 15;
+        let resp = download(s, file, &[("range", &format!("bytes={first}-{last}"))]).await;
+        assert_eq!(resp.status(), StatusCode::PARTIAL_CONTENT);
+        assert_eq!(resp.headers()["content-range"], format!("bytes {first}-{last}/{}", big.len()).as_str());
+        assert_eq!(resp.bytes().await.unwrap().as_ref(), &big[first..=last]);
+    }
     let resp = download(s, file, &[("range", "bytes=-10")]).await;
     assert_eq!(resp.bytes().await.unwrap().as_ref(), &big[big.len() - 10..]);
     let resp = download(s, file, &[("range", &format!("bytes={}-", big.len()))]).await;
@@ -265,8 +289,9 @@ async fn bad_declarations_are_refused(s: &TestServer) {
         let (st, v) = call(s, Method::POST, url, Some(body.clone())).await;
         assert_eq!(st, StatusCode::BAD_REQUEST, "{body}: {v}");
     }
+    let huge = s.state.settings.max_upload_bytes + 1;
     let (st, v) =
-        call(s, Method::POST, url, Some(json!({"files": [{"path": "huge", "size": 11u64 << 20, "sha256": d}]}))).await;
+        call(s, Method::POST, url, Some(json!({"files": [{"path": "huge", "size": huge, "sha256": d}]}))).await;
     assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::PAYLOAD_TOO_LARGE, Some("payload_too_large")), "{v}");
     let (st, _) = call(s, Method::POST, "/api/v1/models/team/nope/uploads", Some(json!({"files": []}))).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
@@ -277,7 +302,8 @@ async fn bad_declarations_are_refused(s: &TestServer) {
 
 async fn bad_parts_keep_nothing(s: &TestServer) {
     make_model(s, "team/m").await;
-    let big = bytes(PART * 2 + 10, 7);
+    let part = part_size(s);
+    let big = bytes(part * 2 + 10, 7);
     let small = b"small file".to_vec();
     let files: Vec<(&str, &[u8])> = vec![("big", &big), ("small", &small)];
     let (_, status) = call(s, Method::POST, "/api/v1/models/team/m/uploads", Some(declare(&files))).await;
@@ -285,9 +311,9 @@ async fn bad_parts_keep_nothing(s: &TestServer) {
     let (bd, sd) = (sha(&big), sha(&small));
 
     // Wrong length (Content-Length is honest, the part is not the declared size).
-    let (st, v) = put_part(s, id, &bd, 0, big[..PART - 1].to_vec()).await;
+    let (st, v) = put_part(s, id, &bd, 0, big[..part - 1].to_vec()).await;
     assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_part")), "{v}");
-    let (st, v) = put_part(s, id, &bd, 2, big[2 * PART..].iter().chain(b"extra").copied().collect()).await;
+    let (st, v) = put_part(s, id, &bd, 2, big[2 * part..].iter().chain(b"extra").copied().collect()).await;
     assert_eq!(st, StatusCode::BAD_REQUEST, "{v}");
     // No such part, undeclared digest, bad digest.
     let (st, v) = put_part(s, id, &bd, 3, vec![0; 10]).await;
@@ -300,19 +326,19 @@ async fn bad_parts_keep_nothing(s: &TestServer) {
     let resp = reqwest::Client::new()
         .put(format!("{}/api/v1/uploads/{id}/blobs/{bd}/parts/1", s.url))
         .bearer_auth(&s.token)
-        .header("content-range", "bytes 0-65535/131082")
-        .body(big[PART..2 * PART].to_vec())
+        .header("content-range", format!("bytes 0-{}/{}", part - 1, big.len()))
+        .body(big[part..2 * part].to_vec())
         .send()
         .await
         .unwrap();
     assert_eq!(resp.status(), StatusCode::BAD_REQUEST);
     // A body that breaks off halfway: the server must not keep the part.
-    let half = big[..PART / 2].to_vec();
+    let half = big[..part / 2].to_vec();
     let stream = futures::stream::iter(vec![Ok::<_, std::io::Error>(half), Err(std::io::Error::other("cut"))]);
     let sent = reqwest::Client::new()
         .put(format!("{}/api/v1/uploads/{id}/blobs/{bd}/parts/0", s.url))
         .bearer_auth(&s.token)
-        .header("content-length", PART.to_string())
+        .header("content-length", part.to_string())
         .body(reqwest::Body::wrap_stream(stream))
         .send()
         .await;
@@ -329,9 +355,9 @@ async fn bad_parts_keep_nothing(s: &TestServer) {
     let (st, v) = put_part(s, id, &sd, 0, b"SMALL FILE".to_vec()).await;
     assert_eq!((st, v["error"]["code"].as_str()), (StatusCode::UNPROCESSABLE_ENTITY, Some("digest_mismatch")), "{v}");
     let mut wrong = big.clone();
-    wrong[PART + 5] ^= 1;
+    wrong[part + 5] ^= 1;
     for n in 0..3 {
-        let chunk = wrong[n * PART..((n + 1) * PART).min(wrong.len())].to_vec();
+        let chunk = wrong[n * part..((n + 1) * part).min(wrong.len())].to_vec();
         let (st, v) = put_part(s, id, &bd, n, chunk).await;
         if n < 2 {
             assert_eq!(st, StatusCode::OK, "{v}");
@@ -419,7 +445,7 @@ async fn uploads_belong_to_their_creator(s: &TestServer) {
 
 async fn concurrent_pushes_of_the_same_files(s: &TestServer) {
     make_model(s, "team/m").await;
-    let big = bytes(PART * 4, 3);
+    let big = bytes(part_size(s) * 4, 3);
     let small = b"config".to_vec();
     let files: Vec<(&str, &[u8])> = vec![("w.bin", &big), ("c.json", &small)];
     let push = || async {
@@ -436,6 +462,8 @@ async fn concurrent_pushes_of_the_same_files(s: &TestServer) {
                 assert!(st == StatusCode::OK || v["error"]["code"] == "busy", "{st} {v}");
             }
         }
+        let started = std::time::Instant::now();
+        let mut last = (StatusCode::OK, Value::Null, Value::Null);
         for _ in 0..50 {
             let (st, v) = call(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({}))).await;
             if st == StatusCode::CREATED {
@@ -444,9 +472,16 @@ async fn concurrent_pushes_of_the_same_files(s: &TestServer) {
             // The other client may be assembling a blob; finish what is missing and retry.
             let (_, status) = call(s, Method::GET, &format!("/api/v1/uploads/{id}"), None).await;
             upload_missing_racing(s, &status, &files, true).await;
+            last = (st, v, status);
             tokio::time::sleep(std::time::Duration::from_millis(20)).await;
         }
-        panic!("commit never succeeded");
+        panic!(
+            "commit never succeeded in {:?}; last answer {} {}, upload {}",
+            started.elapsed(),
+            last.0,
+            last.1,
+            last.2
+        );
     };
     let (a, b) = tokio::join!(push(), push());
     let mut numbers = [a["version"].as_i64().unwrap(), b["version"].as_i64().unwrap()];
@@ -463,7 +498,8 @@ async fn concurrent_pushes_of_the_same_files(s: &TestServer) {
 
 async fn corrupt_blob_is_never_served_whole(s: &TestServer) {
     make_model(s, "team/m").await;
-    let data = bytes(PART * 2 + 77, 9);
+    let part = part_size(s);
+    let data = bytes(part * 2 + 77, 9);
     let files: Vec<(&str, &[u8])> = vec![("w.bin", &data)];
     let (_, status) = call(s, Method::POST, "/api/v1/models/team/m/uploads", Some(declare(&files))).await;
     upload_missing(s, &status, &files).await;
@@ -471,9 +507,17 @@ async fn corrupt_blob_is_never_served_whole(s: &TestServer) {
     let (st, _) = call(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({}))).await;
     assert_eq!(st, StatusCode::CREATED);
     let d = sha(&data);
-    let stored = s.data_dir.path().join("blobs").join("sha256").join(&d[..2]).join(&d);
+    let stored = s.stored_blob_path(&d);
     let mut raw = std::fs::read(&stored).unwrap();
-    raw[PART + 3] ^= 0x40;
+    // The object is stored where and how this storage should: encrypted, or exactly the bytes.
+    if s.storage.encrypted {
+        assert!(raw.starts_with(b"CAIRNENC") && raw.len() > data.len(), "not encrypted at rest");
+        let body = &raw[s.stored_blob_header_len()..];
+        assert!(body[..4096] != data[..4096], "plaintext at rest");
+    } else {
+        assert!(raw == data, "stored object differs from the blob");
+    }
+    raw[s.stored_blob_header_len() + part + 3] ^= 0x40;
     std::fs::write(&stored, &raw).unwrap();
     let resp = download(s, "/api/v1/models/team/m/versions/1/files/w.bin", &[]).await;
     // Either the connection is cut (an error here) or the body stops short: never all of it.

@@ -1,13 +1,20 @@
 //! Test helpers (not published): start the real server on `127.0.0.1:0` with a temporary
 //! data dir, on SQLite or on a fresh database of the test PostgreSQL.
 //!
+//! Model files are kept in a local directory by default; [`Storage`] chooses S3 (an
+//! S3-compatible server embedded in the test process, reached with explicit settings, never the
+//! `AWS_*` environment) and encryption at rest (a fresh key file in the data dir).
+//!
 //! PostgreSQL tests run when `CAIRN_TEST_DATABASE_URL` is set (a role that may create
 //! databases). When it is not set they print a SKIPPED line and pass — unless
 //! `CAIRN_REQUIRE_ALL_TESTS=1` (CI), where a missing service fails the test.
 
 use std::net::SocketAddr;
+use std::path::PathBuf;
 use std::str::FromStr;
 
+use cairn_blob::test_support::{ENCRYPTION_HEADER_LEN, S3_MIN_PART_SIZE, S3TestServer, object_key};
+use cairn_blob::{BlobOptions, BlobStore};
 use cairn_client::Client;
 use cairn_server::{AppState, Settings, build_router};
 use sqlx::ConnectOptions;
@@ -21,6 +28,39 @@ pub enum Backend {
     Sqlite,
     /// A fresh database on `CAIRN_TEST_DATABASE_URL`.
     Postgres,
+}
+
+/// Where a test server keeps model files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum BlobBackend {
+    /// The directory `blobs` in the data dir.
+    #[default]
+    Local,
+    /// A bucket of an S3-compatible server (`s3s-fs`) embedded in the test process.
+    S3,
+}
+
+/// How a test server stores model files.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Storage {
+    /// Local directory or S3.
+    pub blobs: BlobBackend,
+    /// Encrypt at rest, with a fresh random key in a key file in the data dir.
+    pub encrypted: bool,
+}
+
+impl Storage {
+    /// A local directory, unencrypted: what [`TestServer::start`] uses.
+    pub const LOCAL: Self = Self { blobs: BlobBackend::Local, encrypted: false };
+
+    /// The smallest part size this storage accepts: 64 KiB (the encryption segment) locally,
+    /// 5 MiB on S3.
+    pub fn min_part_size(self) -> u64 {
+        match self.blobs {
+            BlobBackend::Local => 64 * 1024,
+            BlobBackend::S3 => S3_MIN_PART_SIZE,
+        }
+    }
 }
 
 /// Whether every test must run (CI): then a missing service is a failure, not a skip.
@@ -93,6 +133,10 @@ pub struct TestServer {
     pub data_dir: TempDir,
     /// The server's state (to reach the store directly).
     pub state: AppState,
+    /// How model files are stored.
+    pub storage: Storage,
+    /// The S3 server holding the model files, when [`Storage::blobs`] is S3.
+    pub s3: Option<S3TestServer>,
     shutdown: Option<oneshot::Sender<()>>,
     task: Option<tokio::task::JoinHandle<()>>,
 }
@@ -106,6 +150,17 @@ impl TestServer {
 
     /// Like [`TestServer::start`], with a chance to change the settings first.
     pub async fn start_with(backend: Backend, test: &str, tweak: impl FnOnce(&mut Settings)) -> Option<Self> {
+        Self::start_with_storage(backend, Storage::LOCAL, test, tweak).await
+    }
+
+    /// Like [`TestServer::start_with`], keeping model files as `storage` says. `tweak` sees the
+    /// settings with `blob_url` and `encryption_key_file` already set for `storage`.
+    pub async fn start_with_storage(
+        backend: Backend,
+        storage: Storage,
+        test: &str,
+        tweak: impl FnOnce(&mut Settings),
+    ) -> Option<Self> {
         let data_dir = tempfile::tempdir().expect("temp dir");
         let database_url = database_url(backend, data_dir.path(), test).await?;
         let token = random_token();
@@ -117,9 +172,32 @@ impl TestServer {
             db_max_connections: 8,
             ..Settings::default()
         };
+        let s3 = match storage.blobs {
+            BlobBackend::Local => None,
+            BlobBackend::S3 => Some(S3TestServer::start().await.expect("start the embedded S3 server")),
+        };
+        if let Some(s3) = &s3 {
+            settings.blob_url = Some(s3.url("blobs"));
+        }
+        if storage.encrypted {
+            let mut key = [0u8; 32];
+            rand::fill(&mut key);
+            let path = data_dir.path().join("encryption.key");
+            std::fs::write(&path, format!("{}\n", hex::encode(key))).expect("write the key file");
+            settings.encryption_key_file = Some(path);
+        }
         tweak(&mut settings);
         let store = cairn_server::serve::open_store(&settings).await.expect("open store");
-        let state = AppState::new(store, settings).await.expect("app state");
+        // The blob settings the server would read, with S3 reached explicitly instead of
+        // through the process environment, which parallel tests share.
+        let options = BlobOptions {
+            part_size: Some(settings.upload_part_size),
+            s3: s3.as_ref().map(S3TestServer::options).unwrap_or_default(),
+        };
+        let blobs = BlobStore::open_with(&cairn_server::app::blob_config(&settings), &options)
+            .await
+            .expect("open the blob store");
+        let state = AppState::with_blobs(store, settings, blobs).await.expect("app state");
         let app = build_router(state.clone());
         let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
         let addr = listener.local_addr().expect("addr");
@@ -137,6 +215,8 @@ impl TestServer {
             database_url,
             data_dir,
             state,
+            storage,
+            s3,
             shutdown: Some(tx),
             task: Some(task),
         })
@@ -150,6 +230,22 @@ impl TestServer {
     /// A client with another key (or none).
     pub fn client_with(&self, token: Option<&str>) -> Client {
         Client::new(&self.url, token.map(str::to_owned)).expect("client")
+    }
+
+    /// The file that holds the stored object of the blob with this SHA-256 (hex), in the
+    /// local blob directory or in the embedded S3 server's directory.
+    pub fn stored_blob_path(&self, sha256: &str) -> PathBuf {
+        let digest = sha256.parse().expect("a SHA-256 in hex");
+        match &self.s3 {
+            None => self.data_dir.path().join("blobs").join(object_key(&digest)),
+            Some(s3) => s3.object_path(&format!("blobs/{}", object_key(&digest))),
+        }
+    }
+
+    /// Bytes at the start of every stored object before the blob's content (encrypted or not):
+    /// the encryption header, or nothing.
+    pub fn stored_blob_header_len(&self) -> usize {
+        if self.storage.encrypted { ENCRYPTION_HEADER_LEN as usize } else { 0 }
     }
 
     /// Stops the server, waiting for in-flight requests.

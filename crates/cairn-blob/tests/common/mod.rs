@@ -6,7 +6,8 @@
 use std::path::PathBuf;
 
 use bytes::Bytes;
-use cairn_blob::{BlobConfig, BlobOptions, BlobStore, Digest, S3Options};
+use cairn_blob::test_support::{S3_BUCKET, S3_MIN_PART_SIZE, S3TestServer, object_key};
+use cairn_blob::{BlobConfig, BlobOptions, BlobStore, Digest};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use sha2::Digest as _;
@@ -14,9 +15,6 @@ use sha2::Digest as _;
 pub const K1: &str = "000102030405060708090a0b0c0d0e0f101112131415161718191a1b1c1d1e1f";
 pub const K2: &str = "8f3a9c2e71d4b6058a1e3f7c9d2b4a6e8c0f1e3d5b7a9c2e4f6a8b0d1c3e5f70";
 pub const SEGMENT: u64 = 64 * 1024;
-pub const BUCKET: &str = "cairn";
-pub const ACCESS_KEY: &str = "cairn-test";
-pub const SECRET_KEY: &str = "cairn-test-secret-key";
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub enum Kind {
@@ -24,50 +22,16 @@ pub enum Kind {
     S3,
 }
 
-pub struct S3Server {
-    pub endpoint: String,
-    pub root: tempfile::TempDir,
-    task: tokio::task::JoinHandle<()>,
-}
-
-impl Drop for S3Server {
-    fn drop(&mut self) {
-        self.task.abort();
-    }
-}
-
 /// An S3-compatible server (s3s-fs over a tempdir) on a loopback port, inside this process.
-pub async fn start_s3() -> S3Server {
-    use hyper_util::rt::TokioIo;
-    use s3s::auth::SimpleAuth;
-    use s3s::service::S3ServiceBuilder;
-
-    let root = tempfile::tempdir().unwrap();
-    std::fs::create_dir(root.path().join(BUCKET)).unwrap();
-    let fs = s3s_fs::FileSystem::new(root.path()).unwrap();
-    let mut builder = S3ServiceBuilder::new(fs);
-    builder.set_auth(SimpleAuth::from_single(ACCESS_KEY, SECRET_KEY));
-    let service = builder.build();
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let endpoint = format!("http://{}", listener.local_addr().unwrap());
-    let task = tokio::spawn(async move {
-        loop {
-            let Ok((socket, _)) = listener.accept().await else { return };
-            let service = service.clone();
-            tokio::spawn(async move {
-                let _ =
-                    hyper::server::conn::http1::Builder::new().serve_connection(TokioIo::new(socket), service).await;
-            });
-        }
-    });
-    S3Server { endpoint, root, task }
+pub async fn start_s3() -> S3TestServer {
+    S3TestServer::start().await.unwrap()
 }
 
 pub struct Env {
     pub kind: Kind,
     pub store: BlobStore,
     pub data_dir: tempfile::TempDir,
-    pub s3: Option<S3Server>,
+    pub s3: Option<S3TestServer>,
     pub key: Option<&'static str>,
 }
 
@@ -101,10 +65,9 @@ impl Env {
 
     /// Where the stored object of `d` lies on this machine's disk.
     pub fn stored_path(&self, d: &Digest) -> PathBuf {
-        let hex = d.to_string();
         match &self.s3 {
-            None => self.data_dir.path().join("blobs/sha256").join(&hex[..2]).join(&hex),
-            Some(s3) => s3.root.path().join(BUCKET).join("models/sha256").join(&hex[..2]).join(&hex),
+            None => self.data_dir.path().join("blobs").join(object_key(d)),
+            Some(s3) => s3.object_path(&format!("models/{}", object_key(d))),
         }
     }
 
@@ -112,7 +75,7 @@ impl Env {
     pub fn plant_staging(&self) {
         let dir = match &self.s3 {
             None => self.data_dir.path().join("blobs/.staging"),
-            Some(s3) => s3.root.path().join(BUCKET).join("models/staging"),
+            Some(s3) => s3.object_path("models/staging"),
         };
         std::fs::create_dir_all(&dir).unwrap();
         std::fs::write(dir.join(uuid::Uuid::new_v4().to_string()), b"left over").unwrap();
@@ -132,7 +95,7 @@ impl Env {
 fn part_size(kind: Kind) -> u64 {
     match kind {
         Kind::Local => 2 * SEGMENT,
-        Kind::S3 => 5 * 1024 * 1024,
+        Kind::S3 => S3_MIN_PART_SIZE,
     }
 }
 
@@ -144,29 +107,19 @@ fn config(kind: Kind, data_dir: &tempfile::TempDir, key_file_content: Option<&st
     });
     let url = match kind {
         Kind::Local => None,
-        Kind::S3 => Some(format!("s3://{BUCKET}/models")),
+        Kind::S3 => Some(format!("s3://{S3_BUCKET}/models")),
     };
     BlobConfig { url, data_dir: data_dir.path().to_path_buf(), encryption_key_file }
 }
 
-fn options(kind: Kind, s3: Option<&S3Server>) -> BlobOptions {
-    BlobOptions {
-        part_size: Some(part_size(kind)),
-        s3: S3Options {
-            from_env: false,
-            endpoint: s3.map(|s| s.endpoint.clone()),
-            region: Some("us-east-1".into()),
-            access_key_id: Some(ACCESS_KEY.into()),
-            secret_access_key: Some(SECRET_KEY.into()),
-            session_token: None,
-        },
-    }
+fn options(kind: Kind, s3: Option<&S3TestServer>) -> BlobOptions {
+    BlobOptions { part_size: Some(part_size(kind)), s3: s3.map(S3TestServer::options).unwrap_or_default() }
 }
 
 async fn open_store(
     kind: Kind,
     data_dir: &tempfile::TempDir,
-    s3: Option<&S3Server>,
+    s3: Option<&S3TestServer>,
     key_file_content: Option<&str>,
 ) -> cairn_blob::Result<BlobStore> {
     BlobStore::open_with(&config(kind, data_dir, key_file_content), &options(kind, s3)).await
