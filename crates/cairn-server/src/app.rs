@@ -13,7 +13,6 @@ use cairn_store::Store;
 use tower_http::catch_panic::CatchPanicLayer;
 use tower_http::request_id::{MakeRequestUuid, PropagateRequestIdLayer, SetRequestIdLayer};
 use tower_http::sensitive_headers::SetSensitiveRequestHeadersLayer;
-use tower_http::timeout::TimeoutLayer;
 use tower_http::trace::TraceLayer;
 use utoipa_axum::router::OpenApiRouter;
 
@@ -113,7 +112,7 @@ pub fn build_router(state: AppState) -> Router {
         .fallback(|| async { crate::error::ApiError::not_found("no such route") })
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_json))
-        .layer(TimeoutLayer::with_status_code(StatusCode::REQUEST_TIMEOUT, timeout))
+        .layer(middleware::from_fn(move |req: Request<Body>, next: middleware::Next| deadline(timeout, req, next)))
         .layer(CatchPanicLayer::custom(|_: Box<dyn std::any::Any + Send>| {
             let mut r = Response::new(Body::from(error_body("internal", "internal error")));
             *r.status_mut() = StatusCode::INTERNAL_SERVER_ERROR;
@@ -128,6 +127,27 @@ pub fn build_router(state: AppState) -> Router {
         .layer(SetSensitiveRequestHeadersLayer::new([header::AUTHORIZATION, header::COOKIE]))
         .layer(PropagateRequestIdLayer::new(REQUEST_ID.clone()))
         .layer(SetRequestIdLayer::new(REQUEST_ID.clone(), MakeRequestUuid))
+}
+
+/// How long one upload part may take to arrive: a 16 MiB part needs this long at about
+/// 150 kbit/s. Other requests get `request_timeout_secs`.
+pub const PART_UPLOAD_TIMEOUT: Duration = Duration::from_secs(900);
+
+/// Answers `408` when a request takes longer than its budget: part uploads (`PUT
+/// /api/v1/uploads/…/parts/…`), whose bodies are large, get [`PART_UPLOAD_TIMEOUT`].
+async fn deadline(timeout: Duration, req: Request<Body>, next: middleware::Next) -> Response<Body> {
+    let is_part = req.method() == axum::http::Method::PUT
+        && req.uri().path().starts_with("/api/v1/uploads/")
+        && req.uri().path().contains("/parts/");
+    let budget = if is_part { timeout.max(PART_UPLOAD_TIMEOUT) } else { timeout };
+    match tokio::time::timeout(budget, next.run(req)).await {
+        Ok(resp) => resp,
+        Err(_) => {
+            let mut r = Response::new(Body::empty());
+            *r.status_mut() = StatusCode::REQUEST_TIMEOUT;
+            r
+        }
+    }
 }
 
 /// Turns any error response that is not JSON yet (405 from routing, 408 from the timeout,

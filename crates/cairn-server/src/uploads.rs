@@ -99,7 +99,25 @@ where
         ));
     }
     let handle = UploadHandle(upload.handle.clone());
-    let receipt = state.blobs.put_part(&handle, digest, size, part + 1, body).await?;
+    let receipt = match state.blobs.put_part(&handle, digest, size, part + 1, body).await {
+        Ok(r) => r,
+        Err(e @ (BlobError::SizeMismatch { .. } | BlobError::InvalidPart(_))) => return Err(e.into()),
+        Err(e) => {
+            // Another request may have assembled the blob (and closed this upload) while the
+            // part was arriving: that is not a failure of the server, but a reason to re-check.
+            let current = state.store.blob_upload(&hex).await?;
+            if current.is_none_or(|u| u.state != "open" || u.handle != upload.handle) {
+                return Err(ApiError::new(
+                    axum::http::StatusCode::CONFLICT,
+                    "busy",
+                    format!(
+                        "blob {hex} was completed or restarted while this part arrived; ask for the upload's status"
+                    ),
+                ));
+            }
+            return Err(e.into());
+        }
+    };
     let received = state
         .store
         .record_part(&hex, i64::from(part), i64::try_from(receipt.size).unwrap_or(i64::MAX), &receipt.etag)
