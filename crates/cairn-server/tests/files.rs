@@ -569,3 +569,51 @@ async fn slow_parts_get_a_longer_deadline() {
     assert!(slow(head, data.clone()).await.starts_with("HTTP/1.1 200"), "a part upload is not");
     s.stop().await;
 }
+
+/// Expired uploads and abandoned parts are swept; fresh ones are left alone.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_sweeper_removes_expired_uploads_and_their_parts() {
+    let Some(s) = TestServer::start_with(Backend::Sqlite, "the_sweeper_removes_expired_uploads", |st| {
+        st.upload_part_size = 64 * 1024;
+    })
+    .await
+    else {
+        return;
+    };
+    make_model(&s, "team/swept").await;
+    let old = bytes(3 * 64 * 1024, 1);
+    let fresh = bytes(3 * 64 * 1024, 2);
+    let (_, status) = call(&s, Method::POST, "/api/v1/models/team/swept/uploads", Some(declare(&[("f", &old)]))).await;
+    let old_id = status["upload_id"].as_str().unwrap().to_owned();
+    let (st, _) = put_part(&s, &old_id, &sha(&old), 0, old[..64 * 1024].to_vec()).await;
+    assert_eq!(st, StatusCode::OK);
+    let (_, status) =
+        call(&s, Method::POST, "/api/v1/models/team/swept/uploads", Some(declare(&[("g", &fresh)]))).await;
+    let fresh_id = status["upload_id"].as_str().unwrap().to_owned();
+    let (st, _) = put_part(&s, &fresh_id, &sha(&fresh), 0, fresh[..64 * 1024].to_vec()).await;
+    assert_eq!(st, StatusCode::OK);
+    let staging = s.data_dir.path().join("blobs").join(".staging");
+    let entries = || std::fs::read_dir(&staging).map(|d| d.count()).unwrap_or(0);
+    assert_eq!(entries(), 2, "one staging area per blob upload");
+
+    // Age the first upload and its blob upload past their lifetime.
+    let mut tx = s.state.store.db().begin().await.unwrap();
+    let mut conn = tx.conn();
+    conn.execute("UPDATE uploads SET expires_at = 0 WHERE id = $1", cairn_store::params![old_id.as_str()])
+        .await
+        .unwrap();
+    conn.execute("UPDATE blob_uploads SET updated_at = 0 WHERE digest = $1", cairn_store::params![sha(&old)])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    cairn_server::uploads::sweep(&s.state).await.unwrap();
+
+    let (st, _) = call(&s, Method::GET, &format!("/api/v1/uploads/{old_id}"), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND, "the expired upload is gone");
+    assert!(s.state.store.blob_upload(&sha(&old)).await.unwrap().is_none(), "its parts are forgotten");
+    assert_eq!(entries(), 1, "and their bytes removed");
+    let (st, status) = call(&s, Method::GET, &format!("/api/v1/uploads/{fresh_id}"), None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!(status["blobs"][0]["parts_received"], json!([0]), "the fresh upload keeps its part");
+    s.stop().await;
+}
