@@ -617,3 +617,47 @@ async fn the_sweeper_removes_expired_uploads_and_their_parts() {
     assert_eq!(status["blobs"][0]["parts_received"], json!([0]), "the fresh upload keeps its part");
     s.stop().await;
 }
+
+/// With `CAIRN_BLOB_PRESIGN` on an unencrypted S3 store, a download answers `302` to a
+/// presigned URL that serves the bytes; on an encrypted store it streams through the server.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn downloads_redirect_to_presigned_urls_on_s3() {
+    use cairn_test_utils::BlobBackend;
+    for encrypted in [false, true] {
+        let storage = Storage { blobs: BlobBackend::S3, encrypted };
+        let part = storage.min_part_size();
+        let Some(s) = TestServer::start_with_storage(Backend::Sqlite, storage, "presigned", |st| {
+            st.upload_part_size = part;
+            st.blob_presign = true;
+        })
+        .await
+        else {
+            return;
+        };
+        make_model(&s, "team/m").await;
+        let data = bytes(1000, 4);
+        let files: Vec<(&str, &[u8])> = vec![("w.bin", &data)];
+        let (_, status) = call(&s, Method::POST, "/api/v1/models/team/m/uploads", Some(declare(&files))).await;
+        upload_missing(&s, &status, &files).await;
+        let id = status["upload_id"].as_str().unwrap();
+        let (st, _) = call(&s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({}))).await;
+        assert_eq!(st, StatusCode::CREATED);
+        let url = format!("{}/api/v1/models/team/m/versions/1/files/w.bin", s.url);
+        let no_follow = reqwest::Client::builder().redirect(reqwest::redirect::Policy::none()).build().unwrap();
+        let resp = no_follow.get(&url).bearer_auth(&s.token).send().await.unwrap();
+        if encrypted {
+            assert_eq!(resp.status(), StatusCode::OK, "encrypted blobs are never presigned");
+        } else {
+            assert_eq!(resp.status(), StatusCode::FOUND);
+            let location = resp.headers()["location"].to_str().unwrap().to_owned();
+            assert!(location.contains("X-Amz-Signature="), "{location}");
+            // The presigned URL needs no Cairn credentials.
+            let direct = reqwest::get(&location).await.unwrap();
+            assert_eq!(direct.status(), StatusCode::OK);
+            assert_eq!(direct.bytes().await.unwrap().as_ref(), data.as_slice());
+        }
+        let followed = reqwest::Client::new().get(&url).bearer_auth(&s.token).send().await.unwrap();
+        assert_eq!(followed.bytes().await.unwrap().as_ref(), data.as_slice());
+        s.stop().await;
+    }
+}
