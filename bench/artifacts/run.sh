@@ -4,7 +4,7 @@
 #             fsyncs every blob before it becomes visible), and the same without the sync
 #   push      `cairn push` of a directory holding that file to `cairn serve` on loopback
 #   pull      `cairn pull` of it into a fresh directory
-#   push-enc  the same push with encryption at rest (CAIRN_ENCRYPTION_KEY_FILE)
+#   push-enc  the same push and pull with encryption at rest (CAIRN_ENCRYPTION_KEY_FILE)
 # and the server's peak RSS (VmHWM) across a push and a pull of a BIG_MIB file.
 # Each timing is the best of BENCH_RUNS runs; the page cache is warm for every contender.
 #
@@ -58,7 +58,7 @@ echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}
 make_file "$WORK/src/model/weights.bin" "$SIZE_MIB"
 cat "$WORK/src/model/weights.bin" >/dev/null
 
-baseline=(); nosync=(); push=(); pull=(); pushenc=()
+baseline=(); nosync=(); push=(); pull=(); pushenc=(); pullenc=()
 for run in $(seq 1 "$RUNS"); do
   t0=$(now); sha256sum "$WORK/src/model/weights.bin" >/dev/null; cp "$WORK/src/model/weights.bin" "$WORK/copy.bin"; t1=$(now)
   nosync+=("$(echo "$t1 - $t0" | bc)"); rm -f "$WORK/copy.bin"; sync
@@ -79,6 +79,10 @@ for run in $(seq 1 "$RUNS"); do
       rm -rf "$WORK/pulled-$run"
     else
       pushenc+=("$(echo "$t1 - $t0" | bc)")
+      t0=$(now); "$CAIRN_BIN" pull bench/model:1 -o "$WORK/pulled-enc-$run" --quiet >/dev/null; t1=$(now)
+      pullenc+=("$(echo "$t1 - $t0" | bc)")
+      cmp "$WORK/src/model/weights.bin" "$WORK/pulled-enc-$run/weights.bin"
+      rm -rf "$WORK/pulled-enc-$run"
     fi
     stop_server; rm -rf "$data"
   done
@@ -86,6 +90,7 @@ done
 
 b=$(printf '%s\n' "${baseline[@]}" | best); n=$(printf '%s\n' "${nosync[@]}" | best); p=$(printf '%s\n' "${push[@]}" | best)
 l=$(printf '%s\n' "${pull[@]}" | best); e=$(printf '%s\n' "${pushenc[@]}" | best)
+le=$(printf '%s\n' "${pullenc[@]}" | best)
 mib_s() { echo "scale=0; $SIZE_MIB / $1" | bc; }
 ratio() { echo "scale=2; $1 / $b" | bc; }
 printf '%-34s %8s %9s %8s\n' "operation (${SIZE_MIB} MiB)" "seconds" "MiB/s" "ratio"
@@ -94,6 +99,7 @@ printf '%-34s %8.2f %9s %8s\n' "sha256sum + cp, no sync" "$n" "$(mib_s "$n")" "$
 printf '%-34s %8.2f %9s %8s\n' "cairn push" "$p" "$(mib_s "$p")" "$(ratio "$p")"
 printf '%-34s %8.2f %9s %8s\n' "cairn pull" "$l" "$(mib_s "$l")" "$(ratio "$l")"
 printf '%-34s %8.2f %9s %8s\n' "cairn push, encrypted at rest" "$e" "$(mib_s "$e")" "$(ratio "$e")"
+printf '%-34s %8.2f %9s %8s\n' "cairn pull, encrypted at rest" "$le" "$(mib_s "$le")" "$(ratio "$le")"
 
 # Peak server memory across a push and a pull of a BIG_MIB file.
 rm -rf "$WORK/src"; make_file "$WORK/big/model/weights.bin" "$BIG_MIB"
