@@ -35,6 +35,11 @@ impl ApiError {
         Self::new(StatusCode::UNAUTHORIZED, "unauthenticated", message)
     }
 
+    /// 409 `busy`: another request holds the thing right now; asking again shortly succeeds.
+    pub fn busy(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::CONFLICT, "busy", message)
+    }
+
     /// 404 `not_found`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)
@@ -84,7 +89,7 @@ impl From<StoreError> for ApiError {
             StoreError::Conflict(m) => Self::new(StatusCode::CONFLICT, "already_exists", m),
             StoreError::Invalid(m) => Self::invalid(m),
             StoreError::MissingBlobs(m) => Self::new(StatusCode::CONFLICT, "missing_blobs", m),
-            StoreError::Busy(m) => Self::new(StatusCode::CONFLICT, "busy", m),
+            StoreError::Busy(m) => Self::busy(m),
             StoreError::Filter(e) => e.into(),
             other => {
                 tracing::error!(error = %other, "store failure");

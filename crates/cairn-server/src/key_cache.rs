@@ -2,8 +2,9 @@
 //!
 //! Every authenticated request would otherwise cost a database round trip before the handler
 //! runs. Entries live for [`TTL`] at most, so a key revoked or a user disabled on any replica
-//! stops working within that time everywhere; a change made through this process clears the
-//! cache at once. The cache is keyed by the SHA-256 of the token (never the token itself)
+//! stops working within that time everywhere. Routes that revoke keys or disable accounts
+//! (none yet) must also call [`KeyCache::clear`], so that this process stops trusting them
+//! at once. The cache is keyed by the SHA-256 of the token (never the token itself)
 //! and is bounded: when it is full, it is emptied and refilled by use.
 
 use std::collections::HashMap;

@@ -92,11 +92,9 @@ where
     }
     let upload = blob_upload(state, digest, size).await?;
     if upload.state != "open" {
-        return Err(ApiError::new(
-            axum::http::StatusCode::CONFLICT,
-            "busy",
-            format!("blob {hex} is being assembled right now; ask for the upload's status and retry"),
-        ));
+        return Err(ApiError::busy(format!(
+            "blob {hex} is being assembled right now; ask for the upload's status and retry"
+        )));
     }
     let handle = UploadHandle(upload.handle.clone());
     let receipt = match state.blobs.put_part(&handle, digest, size, part + 1, body).await {
@@ -107,13 +105,9 @@ where
             // part was arriving: that is not a failure of the server, but a reason to re-check.
             let current = state.store.blob_upload(&hex).await?;
             if current.is_none_or(|u| u.state != "open" || u.handle != upload.handle) {
-                return Err(ApiError::new(
-                    axum::http::StatusCode::CONFLICT,
-                    "busy",
-                    format!(
-                        "blob {hex} was completed or restarted while this part arrived; ask for the upload's status"
-                    ),
-                ));
+                return Err(ApiError::busy(format!(
+                    "blob {hex} was completed or restarted while this part arrived; ask for the upload's status"
+                )));
             }
             return Err(e.into());
         }
@@ -142,9 +136,11 @@ async fn blob_upload(state: &AppState, digest: &Digest, size: u64) -> Result<Blo
     if !state.store.insert_blob_upload(&hex, size_i, &handle.0).await? {
         state.blobs.abort_upload(&handle).await?;
     }
-    state.store.blob_upload(&hex).await?.ok_or_else(|| {
-        ApiError::new(axum::http::StatusCode::CONFLICT, "busy", format!("the upload of blob {hex} just ended; retry"))
-    })
+    state
+        .store
+        .blob_upload(&hex)
+        .await?
+        .ok_or_else(|| ApiError::busy(format!("the upload of blob {hex} just ended; retry")))
 }
 
 /// Assembles and verifies a blob whose parts have all arrived (if no other request is doing
@@ -174,13 +170,9 @@ pub async fn complete(state: &AppState, digest: &Digest, size: u64) -> Result<()
             // but which copy is current is unknown, so ask for the parts again.
             tracing::info!(digest = %hex, %reason, "reopening a blob upload with stale part receipts");
             state.store.reopen_blob_upload(&hex).await?;
-            Err(ApiError::new(
-                axum::http::StatusCode::CONFLICT,
-                "busy",
-                format!(
-                    "parts of blob {hex} were sent twice at the same time; ask for the upload's status and send the missing parts again"
-                ),
-            ))
+            Err(ApiError::busy(format!(
+                "parts of blob {hex} were sent twice at the same time; ask for the upload's status and send the missing parts again"
+            )))
         }
         Err(e) => {
             // Start clean: the next attempt uploads every part again.
