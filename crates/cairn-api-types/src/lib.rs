@@ -3,6 +3,11 @@
 //! Request bodies reject unknown fields, so a typo in a client is an error rather than a
 //! silently ignored setting. Times are RFC 3339 strings in UTC with milliseconds.
 
+pub mod grants;
+pub mod session;
+
+pub use grants::*;
+
 use std::collections::BTreeMap;
 
 use serde::{Deserialize, Serialize};

@@ -12,4 +12,4 @@ pub mod principal;
 
 pub use manifest::{FileEntry, FilePath, Manifest, ManifestError};
 pub use name::{AliasName, ModelName, ModelRef, NameError, Namespace, TagKey, VersionSelector};
-pub use principal::{AccountKind, Action, Denied, Principal, Scope};
+pub use principal::{AccountKind, Denied, Grant, NamespaceScope, Permission, Principal, Role, Scope};

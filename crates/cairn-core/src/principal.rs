@@ -1,9 +1,17 @@
-//! Who is calling, and what they may do.
+//! Who is calling, and what they may do: roles, the permission table, and the verified
+//! [`Principal`] of a request.
 //!
-//! A [`Principal`] is built by the server from a verified credential. Handlers ask it for a
-//! capability with [`Principal::require`]; the answer is either `Ok(())` or a
-//! [`Denied`] that the server turns into `403`. Roles per namespace, MFA state and service
-//! accounts slot into this type later without changing the handlers' calls.
+//! Every route declares one [`Permission`]. [`Principal::check`] answers whether the caller
+//! may exercise it, globally or in one namespace, from three things that must all agree:
+//!
+//! 1. a **role grant** of the account that [`Permission::roles`] lists — global, or for the
+//!    namespace in question when the permission is namespaced;
+//! 2. the **scopes** of the credential (`read` < `write` < `admin`), which narrow the
+//!    account's roles but never widen them;
+//! 3. the credential's **namespace restriction**, if the API key has one, and the **MFA**
+//!    state: a person who must use MFA and has not completed it may only enrol.
+//!
+//! Deny by default: a permission absent from the table is granted to nobody.
 
 use std::collections::BTreeSet;
 use std::fmt;
@@ -13,7 +21,7 @@ use std::fmt;
 pub enum AccountKind {
     /// A person.
     User,
-    /// A machine account (CI, serving), owned by an admin.
+    /// A machine account (CI, serving): holds only API keys, never logs in.
     ServiceAccount,
 }
 
@@ -29,6 +37,9 @@ pub enum Scope {
 }
 
 impl Scope {
+    /// Every scope, weakest first.
+    pub const ALL: [Scope; 3] = [Scope::Read, Scope::Write, Scope::Admin];
+
     /// The scope's wire name.
     pub fn as_str(self) -> &'static str {
         match self {
@@ -55,15 +66,199 @@ impl fmt::Display for Scope {
     }
 }
 
-/// Something a caller wants to do.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Action {
-    /// Read registry content.
-    Read,
-    /// Change registry content.
-    Write,
-    /// Administer the server.
+/// A role, granted to an account globally or in one namespace.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Role {
+    /// Reads models, versions, cards and files.
+    Viewer,
+    /// Pushes and manages models.
+    ModelOwner,
+    /// Model risk & compliance reviewer.
+    Mrc,
+    /// Security architect: policies, keys, scans.
+    Security,
+    /// Site reliability: deployments.
+    Sre,
+    /// Reads everything, including audit and evidence; changes nothing.
+    Auditor,
+    /// Administers the server, its users and their grants.
     Admin,
+}
+
+impl Role {
+    /// Every role.
+    pub const ALL: [Role; 7] =
+        [Role::Viewer, Role::ModelOwner, Role::Mrc, Role::Security, Role::Sre, Role::Auditor, Role::Admin];
+
+    /// The role's wire name.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::Viewer => "viewer",
+            Self::ModelOwner => "model_owner",
+            Self::Mrc => "mrc",
+            Self::Security => "security",
+            Self::Sre => "sre",
+            Self::Auditor => "auditor",
+            Self::Admin => "admin",
+        }
+    }
+
+    /// Parses a role's wire name.
+    pub fn parse(s: &str) -> Option<Self> {
+        Self::ALL.into_iter().find(|r| r.as_str() == s)
+    }
+}
+
+impl fmt::Display for Role {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// A role held globally (`namespace: None`) or in one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub struct Grant {
+    /// The role.
+    pub role: Role,
+    /// The namespace it applies to, or every namespace.
+    pub namespace: Option<String>,
+}
+
+/// Something a route does. Each route declares exactly one; [`Permission::roles`] is the
+/// table that says who may.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash)]
+pub enum Permission {
+    /// Read models, versions, aliases, tags, files and namespaces of a namespace.
+    ModelRead,
+    /// Create models, versions and uploads; change descriptions, tags and aliases.
+    ModelWrite,
+    /// Delete models and versions.
+    ModelDelete,
+    /// Create namespaces.
+    NamespaceCreate,
+    /// Delete (empty) namespaces.
+    NamespaceDelete,
+    /// Read the audit log.
+    AuditRead,
+    /// Create, change, disable and delete accounts; unlock them; keys of service accounts.
+    UserManage,
+    /// Grant and revoke roles.
+    GrantManage,
+    /// Run maintenance (fsck, gc, key rotation).
+    ServerAdmin,
+    /// Identify oneself and end one's own sessions: open to every authenticated caller,
+    /// also one who still has to enrol in MFA.
+    SelfBasic,
+    /// Enrol in, confirm and manage one's own MFA: open to every authenticated person.
+    MfaManage,
+    /// Manage one's own API keys, password and sessions.
+    SelfManage,
+}
+
+impl Permission {
+    /// Every permission.
+    pub const ALL: [Permission; 12] = [
+        Permission::ModelRead,
+        Permission::ModelWrite,
+        Permission::ModelDelete,
+        Permission::NamespaceCreate,
+        Permission::NamespaceDelete,
+        Permission::AuditRead,
+        Permission::UserManage,
+        Permission::GrantManage,
+        Permission::ServerAdmin,
+        Permission::SelfBasic,
+        Permission::MfaManage,
+        Permission::SelfManage,
+    ];
+
+    /// The permission table: the roles that hold this permission. `None` means every
+    /// authenticated account, whatever its roles.
+    pub fn roles(self) -> Option<&'static [Role]> {
+        use Role::*;
+        Some(match self {
+            Self::ModelRead => &[Viewer, ModelOwner, Mrc, Security, Sre, Auditor, Admin],
+            Self::ModelWrite | Self::ModelDelete => &[ModelOwner, Admin],
+            Self::AuditRead => &[Auditor, Admin],
+            Self::NamespaceCreate
+            | Self::NamespaceDelete
+            | Self::UserManage
+            | Self::GrantManage
+            | Self::ServerAdmin => &[Admin],
+            Self::SelfBasic | Self::MfaManage | Self::SelfManage => return None,
+        })
+    }
+
+    /// Whether a grant in one namespace is enough (`true`), or only a global grant counts.
+    pub fn is_namespaced(self) -> bool {
+        matches!(self, Self::ModelRead | Self::ModelWrite | Self::ModelDelete)
+    }
+
+    /// The scope a credential needs for this permission.
+    pub fn scope(self) -> Scope {
+        match self {
+            Self::ModelRead | Self::AuditRead | Self::SelfBasic | Self::MfaManage | Self::SelfManage => Scope::Read,
+            Self::ModelWrite | Self::ModelDelete => Scope::Write,
+            Self::NamespaceCreate
+            | Self::NamespaceDelete
+            | Self::UserManage
+            | Self::GrantManage
+            | Self::ServerAdmin => Scope::Admin,
+        }
+    }
+
+    /// Whether the permission may be used before a required MFA enrolment is complete.
+    pub fn allowed_before_mfa(self) -> bool {
+        matches!(self, Self::SelfBasic | Self::MfaManage)
+    }
+
+    /// Whether the permission changes state (denied attempts at these are audited).
+    pub fn is_change(self) -> bool {
+        !matches!(self, Self::ModelRead | Self::AuditRead | Self::SelfBasic)
+    }
+
+    /// The permission's name in the table (docs, tests).
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Self::ModelRead => "model.read",
+            Self::ModelWrite => "model.write",
+            Self::ModelDelete => "model.delete",
+            Self::NamespaceCreate => "namespace.create",
+            Self::NamespaceDelete => "namespace.delete",
+            Self::AuditRead => "audit.read",
+            Self::UserManage => "user.manage",
+            Self::GrantManage => "grant.manage",
+            Self::ServerAdmin => "server.admin",
+            Self::SelfBasic => "self.basic",
+            Self::MfaManage => "self.mfa",
+            Self::SelfManage => "self.manage",
+        }
+    }
+}
+
+impl fmt::Display for Permission {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(self.as_str())
+    }
+}
+
+/// Which namespaces a caller may use a namespaced permission in.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum NamespaceScope {
+    /// Every namespace.
+    All,
+    /// Only these (possibly none).
+    Only(BTreeSet<String>),
+}
+
+impl NamespaceScope {
+    /// Whether `namespace` is inside.
+    pub fn contains(&self, namespace: &str) -> bool {
+        match self {
+            Self::All => true,
+            Self::Only(set) => set.contains(namespace),
+        }
+    }
 }
 
 /// A verified caller.
@@ -75,12 +270,19 @@ pub struct Principal {
     pub username: String,
     /// Person or machine.
     pub kind: AccountKind,
-    /// Whether the account is a server administrator.
-    pub is_admin: bool,
-    /// The scopes of the credential used for this request.
+    /// The account's role grants.
+    pub grants: Vec<Grant>,
+    /// The scopes of the credential used for this request (all three for a session).
     pub scopes: BTreeSet<Scope>,
+    /// The namespaces the API key is restricted to, if it is.
+    pub key_namespaces: Option<BTreeSet<String>>,
     /// The id of the API key used, if any (recorded in audit events).
     pub key_id: Option<String>,
+    /// The id of the login session used, if any.
+    pub session_id: Option<String>,
+    /// `false` when this person must use MFA and has not (enrolled, or — in a session —
+    /// given a code): then only [`Permission::allowed_before_mfa`] permissions pass.
+    pub mfa_satisfied: bool,
 }
 
 /// A refused capability; the message says what was missing.
@@ -89,29 +291,104 @@ pub struct Principal {
 pub struct Denied(pub String);
 
 impl Principal {
-    /// Checks that this caller may perform `action`.
-    pub fn require(&self, action: Action) -> Result<(), Denied> {
-        let scope = match action {
-            Action::Read => Scope::Read,
-            Action::Write => Scope::Write,
-            Action::Admin => Scope::Admin,
-        };
+    fn has_scope(&self, needed: Scope) -> bool {
         // `write` implies `read`; `admin` implies both.
-        let has_scope = self.scopes.contains(&Scope::Admin)
-            || self.scopes.contains(&scope)
-            || (scope == Scope::Read && self.scopes.contains(&Scope::Write));
-        if !has_scope {
-            return Err(Denied(format!("this API key lacks the '{scope}' scope needed for this request")));
-        }
-        if action == Action::Admin && !self.is_admin {
-            return Err(Denied(format!("user '{}' is not an administrator", self.username)));
-        }
-        Ok(())
+        self.scopes.iter().any(|s| *s >= needed)
     }
 
-    /// The actor string written into audit events: `user:<name>` plus the key id.
+    /// Whether the account holds the global role `role`.
+    pub fn has_global_role(&self, role: Role) -> bool {
+        self.grants.iter().any(|g| g.role == role && g.namespace.is_none())
+    }
+
+    /// Whether the account is a global administrator.
+    pub fn is_admin(&self) -> bool {
+        self.has_global_role(Role::Admin)
+    }
+
+    /// Checks that this caller may use `permission`, in `namespace` when the permission is
+    /// namespaced (`None` there means "in every namespace", e.g. a listing that the caller
+    /// could not otherwise filter).
+    pub fn check(&self, permission: Permission, namespace: Option<&str>) -> Result<(), Denied> {
+        if !self.mfa_satisfied && !permission.allowed_before_mfa() {
+            return Err(Denied(format!(
+                "'{}' must complete multi-factor authentication first: enrol at /api/v1/me/mfa/totp, or log in with a code",
+                self.username
+            )));
+        }
+        let scope = permission.scope();
+        if !self.has_scope(scope) {
+            return Err(Denied(format!("this API key lacks the '{scope}' scope needed for this request")));
+        }
+        let Some(roles) = permission.roles() else {
+            return Ok(());
+        };
+        if let Some(allowed) = &self.key_namespaces {
+            let inside = permission.is_namespaced() && namespace.is_some_and(|ns| allowed.contains(ns));
+            if !inside {
+                return Err(Denied(match namespace {
+                    Some(ns) if permission.is_namespaced() => {
+                        format!("this API key is restricted to other namespaces than '{ns}'")
+                    }
+                    _ => "this API key is restricted to some namespaces and cannot be used for this request".into(),
+                }));
+            }
+        }
+        let held = self.grants.iter().any(|g| {
+            roles.contains(&g.role)
+                && match (&g.namespace, namespace) {
+                    (None, _) => true,
+                    (Some(gns), Some(ns)) => permission.is_namespaced() && gns == ns,
+                    (Some(_), None) => false,
+                }
+        });
+        if held {
+            return Ok(());
+        }
+        let names = roles.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", ");
+        Err(Denied(match namespace {
+            Some(ns) if permission.is_namespaced() => {
+                format!(
+                    "'{}' has no role in namespace '{ns}' that allows {permission} (needs one of: {names})",
+                    self.username
+                )
+            }
+            _ => format!("'{}' has no global role that allows {permission} (needs one of: {names})", self.username),
+        }))
+    }
+
+    /// The namespaces in which this caller may use the namespaced `permission` (for filtering
+    /// listings and searches to what the caller may see).
+    pub fn namespaces_for(&self, permission: Permission) -> NamespaceScope {
+        if (!self.mfa_satisfied && !permission.allowed_before_mfa()) || !self.has_scope(permission.scope()) {
+            return NamespaceScope::Only(BTreeSet::new());
+        }
+        let roles = permission.roles().unwrap_or(&Role::ALL);
+        let mut from_roles = BTreeSet::new();
+        let mut global = false;
+        for g in self.grants.iter().filter(|g| roles.contains(&g.role)) {
+            match &g.namespace {
+                None => global = true,
+                Some(ns) if permission.is_namespaced() => {
+                    from_roles.insert(ns.clone());
+                }
+                Some(_) => {}
+            }
+        }
+        match (&self.key_namespaces, global) {
+            (Some(keys), true) => NamespaceScope::Only(keys.clone()),
+            (Some(keys), false) => NamespaceScope::Only(keys.intersection(&from_roles).cloned().collect()),
+            (None, true) => NamespaceScope::All,
+            (None, false) => NamespaceScope::Only(from_roles),
+        }
+    }
+
+    /// The actor string written into audit events: `user:<name>` or `service:<name>`.
     pub fn actor(&self) -> String {
-        format!("user:{}", self.username)
+        match self.kind {
+            AccountKind::User => format!("user:{}", self.username),
+            AccountKind::ServiceAccount => format!("service:{}", self.username),
+        }
     }
 }
 
@@ -119,32 +396,92 @@ impl Principal {
 mod tests {
     use super::*;
 
-    fn principal(scopes: &[Scope], admin: bool) -> Principal {
+    fn principal(scopes: &[Scope], grants: &[(Role, Option<&str>)]) -> Principal {
         Principal {
             user_id: "u1".into(),
             username: "alice".into(),
             kind: AccountKind::User,
-            is_admin: admin,
+            grants: grants.iter().map(|(r, ns)| Grant { role: *r, namespace: ns.map(str::to_owned) }).collect(),
             scopes: scopes.iter().copied().collect(),
+            key_namespaces: None,
             key_id: None,
+            session_id: None,
+            mfa_satisfied: true,
         }
     }
 
     #[test]
-    fn scopes_gate_actions() {
-        let reader = principal(&[Scope::Read], false);
-        assert!(reader.require(Action::Read).is_ok());
-        assert!(reader.require(Action::Write).is_err());
-        let writer = principal(&[Scope::Write], false);
-        assert!(writer.require(Action::Read).is_ok());
-        assert!(writer.require(Action::Write).is_ok());
-        assert!(writer.require(Action::Admin).is_err());
-        let admin_key_non_admin_user = principal(&[Scope::Admin], false);
-        assert!(admin_key_non_admin_user.require(Action::Admin).is_err());
-        let admin = principal(&[Scope::Admin], true);
-        assert!(admin.require(Action::Admin).is_ok());
-        assert!(admin.require(Action::Write).is_ok());
-        let none = principal(&[], true);
-        assert!(none.require(Action::Read).is_err());
+    fn scopes_narrow_roles() {
+        let all = [Scope::Read, Scope::Write, Scope::Admin];
+        let admin = principal(&all, &[(Role::Admin, None)]);
+        for p in Permission::ALL {
+            assert!(admin.check(p, Some("team")).is_ok(), "{p}");
+        }
+        let admin_read_key = principal(&[Scope::Read], &[(Role::Admin, None)]);
+        assert!(admin_read_key.check(Permission::ModelRead, Some("team")).is_ok());
+        assert!(admin_read_key.check(Permission::ModelWrite, Some("team")).is_err());
+        assert!(admin_read_key.check(Permission::UserManage, None).is_err());
+        let owner_admin_key = principal(&all, &[(Role::ModelOwner, None)]);
+        assert!(owner_admin_key.check(Permission::UserManage, None).is_err(), "scopes never widen roles");
+        let nothing = principal(&[], &[(Role::Admin, None)]);
+        assert!(nothing.check(Permission::SelfBasic, None).is_err());
+    }
+
+    #[test]
+    fn namespaced_grants_stay_in_their_namespace() {
+        let all = [Scope::Read, Scope::Write, Scope::Admin];
+        let owner = principal(&all, &[(Role::ModelOwner, Some("a"))]);
+        assert!(owner.check(Permission::ModelWrite, Some("a")).is_ok());
+        assert!(owner.check(Permission::ModelRead, Some("a")).is_ok());
+        assert!(owner.check(Permission::ModelWrite, Some("b")).is_err());
+        assert!(owner.check(Permission::ModelRead, Some("b")).is_err());
+        assert!(owner.check(Permission::ModelRead, None).is_err(), "no global read from a namespaced grant");
+        let ns_admin = principal(&all, &[(Role::Admin, Some("a"))]);
+        assert!(ns_admin.check(Permission::UserManage, None).is_err(), "admin of a namespace is not a server admin");
+        assert!(ns_admin.check(Permission::ModelDelete, Some("a")).is_ok());
+        assert_eq!(owner.namespaces_for(Permission::ModelRead), NamespaceScope::Only(["a".to_owned()].into()));
+        assert_eq!(principal(&all, &[(Role::Viewer, None)]).namespaces_for(Permission::ModelRead), NamespaceScope::All);
+        assert_eq!(
+            principal(&all, &[(Role::Viewer, None)]).namespaces_for(Permission::ModelWrite),
+            NamespaceScope::Only(BTreeSet::new())
+        );
+    }
+
+    #[test]
+    fn key_restrictions_and_mfa() {
+        let all = [Scope::Read, Scope::Write, Scope::Admin];
+        let mut p = principal(&all, &[(Role::Admin, None)]);
+        p.key_namespaces = Some(["a".to_owned()].into());
+        assert!(p.check(Permission::ModelWrite, Some("a")).is_ok());
+        assert!(p.check(Permission::ModelWrite, Some("b")).is_err());
+        assert!(p.check(Permission::UserManage, None).is_err());
+        assert!(p.check(Permission::SelfManage, None).is_ok());
+        assert_eq!(p.namespaces_for(Permission::ModelRead), NamespaceScope::Only(["a".to_owned()].into()));
+        let mut q = principal(&all, &[(Role::Admin, None)]);
+        q.mfa_satisfied = false;
+        assert!(q.check(Permission::SelfBasic, None).is_ok());
+        assert!(q.check(Permission::MfaManage, None).is_ok());
+        assert!(q.check(Permission::SelfManage, None).is_err());
+        assert!(q.check(Permission::ModelRead, Some("a")).is_err());
+        assert_eq!(q.namespaces_for(Permission::ModelRead), NamespaceScope::Only(BTreeSet::new()));
+    }
+
+    #[test]
+    fn the_table_is_deny_by_default_and_complete() {
+        for p in Permission::ALL {
+            if let Some(roles) = p.roles() {
+                assert!(roles.contains(&Role::Admin), "{p}: admins hold every role-gated permission");
+            }
+        }
+        let auditor = principal(&[Scope::Read], &[(Role::Auditor, None)]);
+        assert!(auditor.check(Permission::AuditRead, None).is_ok());
+        assert!(auditor.check(Permission::ModelRead, Some("x")).is_ok());
+        let auditor_rw = principal(&[Scope::Read, Scope::Write, Scope::Admin], &[(Role::Auditor, None)]);
+        for p in Permission::ALL.into_iter().filter(|p| p.roles().is_some() && p.scope() != Scope::Read) {
+            assert!(auditor_rw.check(p, Some("x")).is_err(), "auditors change nothing: {p}");
+        }
+        for r in Role::ALL {
+            assert_eq!(Role::parse(r.as_str()), Some(r));
+        }
     }
 }

@@ -19,6 +19,7 @@ use utoipa_axum::router::OpenApiRouter;
 use crate::error::{code_for_status, error_body};
 use crate::key_cache::KeyCache;
 use crate::page_token::PageTokens;
+use crate::rate_limit::{self, RateLimiter};
 use crate::settings::Settings;
 use crate::{auth, routes};
 
@@ -35,6 +36,8 @@ pub struct AppState {
     pub keys: Arc<KeyCache>,
     /// Model files.
     pub blobs: BlobStore,
+    /// Request counters for rate limiting.
+    pub rate_limits: Arc<RateLimiter>,
 }
 
 impl AppState {
@@ -64,7 +67,15 @@ impl AppState {
             })
             .await?;
         let key = hex::decode(&key).unwrap_or_else(|_| key.into_bytes());
-        Ok(Self { store, page_tokens: PageTokens::new(key), settings: Arc::new(settings), keys: Arc::default(), blobs })
+        let rate_limits = Arc::new(RateLimiter::new(store.clone(), &settings));
+        Ok(Self {
+            store,
+            page_tokens: PageTokens::new(key),
+            settings: Arc::new(settings),
+            keys: Arc::default(),
+            blobs,
+            rate_limits,
+        })
     }
 }
 
@@ -93,7 +104,9 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 
 /// Builds the whole application.
 pub fn build_router(state: AppState) -> Router {
-    let (api, openapi) = api_router().split_for_parts();
+    let (api, mut openapi) = api_router().split_for_parts();
+    let (public, public_doc) = routes::public().split_for_parts();
+    openapi.merge(public_doc);
     let openapi = Arc::new(openapi);
     let api = api
         .route(
@@ -103,7 +116,11 @@ pub fn build_router(state: AppState) -> Router {
                 async move { axum::Json((*doc).clone()) }
             }),
         )
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_auth));
+        // Inside out: authentication, then the principal's rate limit.
+        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit::by_principal))
+        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_auth))
+        .merge(public)
+        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit::by_address));
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
     let max_json = state.settings.max_json_bytes;
     Router::new()
@@ -120,6 +137,7 @@ pub fn build_router(state: AppState) -> Router {
             r
         }))
         .layer(middleware::map_response(json_errors))
+        .layer(middleware::from_fn(rate_limit::security_headers))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
             let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())

@@ -14,8 +14,9 @@ use axum::http::{header, request::Parts};
 use axum::middleware::Next;
 use axum::response::Response;
 use base64::Engine;
-use cairn_core::{AccountKind, Principal, Scope};
+use cairn_core::{AccountKind, Grant, Principal, Role, Scope};
 use cairn_store::AuditContext;
+use cairn_store::user::AccountAuth;
 use sha2::{Digest, Sha256};
 use subtle::ConstantTimeEq;
 
@@ -24,6 +25,13 @@ use crate::error::ApiError;
 
 /// Prefix of every API key, so secret scanners can recognise leaked keys.
 pub const KEY_PREFIX: &str = "cairn_";
+
+/// Responses to a request made with a key that expires within this many days carry a
+/// `Warning` header.
+pub const KEY_WARNING_DAYS: i64 = 14;
+
+/// The header that tells a client when its API key expires (RFC 3339).
+pub const KEY_EXPIRES_HEADER: &str = "cairn-key-expires";
 
 /// How stale `last_used_at` may get before a request refreshes it (ms).
 const TOUCH_INTERVAL_MS: i64 = 60_000;
@@ -72,6 +80,8 @@ pub struct Caller {
     pub principal: Principal,
     /// Audit context (actor, key, request id, address, user agent).
     pub audit: AuditContext,
+    /// When the API key used expires (ms), if it does.
+    pub key_expires_at: Option<i64>,
 }
 
 impl<S: Send + Sync> FromRequestParts<S> for Caller {
@@ -116,11 +126,32 @@ pub fn request_context(parts: &Parts) -> AuditContext {
 pub async fn require_auth(State(state): State<AppState>, req: Request, next: Next) -> Result<Response, ApiError> {
     let (mut parts, body) = req.into_parts();
     let caller = authenticate(&state, &parts).await?;
+    let expires_at = caller.key_expires_at;
     parts.extensions.insert(caller);
-    Ok(next.run(Request::from_parts(parts, body)).await)
+    let mut resp = next.run(Request::from_parts(parts, body)).await;
+    if let Some(at) = expires_at {
+        let left_ms = at - state.now_ms();
+        if left_ms < KEY_WARNING_DAYS * 86_400_000 {
+            let days = left_ms.max(0) / 86_400_000;
+            let warning =
+                format!("299 cairn \"this API key expires in {days} day(s); rotate it with 'cairn keys rotate'\"");
+            if let Ok(v) = header::HeaderValue::from_str(&warning) {
+                resp.headers_mut().insert(header::WARNING, v);
+            }
+        }
+        if let Ok(v) = header::HeaderValue::from_str(&crate::convert::rfc3339(at)) {
+            resp.headers_mut().insert(KEY_EXPIRES_HEADER, v);
+        }
+    }
+    Ok(resp)
 }
 
 async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiError> {
+    if !parts.headers.contains_key(header::AUTHORIZATION)
+        && let Some(caller) = crate::session::authenticate_cookie(state, parts).await?
+    {
+        return Ok(caller);
+    }
     let token = bearer(parts)?;
     let hash = hash_token(token);
     let found = match state.keys.get(&hash) {
@@ -145,7 +176,7 @@ async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiErro
     if key.expires_at.is_some_and(|e| e <= now) {
         return Err(ApiError::unauthenticated("this API key has expired; create a new one"));
     }
-    if key.disabled {
+    if key.account.disabled {
         return Err(ApiError::unauthenticated("this account is disabled"));
     }
     if key.last_used_at.is_none_or(|t| now - t > TOUCH_INTERVAL_MS) {
@@ -153,25 +184,72 @@ async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiErro
         state.keys.mark_used(&hash, now);
         let store = state.store.clone();
         let key_id = key.key_id.clone();
+        let ip = parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string());
         tokio::spawn(async move {
-            if let Err(e) = store.touch_api_key(&key_id).await {
+            if let Err(e) = store.touch_api_key(&key_id, ip.as_deref()).await {
                 tracing::warn!(error = %e, "could not record API key use");
             }
         });
     }
     let scopes: BTreeSet<Scope> = key.scopes.split_whitespace().filter_map(Scope::parse).collect();
+    let key_namespaces = (!key.namespaces.trim().is_empty())
+        .then(|| key.namespaces.split_whitespace().map(str::to_owned).collect::<BTreeSet<_>>());
+    // A key's owner has given a second factor whenever they enrolled; the bootstrap key is the
+    // operator's break-glass credential and is exempt (docs/SECURITY.md).
+    let mfa_satisfied = key.bootstrap || key.account.mfa_enabled || !requires_mfa(state, &key.account);
+    let credential = Credential { scopes, key_namespaces, key_id: Some(key.key_id), session_id: None, mfa_satisfied };
+    let mut caller = caller_for(parts, &key.account, credential);
+    caller.key_expires_at = key.expires_at;
+    Ok(caller)
+}
+
+/// What the credential of a request contributes to its principal.
+#[derive(Debug, Clone)]
+pub struct Credential {
+    /// Scopes (a session has all three).
+    pub scopes: BTreeSet<Scope>,
+    /// The namespaces an API key is restricted to.
+    pub key_namespaces: Option<BTreeSet<String>>,
+    /// The API key used.
+    pub key_id: Option<String>,
+    /// The session used.
+    pub session_id: Option<String>,
+    /// Whether the second-factor requirement is met for this credential.
+    pub mfa_satisfied: bool,
+}
+
+/// Whether this account must use MFA: people only, when MFA is required for everyone or the
+/// account holds one of `auth_mfa_roles` (globally or in any namespace).
+pub fn requires_mfa(state: &AppState, account: &AccountAuth) -> bool {
+    if account.kind == "service" {
+        return false;
+    }
+    state.settings.auth_require_mfa
+        || account.grants.iter().any(|(role, _)| state.settings.mfa_roles().any(|r| r == role))
+}
+
+/// Builds the caller of a request from a verified account and credential.
+pub fn caller_for(parts: &Parts, account: &AccountAuth, credential: Credential) -> Caller {
+    let grants = account
+        .grants
+        .iter()
+        .filter_map(|(role, ns)| Some(Grant { role: Role::parse(role)?, namespace: ns.clone() }))
+        .collect();
     let principal = Principal {
-        user_id: key.user_id,
-        username: key.username,
-        kind: if key.kind == "service" { AccountKind::ServiceAccount } else { AccountKind::User },
-        is_admin: key.is_admin,
-        scopes,
-        key_id: Some(key.key_id),
+        user_id: account.user_id.clone(),
+        username: account.username.clone(),
+        kind: if account.kind == "service" { AccountKind::ServiceAccount } else { AccountKind::User },
+        grants,
+        scopes: credential.scopes,
+        key_namespaces: credential.key_namespaces,
+        key_id: credential.key_id,
+        session_id: credential.session_id,
+        mfa_satisfied: credential.mfa_satisfied,
     };
     let mut audit = request_context(parts);
     audit.actor = principal.actor();
     audit.key_id = principal.key_id.clone();
-    Ok(Caller { principal, audit })
+    Caller { principal, audit, key_expires_at: None }
 }
 
 #[cfg(test)]

@@ -40,6 +40,11 @@ impl ApiError {
         Self::new(StatusCode::CONFLICT, "busy", message)
     }
 
+    /// 403 `permission_denied`.
+    pub fn forbidden(message: impl Into<String>) -> Self {
+        Self::new(StatusCode::FORBIDDEN, "permission_denied", message)
+    }
+
     /// 404 `not_found`.
     pub fn not_found(message: impl Into<String>) -> Self {
         Self::new(StatusCode::NOT_FOUND, "not_found", message)

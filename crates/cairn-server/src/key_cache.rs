@@ -69,14 +69,19 @@ mod tests {
             key_id: id.into(),
             token_hash: "h".into(),
             scopes: "read".into(),
+            namespaces: String::new(),
             expires_at: None,
             revoked_at: None,
             last_used_at: None,
-            user_id: "u".into(),
-            username: "alice".into(),
-            kind: "user".into(),
-            is_admin: false,
-            disabled: false,
+            bootstrap: false,
+            account: cairn_store::user::AccountAuth {
+                user_id: "u".into(),
+                username: "alice".into(),
+                kind: "user".into(),
+                disabled: false,
+                mfa_enabled: false,
+                grants: Vec::new(),
+            },
         }
     }
 

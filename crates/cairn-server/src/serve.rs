@@ -41,6 +41,8 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         token_hash: auth::hash_token(t),
         scopes: "read write admin".into(),
         expires_at: None,
+        namespaces: String::new(),
+        bootstrap: true,
     });
     // Without a configured token, the first start also creates an admin key (90 days), so a
     // newcomer can use the API and the CLI at once.
@@ -51,6 +53,8 @@ pub async fn open_store(settings: &Settings) -> anyhow::Result<Store> {
         token_hash: auth::hash_token(t),
         scopes: "read write admin".into(),
         expires_at: Some(store.now() + FIRST_KEY_DAYS * 86_400_000),
+        namespaces: String::new(),
+        bootstrap: true,
     });
     let outcome = store
         .bootstrap_admin(

@@ -57,6 +57,26 @@ pub struct Settings {
     pub upload_expiry_secs: u64,
     /// Redirect downloads to presigned S3 URLs when the store allows it (`CAIRN_BLOB_PRESIGN`).
     pub blob_presign: bool,
+    /// Absolute lifetime of a login session, in seconds (`CAIRN_AUTH_TOKEN_EXPIRY`).
+    pub auth_token_expiry: u64,
+    /// Every person must use MFA, whatever their roles (`CAIRN_AUTH_REQUIRE_MFA`).
+    pub auth_require_mfa: bool,
+    /// Roles whose holders must use MFA, comma-separated (`CAIRN_AUTH_MFA_ROLES`).
+    pub auth_mfa_roles: String,
+    /// Failed logins or MFA codes before a lockout (`CAIRN_AUTH_MAX_ATTEMPTS`).
+    pub auth_max_attempts: u32,
+    /// How long a lockout lasts, in seconds (`CAIRN_AUTH_LOCKOUT_SECS`).
+    pub auth_lockout_secs: u64,
+    /// A session ends after this many idle seconds (`CAIRN_SESSION_IDLE_SECS`).
+    pub session_idle_secs: u64,
+    /// Longest lifetime of an API key, in days (`CAIRN_API_KEY_MAX_AGE_DAYS`).
+    pub api_key_max_age_days: u32,
+    /// Requests allowed per principal or address per window; 0 turns limiting off (`CAIRN_RATE_LIMIT_REQUESTS`).
+    pub rate_limit_requests: u32,
+    /// The rate-limit window, in seconds (`CAIRN_RATE_LIMIT_WINDOW`).
+    pub rate_limit_window: u64,
+    /// How long a caller over the limit is refused, in seconds (`CAIRN_RATE_LIMIT_BLOCK_SECS`).
+    pub rate_limit_block_secs: u64,
 }
 
 impl Default for Settings {
@@ -79,6 +99,16 @@ impl Default for Settings {
             upload_part_size: 16 * 1024 * 1024,
             upload_expiry_secs: 86_400,
             blob_presign: false,
+            auth_token_expiry: 3600,
+            auth_require_mfa: false,
+            auth_mfa_roles: "admin,mrc,security,sre".into(),
+            auth_max_attempts: 5,
+            auth_lockout_secs: 300,
+            session_idle_secs: 1800,
+            api_key_max_age_days: 90,
+            rate_limit_requests: 1000,
+            rate_limit_window: 3600,
+            rate_limit_block_secs: 300,
         }
     }
 }
@@ -105,6 +135,16 @@ impl fmt::Debug for Settings {
             .field("upload_part_size", &self.upload_part_size)
             .field("upload_expiry_secs", &self.upload_expiry_secs)
             .field("blob_presign", &self.blob_presign)
+            .field("auth_token_expiry", &self.auth_token_expiry)
+            .field("auth_require_mfa", &self.auth_require_mfa)
+            .field("auth_mfa_roles", &self.auth_mfa_roles)
+            .field("auth_max_attempts", &self.auth_max_attempts)
+            .field("auth_lockout_secs", &self.auth_lockout_secs)
+            .field("session_idle_secs", &self.session_idle_secs)
+            .field("api_key_max_age_days", &self.api_key_max_age_days)
+            .field("rate_limit_requests", &self.rate_limit_requests)
+            .field("rate_limit_window", &self.rate_limit_window)
+            .field("rate_limit_block_secs", &self.rate_limit_block_secs)
             .finish()
     }
 }
@@ -176,6 +216,36 @@ pub struct SettingsOverrides {
     /// See [`Settings::blob_presign`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub blob_presign: Option<bool>,
+    /// See [`Settings::auth_token_expiry`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_token_expiry: Option<u64>,
+    /// See [`Settings::auth_require_mfa`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_require_mfa: Option<bool>,
+    /// See [`Settings::auth_mfa_roles`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_mfa_roles: Option<String>,
+    /// See [`Settings::auth_max_attempts`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_max_attempts: Option<u32>,
+    /// See [`Settings::auth_lockout_secs`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub auth_lockout_secs: Option<u64>,
+    /// See [`Settings::session_idle_secs`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub session_idle_secs: Option<u64>,
+    /// See [`Settings::api_key_max_age_days`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub api_key_max_age_days: Option<u32>,
+    /// See [`Settings::rate_limit_requests`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_requests: Option<u32>,
+    /// See [`Settings::rate_limit_window`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_window: Option<u64>,
+    /// See [`Settings::rate_limit_block_secs`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub rate_limit_block_secs: Option<u64>,
 }
 
 /// Settings could not be loaded.
@@ -226,10 +296,32 @@ impl Settings {
         if self.upload_expiry_secs < 60 {
             return Err(SettingsError("upload_expiry_secs must be at least 60".into()));
         }
+        if self.auth_max_attempts == 0 {
+            return Err(SettingsError("auth_max_attempts must be at least 1".into()));
+        }
+        if self.session_idle_secs == 0 || self.auth_token_expiry == 0 {
+            return Err(SettingsError("session_idle_secs and auth_token_expiry must be at least 1".into()));
+        }
+        if !(1..=3650).contains(&self.api_key_max_age_days) {
+            return Err(SettingsError("api_key_max_age_days must be between 1 and 3650".into()));
+        }
+        if self.rate_limit_requests > 0 && (self.rate_limit_window == 0 || self.rate_limit_block_secs == 0) {
+            return Err(SettingsError("rate_limit_window and rate_limit_block_secs must be at least 1".into()));
+        }
+        for role in self.mfa_roles() {
+            if cairn_core::Role::parse(role).is_none() {
+                return Err(SettingsError(format!("auth_mfa_roles: unknown role '{role}'")));
+            }
+        }
         if self.request_timeout_secs == 0 {
             return Err(SettingsError("request_timeout_secs must be at least 1".into()));
         }
         Ok(())
+    }
+
+    /// The roles named in `auth_mfa_roles`.
+    pub fn mfa_roles(&self) -> impl Iterator<Item = &str> {
+        self.auth_mfa_roles.split(',').map(str::trim).filter(|r| !r.is_empty())
     }
 
     /// The database URL, defaulting to a SQLite file under the data dir.
@@ -259,6 +351,16 @@ const ENV_KEYS: &[&str] = &[
     "upload_part_size",
     "upload_expiry_secs",
     "blob_presign",
+    "auth_token_expiry",
+    "auth_require_mfa",
+    "auth_mfa_roles",
+    "auth_max_attempts",
+    "auth_lockout_secs",
+    "session_idle_secs",
+    "api_key_max_age_days",
+    "rate_limit_requests",
+    "rate_limit_window",
+    "rate_limit_block_secs",
 ];
 
 #[cfg(test)]

@@ -407,6 +407,9 @@ async fn uploads_belong_to_their_creator(s: &TestServer) {
         call(s, Method::POST, "/api/v1/users", Some(json!({"username": "bob", "password": "a long enough password"})))
             .await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
+    // Bob owns models in the namespace too: only the upload's creator may continue it.
+    let ctx = cairn_store::AuditContext::system();
+    s.state.store.create_grant(&ctx, "bob", "model_owner", Some("team")).await.unwrap();
     let (st, key) = call(
         s,
         Method::POST,

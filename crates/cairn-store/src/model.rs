@@ -137,6 +137,8 @@ pub struct ListModels {
     pub limit: usize,
     /// Continue after this row.
     pub after: Option<Cursor>,
+    /// Only models in these namespaces (`None`: all), e.g. the ones the caller may read.
+    pub namespaces: Option<Vec<String>>,
 }
 
 /// What to create.
@@ -339,6 +341,14 @@ impl Store {
         let limit = q.limit.clamp(1, 1000);
         let mut sql = format!("{SELECT_MODEL} WHERE 1 = 1");
         let mut params: Vec<Param> = Vec::new();
+        if let Some(namespaces) = &q.namespaces {
+            if namespaces.is_empty() {
+                return Ok(Page { items: Vec::new(), next: None });
+            }
+            let marks: Vec<String> = (1..=namespaces.len()).map(|i| format!("${i}")).collect();
+            sql.push_str(&format!(" AND n.name IN ({})", marks.join(", ")));
+            params.extend(namespaces.iter().map(|n| Param::from(n.clone())));
+        }
         if let Some(f) = &q.filter {
             let compiled = filter::compile(f, &MODEL_FILTER, dialect(self.backend()), params.len() + 1)?;
             sql.push_str(&format!(" AND ({})", compiled.sql));

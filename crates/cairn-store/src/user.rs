@@ -49,6 +49,24 @@ pub struct ApiKey {
     pub revoked_at: Option<i64>,
 }
 
+/// What authentication needs to know about an account.
+#[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
+pub struct AccountAuth {
+    /// Account id.
+    pub user_id: String,
+    /// Login name.
+    pub username: String,
+    /// `user` or `service`.
+    pub kind: String,
+    /// Disabled accounts cannot authenticate.
+    pub disabled: bool,
+    /// The account has confirmed a TOTP authenticator.
+    pub mfa_enabled: bool,
+    /// Role grants: (role, namespace or `None` for global).
+    #[sqlx(skip)]
+    pub grants: Vec<(String, Option<String>)>,
+}
+
 /// What authentication needs to know about a key and its owner.
 #[derive(Debug, Clone, PartialEq, Eq, sqlx::FromRow)]
 pub struct KeyAuth {
@@ -58,22 +76,19 @@ pub struct KeyAuth {
     pub token_hash: String,
     /// Space-separated scopes.
     pub scopes: String,
+    /// Space-separated namespaces the key is restricted to; empty: no restriction.
+    pub namespaces: String,
     /// Expires at (ms).
     pub expires_at: Option<i64>,
     /// Revoked at (ms).
     pub revoked_at: Option<i64>,
     /// Last used at (ms).
     pub last_used_at: Option<i64>,
-    /// Owner id.
-    pub user_id: String,
-    /// Owner login.
-    pub username: String,
-    /// `user` or `service`.
-    pub kind: String,
-    /// Owner is an administrator.
-    pub is_admin: bool,
-    /// Owner is disabled.
-    pub disabled: bool,
+    /// The key made from `CAIRN_BOOTSTRAP_ADMIN_TOKEN` or at first start.
+    pub bootstrap: bool,
+    /// The owner.
+    #[sqlx(flatten)]
+    pub account: AccountAuth,
 }
 
 /// A new account.
@@ -102,6 +117,10 @@ pub struct NewApiKey {
     pub scopes: String,
     /// Expiry (ms).
     pub expires_at: Option<i64>,
+    /// Space-separated namespaces the key is restricted to; empty: none.
+    pub namespaces: String,
+    /// Marks the bootstrap or first-start key.
+    pub bootstrap: bool,
 }
 
 /// What bootstrapping did.
@@ -115,8 +134,9 @@ pub struct Bootstrap {
     pub added_first_start_key: bool,
 }
 
-const SELECT_USER: &str =
-    "SELECT id, username, display_name, email, kind, is_admin, disabled, created_at, updated_at FROM users";
+const SELECT_USER: &str = "SELECT id, username, display_name, email, kind, \
+    EXISTS (SELECT 1 FROM role_grants g WHERE g.user_id = users.id AND g.role = 'admin' AND g.namespace_id IS NULL) AS is_admin, \
+    disabled, created_at, updated_at FROM users";
 
 impl Store {
     /// On an empty database, creates the `admin` account with `password_hash`. When
@@ -136,11 +156,12 @@ impl Store {
         let admin_id = if count == 0 {
             let id = uuid::Uuid::now_v7().to_string();
             conn.execute(
-                "INSERT INTO users (id, username, display_name, password_hash, kind, is_admin, created_at, updated_at) \
-                 VALUES ($1, 'admin', 'Administrator', $2, 'user', $3, $4, $4)",
-                params![&id, password_hash(), true, now],
+                "INSERT INTO users (id, username, display_name, password_hash, kind, password_changed_at, created_at, updated_at) \
+                 VALUES ($1, 'admin', 'Administrator', $2, 'user', $3, $3, $3)",
+                params![&id, password_hash(), now],
             )
             .await?;
+            insert_grant(&mut conn, "system", now, &id, "admin", None).await?;
             audit::record(
                 &mut conn,
                 &ctx,
@@ -183,9 +204,16 @@ impl Store {
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
         conn.execute(
-            "INSERT INTO users (id, username, password_hash, kind, is_admin, created_at, updated_at) \
+            "INSERT INTO users (id, username, password_hash, kind, password_changed_at, created_at, updated_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $6)",
-            params![&id, &new.username, new.password_hash.clone(), &new.kind, new.is_admin, now],
+            params![
+                &id,
+                &new.username,
+                new.password_hash.clone(),
+                &new.kind,
+                new.password_hash.as_ref().map(|_| now),
+                now
+            ],
         )
         .await
         .map_err(|e| {
@@ -195,6 +223,9 @@ impl Store {
                 e
             }
         })?;
+        if new.is_admin {
+            insert_grant(&mut conn, &ctx.actor, now, &id, "admin", None).await?;
+        }
         let user: User =
             conn.fetch_one(sqlx::AssertSqlSafe(format!("{SELECT_USER} WHERE id = $1")), params![&id]).await?;
         audit::record(&mut conn, ctx, now, "user.create", &format!("user:{}", new.username), None::<&()>, Some(&user))
@@ -220,24 +251,50 @@ impl Store {
         Ok(out)
     }
 
-    /// Looks up a key by the SHA-256 (hex) of its token, with its owner.
+    /// Looks up a key by the SHA-256 (hex) of its token, with its owner and the owner's grants.
     pub async fn find_api_key(&self, token_hash: &str) -> Result<Option<KeyAuth>, StoreError> {
         let mut c = self.db.read().await?;
-        c.conn()
+        let mut conn = c.conn();
+        let found: Option<KeyAuth> = conn
             .fetch_optional(
-                "SELECT k.id AS key_id, k.token_hash, k.scopes, k.expires_at, k.revoked_at, k.last_used_at, \
-                 u.id AS user_id, u.username, u.kind, u.is_admin, u.disabled \
+                "SELECT k.id AS key_id, k.token_hash, k.scopes, k.namespaces, k.expires_at, k.revoked_at, \
+                 k.last_used_at, k.bootstrap, u.id AS user_id, u.username, u.kind, u.disabled, \
+                 (u.totp_enabled_at IS NOT NULL) AS mfa_enabled \
                  FROM api_keys k JOIN users u ON u.id = k.user_id WHERE k.token_hash = $1",
                 params![token_hash],
             )
-            .await
+            .await?;
+        let Some(mut key) = found else { return Ok(None) };
+        key.account.grants = load_grants(&mut conn, &key.account.user_id).await?;
+        Ok(Some(key))
     }
 
-    /// Records that a key was used (callers throttle this; it is a write).
-    pub async fn touch_api_key(&self, key_id: &str) -> Result<(), StoreError> {
+    /// What authentication needs to know about the account `user_id`, with its grants.
+    pub async fn account_auth(&self, user_id: &str) -> Result<Option<AccountAuth>, StoreError> {
+        let mut c = self.db.read().await?;
+        let mut conn = c.conn();
+        let found: Option<AccountAuth> = conn
+            .fetch_optional(
+                "SELECT id AS user_id, username, kind, disabled, (totp_enabled_at IS NOT NULL) AS mfa_enabled \
+                 FROM users WHERE id = $1",
+                params![user_id],
+            )
+            .await?;
+        let Some(mut account) = found else { return Ok(None) };
+        account.grants = load_grants(&mut conn, user_id).await?;
+        Ok(Some(account))
+    }
+
+    /// Records that a key was used, and from where (callers throttle this; it is a write).
+    pub async fn touch_api_key(&self, key_id: &str, address: Option<&str>) -> Result<(), StoreError> {
         let now = self.now();
         let mut tx = self.db.begin().await?;
-        tx.conn().execute("UPDATE api_keys SET last_used_at = $1 WHERE id = $2", params![now, key_id]).await?;
+        tx.conn()
+            .execute(
+                "UPDATE api_keys SET last_used_at = $1, last_used_ip = $2 WHERE id = $3",
+                params![now, address, key_id],
+            )
+            .await?;
         tx.commit().await
     }
 }
@@ -250,9 +307,19 @@ async fn insert_key(
 ) -> Result<ApiKey, StoreError> {
     let id = uuid::Uuid::now_v7().to_string();
     conn.execute(
-        "INSERT INTO api_keys (id, user_id, name, token_hash, scopes, created_at, expires_at) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7)",
-        params![&id, &key.user_id, &key.name, &key.token_hash, &key.scopes, now, key.expires_at],
+        "INSERT INTO api_keys (id, user_id, name, token_hash, scopes, created_at, expires_at, namespaces, bootstrap) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+        params![
+            &id,
+            &key.user_id,
+            &key.name,
+            &key.token_hash,
+            &key.scopes,
+            now,
+            key.expires_at,
+            &key.namespaces,
+            key.bootstrap
+        ],
     )
     .await?;
     let out: ApiKey = conn
@@ -263,4 +330,35 @@ async fn insert_key(
         .await?;
     audit::record(conn, ctx, now, "api_key.create", &format!("api_key:{id}"), None::<&()>, Some(&out)).await?;
     Ok(out)
+}
+
+/// The grants of `user_id`: (role, namespace name or `None` for global).
+pub(crate) async fn load_grants(
+    conn: &mut crate::db::Conn<'_>,
+    user_id: &str,
+) -> Result<Vec<(String, Option<String>)>, StoreError> {
+    conn.fetch_all(
+        "SELECT g.role, n.name FROM role_grants g LEFT JOIN namespaces n ON n.id = g.namespace_id \
+         WHERE g.user_id = $1 ORDER BY g.role, n.name",
+        params![user_id],
+    )
+    .await
+}
+
+/// Inserts a grant (not audited here: callers record the change they make).
+pub(crate) async fn insert_grant(
+    conn: &mut crate::db::Conn<'_>,
+    by: &str,
+    now: i64,
+    user_id: &str,
+    role: &str,
+    namespace_id: Option<i64>,
+) -> Result<String, StoreError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    conn.execute(
+        "INSERT INTO role_grants (id, user_id, role, namespace_id, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6)",
+        params![&id, user_id, role, namespace_id, now, by],
+    )
+    .await?;
+    Ok(id)
 }

@@ -6,8 +6,10 @@ use axum::Json;
 use axum::extract::State;
 use axum::http::StatusCode;
 use cairn_api_types as api;
-use cairn_core::{Action, Scope};
+use cairn_core::{Permission, Scope};
 use cairn_store::user::{NewApiKey, NewUser};
+use utoipa_axum::router::OpenApiRouter;
+use utoipa_axum::routes;
 
 use super::authorize;
 use crate::app::AppState;
@@ -15,20 +17,27 @@ use crate::auth::{self, Caller};
 use crate::convert::rfc3339;
 use crate::error::{ApiError, ApiJson, ApiResult};
 
+/// The caller, account and key routes.
+pub fn router() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().routes(routes!(whoami)).routes(routes!(create_user)).routes(routes!(create_key))
+}
+
 /// Longest lifetime of an API key, in days.
 pub const MAX_KEY_AGE_DAYS: u32 = 90;
 
 /// Who am I?
 #[utoipa::path(get, path = "/api/v1/me", tag = "account", responses((status = 200, body = api::WhoAmI)))]
-pub async fn whoami(caller: Caller) -> Json<api::WhoAmI> {
+pub async fn whoami(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<api::WhoAmI>> {
+    authorize(&state, &caller, Permission::SelfBasic, None, "me.get", "me").await?;
     let p = caller.principal;
-    Json(api::WhoAmI {
+    let is_admin = p.is_admin();
+    Ok(Json(api::WhoAmI {
         user_id: p.user_id,
         username: p.username,
-        is_admin: p.is_admin,
+        is_admin,
         scopes: p.scopes.iter().map(|s| s.as_str().to_owned()).collect(),
         key_id: p.key_id,
-    })
+    }))
 }
 
 fn check_username(u: &str) -> Result<(), ApiError> {
@@ -52,7 +61,7 @@ pub async fn create_user(
     caller: Caller,
     ApiJson(body): ApiJson<api::CreateUser>,
 ) -> ApiResult<(StatusCode, Json<api::User>)> {
-    authorize(&state, &caller, Action::Admin, "user.create", &format!("user:{}", body.username)).await?;
+    authorize(&state, &caller, Permission::UserManage, None, "user.create", &format!("user:{}", body.username)).await?;
     check_username(&body.username)?;
     let kind = body.kind.unwrap_or_else(|| "user".into());
     if kind != "user" && kind != "service" {
@@ -97,7 +106,7 @@ pub async fn create_key(
     caller: Caller,
     ApiJson(body): ApiJson<api::CreateApiKey>,
 ) -> ApiResult<(StatusCode, Json<api::CreatedApiKey>)> {
-    authorize(&state, &caller, Action::Read, "api_key.create", "api_key").await?;
+    authorize(&state, &caller, Permission::SelfManage, None, "api_key.create", "api_key").await?;
     if body.name.trim().is_empty() || body.name.len() > 100 {
         return Err(ApiError::invalid("name must be 1 to 100 characters"));
     }
@@ -110,14 +119,12 @@ pub async fn create_key(
     if scopes.is_empty() {
         return Err(ApiError::invalid("give at least one scope: read, write or admin"));
     }
-    // A key never carries more than the key that created it.
-    for s in &scopes {
-        let action = match s {
-            Scope::Read => Action::Read,
-            Scope::Write => Action::Write,
-            Scope::Admin => Action::Admin,
-        };
-        authorize(&state, &caller, action, "api_key.create", "api_key").await?;
+    // A key never carries more than the credential that created it.
+    if let Some(s) = scopes.iter().find(|s| !caller.principal.scopes.iter().any(|have| have >= s)) {
+        super::record_denied(&state, &caller, "api_key.create", "api_key").await;
+        return Err(ApiError::forbidden(format!(
+            "cannot create a key with the '{s}' scope from a credential without it"
+        )));
     }
     let days = body.expires_in_days.unwrap_or(MAX_KEY_AGE_DAYS);
     if !(1..=MAX_KEY_AGE_DAYS).contains(&days) {
@@ -126,7 +133,7 @@ pub async fn create_key(
     let user_id = match &body.username {
         None => caller.principal.user_id.clone(),
         Some(u) => {
-            authorize(&state, &caller, Action::Admin, "api_key.create", &format!("user:{u}")).await?;
+            authorize(&state, &caller, Permission::UserManage, None, "api_key.create", &format!("user:{u}")).await?;
             let user = state
                 .store
                 .find_user(u)
@@ -148,6 +155,8 @@ pub async fn create_key(
                 token_hash: auth::hash_token(&token),
                 scopes: scope_text,
                 expires_at: Some(expires_at),
+                namespaces: String::new(),
+                bootstrap: false,
             },
         )
         .await?;

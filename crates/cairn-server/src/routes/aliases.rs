@@ -4,9 +4,9 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cairn_api_types as api;
-use cairn_core::{Action, AliasName};
+use cairn_core::{AliasName, Permission};
 
-use super::{authorize, model_ref};
+use super::{authorize_model, model_ref};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::convert;
@@ -21,8 +21,8 @@ pub async fn list_aliases(
     caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult<Json<api::AliasList>> {
-    authorize(&state, &caller, Action::Read, "alias.list", "aliases").await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelRead, &model, "alias.list").await?;
     let aliases = state.store.list_aliases(&model).await?;
     Ok(Json(api::AliasList { aliases: aliases.into_iter().map(convert::alias).collect() }))
 }
@@ -36,8 +36,8 @@ pub async fn get_alias(
     caller: Caller,
     Path((namespace, name, alias)): Path<(String, String, String)>,
 ) -> ApiResult<Json<api::Alias>> {
-    authorize(&state, &caller, Action::Read, "alias.get", "alias").await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelRead, &model, "alias.get").await?;
     let alias = AliasName::parse(&alias)?;
     Ok(Json(convert::alias(state.store.get_alias(&model, &alias).await?)))
 }
@@ -52,8 +52,8 @@ pub async fn set_alias(
     Path((namespace, name, alias)): Path<(String, String, String)>,
     ApiJson(body): ApiJson<api::SetAlias>,
 ) -> ApiResult<Json<api::Alias>> {
-    authorize(&state, &caller, Action::Write, "alias.set", &format!("alias:{namespace}/{name}@{alias}")).await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelWrite, &model, "alias.set").await?;
     let alias = AliasName::parse(&alias)?;
     if body.version < 1 {
         return Err(ApiError::invalid("version must be a positive version number"));
@@ -70,8 +70,8 @@ pub async fn delete_alias(
     caller: Caller,
     Path((namespace, name, alias)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    authorize(&state, &caller, Action::Write, "alias.delete", &format!("alias:{namespace}/{name}@{alias}")).await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelWrite, &model, "alias.delete").await?;
     let alias = AliasName::parse(&alias)?;
     state.store.delete_alias(&caller.audit, &model, &alias).await?;
     Ok(StatusCode::NO_CONTENT)

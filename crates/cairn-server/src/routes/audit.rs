@@ -3,7 +3,7 @@
 use axum::Json;
 use axum::extract::State;
 use cairn_api_types as api;
-use cairn_core::Action;
+use cairn_core::Permission;
 use cairn_store::audit::AuditQuery;
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -38,7 +38,7 @@ pub async fn list_events(
     caller: Caller,
     ApiQuery(q): ApiQuery<AuditEventsQuery>,
 ) -> ApiResult<Json<api::AuditEventList>> {
-    authorize(&state, &caller, Action::Admin, "audit.list", "audit").await?;
+    authorize(&state, &caller, Permission::AuditRead, None, "audit.list", "audit").await?;
     let limit = page_limit(q.limit)?;
     let listing = format!(
         "audit|{}|{}|{}",

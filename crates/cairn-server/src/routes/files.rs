@@ -13,12 +13,12 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cairn_api_types as api;
 use cairn_blob::Digest;
-use cairn_core::{Action, AliasName, FileEntry, FilePath, Manifest, ManifestError, VersionSelector};
+use cairn_core::{AliasName, FileEntry, FilePath, Manifest, ManifestError, Permission, VersionSelector};
 use cairn_store::artifact::Upload;
 use futures::{StreamExt, TryStreamExt};
 
 use super::versions::new_version;
-use super::{authorize, model_ref};
+use super::{authorize, authorize_model, model_ref};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::convert;
@@ -43,15 +43,18 @@ fn parse_digest(s: &str) -> Result<Digest, ApiError> {
 
 /// Loads an upload the caller may continue: its creator, or an administrator. Anyone else
 /// gets the same answer as for an upload that does not exist.
-async fn own_upload(state: &AppState, caller: &Caller, id: &str) -> Result<Upload, ApiError> {
+async fn own_upload(state: &AppState, caller: &Caller, id: &str, audit_action: &str) -> Result<Upload, ApiError> {
     let missing = || ApiError::not_found(format!("upload {id} does not exist (it may have expired)"));
     if id.len() > 64 {
         return Err(missing());
     }
     let upload = state.store.get_upload(id).await?;
-    if upload.created_by != caller.principal.actor() && !caller.principal.is_admin {
+    if upload.created_by != caller.principal.actor() && !caller.principal.is_admin() {
         return Err(missing());
     }
+    // Its creator may since have lost the right to write in the namespace.
+    authorize(state, caller, Permission::ModelWrite, Some(&upload.namespace), audit_action, &format!("upload:{id}"))
+        .await?;
     Ok(upload)
 }
 
@@ -96,8 +99,8 @@ pub async fn create_upload(
     Path((namespace, name)): Path<(String, String)>,
     body: Body,
 ) -> ApiResult<(StatusCode, Json<api::UploadStatus>)> {
-    authorize(&state, &caller, Action::Write, "upload.create", &format!("model:{namespace}/{name}")).await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelWrite, &model, "upload.create").await?;
     let bytes = axum::body::to_bytes(body, MAX_DECLARATION_BYTES).await.map_err(|_| {
         ApiError::new(
             StatusCode::PAYLOAD_TOO_LARGE,
@@ -150,8 +153,7 @@ pub async fn get_upload(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<Json<api::UploadStatus>> {
-    authorize(&state, &caller, Action::Write, "upload.get", "upload").await?;
-    let upload = own_upload(&state, &caller, &id).await?;
+    let upload = own_upload(&state, &caller, &id, "upload.get").await?;
     Ok(Json(uploads::status(&state, &upload).await?))
 }
 
@@ -164,8 +166,7 @@ pub async fn delete_upload(
     caller: Caller,
     Path(id): Path<String>,
 ) -> ApiResult<StatusCode> {
-    authorize(&state, &caller, Action::Write, "upload.delete", &format!("upload:{id}")).await?;
-    let upload = own_upload(&state, &caller, &id).await?;
+    let upload = own_upload(&state, &caller, &id, "upload.delete").await?;
     state.store.delete_upload(&caller.audit, &upload.id).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -191,8 +192,7 @@ pub async fn put_part(
     headers: HeaderMap,
     body: Body,
 ) -> ApiResult<Json<api::PartAccepted>> {
-    authorize(&state, &caller, Action::Write, "upload.part", &format!("upload:{id}")).await?;
-    let upload = own_upload(&state, &caller, &id).await?;
+    let upload = own_upload(&state, &caller, &id, "upload.part").await?;
     open_upload(&upload, state.now_ms())?;
     let digest = parse_digest(&sha256)?;
     let Some(size) = state.store.upload_declares(&upload.id, &sha256).await? else {
@@ -254,8 +254,7 @@ pub async fn commit_upload(
     Path(id): Path<String>,
     crate::error::ApiJson(body): crate::error::ApiJson<api::CommitRequest>,
 ) -> ApiResult<(StatusCode, Json<api::Version>)> {
-    authorize(&state, &caller, Action::Write, "version.create", &format!("upload:{id}")).await?;
-    let upload = own_upload(&state, &caller, &id).await?;
+    let upload = own_upload(&state, &caller, &id, "version.create").await?;
     let new = new_version(body.description, body.source, body.run_id, body.metadata, body.tags)?;
     let aliases = body.aliases.iter().map(|a| AliasName::parse(a)).collect::<Result<Vec<_>, _>>()?;
     if upload.state == "open" {
@@ -281,8 +280,8 @@ pub async fn list_files(
     caller: Caller,
     Path((namespace, name, version)): Path<(String, String, String)>,
 ) -> ApiResult<Json<api::VersionFiles>> {
-    authorize(&state, &caller, Action::Read, "version.files", "version").await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelRead, &model, "version.files").await?;
     let (v, files) = state.store.version_files(&model, &VersionSelector::parse(&version)?).await?;
     Ok(Json(api::VersionFiles {
         digest: v.digest,
@@ -302,8 +301,8 @@ pub async fn get_manifest(
     caller: Caller,
     Path((namespace, name, version)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    authorize(&state, &caller, Action::Read, "version.manifest", "version").await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelRead, &model, "version.manifest").await?;
     let (v, files) = state.store.version_files(&model, &VersionSelector::parse(&version)?).await?;
     let manifest = Manifest::new(files).map_err(|e| ApiError::invalid(e.to_string()))?;
     if manifest.digest() != v.digest {
@@ -331,8 +330,8 @@ pub async fn download_archive(
     caller: Caller,
     Path((namespace, name, version)): Path<(String, String, String)>,
 ) -> ApiResult<Response> {
-    authorize(&state, &caller, Action::Read, "version.download", "version").await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelRead, &model, "version.download").await?;
     let (v, files) = state.store.version_files(&model, &VersionSelector::parse(&version)?).await?;
     let len = crate::tar::archive_len(files.iter().map(|f| (f.path.as_str(), f.size)));
     let mtime = u64::try_from(v.created_at / 1000).unwrap_or(0);
@@ -418,8 +417,8 @@ pub async fn download_file(
     Path((namespace, name, version, path)): Path<(String, String, String, String)>,
     headers: HeaderMap,
 ) -> ApiResult<Response> {
-    authorize(&state, &caller, Action::Read, "version.download", "version").await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelRead, &model, "version.download").await?;
     FilePath::parse(&path).map_err(file_error)?;
     let (_, file) = state.store.version_file(&model, &VersionSelector::parse(&version)?, &path).await?;
     let etag = format!("\"{}\"", file.sha256);

@@ -5,12 +5,15 @@ pub mod account;
 pub mod aliases;
 pub mod audit;
 pub mod files;
+pub mod grants;
 pub mod health;
 pub mod models;
 pub mod namespaces;
+pub mod session;
+pub mod users;
 pub mod versions;
 
-use cairn_core::{Action, ModelName, ModelRef, Namespace};
+use cairn_core::{ModelName, ModelRef, Namespace, Permission};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
 use utoipa::{Modify, OpenApi};
 use utoipa_axum::router::OpenApiRouter;
@@ -78,10 +81,16 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(aliases::get_alias, aliases::set_alias, aliases::delete_alias))
         .routes(routes!(namespaces::list_namespaces, namespaces::create_namespace))
         .routes(routes!(namespaces::get_namespace, namespaces::delete_namespace))
-        .routes(routes!(account::whoami))
-        .routes(routes!(account::create_user))
-        .routes(routes!(account::create_key))
         .routes(routes!(audit::list_events))
+        .merge(account::router())
+        .merge(users::router())
+        .merge(grants::router())
+        .merge(session::router())
+}
+
+/// The routes that need no credential (logging in), with their OpenAPI description.
+pub fn public() -> OpenApiRouter<AppState> {
+    OpenApiRouter::new().merge(session::public())
 }
 
 /// Parses `{namespace}/{name}` path segments.
@@ -89,23 +98,55 @@ pub(crate) fn model_ref(namespace: &str, name: &str) -> Result<ModelRef, ApiErro
     Ok(ModelRef::new(Namespace::parse(namespace)?, ModelName::parse(name)?))
 }
 
-/// Checks a capability; a refused change is itself recorded in the audit log.
+/// Checks that the caller holds `permission` (in `namespace` when it is namespaced); a
+/// refused change is itself recorded in the audit log.
 pub(crate) async fn authorize(
     state: &AppState,
     caller: &Caller,
-    action: Action,
+    permission: Permission,
+    namespace: Option<&str>,
     audit_action: &str,
     target: &str,
 ) -> Result<(), ApiError> {
-    if let Err(denied) = caller.principal.require(action) {
-        if action != Action::Read
-            && let Err(e) = state.store.record_event(&caller.audit, audit_action, target, "denied").await
-        {
-            tracing::warn!(error = %e, "could not record a denied attempt");
+    if let Err(denied) = caller.principal.check(permission, namespace) {
+        if permission.is_change() {
+            record_denied(state, caller, audit_action, target).await;
         }
         return Err(denied.into());
     }
     Ok(())
+}
+
+/// Records a refused attempt in the audit log (best effort: the refusal stands either way).
+pub(crate) async fn record_denied(state: &AppState, caller: &Caller, audit_action: &str, target: &str) {
+    if let Err(e) = state.store.record_event(&caller.audit, audit_action, target, "denied").await {
+        tracing::warn!(error = %e, "could not record a denied attempt");
+    }
+}
+
+/// The answer for a model the caller may not see: the same as for a model that does not exist.
+pub(crate) fn hidden_model(model: &ModelRef) -> ApiError {
+    ApiError::not_found(format!("model \"{model}\" does not exist"))
+}
+
+/// Authorises a request on one model. A caller who may not read the model's namespace gets
+/// the answer a missing model gets, so other namespaces' models cannot even be detected;
+/// one who may read it but not use `permission` gets `403`.
+pub(crate) async fn authorize_model(
+    state: &AppState,
+    caller: &Caller,
+    permission: Permission,
+    model: &ModelRef,
+    audit_action: &str,
+) -> Result<(), ApiError> {
+    let ns = model.namespace.as_str();
+    if caller.principal.check(Permission::ModelRead, Some(ns)).is_err() && caller.principal.mfa_satisfied {
+        if permission.is_change() {
+            record_denied(state, caller, audit_action, &format!("model:{model}")).await;
+        }
+        return Err(hidden_model(model));
+    }
+    authorize(state, caller, permission, Some(ns), audit_action, &format!("model:{model}")).await
 }
 
 /// Page-size rules shared by every listing.

@@ -6,12 +6,12 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cairn_api_types as api;
-use cairn_core::{Action, ModelRef, TagKey};
+use cairn_core::{ModelRef, NamespaceScope, Permission, TagKey};
 use cairn_store::model::{ListModels, ModelOrder, ModelPatch, NewModel};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
-use super::{authorize, model_ref, page_limit, parse_order};
+use super::{authorize, authorize_model, model_ref, page_limit, parse_order};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::convert;
@@ -58,7 +58,11 @@ pub async fn list_models(
     caller: Caller,
     ApiQuery(q): ApiQuery<ListModelsQuery>,
 ) -> ApiResult<Json<api::ModelList>> {
-    authorize(&state, &caller, Action::Read, "model.list", "models").await?;
+    authorize(&state, &caller, Permission::SelfBasic, None, "model.list", "models").await?;
+    let namespaces = match caller.principal.namespaces_for(Permission::ModelRead) {
+        NamespaceScope::All => None,
+        NamespaceScope::Only(set) => Some(set.into_iter().collect()),
+    };
     let limit = page_limit(q.limit)?;
     let (field, descending) =
         parse_order(q.order_by.as_deref(), &["name", "created_at", "updated_at"], ("name", false))?;
@@ -70,7 +74,7 @@ pub async fn list_models(
     let filter = q.filter.as_deref().filter(|f| !f.trim().is_empty()).map(cairn_core::filter::parse).transpose()?;
     let listing = format!("models|{field}|{descending}|{}", q.filter.as_deref().unwrap_or(""));
     let after = q.page_token.as_deref().map(|t| state.page_tokens.decode(&listing, t)).transpose()?;
-    let page = state.store.list_models(&ListModels { filter, order, descending, limit, after }).await?;
+    let page = state.store.list_models(&ListModels { filter, order, descending, limit, after, namespaces }).await?;
     Ok(Json(api::ModelList {
         models: page.items.into_iter().map(convert::model).collect(),
         next_page_token: page.next.map(|c| state.page_tokens.encode(&listing, &c)),
@@ -85,8 +89,9 @@ pub async fn create_model(
     caller: Caller,
     ApiJson(body): ApiJson<api::CreateModel>,
 ) -> ApiResult<(StatusCode, Json<api::Model>)> {
-    authorize(&state, &caller, Action::Write, "model.create", &format!("model:{}", body.name)).await?;
     let model = ModelRef::parse(&body.name)?;
+    let ns = model.namespace.as_str();
+    authorize(&state, &caller, Permission::ModelWrite, Some(ns), "model.create", &format!("model:{model}")).await?;
     check_description(&body.description)?;
     let new = NewModel { model, description: body.description, tags: parse_tags(body.tags)? };
     let m = state.store.create_model(&caller.audit, &new).await?;
@@ -102,8 +107,8 @@ pub async fn get_model(
     caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult<Json<api::Model>> {
-    authorize(&state, &caller, Action::Read, "model.get", "model").await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelRead, &model, "model.get").await?;
     Ok(Json(convert::model(state.store.get_model(&model).await?)))
 }
 
@@ -117,8 +122,8 @@ pub async fn update_model(
     Path((namespace, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<api::UpdateModel>,
 ) -> ApiResult<Json<api::Model>> {
-    authorize(&state, &caller, Action::Write, "model.update", &format!("model:{namespace}/{name}")).await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelWrite, &model, "model.update").await?;
     if let Some(d) = &body.description {
         check_description(d)?;
     }
@@ -135,8 +140,8 @@ pub async fn delete_model(
     caller: Caller,
     Path((namespace, name)): Path<(String, String)>,
 ) -> ApiResult<StatusCode> {
-    authorize(&state, &caller, Action::Write, "model.delete", &format!("model:{namespace}/{name}")).await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelDelete, &model, "model.delete").await?;
     state.store.delete_model(&caller.audit, &model).await?;
     Ok(StatusCode::NO_CONTENT)
 }
@@ -151,8 +156,8 @@ pub async fn set_model_tag(
     Path((namespace, name, key)): Path<(String, String, String)>,
     ApiJson(body): ApiJson<api::SetTag>,
 ) -> ApiResult<Json<api::Model>> {
-    authorize(&state, &caller, Action::Write, "model.tag.set", &format!("model:{namespace}/{name}")).await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelWrite, &model, "model.tag.set").await?;
     let key = TagKey::parse(&key)?;
     let m = state.store.set_model_tag(&caller.audit, &model, &key, &body.value).await?;
     Ok(Json(convert::model(m)))
@@ -167,8 +172,8 @@ pub async fn delete_model_tag(
     caller: Caller,
     Path((namespace, name, key)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    authorize(&state, &caller, Action::Write, "model.tag.delete", &format!("model:{namespace}/{name}")).await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelWrite, &model, "model.tag.delete").await?;
     let key = TagKey::parse(&key)?;
     state.store.delete_model_tag(&caller.audit, &model, &key).await?;
     Ok(StatusCode::NO_CONTENT)

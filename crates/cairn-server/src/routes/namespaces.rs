@@ -4,20 +4,22 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cairn_api_types as api;
-use cairn_core::{Action, Namespace};
+use cairn_core::{Namespace, Permission};
 
 use super::authorize;
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::convert;
-use crate::error::{ApiJson, ApiResult};
+use crate::error::{ApiError, ApiJson, ApiResult};
 
 /// List namespaces.
 #[utoipa::path(get, path = "/api/v1/namespaces", tag = "namespaces",
     responses((status = 200, body = api::NamespaceList)))]
 pub async fn list_namespaces(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<api::NamespaceList>> {
-    authorize(&state, &caller, Action::Read, "namespace.list", "namespaces").await?;
-    let all = state.store.list_namespaces().await?;
+    authorize(&state, &caller, Permission::SelfBasic, None, "namespace.list", "namespaces").await?;
+    let visible = caller.principal.namespaces_for(Permission::ModelRead);
+    let mut all = state.store.list_namespaces().await?;
+    all.retain(|n| visible.contains(&n.name));
     Ok(Json(api::NamespaceList { namespaces: all.into_iter().map(convert::namespace).collect() }))
 }
 
@@ -29,7 +31,15 @@ pub async fn create_namespace(
     caller: Caller,
     ApiJson(body): ApiJson<api::CreateNamespace>,
 ) -> ApiResult<(StatusCode, Json<api::Namespace>)> {
-    authorize(&state, &caller, Action::Write, "namespace.create", &format!("namespace:{}", body.name)).await?;
+    authorize(
+        &state,
+        &caller,
+        Permission::NamespaceCreate,
+        None,
+        "namespace.create",
+        &format!("namespace:{}", body.name),
+    )
+    .await?;
     let name = Namespace::parse(&body.name)?;
     super::models::check_description(&body.description)?;
     let ns = state.store.create_namespace(&caller.audit, &name, &body.description).await?;
@@ -45,8 +55,12 @@ pub async fn get_namespace(
     caller: Caller,
     Path(namespace): Path<String>,
 ) -> ApiResult<Json<api::Namespace>> {
-    authorize(&state, &caller, Action::Read, "namespace.get", "namespace").await?;
     let name = Namespace::parse(&namespace)?;
+    // A namespace the caller may not read answers like one that does not exist.
+    if caller.principal.check(Permission::ModelRead, Some(name.as_str())).is_err() {
+        authorize(&state, &caller, Permission::SelfBasic, None, "namespace.get", "namespace").await?;
+        return Err(ApiError::not_found(format!("namespace \"{name}\" does not exist")));
+    }
     Ok(Json(convert::namespace(state.store.get_namespace(&name).await?)))
 }
 
@@ -59,7 +73,15 @@ pub async fn delete_namespace(
     caller: Caller,
     Path(namespace): Path<String>,
 ) -> ApiResult<StatusCode> {
-    authorize(&state, &caller, Action::Write, "namespace.delete", &format!("namespace:{namespace}")).await?;
+    authorize(
+        &state,
+        &caller,
+        Permission::NamespaceDelete,
+        None,
+        "namespace.delete",
+        &format!("namespace:{namespace}"),
+    )
+    .await?;
     let name = Namespace::parse(&namespace)?;
     state.store.delete_namespace(&caller.audit, &name).await?;
     Ok(StatusCode::NO_CONTENT)

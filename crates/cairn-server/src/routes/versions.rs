@@ -5,13 +5,13 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cairn_api_types as api;
-use cairn_core::{Action, TagKey, VersionSelector};
+use cairn_core::{Permission, TagKey, VersionSelector};
 use cairn_store::version::{ListVersions, NewVersion, VersionOrder, VersionPatch};
 use serde::Deserialize;
 use utoipa::IntoParams;
 
 use super::models::{check_description, parse_tags};
-use super::{authorize, model_ref, page_limit, parse_order};
+use super::{authorize_model, model_ref, page_limit, parse_order};
 use crate::app::AppState;
 use crate::auth::Caller;
 use crate::convert;
@@ -61,8 +61,8 @@ pub async fn list_versions(
     Path((namespace, name)): Path<(String, String)>,
     ApiQuery(q): ApiQuery<ListVersionsQuery>,
 ) -> ApiResult<Json<api::VersionList>> {
-    authorize(&state, &caller, Action::Read, "version.list", "versions").await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelRead, &model, "version.list").await?;
     let limit = page_limit(q.limit)?;
     let (field, descending) =
         parse_order(q.order_by.as_deref(), &["version", "created_at", "updated_at"], ("version", true))?;
@@ -91,8 +91,8 @@ pub async fn create_version(
     Path((namespace, name)): Path<(String, String)>,
     ApiJson(body): ApiJson<api::CreateVersion>,
 ) -> ApiResult<(StatusCode, Json<api::Version>)> {
-    authorize(&state, &caller, Action::Write, "version.create", &format!("model:{namespace}/{name}")).await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelWrite, &model, "version.create").await?;
     let new = new_version(body.description, body.source, body.run_id, body.metadata, body.tags)?;
     let v = state.store.create_version(&caller.audit, &model, &new).await?;
     Ok((StatusCode::CREATED, Json(convert::version(v))))
@@ -107,8 +107,8 @@ pub async fn get_version(
     caller: Caller,
     Path((namespace, name, version)): Path<(String, String, String)>,
 ) -> ApiResult<Json<api::Version>> {
-    authorize(&state, &caller, Action::Read, "version.get", "version").await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelRead, &model, "version.get").await?;
     let selector = VersionSelector::parse(&version)?;
     Ok(Json(convert::version(state.store.get_version(&model, &selector).await?)))
 }
@@ -123,9 +123,8 @@ pub async fn update_version(
     Path((namespace, name, version)): Path<(String, String, String)>,
     ApiJson(body): ApiJson<api::UpdateVersion>,
 ) -> ApiResult<Json<api::Version>> {
-    authorize(&state, &caller, Action::Write, "version.update", &format!("version:{namespace}/{name}:{version}"))
-        .await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelWrite, &model, "version.update").await?;
     let selector = VersionSelector::parse(&version)?;
     if let Some(d) = &body.description {
         check_description(d)?;
@@ -146,9 +145,8 @@ pub async fn delete_version(
     caller: Caller,
     Path((namespace, name, version)): Path<(String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    authorize(&state, &caller, Action::Write, "version.delete", &format!("version:{namespace}/{name}:{version}"))
-        .await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelDelete, &model, "version.delete").await?;
     let selector = VersionSelector::parse(&version)?;
     state.store.delete_version(&caller.audit, &model, &selector).await?;
     Ok(StatusCode::NO_CONTENT)
@@ -165,9 +163,8 @@ pub async fn set_version_tag(
     Path((namespace, name, version, key)): Path<(String, String, String, String)>,
     ApiJson(body): ApiJson<api::SetTag>,
 ) -> ApiResult<Json<api::Version>> {
-    authorize(&state, &caller, Action::Write, "version.tag.set", &format!("version:{namespace}/{name}:{version}"))
-        .await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelWrite, &model, "version.tag.set").await?;
     let selector = VersionSelector::parse(&version)?;
     let key = TagKey::parse(&key)?;
     Ok(Json(convert::version(state.store.set_version_tag(&caller.audit, &model, &selector, &key, &body.value).await?)))
@@ -182,9 +179,8 @@ pub async fn delete_version_tag(
     caller: Caller,
     Path((namespace, name, version, key)): Path<(String, String, String, String)>,
 ) -> ApiResult<StatusCode> {
-    authorize(&state, &caller, Action::Write, "version.tag.delete", &format!("version:{namespace}/{name}:{version}"))
-        .await?;
     let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelWrite, &model, "version.tag.delete").await?;
     let selector = VersionSelector::parse(&version)?;
     let key = TagKey::parse(&key)?;
     state.store.delete_version_tag(&caller.audit, &model, &selector, &key).await?;

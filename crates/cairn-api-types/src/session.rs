@@ -1,0 +1,1 @@
+//! Wire types of login, sessions, MFA and lockouts.

@@ -1,0 +1,1 @@
+//! Failed-login counters and lockouts, per account name and per source address.

@@ -1,0 +1,1 @@
+//! TOTP secrets, replay protection and recovery codes.

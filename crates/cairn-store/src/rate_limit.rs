@@ -1,0 +1,1 @@
+//! Rate-limit counters shared by replicas through the database.

@@ -1,0 +1,1 @@
+//! Login sessions, stored by the SHA-256 of their id.
