@@ -26,7 +26,8 @@ pub fn router() -> OpenApiRouter<AppState> {
 pub const MAX_KEY_AGE_DAYS: u32 = 90;
 
 /// Who am I?
-#[utoipa::path(get, path = "/api/v1/me", tag = "account", responses((status = 200, body = api::WhoAmI)))]
+#[utoipa::path(get, path = "/api/v1/me", tag = "account", responses((status = 200, body = api::WhoAmI)),
+    extensions(("x-cairn-permission" = json!("self.basic"))))]
 pub async fn whoami(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<api::WhoAmI>> {
     authorize(&state, &caller, Permission::SelfBasic, None, "me.get", "me").await?;
     let p = caller.principal;
@@ -55,7 +56,8 @@ fn check_username(u: &str) -> Result<(), ApiError> {
 
 /// Create an account (administrators only).
 #[utoipa::path(post, path = "/api/v1/users", tag = "account", request_body = api::CreateUser,
-    responses((status = 201, body = api::User), (status = 403, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+    responses((status = 201, body = api::User), (status = 403, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("user.manage"))))]
 pub async fn create_user(
     State(state): State<AppState>,
     caller: Caller,
@@ -100,7 +102,8 @@ pub async fn create_user(
 /// Create an API key (for yourself, or for another account as an administrator). The
 /// token is in the response and nowhere else: the server keeps only its hash.
 #[utoipa::path(post, path = "/api/v1/keys", tag = "account", request_body = api::CreateApiKey,
-    responses((status = 201, body = api::CreatedApiKey), (status = 400, body = api::ErrorBody), (status = 403, body = api::ErrorBody)))]
+    responses((status = 201, body = api::CreatedApiKey), (status = 400, body = api::ErrorBody), (status = 403, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("self.manage"))))]
 pub async fn create_key(
     State(state): State<AppState>,
     caller: Caller,

@@ -15,7 +15,8 @@ use crate::error::{ApiError, ApiJson, ApiResult};
 /// List a model's aliases.
 #[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/aliases", tag = "aliases",
     params(("namespace" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = api::AliasList), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, body = api::AliasList), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.read"))))]
 pub async fn list_aliases(
     State(state): State<AppState>,
     caller: Caller,
@@ -30,7 +31,8 @@ pub async fn list_aliases(
 /// Get an alias (use `…/versions/@{alias}` to get the version itself).
 #[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/aliases/{alias}", tag = "aliases",
     params(("namespace" = String, Path), ("name" = String, Path), ("alias" = String, Path)),
-    responses((status = 200, body = api::Alias), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, body = api::Alias), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.read"))))]
 pub async fn get_alias(
     State(state): State<AppState>,
     caller: Caller,
@@ -45,7 +47,8 @@ pub async fn get_alias(
 /// Point an alias at a version, creating or moving it.
 #[utoipa::path(put, path = "/api/v1/models/{namespace}/{name}/aliases/{alias}", tag = "aliases",
     params(("namespace" = String, Path), ("name" = String, Path), ("alias" = String, Path)), request_body = api::SetAlias,
-    responses((status = 200, body = api::Alias), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, body = api::Alias), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.write"))))]
 pub async fn set_alias(
     State(state): State<AppState>,
     caller: Caller,
@@ -64,7 +67,8 @@ pub async fn set_alias(
 /// Remove an alias.
 #[utoipa::path(delete, path = "/api/v1/models/{namespace}/{name}/aliases/{alias}", tag = "aliases",
     params(("namespace" = String, Path), ("name" = String, Path), ("alias" = String, Path)),
-    responses((status = 204), (status = 404, body = api::ErrorBody)))]
+    responses((status = 204), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.write"))))]
 pub async fn delete_alias(
     State(state): State<AppState>,
     caller: Caller,

@@ -32,7 +32,8 @@ pub struct AuditEventsQuery {
 
 /// List audit events, oldest first.
 #[utoipa::path(get, path = "/api/v1/audit/events", tag = "audit", params(AuditEventsQuery),
-    responses((status = 200, body = api::AuditEventList), (status = 403, body = api::ErrorBody)))]
+    responses((status = 200, body = api::AuditEventList), (status = 403, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("audit.read"))))]
 pub async fn list_events(
     State(state): State<AppState>,
     caller: Caller,

@@ -92,7 +92,8 @@ struct DeclaredFile {
 #[utoipa::path(post, path = "/api/v1/models/{namespace}/{name}/uploads", tag = "files",
     params(("namespace" = String, Path), ("name" = String, Path)), request_body = api::UploadRequest,
     responses((status = 201, body = api::UploadStatus), (status = 400, body = api::ErrorBody),
-        (status = 404, body = api::ErrorBody), (status = 413, body = api::ErrorBody)))]
+        (status = 404, body = api::ErrorBody), (status = 413, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.write"))))]
 pub async fn create_upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -147,7 +148,8 @@ pub async fn create_upload(
 /// What an upload still needs.
 #[utoipa::path(get, path = "/api/v1/uploads/{upload_id}", tag = "files",
     params(("upload_id" = String, Path)),
-    responses((status = 200, body = api::UploadStatus), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, body = api::UploadStatus), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.write"))))]
 pub async fn get_upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -160,7 +162,8 @@ pub async fn get_upload(
 /// Abandon an upload.
 #[utoipa::path(delete, path = "/api/v1/uploads/{upload_id}", tag = "files",
     params(("upload_id" = String, Path)),
-    responses((status = 204), (status = 404, body = api::ErrorBody)))]
+    responses((status = 204), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.write"))))]
 pub async fn delete_upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -184,7 +187,8 @@ fn content_range(v: &str) -> Option<(u64, u64, u64)> {
     params(("upload_id" = String, Path), ("sha256" = String, Path), ("part" = u32, Path, description = "Part number, from 0")),
     request_body(content = Vec<u8>, content_type = "application/octet-stream"),
     responses((status = 200, body = api::PartAccepted), (status = 400, body = api::ErrorBody),
-        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody), (status = 422, body = api::ErrorBody)))]
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody), (status = 422, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.write"))))]
 pub async fn put_part(
     State(state): State<AppState>,
     caller: Caller,
@@ -247,7 +251,8 @@ pub async fn put_part(
 #[utoipa::path(post, path = "/api/v1/uploads/{upload_id}/commit", tag = "files",
     params(("upload_id" = String, Path)), request_body = api::CommitRequest,
     responses((status = 201, body = api::Version), (status = 200, body = api::Version, description = "Already committed: the same version"),
-        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+        (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.write"))))]
 pub async fn commit_upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -274,7 +279,8 @@ pub async fn commit_upload(
 /// The files of a version and its digest.
 #[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/versions/{version}/files", tag = "files",
     params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path, description = "A number or @alias")),
-    responses((status = 200, body = api::VersionFiles), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, body = api::VersionFiles), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.read"))))]
 pub async fn list_files(
     State(state): State<AppState>,
     caller: Caller,
@@ -295,7 +301,8 @@ pub async fn list_files(
 /// The canonical manifest of a version: the bytes whose SHA-256 is its digest.
 #[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/versions/{version}/manifest", tag = "files",
     params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path, description = "A number or @alias")),
-    responses((status = 200, content_type = "application/json", body = String), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, content_type = "application/json", body = String), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.read"))))]
 pub async fn get_manifest(
     State(state): State<AppState>,
     caller: Caller,
@@ -324,7 +331,8 @@ pub async fn get_manifest(
 /// Download a whole version as one tar archive (POSIX pax format), streamed.
 #[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/versions/{version}/archive", tag = "files",
     params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path, description = "A number or @alias")),
-    responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, content_type = "application/x-tar", body = Vec<u8>), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.read"))))]
 pub async fn download_archive(
     State(state): State<AppState>,
     caller: Caller,
@@ -410,7 +418,8 @@ fn etag_matches(headers: &HeaderMap, etag: &str) -> bool {
         ("path" = String, Path, description = "The file's path in the version, '/'-separated")),
     responses((status = 200, content_type = "application/octet-stream", body = Vec<u8>), (status = 206, description = "The requested range"),
         (status = 302, description = "Redirect to a presigned URL (CAIRN_BLOB_PRESIGN)"), (status = 304, description = "Not modified"),
-        (status = 404, body = api::ErrorBody), (status = 416, body = api::ErrorBody)))]
+        (status = 404, body = api::ErrorBody), (status = 416, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.read"))))]
 pub async fn download_file(
     State(state): State<AppState>,
     caller: Caller,

@@ -46,7 +46,8 @@ pub struct GrantsQuery {
 
 /// List role grants.
 #[utoipa::path(get, path = "/api/v1/grants", tag = "account", params(GrantsQuery),
-    responses((status = 200, body = api::RoleGrantList), (status = 403, body = api::ErrorBody)))]
+    responses((status = 200, body = api::RoleGrantList), (status = 403, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("grant.manage"))))]
 pub async fn list_grants(
     State(state): State<AppState>,
     caller: Caller,
@@ -63,7 +64,8 @@ pub async fn list_grants(
 /// Grant a role to an account, globally or in one namespace.
 #[utoipa::path(post, path = "/api/v1/grants", tag = "account", request_body = api::CreateRoleGrant,
     responses((status = 201, body = api::RoleGrant), (status = 400, body = api::ErrorBody),
-        (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+        (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("grant.manage"))))]
 pub async fn create_grant(
     State(state): State<AppState>,
     caller: Caller,
@@ -87,7 +89,8 @@ pub async fn create_grant(
 
 /// Revoke a role grant.
 #[utoipa::path(delete, path = "/api/v1/grants/{grant_id}", tag = "account", params(("grant_id" = String, Path)),
-    responses((status = 204), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
+    responses((status = 204), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("grant.manage"))))]
 pub async fn delete_grant(
     State(state): State<AppState>,
     caller: Caller,

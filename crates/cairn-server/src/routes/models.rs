@@ -52,7 +52,8 @@ pub(crate) fn check_description(d: &str) -> Result<(), ApiError> {
 
 /// List models.
 #[utoipa::path(get, path = "/api/v1/models", tag = "models", params(ListModelsQuery),
-    responses((status = 200, body = api::ModelList), (status = 400, body = api::ErrorBody), (status = 401, body = api::ErrorBody)))]
+    responses((status = 200, body = api::ModelList), (status = 400, body = api::ErrorBody), (status = 401, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("self.basic"))))]
 pub async fn list_models(
     State(state): State<AppState>,
     caller: Caller,
@@ -83,7 +84,8 @@ pub async fn list_models(
 
 /// Create a model (and its namespace, if new).
 #[utoipa::path(post, path = "/api/v1/models", tag = "models", request_body = api::CreateModel,
-    responses((status = 201, body = api::Model), (status = 400, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+    responses((status = 201, body = api::Model), (status = 400, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.write"))))]
 pub async fn create_model(
     State(state): State<AppState>,
     caller: Caller,
@@ -101,7 +103,8 @@ pub async fn create_model(
 /// Get a model with its tags and aliases.
 #[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}", tag = "models",
     params(("namespace" = String, Path), ("name" = String, Path)),
-    responses((status = 200, body = api::Model), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, body = api::Model), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.read"))))]
 pub async fn get_model(
     State(state): State<AppState>,
     caller: Caller,
@@ -115,7 +118,8 @@ pub async fn get_model(
 /// Update a model's description.
 #[utoipa::path(patch, path = "/api/v1/models/{namespace}/{name}", tag = "models",
     params(("namespace" = String, Path), ("name" = String, Path)), request_body = api::UpdateModel,
-    responses((status = 200, body = api::Model), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, body = api::Model), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.write"))))]
 pub async fn update_model(
     State(state): State<AppState>,
     caller: Caller,
@@ -134,7 +138,8 @@ pub async fn update_model(
 /// Delete a model with all its versions.
 #[utoipa::path(delete, path = "/api/v1/models/{namespace}/{name}", tag = "models",
     params(("namespace" = String, Path), ("name" = String, Path)),
-    responses((status = 204), (status = 404, body = api::ErrorBody)))]
+    responses((status = 204), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.delete"))))]
 pub async fn delete_model(
     State(state): State<AppState>,
     caller: Caller,
@@ -149,7 +154,8 @@ pub async fn delete_model(
 /// Set a tag on a model.
 #[utoipa::path(put, path = "/api/v1/models/{namespace}/{name}/tags/{key}", tag = "models",
     params(("namespace" = String, Path), ("name" = String, Path), ("key" = String, Path)), request_body = api::SetTag,
-    responses((status = 200, body = api::Model), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, body = api::Model), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.write"))))]
 pub async fn set_model_tag(
     State(state): State<AppState>,
     caller: Caller,
@@ -166,7 +172,8 @@ pub async fn set_model_tag(
 /// Delete a tag from a model.
 #[utoipa::path(delete, path = "/api/v1/models/{namespace}/{name}/tags/{key}", tag = "models",
     params(("namespace" = String, Path), ("name" = String, Path), ("key" = String, Path)),
-    responses((status = 204), (status = 404, body = api::ErrorBody)))]
+    responses((status = 204), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.write"))))]
 pub async fn delete_model_tag(
     State(state): State<AppState>,
     caller: Caller,

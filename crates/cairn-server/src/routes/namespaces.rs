@@ -14,7 +14,8 @@ use crate::error::{ApiError, ApiJson, ApiResult};
 
 /// List namespaces.
 #[utoipa::path(get, path = "/api/v1/namespaces", tag = "namespaces",
-    responses((status = 200, body = api::NamespaceList)))]
+    responses((status = 200, body = api::NamespaceList)),
+    extensions(("x-cairn-permission" = json!("self.basic"))))]
 pub async fn list_namespaces(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<api::NamespaceList>> {
     authorize(&state, &caller, Permission::SelfBasic, None, "namespace.list", "namespaces").await?;
     let visible = caller.principal.namespaces_for(Permission::ModelRead);
@@ -25,7 +26,8 @@ pub async fn list_namespaces(State(state): State<AppState>, caller: Caller) -> A
 
 /// Create a namespace.
 #[utoipa::path(post, path = "/api/v1/namespaces", tag = "namespaces", request_body = api::CreateNamespace,
-    responses((status = 201, body = api::Namespace), (status = 409, body = api::ErrorBody)))]
+    responses((status = 201, body = api::Namespace), (status = 409, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("namespace.create"))))]
 pub async fn create_namespace(
     State(state): State<AppState>,
     caller: Caller,
@@ -49,7 +51,8 @@ pub async fn create_namespace(
 /// Get a namespace.
 #[utoipa::path(get, path = "/api/v1/namespaces/{namespace}", tag = "namespaces",
     params(("namespace" = String, Path)),
-    responses((status = 200, body = api::Namespace), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, body = api::Namespace), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.read"))))]
 pub async fn get_namespace(
     State(state): State<AppState>,
     caller: Caller,
@@ -67,7 +70,8 @@ pub async fn get_namespace(
 /// Delete an empty namespace.
 #[utoipa::path(delete, path = "/api/v1/namespaces/{namespace}", tag = "namespaces",
     params(("namespace" = String, Path)),
-    responses((status = 204), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)))]
+    responses((status = 204), (status = 404, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("namespace.delete"))))]
 pub async fn delete_namespace(
     State(state): State<AppState>,
     caller: Caller,

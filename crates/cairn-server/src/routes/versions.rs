@@ -54,7 +54,8 @@ pub(crate) fn new_version(
 /// List the versions of a model.
 #[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/versions", tag = "versions",
     params(("namespace" = String, Path), ("name" = String, Path), ListVersionsQuery),
-    responses((status = 200, body = api::VersionList), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, body = api::VersionList), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.read"))))]
 pub async fn list_versions(
     State(state): State<AppState>,
     caller: Caller,
@@ -84,7 +85,8 @@ pub async fn list_versions(
 /// Create the next version of a model (numbered 1, 2, 3 …).
 #[utoipa::path(post, path = "/api/v1/models/{namespace}/{name}/versions", tag = "versions",
     params(("namespace" = String, Path), ("name" = String, Path)), request_body = api::CreateVersion,
-    responses((status = 201, body = api::Version), (status = 404, body = api::ErrorBody)))]
+    responses((status = 201, body = api::Version), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.write"))))]
 pub async fn create_version(
     State(state): State<AppState>,
     caller: Caller,
@@ -101,7 +103,8 @@ pub async fn create_version(
 /// Get a version by number (`3`) or through an alias (`@champion`).
 #[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/versions/{version}", tag = "versions",
     params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path, description = "A number, or @alias")),
-    responses((status = 200, body = api::Version), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, body = api::Version), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.read"))))]
 pub async fn get_version(
     State(state): State<AppState>,
     caller: Caller,
@@ -116,7 +119,8 @@ pub async fn get_version(
 /// Update a version's description or metadata.
 #[utoipa::path(patch, path = "/api/v1/models/{namespace}/{name}/versions/{version}", tag = "versions",
     params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path)), request_body = api::UpdateVersion,
-    responses((status = 200, body = api::Version), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, body = api::Version), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.write"))))]
 pub async fn update_version(
     State(state): State<AppState>,
     caller: Caller,
@@ -139,7 +143,8 @@ pub async fn update_version(
 /// Delete a version; its number is never given out again.
 #[utoipa::path(delete, path = "/api/v1/models/{namespace}/{name}/versions/{version}", tag = "versions",
     params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path)),
-    responses((status = 204), (status = 404, body = api::ErrorBody)))]
+    responses((status = 204), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.delete"))))]
 pub async fn delete_version(
     State(state): State<AppState>,
     caller: Caller,
@@ -156,7 +161,8 @@ pub async fn delete_version(
 #[utoipa::path(put, path = "/api/v1/models/{namespace}/{name}/versions/{version}/tags/{key}", tag = "versions",
     params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path), ("key" = String, Path)),
     request_body = api::SetTag,
-    responses((status = 200, body = api::Version), (status = 404, body = api::ErrorBody)))]
+    responses((status = 200, body = api::Version), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.write"))))]
 pub async fn set_version_tag(
     State(state): State<AppState>,
     caller: Caller,
@@ -173,7 +179,8 @@ pub async fn set_version_tag(
 /// Delete a tag from a version.
 #[utoipa::path(delete, path = "/api/v1/models/{namespace}/{name}/versions/{version}/tags/{key}", tag = "versions",
     params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path), ("key" = String, Path)),
-    responses((status = 204), (status = 404, body = api::ErrorBody)))]
+    responses((status = 204), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.write"))))]
 pub async fn delete_version_tag(
     State(state): State<AppState>,
     caller: Caller,
