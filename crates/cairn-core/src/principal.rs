@@ -466,6 +466,31 @@ mod tests {
         assert_eq!(q.namespaces_for(Permission::ModelRead), NamespaceScope::Only(BTreeSet::new()));
     }
 
+    /// The table in docs/SECURITY.md is the table in this file.
+    #[test]
+    fn the_security_doc_shows_this_table() {
+        let doc = include_str!("../../../docs/SECURITY.md");
+        let start = doc.find("<!-- permission-table").expect("table start marker");
+        let end = doc.find("<!-- /permission-table -->").expect("table end marker");
+        let documented: Vec<&str> = doc[start..end].lines().filter(|l| l.starts_with("| `")).map(str::trim).collect();
+        let expected: Vec<String> = Permission::ALL
+            .iter()
+            .map(|p| {
+                let reach = match (p.roles(), p.is_namespaced()) {
+                    (None, _) => "—",
+                    (Some(_), true) => "a namespace",
+                    (Some(_), false) => "global",
+                };
+                let roles = p.roles().map_or_else(
+                    || "every authenticated account".to_owned(),
+                    |r| r.iter().map(|r| r.as_str()).collect::<Vec<_>>().join(", "),
+                );
+                format!("| `{p}` | {} | {reach} | {roles} |", p.scope())
+            })
+            .collect();
+        assert_eq!(documented, expected, "docs/SECURITY.md's permission table is out of date");
+    }
+
     #[test]
     fn the_table_is_deny_by_default_and_complete() {
         for p in Permission::ALL {
