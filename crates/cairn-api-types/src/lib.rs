@@ -7,6 +7,7 @@ pub mod grants;
 pub mod session;
 
 pub use grants::*;
+pub use session::*;
 
 use std::collections::BTreeMap;
 

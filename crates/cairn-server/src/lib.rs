@@ -11,6 +11,7 @@ mod convert;
 pub mod error;
 pub mod key_cache;
 pub mod maintenance;
+pub mod mfa;
 pub mod page_token;
 pub mod rate_limit;
 pub mod routes;
