@@ -137,7 +137,7 @@ pub fn build_router(state: AppState) -> Router {
             r
         }))
         .layer(middleware::map_response(json_errors))
-        .layer(middleware::from_fn(rate_limit::security_headers))
+        .layer(middleware::from_fn(crate::headers::security_headers))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
             let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())

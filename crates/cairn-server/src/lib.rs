@@ -9,6 +9,7 @@ pub mod app;
 pub mod auth;
 mod convert;
 pub mod error;
+pub mod headers;
 pub mod key_cache;
 pub mod maintenance;
 pub mod mfa;
