@@ -13,7 +13,9 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use cairn_api_types as api;
 use cairn_blob::Digest;
-use cairn_core::{AliasName, FileEntry, FilePath, Manifest, ManifestError, Permission, VersionSelector};
+use cairn_core::{
+    AliasName, FileEntry, FilePath, Manifest, ManifestError, NamespaceScope, Permission, VersionSelector,
+};
 use cairn_store::artifact::Upload;
 use futures::{StreamExt, TryStreamExt};
 
@@ -45,6 +47,10 @@ fn parse_digest(s: &str) -> Result<Digest, ApiError> {
 /// gets the same answer as for an upload that does not exist.
 async fn own_upload(state: &AppState, caller: &Caller, id: &str, audit_action: &str) -> Result<Upload, ApiError> {
     let missing = || ApiError::not_found(format!("upload {id} does not exist (it may have expired)"));
+    // A caller who may write nowhere is refused before anything is looked up.
+    if caller.principal.namespaces_for(Permission::ModelWrite) == NamespaceScope::Only(Default::default()) {
+        authorize(state, caller, Permission::ModelWrite, None, audit_action, &format!("upload:{id}")).await?;
+    }
     if id.len() > 64 {
         return Err(missing());
     }
