@@ -247,6 +247,16 @@ pub struct CreateNamespace {
     pub description: String,
 }
 
+/// A role an account holds: globally (no namespace) or in one namespace.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RoleHeld {
+    /// `viewer`, `model_owner`, `mrc`, `security`, `sre`, `auditor` or `admin`.
+    pub role: String,
+    /// The namespace, or absent for a global grant.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+}
+
 /// The caller, as the server sees them.
 #[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
 pub struct WhoAmI {
@@ -254,12 +264,34 @@ pub struct WhoAmI {
     pub user_id: String,
     /// Login name.
     pub username: String,
-    /// Administrator.
+    /// `user` (a person) or `service` (a machine account).
+    #[serde(default)]
+    pub kind: String,
+    /// Holds the global `admin` role.
     pub is_admin: bool,
-    /// Scopes of the key used.
+    /// The account's roles.
+    #[serde(default)]
+    pub roles: Vec<RoleHeld>,
+    /// Scopes of the credential used (all three for a login session).
     pub scopes: Vec<String>,
-    /// The key used.
+    /// The API key used, if the request carried one.
     pub key_id: Option<String>,
+    /// The namespaces the API key is restricted to, if it is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_namespaces: Option<Vec<String>>,
+    /// When the API key used expires.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub key_expires_at: Option<String>,
+    /// The login session used, if the request carried a session cookie.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub session_id: Option<String>,
+    /// The account has confirmed a TOTP authenticator.
+    #[serde(default)]
+    pub mfa_enabled: bool,
+    /// The second-factor requirement is met for this credential (otherwise only MFA
+    /// enrolment and `whoami` are allowed).
+    #[serde(default)]
+    pub mfa_satisfied: bool,
 }
 
 /// An audit event.
@@ -310,47 +342,120 @@ pub struct User {
     pub id: String,
     /// Login name.
     pub username: String,
-    /// `user` or `service`.
+    /// Shown name.
+    #[serde(default)]
+    pub display_name: String,
+    /// Contact address.
+    #[serde(default)]
+    pub email: String,
+    /// `user` (a person) or `service` (a machine account: API keys only, never logs in).
     pub kind: String,
-    /// Administrator.
+    /// Holds the global `admin` role.
     pub is_admin: bool,
-    /// Disabled.
+    /// Role grants.
+    #[serde(default)]
+    pub roles: Vec<RoleHeld>,
+    /// Has confirmed a TOTP authenticator.
+    #[serde(default)]
+    pub mfa_enabled: bool,
+    /// Disabled accounts cannot authenticate: no login, and their API keys are refused.
     pub disabled: bool,
+    /// When the password was last set, if the account has one.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub password_changed_at: Option<String>,
     /// Creation time.
     pub created_at: String,
+    /// Last change.
+    #[serde(default)]
+    pub updated_at: String,
+}
+
+/// A page of accounts, by login name.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct UserList {
+    /// The accounts of this page.
+    pub users: Vec<User>,
+    /// Pass as `page_token` to get the next page; absent on the last page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_page_token: Option<String>,
 }
 
 /// Body of `POST /api/v1/users` (administrators only).
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateUser {
     /// Login name: lower-case letters, digits, `-`, `_`, `.`; 2–64 characters.
     pub username: String,
-    /// Password (at least 12 characters); omit for service accounts.
+    /// Password (12–1024 characters, not a common one, not containing the user name); never
+    /// for service accounts.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub password: Option<String>,
-    /// Make the account an administrator.
+    /// Make the account an administrator (grants the global `admin` role).
     #[serde(default)]
     pub is_admin: bool,
     /// `user` (default) or `service`.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub kind: Option<String>,
+    /// Shown name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// Contact address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+}
+
+/// Body of `PATCH /api/v1/users/{username}`: only the fields given change.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct UpdateUser {
+    /// New shown name.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub display_name: Option<String>,
+    /// New contact address (empty to clear).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub email: Option<String>,
+    /// Disable (`true`) or enable (`false`) the account. Disabling ends its sessions and
+    /// stops its API keys at once.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub disabled: Option<bool>,
+}
+
+/// Body of `POST /api/v1/me/password`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ChangePassword {
+    /// The password in use now.
+    pub current_password: String,
+    /// The new password.
+    pub new_password: String,
+}
+
+/// Body of `POST /api/v1/users/{username}/password` (administrators).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct SetPassword {
+    /// The new password.
+    pub new_password: String,
 }
 
 /// Body of `POST /api/v1/keys`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateApiKey {
     /// A label ("ci", "laptop").
     pub name: String,
-    /// Scopes: any of `read`, `write`, `admin`; at most those of the key making the request.
+    /// Scopes: any of `read`, `write`, `admin`; at most those of the credential making the request.
     pub scopes: Vec<String>,
-    /// Days until the key expires (1–90, default 90).
+    /// Days until the key expires (1 to the server's `api_key_max_age_days`, which is also the default).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub expires_in_days: Option<u32>,
-    /// Create the key for this user instead of the caller (administrators only).
+    /// Create the key for this service account instead of the caller (administrators only;
+    /// people create their own keys).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub username: Option<String>,
+    /// Restrict the key to these namespaces (absent: wherever the account's roles reach).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub namespaces: Option<Vec<String>>,
 }
 
 /// A created API key: the token is shown this once and never again.
@@ -364,8 +469,69 @@ pub struct CreatedApiKey {
     pub name: String,
     /// Scopes.
     pub scopes: Vec<String>,
+    /// The namespaces the key is restricted to (empty: none).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// The account that owns the key.
+    #[serde(default)]
+    pub username: String,
     /// Expiry.
     pub expires_at: Option<String>,
+}
+
+/// An API key as listed: never its token nor its hash.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiKey {
+    /// Key id.
+    pub id: String,
+    /// Label.
+    pub name: String,
+    /// The account that owns the key.
+    pub username: String,
+    /// Scopes.
+    pub scopes: Vec<String>,
+    /// The namespaces the key is restricted to (empty: none).
+    pub namespaces: Vec<String>,
+    /// Creation time.
+    pub created_at: String,
+    /// Expiry.
+    pub expires_at: Option<String>,
+    /// Last use (updated at most once a minute).
+    pub last_used_at: Option<String>,
+    /// The address it was last used from.
+    pub last_used_ip: Option<String>,
+    /// When it was revoked.
+    pub revoked_at: Option<String>,
+    /// The key that replaced this one when it was rotated.
+    pub replaced_by: Option<String>,
+    /// `active`, `expired` or `revoked`.
+    pub status: String,
+}
+
+/// API keys, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ApiKeyList {
+    /// The keys.
+    pub keys: Vec<ApiKey>,
+}
+
+/// Body of `POST /api/v1/keys/{key_id}/rotate`.
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct RotateApiKey {
+    /// How long the old key keeps working, in seconds (default 3600, at most 7 days).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub overlap_secs: Option<u64>,
+}
+
+/// A rotated key: the new one (its token shown this once) and the old one, which now
+/// expires at the end of the overlap.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct RotatedApiKey {
+    /// The new key.
+    pub key: CreatedApiKey,
+    /// The old key as it is now.
+    pub previous: ApiKey,
 }
 
 /// One file of a version, or of an upload being declared: its relative path (`/`-separated,

@@ -165,10 +165,8 @@ impl Client {
         if len > 0 {
             req = req.header(CONTENT_RANGE, format!("bytes {}-{}/{}", range.start, range.end - 1, spec.blob_size));
         }
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
-        let resp = Self::check(req.send().await?).await?;
+        req = self.authorised(req);
+        let resp = self.check(req.send().await?).await?;
         Ok(resp.json().await?)
     }
 
@@ -192,7 +190,7 @@ impl Client {
     /// `GET …/versions/{v}/manifest`: the canonical manifest bytes (small: a line per file).
     pub async fn get_manifest(&self, model: &str, version: &str) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{}/manifest", self.base, version_path(model, version));
-        let resp = Self::check(self.authorised(self.http.get(url)).send().await?).await?;
+        let resp = self.check(self.authorised(self.http.get(url)).send().await?).await?;
         Ok(resp.bytes().await?.to_vec())
     }
 
@@ -212,7 +210,7 @@ impl Client {
         if from > 0 {
             req = req.header(RANGE, format!("bytes={from}-"));
         }
-        let resp = Self::check(req.send().await?).await?;
+        let resp = self.check(req.send().await?).await?;
         let header = |name| resp.headers().get(name).and_then(|v: &reqwest::header::HeaderValue| v.to_str().ok());
         let length = header(CONTENT_LENGTH).and_then(|v| v.parse().ok());
         if resp.status() == StatusCode::PARTIAL_CONTENT {
@@ -227,13 +225,6 @@ impl Client {
             return Ok(Download { resp, offset: start, length, total });
         }
         Ok(Download { resp, offset: 0, length, total: length })
-    }
-
-    fn authorised(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
-        match &self.token {
-            Some(t) => req.bearer_auth(t),
-            None => req,
-        }
     }
 }
 

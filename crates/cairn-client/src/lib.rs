@@ -5,9 +5,15 @@
 //! callers can show them as they are. Model files (uploads in parts, downloads with ranges)
 //! are in [`files`]: bytes are streamed, never held whole in memory.
 
+pub mod accounts;
 pub mod files;
+pub mod login;
 
+pub use accounts::KeyListOptions;
 pub use files::{Download, PartSpec, Progress, part_count, part_range};
+pub use login::PasswordLogin;
+
+use std::sync::Arc;
 
 use cairn_api_types as api;
 use reqwest::{Method, StatusCode};
@@ -95,12 +101,35 @@ pub struct ListOptions {
     pub filter: Option<String>,
 }
 
-/// A client bound to one server and one API key.
-#[derive(Debug, Clone)]
+/// Called with the text of a `Warning` header the server sent (an API key close to expiry).
+pub type WarningHandler = Arc<dyn Fn(&str) + Send + Sync>;
+
+/// A login session's cookie and CSRF token (see [`login`]).
+#[derive(Clone)]
+pub(crate) struct SessionCookie {
+    pub(crate) cookie: String,
+    pub(crate) csrf_token: String,
+}
+
+/// A client bound to one server and one credential: an API key, or a login session.
+#[derive(Clone)]
 pub struct Client {
     base: String,
     token: Option<String>,
+    session: Option<SessionCookie>,
     http: reqwest::Client,
+    on_warning: Option<WarningHandler>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        // Never the key or the cookie.
+        f.debug_struct("Client")
+            .field("base", &self.base)
+            .field("token", &self.token.as_ref().map(|_| "<secret>"))
+            .field("session", &self.session.as_ref().map(|_| "<secret>"))
+            .finish()
+    }
 }
 
 fn seg(s: &str) -> String {
@@ -125,7 +154,19 @@ impl Client {
         }
         let http =
             reqwest::Client::builder().user_agent(concat!("cairn-client/", env!("CARGO_PKG_VERSION"))).build()?;
-        Ok(Self { base, token, http })
+        Ok(Self { base, token, session: None, http, on_warning: None })
+    }
+
+    /// Calls `handler` with every `Warning` header the server sends (e.g. "this API key
+    /// expires in 3 day(s)"), so a program can show it.
+    pub fn with_warning_handler(mut self, handler: WarningHandler) -> Self {
+        self.on_warning = Some(handler);
+        self
+    }
+
+    /// The API key this client sends, if any.
+    pub fn token(&self) -> Option<&str> {
+        self.token.as_deref()
     }
 
     /// The server's base URL.
@@ -140,34 +181,61 @@ impl Client {
         query: Option<&Q>,
         body: Option<&B>,
     ) -> Result<Option<T>, ClientError> {
-        let mut req = self.http.request(method, format!("{}{path}", self.base));
-        if let Some(t) = &self.token {
-            req = req.bearer_auth(t);
-        }
+        let req = self.authorised(self.http.request(method, format!("{}{path}", self.base)));
+        let mut req = req;
         if let Some(q) = query {
             req = req.query(q);
         }
         if let Some(b) = body {
             req = req.json(b);
         }
-        let resp = Self::check(req.send().await?).await?;
+        let resp = self.check(req.send().await?).await?;
         if resp.status() == StatusCode::NO_CONTENT {
             return Ok(None);
         }
         Ok(Some(resp.json().await?))
     }
 
-    /// Turns an error status into [`ClientError::Api`] with the server's code and message.
-    async fn check(resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+    /// Adds the credential to a request: `Authorization: Bearer <key>`, or the session
+    /// cookie with its CSRF token.
+    fn authorised(&self, req: reqwest::RequestBuilder) -> reqwest::RequestBuilder {
+        let req = match &self.token {
+            Some(t) => req.bearer_auth(t),
+            None => req,
+        };
+        match &self.session {
+            Some(s) => req
+                .header(reqwest::header::COOKIE, format!("{}={}", login::SESSION_COOKIE, s.cookie))
+                .header("x-csrf-token", &s.csrf_token),
+            None => req,
+        }
+    }
+
+    /// Passes a `Warning` header to the warning handler, and turns an error status into
+    /// [`ClientError::Api`] with the server's code and message (and, for `429`, how long to
+    /// wait).
+    async fn check(&self, resp: reqwest::Response) -> Result<reqwest::Response, ClientError> {
+        if let Some(handler) = &self.on_warning {
+            for w in resp.headers().get_all(reqwest::header::WARNING) {
+                if let Ok(text) = w.to_str() {
+                    handler(text);
+                }
+            }
+        }
         let status = resp.status();
         if status.is_success() {
             return Ok(resp);
         }
+        let retry_after =
+            resp.headers().get(reqwest::header::RETRY_AFTER).and_then(|v| v.to_str().ok()).map(str::to_owned);
         let text = resp.text().await.unwrap_or_default();
-        let (code, message) = match serde_json::from_str::<api::ErrorBody>(&text) {
+        let (code, mut message) = match serde_json::from_str::<api::ErrorBody>(&text) {
             Ok(e) => (e.error.code, e.error.message),
             Err(_) => ("http_error".to_owned(), text.chars().take(500).collect()),
         };
+        if let Some(secs) = retry_after.filter(|_| status == StatusCode::TOO_MANY_REQUESTS) {
+            message.push_str(&format!(" (retry after {secs} s)"));
+        }
         Err(ClientError::Api { status: status.as_u16(), code, message })
     }
 

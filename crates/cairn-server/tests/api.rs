@@ -241,6 +241,7 @@ async fn scopes_are_enforced_and_denials_audited(s: &TestServer) {
             password: None,
             is_admin: false,
             kind: Some("service".into()),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -251,6 +252,7 @@ async fn scopes_are_enforced_and_denials_audited(s: &TestServer) {
             scopes: vec!["read".into()],
             expires_in_days: Some(1),
             username: Some("ci".into()),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -268,6 +270,7 @@ async fn scopes_are_enforced_and_denials_audited(s: &TestServer) {
             scopes: vec!["write".into()],
             expires_in_days: None,
             username: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
@@ -289,6 +292,7 @@ async fn scopes_are_enforced_and_denials_audited(s: &TestServer) {
             password: Some("long enough password".into()),
             is_admin: true,
             kind: None,
+            ..Default::default()
         })
         .await
         .unwrap_err();
