@@ -104,6 +104,22 @@ pub fn api_router() -> OpenApiRouter<AppState> {
 
 /// Builds the whole application.
 pub fn build_router(state: AppState) -> Router {
+    let authenticate = middleware::from_fn_with_state(state.clone(), auth::require_auth);
+    build_router_with_auth(state, authenticate)
+}
+
+/// Like [`build_router`], with `authenticate` in place of Cairn's API-key and session check on
+/// the authenticated routes (it must insert an [`auth::Caller`] or answer itself). `cairn serve`
+/// never calls this: it exists so that `bench/authcost` can measure what authentication costs
+/// against an application that is otherwise identical.
+pub fn build_router_with_auth<L>(state: AppState, authenticate: L) -> Router
+where
+    L: tower::Layer<axum::routing::Route> + Clone + Send + Sync + 'static,
+    L::Service: tower::Service<Request<Body>> + Clone + Send + Sync + 'static,
+    <L::Service as tower::Service<Request<Body>>>::Response: axum::response::IntoResponse + 'static,
+    <L::Service as tower::Service<Request<Body>>>::Error: Into<std::convert::Infallible> + 'static,
+    <L::Service as tower::Service<Request<Body>>>::Future: Send + 'static,
+{
     let (api, mut openapi) = api_router().split_for_parts();
     let (public, public_doc) = routes::public().split_for_parts();
     openapi.merge(public_doc);
@@ -118,7 +134,7 @@ pub fn build_router(state: AppState) -> Router {
         )
         // Inside out: authentication, then the principal's rate limit.
         .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit::by_principal))
-        .route_layer(middleware::from_fn_with_state(state.clone(), auth::require_auth))
+        .route_layer(authenticate)
         .merge(public)
         .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit::by_address));
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
