@@ -78,7 +78,8 @@ pub async fn login(
         (status = 200, body = api::LoginResponse, headers(("set-cookie" = String, description = "the new session cookie"))),
         (status = 400, body = api::ErrorBody),
         (status = 403, description = "a wrong or reused code (code `invalid_code`)", body = api::ErrorBody),
-        (status = 429, body = api::ErrorBody)))]
+        (status = 429, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("self.mfa"))))]
 pub async fn step_up(
     State(state): State<AppState>,
     caller: Caller,
@@ -101,7 +102,8 @@ fn current_session(caller: &Caller) -> Result<&str, ApiError> {
 /// End the current session (its cookie is cleared).
 #[utoipa::path(post, path = "/api/v1/auth/logout", tag = "account",
     responses((status = 204, headers(("set-cookie" = String, description = "clears the session cookie"))),
-        (status = 400, body = api::ErrorBody)))]
+        (status = 400, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("self.basic"))))]
 pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     authorize(&state, &caller, Permission::SelfBasic, None, "auth.logout", "session").await?;
     let id = current_session(&caller)?;
@@ -111,7 +113,8 @@ pub async fn logout(State(state): State<AppState>, caller: Caller) -> ApiResult<
 
 /// End every session of the caller's account, on every device.
 #[utoipa::path(post, path = "/api/v1/auth/logout-all", tag = "account",
-    responses((status = 200, body = api::RevokedSessions)))]
+    responses((status = 200, body = api::RevokedSessions)),
+    extensions(("x-cairn-permission" = json!("self.basic"))))]
 pub async fn logout_all(State(state): State<AppState>, caller: Caller) -> ApiResult<Response> {
     let p = &caller.principal;
     authorize(&state, &caller, Permission::SelfBasic, None, "session.revoke", &format!("user:{}", p.username)).await?;
@@ -126,7 +129,8 @@ pub async fn logout_all(State(state): State<AppState>, caller: Caller) -> ApiRes
 
 /// The caller's open sessions.
 #[utoipa::path(get, path = "/api/v1/auth/sessions", tag = "account",
-    responses((status = 200, body = api::SessionList)))]
+    responses((status = 200, body = api::SessionList)),
+    extensions(("x-cairn-permission" = json!("self.manage"))))]
 pub async fn list_sessions(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<api::SessionList>> {
     authorize(&state, &caller, Permission::SelfManage, None, "session.list", "sessions").await?;
     let idle_ms = i64::try_from(state.settings.session_idle_secs.saturating_mul(1000)).unwrap_or(i64::MAX / 2);
@@ -152,7 +156,8 @@ pub async fn list_sessions(State(state): State<AppState>, caller: Caller) -> Api
 /// End one of the caller's sessions (e.g. on a lost laptop).
 #[utoipa::path(delete, path = "/api/v1/auth/sessions/{session_id}", tag = "account",
     params(("session_id" = String, Path, description = "the id from the session listing")),
-    responses((status = 204), (status = 404, body = api::ErrorBody)))]
+    responses((status = 204), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("self.manage"))))]
 pub async fn delete_session(
     State(state): State<AppState>,
     caller: Caller,
@@ -174,7 +179,8 @@ pub async fn delete_session(
 /// It takes effect once confirmed with a code.
 #[utoipa::path(post, path = "/api/v1/me/mfa/totp", tag = "account",
     responses((status = 200, body = api::TotpEnrolment), (status = 400, body = api::ErrorBody),
-        (status = 409, description = "an authenticator is already enabled", body = api::ErrorBody)))]
+        (status = 409, description = "an authenticator is already enabled", body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("self.mfa"))))]
 pub async fn begin_totp(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<api::TotpEnrolment>> {
     let p = &caller.principal;
     authorize(&state, &caller, Permission::MfaManage, None, "mfa.enroll", &format!("user:{}", p.username)).await?;
@@ -193,7 +199,8 @@ pub async fn begin_totp(State(state): State<AppState>, caller: Caller) -> ApiRes
     responses((status = 200, body = api::RecoveryCodes),
         (status = 403, description = "a wrong code (code `invalid_code`)", body = api::ErrorBody),
         (status = 409, description = "no enrolment in progress", body = api::ErrorBody),
-        (status = 429, body = api::ErrorBody)))]
+        (status = 429, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("self.mfa"))))]
 pub async fn confirm_totp(
     State(state): State<AppState>,
     caller: Caller,
@@ -230,7 +237,8 @@ pub async fn confirm_totp(
 /// account's roles or the server require MFA.
 #[utoipa::path(delete, path = "/api/v1/me/mfa/totp", tag = "account", request_body = api::MfaCode,
     responses((status = 204), (status = 403, body = api::ErrorBody), (status = 409, body = api::ErrorBody),
-        (status = 429, body = api::ErrorBody)))]
+        (status = 429, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("self.mfa"))))]
 pub async fn disable_totp(
     State(state): State<AppState>,
     caller: Caller,
@@ -275,7 +283,8 @@ async fn verify_or_count(state: &AppState, caller: &Caller, action: &str, factor
 /// working. The codes are in the answer and nowhere else.
 #[utoipa::path(post, path = "/api/v1/me/mfa/recovery-codes", tag = "account", request_body = api::MfaCode,
     responses((status = 200, body = api::RecoveryCodes), (status = 403, body = api::ErrorBody),
-        (status = 409, body = api::ErrorBody), (status = 429, body = api::ErrorBody)))]
+        (status = 409, body = api::ErrorBody), (status = 429, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("self.mfa"))))]
 pub async fn regenerate_recovery_codes(
     State(state): State<AppState>,
     caller: Caller,
@@ -298,7 +307,8 @@ pub async fn regenerate_recovery_codes(
 /// and every session of the account ends. They enrol again at their next login.
 #[utoipa::path(delete, path = "/api/v1/users/{username}/mfa", tag = "account",
     params(("username" = String, Path)),
-    responses((status = 204), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
+    responses((status = 204), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("user.manage"))))]
 pub async fn reset_user_mfa(
     State(state): State<AppState>,
     caller: Caller,
@@ -324,7 +334,8 @@ fn lockout(l: AuthFailure) -> api::Lockout {
 
 /// Lockouts in force (names and addresses refused after failed attempts).
 #[utoipa::path(get, path = "/api/v1/lockouts", tag = "account",
-    responses((status = 200, body = api::LockoutList), (status = 403, body = api::ErrorBody)))]
+    responses((status = 200, body = api::LockoutList), (status = 403, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("user.manage"))))]
 pub async fn list_lockouts(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<api::LockoutList>> {
     authorize(&state, &caller, Permission::UserManage, None, "auth.lockout.list", "lockouts").await?;
     let rows = state.store.list_lockouts().await?;
@@ -334,7 +345,8 @@ pub async fn list_lockouts(State(state): State<AppState>, caller: Caller) -> Api
 /// Release a lockout now (and forget the subject's failed attempts).
 #[utoipa::path(delete, path = "/api/v1/lockouts/{subject}", tag = "account",
     params(("subject" = String, Path, description = "`user:<name>` or `ip:<address>`")),
-    responses((status = 204), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)))]
+    responses((status = 204), (status = 403, body = api::ErrorBody), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("user.manage"))))]
 pub async fn release_lockout(
     State(state): State<AppState>,
     caller: Caller,
