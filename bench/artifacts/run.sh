@@ -36,7 +36,8 @@ now() { date +%s.%N; }
 best() { sort -g | head -n1; }
 
 start_server() { # $1 = data dir, $2 = key file or ""
-  local env=(CAIRN_BOOTSTRAP_ADMIN_TOKEN="$TOKEN" CAIRN_BOOTSTRAP_ADMIN_PASSWORD="bench admin password" CAIRN_LOG=warn)
+  # Rate limiting off: a benchmark is one client with one key (docs/BENCHMARKS.md).
+  local env=(CAIRN_BOOTSTRAP_ADMIN_TOKEN="$TOKEN" CAIRN_BOOTSTRAP_ADMIN_PASSWORD="bench admin password" CAIRN_LOG=warn CAIRN_RATE_LIMIT_REQUESTS=0)
   if [ -n "$2" ]; then env+=(CAIRN_ENCRYPTION_KEY_FILE="$2"); fi
   env "${env[@]}" "$CAIRN_BIN" serve --listen "127.0.0.1:$PORT" --data-dir "$1" >"$WORK/server.log" 2>&1 &
   SERVER_PID=$!

@@ -46,6 +46,11 @@ struct Args {
     /// Write the results as JSON here
     #[arg(long)]
     json: Option<PathBuf>,
+    /// `CAIRN_RATE_LIMIT_REQUESTS` of the Cairn server: 0 (the default here) turns rate
+    /// limiting off, which the load of one client key would otherwise trip; a huge value
+    /// measures the limiter's cost without refusals
+    #[arg(long, default_value_t = 0)]
+    rate_limit_requests: u32,
 }
 
 /// Which API the client speaks.
@@ -355,7 +360,7 @@ async fn wait_ready(http: &reqwest::Client, url: &str, since: Instant, cap: Dura
 
 const TOKEN: &str = "cairn_bench_0123456789abcdefghijklmnopqrstuvwxyz";
 
-fn start_cairn(bin: &PathBuf, data: &std::path::Path, port: u16) -> Result<Proc> {
+fn start_cairn(bin: &PathBuf, data: &std::path::Path, port: u16, rate_limit: u32) -> Result<Proc> {
     let child = Command::new(bin)
         .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
         .arg("--data-dir")
@@ -363,6 +368,7 @@ fn start_cairn(bin: &PathBuf, data: &std::path::Path, port: u16) -> Result<Proc>
         .env("CAIRN_BOOTSTRAP_ADMIN_TOKEN", TOKEN)
         .env("CAIRN_BOOTSTRAP_ADMIN_PASSWORD", "bench admin password")
         .env("CAIRN_LOG", "warn")
+        .env("CAIRN_RATE_LIMIT_REQUESTS", rate_limit.to_string())
         .env_remove("CAIRN_DATABASE_URL")
         .stdout(Stdio::null())
         .stderr(Stdio::null())
@@ -408,11 +414,11 @@ async fn run_cairn(args: &Args, http: &reqwest::Client) -> Result<RunResult> {
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
     let t0 = Instant::now();
-    let first = start_cairn(&args.cairn, dir.path(), port)?;
+    let first = start_cairn(&args.cairn, dir.path(), port, args.rate_limit_requests)?;
     let ready_first = wait_ready(http, &format!("{base}/readyz"), t0, Duration::from_secs(30)).await?;
     drop(first);
     let t0 = Instant::now();
-    let server = start_cairn(&args.cairn, dir.path(), port)?;
+    let server = start_cairn(&args.cairn, dir.path(), port, args.rate_limit_requests)?;
     let ready_restart = wait_ready(http, &format!("{base}/readyz"), t0, Duration::from_secs(30)).await?;
     let t = Target { api: Api::Cairn, base, token: TOKEN.into(), http: http.clone() };
     let counts = Counts { models: args.models, versions: args.versions, reads: args.reads };
@@ -521,8 +527,15 @@ async fn main() -> Result<()> {
     let args = Args::parse();
     let http = reqwest::Client::builder().pool_max_idle_per_host(args.clients * 2).build()?;
     println!(
-        "{} clients; {} models, {} versions, {} reads per read phase",
-        args.clients, args.models, args.versions, args.reads
+        "{} clients; {} models, {} versions, {} reads per read phase; cairn rate limit: {}",
+        args.clients,
+        args.models,
+        args.versions,
+        args.reads,
+        match args.rate_limit_requests {
+            0 => "off".to_owned(),
+            n => format!("{n} requests per window"),
+        }
     );
     let cairn = run_cairn(&args, &http).await?;
     print(&cairn);

@@ -288,7 +288,7 @@ impl Inner {
         let mut ranked: Vec<(bool, i64, String)> =
             shard.entries.iter().map(|(k, e)| (e.blocked(now).is_some(), e.count(), k.clone())).collect();
         // Most worth keeping first: blocked, then by count.
-        ranked.sort_unstable_by(|a, b| (b.0, b.1).cmp(&(a.0, a.1)));
+        ranked.sort_unstable_by_key(|&(blocked, count, _)| std::cmp::Reverse((blocked, count)));
         for (_, _, key) in ranked.into_iter().skip(keep) {
             shard.entries.remove(&key);
         }
@@ -365,7 +365,7 @@ async fn share_counts(inner: Weak<Inner>) {
             tracing::warn!(error = %e, "could not share rate-limit counts");
         }
         rounds = rounds.wrapping_add(1);
-        if rounds % PRUNE_EVERY == 0
+        if rounds.is_multiple_of(PRUNE_EVERY)
             && let Err(e) = inner.store.prune_rate_counts(inner.window_ms).await
         {
             tracing::warn!(error = %e, "could not prune rate-limit counts");

@@ -5,6 +5,7 @@ use std::time::{Duration, Instant};
 use cairn_server::Settings;
 use cairn_store::AuditContext;
 use cairn_store::audit::AuditQuery;
+use cairn_store::rate_limit::RateDelta;
 use cairn_store::user::{NewApiKey, NewUser};
 use cairn_test_utils::{Backend, TestServer};
 use reqwest::header::HeaderMap;
@@ -233,6 +234,46 @@ async fn every_response_has_security_headers(s: &TestServer) {
     }
 }
 
+/// The shared counters' rules in SQL, which the limiter applies to its local copy too: counts
+/// add up within a window, a block stays until it ends, and then a new window starts.
+async fn shared_counts_follow_the_window_rules(s: &TestServer) {
+    let store = &s.state.store;
+    let window = 60_000;
+    let add = |delta: i64, blocked_until: Option<i64>| {
+        let d = RateDelta { subject: "ip:192.0.2.1".into(), delta, blocked_until };
+        async move { store.add_rate_counts(window, &[d]).await.expect("add").remove(0) }
+    };
+    let first = add(3, None).await;
+    assert_eq!((first.count, first.blocked_until), (3, None));
+    let until = store.now() + 300;
+    let blocked = add(2, Some(until)).await;
+    assert_eq!((blocked.count, blocked.blocked_until, blocked.window_start), (5, Some(until), first.window_start));
+    // A shorter block from another replica does not shorten it; counts still add up.
+    let again = add(1, Some(until - 200)).await;
+    assert_eq!((again.count, again.blocked_until), (6, Some(until)));
+    let blocks = store.recent_rate_blocks(first.window_start).await.expect("blocks");
+    assert!(blocks.iter().any(|b| b.subject == "ip:192.0.2.1"), "{blocks:?}");
+    // Pruning keeps live windows and blocks.
+    store.prune_rate_counts(window).await.expect("prune");
+    assert!(store.rate_count("ip:192.0.2.1").await.expect("read").is_some());
+    while store.now() <= until {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    // The block is over: a new window.
+    let fresh = add(1, None).await;
+    assert_eq!((fresh.count, fresh.blocked_until), (1, None));
+    assert!(fresh.window_start > first.window_start);
+    assert!(store.recent_rate_blocks(first.window_start).await.expect("blocks").is_empty());
+    // A given-back count never makes a new window negative.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    let back = [RateDelta { subject: "ip:192.0.2.1".into(), delta: -1, blocked_until: None }];
+    assert_eq!(store.add_rate_counts(1, &back).await.expect("add")[0].count, 0);
+    // Windows that are over are pruned.
+    tokio::time::sleep(Duration::from_millis(5)).await;
+    assert!(store.prune_rate_counts(1).await.expect("prune") >= 1);
+    assert!(store.rate_count("ip:192.0.2.1").await.expect("read").is_none());
+}
+
 macro_rules! both {
     ($($name:ident),* $(,)?) => {
         mod sqlite { $(
@@ -261,6 +302,7 @@ both!(
     principals_have_separate_budgets,
     bad_keys_are_blocked_by_address,
     many_authenticated_requests_leave_the_address_alone,
+    shared_counts_follow_the_window_rules,
 );
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
