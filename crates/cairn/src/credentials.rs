@@ -94,3 +94,15 @@ pub fn resolve() -> anyhow::Result<(String, Option<String>)> {
     };
     Ok((url, token))
 }
+
+/// Whether the API key in use comes from `CAIRN_TOKEN` rather than the stored file.
+pub fn token_from_env() -> bool {
+    std::env::var("CAIRN_TOKEN").is_ok_and(|s| !s.is_empty())
+}
+
+/// Replaces the stored API key, keeping the stored URL; returns the file's path.
+pub fn replace_token(token: &str) -> anyhow::Result<PathBuf> {
+    let mut stored = load()?;
+    stored.token = Some(token.to_owned());
+    save(&stored)
+}

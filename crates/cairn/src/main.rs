@@ -6,6 +6,7 @@
 mod cli;
 mod credentials;
 mod progress;
+mod prompt;
 mod table;
 mod tree;
 
@@ -30,10 +31,14 @@ struct Cli {
 enum Command {
     /// Run the registry server (SQLite and ./cairn-data by default)
     Serve(cli::serve::ServeArgs),
-    /// Store the server URL and an API key for the other commands
+    /// Store the server URL and an API key for the other commands (given, or made by logging in with a password)
     Login(cli::login::LoginArgs),
     /// Forget the stored server URL and API key
     Logout,
+    /// Show who the stored credential belongs to: account, roles, key, MFA
+    Whoami(cli::keys::WhoamiArgs),
+    /// Your API keys: create, list, rotate, revoke
+    Keys(cli::keys::KeysArgs),
     /// Models, versions, aliases and tags on a server
     Models(cli::models::ModelsArgs),
     /// Upload a directory as the next version of a model (resumable)
@@ -42,7 +47,7 @@ enum Command {
     Pull(cli::pull::PullArgs),
     /// Model cards as code: init, generate, validate, check drift (offline, no server needed)
     Card(cairn_card::cli::CardArgs),
-    /// Check, clean up and re-key the stored model files (fsck, gc, rotate-key), beside or without a server
+    /// Accounts and role grants on a server; check, clean up and re-key the stored model files (fsck, gc, rotate-key)
     Admin(cli::admin::AdminArgs),
 }
 
@@ -69,6 +74,8 @@ fn main() -> ExitCode {
                 match other {
                     Command::Login(args) => cli::login::run(args).await,
                     Command::Logout => cli::login::logout(),
+                    Command::Whoami(args) => cli::keys::whoami(args).await,
+                    Command::Keys(args) => cli::keys::run(args).await,
                     Command::Models(args) => cli::models::run(args).await,
                     Command::Push(args) => cli::push::run(args).await,
                     Command::Pull(args) => cli::pull::run(args).await,

@@ -1,9 +1,11 @@
-//! `cairn admin`: integrity and maintenance of the artifact store (fsck, gc, rotate-key).
+//! `cairn admin`: accounts and role grants on a server (`users`, `grants`, through the API
+//! with the stored credential, see [`super::users`]), and integrity and maintenance of the
+//! artifact store (fsck, gc, rotate-key).
 //!
-//! These commands talk to the database and the blob store directly, with the settings of
-//! `cairn serve` (flags, `CAIRN_*`, `cairn.toml`), beside running servers or without one. The
-//! work itself is in `cairn_server::maintenance`; this module parses, prints and picks the
-//! exit code.
+//! The maintenance commands talk to the database and the blob store directly, with the
+//! settings of `cairn serve` (flags, `CAIRN_*`, `cairn.toml`), beside running servers or
+//! without one. The work itself is in `cairn_server::maintenance`; this module parses, prints
+//! and picks the exit code.
 
 use std::io::IsTerminal;
 use std::path::PathBuf;
@@ -20,13 +22,13 @@ use clap::{Args, Subcommand};
 /// `cairn admin …`.
 #[derive(Args, Debug)]
 pub struct AdminArgs {
-    /// Directory for the SQLite database and local files [env: CAIRN_DATA_DIR] [default: ./cairn-data]
+    /// fsck, gc, rotate-key: directory for the SQLite database and local files [env: CAIRN_DATA_DIR] [default: ./cairn-data]
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
-    /// sqlite://PATH or postgres://USER@HOST/DB [env: CAIRN_DATABASE_URL]
+    /// fsck, gc, rotate-key: sqlite://PATH or postgres://USER@HOST/DB [env: CAIRN_DATABASE_URL]
     #[arg(long, global = true)]
     database_url: Option<String>,
-    /// Settings file [env: CAIRN_CONFIG] [default: ./cairn.toml when present]
+    /// fsck, gc, rotate-key: settings file [env: CAIRN_CONFIG] [default: ./cairn.toml when present]
     #[arg(long, global = true, env = "CAIRN_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -35,6 +37,12 @@ pub struct AdminArgs {
 
 #[derive(Subcommand, Debug)]
 enum AdminCommand {
+    /// Accounts on the server: list, show, create, disable, enable, delete, set-password
+    #[command(subcommand)]
+    Users(super::users::UsersCommand),
+    /// Role grants on the server: list, add, remove
+    #[command(subcommand)]
+    Grants(super::users::GrantsCommand),
     /// Re-hash every stored blob; report missing, corrupt and unknown (orphan) ones.
     /// Exit 1 if anything is missing or corrupt
     Fsck {
@@ -59,6 +67,12 @@ enum AdminCommand {
 
 /// Runs an admin command on a multi-threaded runtime (blobs are hashed in parallel).
 pub fn run(args: AdminArgs) -> ExitCode {
+    let command = match args.command {
+        AdminCommand::Users(cmd) => return super::users::run_users(cmd),
+        AdminCommand::Grants(cmd) => return super::users::run_grants(cmd),
+        other => other,
+    };
+    let args = AdminArgs { command, ..args };
     let flags =
         SettingsOverrides { data_dir: args.data_dir, database_url: args.database_url, ..SettingsOverrides::default() };
     let settings = match Settings::load(&flags, args.config.as_deref()) {
@@ -145,6 +159,7 @@ async fn execute(command: AdminCommand, settings: &Settings) -> anyhow::Result<E
             if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         (AdminCommand::Gc { .. }, None) => unreachable!("gc options are built above"),
+        (AdminCommand::Users(_) | AdminCommand::Grants(_), _) => unreachable!("run on the API in `run`"),
     };
     store.close().await;
     Ok(code)

@@ -1,15 +1,19 @@
 //! The subcommands.
 
 pub mod admin;
+pub mod keys;
 pub mod login;
 pub mod models;
 pub mod pull;
 pub mod push;
 pub mod serve;
+pub mod users;
 
 use std::collections::BTreeMap;
 use std::fmt;
 use std::process::ExitCode;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, bail};
 use cairn_client::{Client, ClientError};
@@ -47,10 +51,27 @@ pub fn usage(msg: impl std::fmt::Display) -> ExitCode {
     ExitCode::from(2)
 }
 
-/// A client for the configured server (`CAIRN_URL`/`CAIRN_TOKEN`, else `cairn login`).
+/// A client for the configured server (`CAIRN_URL`/`CAIRN_TOKEN`, else `cairn login`). A
+/// warning the server sends about the key (it expires soon) is printed once on stderr.
 pub fn client() -> anyhow::Result<Client> {
     let (url, token) = credentials::resolve()?;
-    Ok(Client::new(&url, token)?)
+    Ok(Client::new(&url, token)?.with_warning_handler(Arc::new(print_warning)))
+}
+
+/// Prints a `Warning` header's text (`299 cairn "…"`) on stderr, once per run.
+pub fn print_warning(header: &str) {
+    static SHOWN: AtomicBool = AtomicBool::new(false);
+    if SHOWN.swap(true, Ordering::Relaxed) {
+        return;
+    }
+    let text = header.split_once('"').map_or(header, |(_, rest)| rest.trim_end_matches('"'));
+    eprintln!("warning: {text}");
+}
+
+/// Prints a value as pretty JSON on stdout.
+pub fn print_json<T: serde::Serialize>(v: &T) -> anyhow::Result<()> {
+    println!("{}", serde_json::to_string_pretty(v)?);
+    Ok(())
 }
 
 /// `KEY=VALUE` pairs.
