@@ -225,3 +225,78 @@ fn help_covers_the_account_commands() {
         String::from_utf8_lossy(&Command::new(BIN).args(["login", "--help"]).output().unwrap().stdout).into_owned();
     assert!(login.contains("--password") && login.contains("--password-stdin"), "{login}");
 }
+
+/// `cairn login --password`: logs in, makes an API key for the CLI with the session, stores
+/// it, and ends the session.
+async fn password_login(s: &TestServer) {
+    let admin = s.client();
+    admin
+        .create_user(&cairn_api_types::CreateUser {
+            username: "dana".into(),
+            password: Some("a sturdy passphrase of hers".into()),
+            ..Default::default()
+        })
+        .await
+        .unwrap();
+    admin
+        .create_grant(&cairn_api_types::CreateRoleGrant {
+            username: "dana".into(),
+            role: "model_owner".into(),
+            namespace: None,
+        })
+        .await
+        .unwrap();
+    let cfg = tempfile::tempdir().unwrap();
+    let login = ["login", "--password", "--username", "dana", "--password-stdin"];
+
+    // A wrong password: refused, nothing stored.
+    let out = cairn(s, cfg.path(), None, &login, Some("not the password\n"));
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("invalid username or password"), "{}", text(&out));
+    assert!(!cfg.path().join("credentials.toml").exists());
+
+    let out = ok(cairn(s, cfg.path(), None, &login, Some("a sturdy passphrase of hers\n")));
+    assert!(text(&out).contains("as dana with a new API key"), "{}", text(&out));
+    let stored = std::fs::read_to_string(cfg.path().join("credentials.toml")).unwrap();
+    assert!(stored.contains("cairn_") && !stored.contains("passphrase"), "{stored}");
+    let me = json(&ok(cairn(s, cfg.path(), None, &["whoami", "--json"], None)));
+    assert_eq!(me["username"], "dana");
+    assert_eq!(me["scopes"], serde_json::json!(["read", "write"]));
+    assert!(me["key_id"].is_string());
+    // The key works for what dana may do; the session that made it is gone.
+    ok(cairn(s, cfg.path(), None, &["models", "create", "team/by-dana"], None));
+    let keys = json(&ok(cairn(s, cfg.path(), None, &["keys", "list", "--json"], None)));
+    assert!(keys["keys"][0]["name"].as_str().unwrap().starts_with("cairn-cli@"), "{keys}");
+    let ended = s.client().list_audit_events(&[("action", "auth.logout"), ("actor", "user:dana")]).await.unwrap();
+    assert_eq!(ended.events.len(), 1, "cairn login left its session open");
+
+    // An administrator without MFA is told to enrol first, and gets no key.
+    let other = tempfile::tempdir().unwrap();
+    let out = cairn(
+        s,
+        other.path(),
+        None,
+        &["login", "--password", "--username", "admin", "--password-stdin"],
+        Some("test-admin-password\n"),
+    );
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("enrol"), "{}", text(&out));
+    assert!(!other.path().join("credentials.toml").exists());
+    // Without a terminal and without --password-stdin there is nothing to ask on.
+    let out = cairn(s, other.path(), None, &["login", "--password", "--username", "dana"], None);
+    assert_eq!(out.status.code(), Some(2), "{}", text(&out));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_login_on_sqlite() {
+    let Some(s) = TestServer::start(Backend::Sqlite, "password_login_on_sqlite").await else { return };
+    password_login(&s).await;
+    s.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn password_login_on_postgres() {
+    let Some(s) = TestServer::start(Backend::Postgres, "password_login_on_postgres").await else { return };
+    password_login(&s).await;
+    s.stop().await;
+}
