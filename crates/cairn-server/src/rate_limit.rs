@@ -186,7 +186,9 @@ impl RateLimiter {
             shard_capacity: capacity.div_ceil(SHARDS).max(1),
             hasher: RandomState::new(),
             shards: (0..SHARDS).map(|_| Mutex::default()).collect(),
-            last_poll: AtomicI64::new(store.now()),
+            // The first look-up finds every block in force, so a replica that starts during
+            // one refuses the subject from its first flush on.
+            last_poll: AtomicI64::new(0),
             store,
             shared,
         });
@@ -330,7 +332,7 @@ impl Inner {
             }
         }
         let now = self.store.now();
-        let since = self.last_poll.swap(now, Ordering::Relaxed) - POLL_OVERLAP_MS;
+        let since = self.last_poll.swap(now, Ordering::Relaxed).saturating_sub(POLL_OVERLAP_MS);
         for row in self.store.recent_rate_blocks(since).await? {
             let mut shard = self.shard(&row.subject);
             if !shard.entries.contains_key(&row.subject) && shard.entries.len() >= self.shard_capacity {
