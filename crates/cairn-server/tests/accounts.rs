@@ -308,7 +308,7 @@ async fn password_policy_and_password_changes(s: &TestServer) {
     let bob = create_user(s, json!({ "username": "bob", "password": "first sturdy passphrase" })).await;
     assert!(bob["password_changed_at"].is_string(), "{bob}");
     let key = person_key(s, "bob").await;
-    let before = s.state.store.password_hash(&bob["id"].as_str().unwrap().to_owned()).await.unwrap().unwrap();
+    let before = s.state.store.password_hash(bob["id"].as_str().unwrap()).await.unwrap().unwrap();
     let session = add_session(s, "bob").await;
 
     // Wrong current password: refused, nothing changes.

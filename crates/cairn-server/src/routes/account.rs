@@ -164,14 +164,14 @@ async fn within_caller(
             "cannot create a key with the '{s}' scope from a credential without it"
         )));
     }
-    if let Some(allowed) = &caller.principal.key_namespaces {
-        if namespaces.is_empty() || !namespaces.is_subset(allowed) {
-            super::record_denied(state, caller, action, target).await;
-            let list = allowed.iter().cloned().collect::<Vec<_>>().join(", ");
-            return Err(ApiError::forbidden(format!(
-                "this API key is restricted to the namespaces {list}: a key it creates must be restricted to some of them"
-            )));
-        }
+    if let Some(allowed) = &caller.principal.key_namespaces
+        && (namespaces.is_empty() || !namespaces.is_subset(allowed))
+    {
+        super::record_denied(state, caller, action, target).await;
+        let list = allowed.iter().cloned().collect::<Vec<_>>().join(", ");
+        return Err(ApiError::forbidden(format!(
+            "this API key is restricted to the namespaces {list}: a key it creates must be restricted to some of them"
+        )));
     }
     Ok(())
 }
