@@ -253,6 +253,7 @@ macro_rules! both {
 both!(
     cookie_flags_fixation_and_logout,
     sessions_are_listed_and_revoked,
+    disabled_and_service_accounts_cannot_log_in,
     csrf_token_guards_cookie_writes,
     idle_sessions_expire with |st: &mut cairn_server::Settings| { st.session_idle_secs = 2; },
     sessions_end_at_their_absolute_limit with |st: &mut cairn_server::Settings| { st.session_idle_secs = 2; st.auth_token_expiry = 3; },
@@ -368,6 +369,37 @@ async fn sessions_are_listed_and_revoked(s: &TestServer) {
     // Session routes with an API key: logout needs a session.
     let r = call(s, Method::POST, "/api/v1/auth/logout", Auth::Bearer(&s.token), None).await;
     assert_eq!(r.status, StatusCode::BAD_REQUEST);
+}
+
+async fn disabled_and_service_accounts_cannot_log_in(s: &TestServer) {
+    create_person(s, "alice", false).await;
+    let a = login(s, "alice", PASSWORD).await;
+    let bad = json!({ "error": { "code": "unauthenticated", "message": "invalid username or password" } });
+    // A service account has no password: it never logs in.
+    s.state
+        .store
+        .create_user(
+            &AuditContext::system(),
+            &NewUser { username: "ci".into(), password_hash: None, is_admin: false, kind: "service".into() },
+        )
+        .await
+        .unwrap();
+    for password in ["", PASSWORD] {
+        let r = try_login(s, "ci", password, json!({})).await;
+        assert_eq!((r.status, &r.body), (StatusCode::UNAUTHORIZED, &bad));
+    }
+    // Disabling an account ends what its sessions may do at once, and refuses the right password.
+    let mut tx = s.state.store.db().begin().await.unwrap();
+    tx.conn()
+        .execute("UPDATE users SET disabled = $1 WHERE username = $2", cairn_store::params![true, "alice"])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+    let r = call(s, Method::GET, "/api/v1/me", a.read(), None).await;
+    assert_eq!(r.status, StatusCode::UNAUTHORIZED);
+    let r = try_login(s, "alice", PASSWORD, json!({})).await;
+    assert_eq!((r.status, &r.body), (StatusCode::UNAUTHORIZED, &bad));
+    assert!(r.session_cookie().is_none());
 }
 
 async fn csrf_token_guards_cookie_writes(s: &TestServer) {
