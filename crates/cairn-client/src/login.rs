@@ -96,6 +96,18 @@ impl Client {
         Ok(())
     }
 
+    /// `POST /api/v1/me/mfa/totp`: starts TOTP enrolment; the answer holds the secret.
+    pub async fn begin_totp_enrolment(&self) -> Result<cairn_api_types::TotpEnrolment, ClientError> {
+        self.send::<(), (), _>(Method::POST, "/api/v1/me/mfa/totp", None, None).await?.ok_or_else(crate::empty)
+    }
+
+    /// `POST /api/v1/me/mfa/totp/confirm`: turns TOTP on with a first code; the answer holds
+    /// the recovery codes, shown once.
+    pub async fn confirm_totp(&self, code: &str) -> Result<cairn_api_types::RecoveryCodes, ClientError> {
+        self.write(Method::POST, "/api/v1/me/mfa/totp/confirm", &cairn_api_types::MfaCode { code: code.to_owned() })
+            .await
+    }
+
     async fn session_answer(&self, resp: reqwest::Response) -> Result<(Client, PasswordLogin), ClientError> {
         let cookie = session_cookie(&resp);
         let resp = self.check(resp).await?;
