@@ -131,6 +131,7 @@ both!(
     users_are_listed_changed_and_deleted,
     keys_are_listed_without_secrets,
     every_change_is_audited_without_secrets,
+    a_password_change_in_a_session_ends_the_other_sessions,
 );
 
 async fn revocation_and_expiry_take_effect_on_the_next_request(s: &TestServer) {
@@ -547,4 +548,21 @@ async fn every_change_is_audited_without_secrets(s: &TestServer) {
     ]) {
         assert!(!text.contains(&secret), "a secret is in the audit log: {secret}");
     }
+}
+
+async fn a_password_change_in_a_session_ends_the_other_sessions(s: &TestServer) {
+    let (old, new) = ("first sturdy passphrase", "second sturdy passphrase");
+    create_user(s, json!({ "username": "fay", "password": old })).await;
+    let anonymous = cairn_client::Client::new(&s.url, None).unwrap();
+    let (here, _) = anonymous.login_password("fay", old, None).await.unwrap();
+    let (elsewhere, _) = anonymous.login_password("fay", old, None).await.unwrap();
+    assert_eq!(elsewhere.whoami().await.unwrap().username, "fay");
+    let err = here.change_password("wrong", new).await.unwrap_err();
+    assert_eq!(err.status(), Some(403));
+    here.change_password(old, new).await.unwrap();
+    // The session that made the change goes on; the other one ended.
+    assert_eq!(here.whoami().await.unwrap().username, "fay");
+    assert_eq!(elsewhere.whoami().await.unwrap_err().status(), Some(401));
+    assert_eq!(anonymous.login_password("fay", old, None).await.unwrap_err().status(), Some(401));
+    anonymous.login_password("fay", new, None).await.unwrap();
 }
