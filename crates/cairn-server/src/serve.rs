@@ -121,7 +121,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let state = AppState::new(store.clone(), settings).await?;
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
-    let app = build_router(state);
+    let app = build_router(state.clone());
     let addr = listener.local_addr()?;
     tracing::info!(
         %addr,
@@ -149,6 +149,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     sweeper.abort();
+    // The last second of rate-limit counts reaches the other replicas (PostgreSQL).
+    if let Err(e) = state.rate_limits.flush().await {
+        tracing::warn!(error = %e, "could not flush the rate-limit counters");
+    }
     store.close().await;
     tracing::info!("stopped");
     Ok(())
