@@ -396,6 +396,12 @@ async fn the_last_administrator_stays(s: &TestServer) {
     assert!(err.to_string().contains("last enabled administrator"), "{err}");
     let disable = cairn_store::user::UserChanges { disabled: Some(true), ..Default::default() };
     assert!(s.state.store.update_user(&ctx, "admin", &disable).await.is_err());
+    // Nor can the last admin grant be revoked.
+    let (_, grants) = admin(s, Method::GET, "/api/v1/grants?username=admin", None).await;
+    let grant_id = grants["grants"][0]["id"].as_str().unwrap().to_owned();
+    let (st, v) = admin(s, Method::DELETE, &format!("/api/v1/grants/{grant_id}"), None).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert!(v["error"]["message"].as_str().unwrap().contains("last enabled administrator"), "{v}");
     // With a second administrator, one of them may go.
     create_user(s, json!({ "username": "root2", "password": "a sturdy passphrase", "is_admin": true })).await;
     let (st, v) = admin(s, Method::DELETE, "/api/v1/users/root2", None).await;

@@ -118,6 +118,16 @@ impl Store {
             .fetch_optional(sqlx::AssertSqlSafe(format!("{SELECT_GRANT} WHERE g.id = $1")), params![id])
             .await?
             .ok_or_else(|| StoreError::NotFound(format!("grant \"{id}\" does not exist")))?;
+        if record.role == "admin" && record.namespace.is_none() {
+            let (user_id,): (String,) =
+                conn.fetch_one("SELECT user_id FROM role_grants WHERE id = $1", params![id]).await?;
+            if crate::user::other_enabled_admins(&mut conn, &user_id).await? == 0 {
+                return Err(StoreError::Conflict(format!(
+                    "\"{}\" is the last enabled administrator: grant the admin role to another account first",
+                    record.username
+                )));
+            }
+        }
         conn.execute("DELETE FROM role_grants WHERE id = $1", params![id]).await?;
         audit::record(
             &mut conn,

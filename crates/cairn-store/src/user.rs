@@ -620,7 +620,7 @@ async fn load_key(conn: &mut crate::db::Conn<'_>, id: &str) -> Result<ApiKey, St
 /// How many enabled accounts other than `user_id` hold the global admin role. Touches every
 /// global admin grant first, so that on PostgreSQL two transactions removing the last two
 /// administrators at once are serialised and the second sees the first's change.
-async fn other_enabled_admins(conn: &mut crate::db::Conn<'_>, user_id: &str) -> Result<i64, StoreError> {
+pub(crate) async fn other_enabled_admins(conn: &mut crate::db::Conn<'_>, user_id: &str) -> Result<i64, StoreError> {
     conn.execute(
         "UPDATE role_grants SET created_by = created_by WHERE role = 'admin' AND namespace_id IS NULL",
         vec![],
