@@ -310,11 +310,8 @@ impl Principal {
     /// namespaced (`None` there means "in every namespace", e.g. a listing that the caller
     /// could not otherwise filter).
     pub fn check(&self, permission: Permission, namespace: Option<&str>) -> Result<(), Denied> {
-        if !self.mfa_satisfied && !permission.allowed_before_mfa() {
-            return Err(Denied(format!(
-                "'{}' must complete multi-factor authentication first: enrol at /api/v1/me/mfa/totp, or log in with a code",
-                self.username
-            )));
+        if !permission.allowed_before_mfa() {
+            self.require_mfa()?;
         }
         let scope = permission.scope();
         if !self.has_scope(scope) {
@@ -355,6 +352,17 @@ impl Principal {
             }
             _ => format!("'{}' has no global role that allows {permission} (needs one of: {names})", self.username),
         }))
+    }
+
+    /// Refuses a person who must complete multi-factor authentication first.
+    pub fn require_mfa(&self) -> Result<(), Denied> {
+        if self.mfa_satisfied {
+            return Ok(());
+        }
+        Err(Denied(format!(
+            "'{}' must complete multi-factor authentication first: enrol at /api/v1/me/mfa/totp, or log in with a code",
+            self.username
+        )))
     }
 
     /// The namespaces in which this caller may use the namespaced `permission` (for filtering

@@ -595,9 +595,12 @@ async fn mfa_required_by_role_allows_only_enrolment(s: &TestServer) {
     let r = call(s, Method::GET, "/api/v1/models/team/m", a.read(), None).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN, "{:?}", r.body);
     assert!(r.message().contains("multi-factor"), "{}", r.message());
-    // The listing shows nothing (or is refused) until MFA is done.
-    let r = call(s, Method::GET, "/api/v1/models", a.read(), None).await;
-    assert!(r.status == StatusCode::FORBIDDEN || r.body["models"] == json!([]), "{:?}", r.body);
+    // Listings are refused too until MFA is done.
+    for path in ["/api/v1/models", "/api/v1/namespaces"] {
+        let r = call(s, Method::GET, path, a.read(), None).await;
+        assert_eq!(r.status, StatusCode::FORBIDDEN, "{path}: {:?}", r.body);
+        assert!(r.message().contains("multi-factor"), "{}", r.message());
+    }
     let r = call(s, Method::POST, "/api/v1/namespaces", a.auth(), Some(json!({ "name": "team" }))).await;
     assert_eq!(r.status, StatusCode::FORBIDDEN);
     assert_eq!(call(s, Method::GET, "/api/v1/me", a.read(), None).await.status, StatusCode::OK);

@@ -60,6 +60,8 @@ pub async fn list_models(
     ApiQuery(q): ApiQuery<ListModelsQuery>,
 ) -> ApiResult<Json<api::ModelList>> {
     authorize(&state, &caller, Permission::SelfBasic, None, "model.list", "models").await?;
+    // The listing is filtered to what the caller may read; before MFA that is nothing.
+    caller.principal.require_mfa()?;
     let namespaces = match caller.principal.namespaces_for(Permission::ModelRead) {
         NamespaceScope::All => None,
         NamespaceScope::Only(set) => Some(set.into_iter().collect()),

@@ -18,6 +18,7 @@ use crate::error::{ApiError, ApiJson, ApiResult};
     extensions(("x-cairn-permission" = json!("self.basic"))))]
 pub async fn list_namespaces(State(state): State<AppState>, caller: Caller) -> ApiResult<Json<api::NamespaceList>> {
     authorize(&state, &caller, Permission::SelfBasic, None, "namespace.list", "namespaces").await?;
+    caller.principal.require_mfa()?;
     let visible = caller.principal.namespaces_for(Permission::ModelRead);
     let mut all = state.store.list_namespaces().await?;
     all.retain(|n| visible.contains(&n.name));
