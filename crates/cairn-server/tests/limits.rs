@@ -63,6 +63,7 @@ async fn list_models(url: &str, token: Option<&str>) -> Answer {
 }
 
 /// A second administrator with an API key; returns (account id, token).
+/// A second administrator: a service account, so that its key works without MFA.
 async fn second_principal(s: &TestServer) -> (String, String) {
     let ctx = AuditContext::system();
     let user = s
@@ -70,7 +71,7 @@ async fn second_principal(s: &TestServer) -> (String, String) {
         .store
         .create_user(
             &ctx,
-            &NewUser { username: "second".into(), password_hash: None, is_admin: true, kind: "user".into() },
+            &NewUser { username: "second".into(), password_hash: None, is_admin: true, kind: "service".into() },
         )
         .await
         .expect("create user");
