@@ -62,8 +62,8 @@ async fn list_models(url: &str, token: Option<&str>) -> Answer {
     send(url, Method::GET, "/api/v1/models", token, None).await
 }
 
-/// A second administrator with an API key; returns (account id, token).
-/// A second administrator: a service account, so that its key works without MFA.
+/// A second administrator with an API key; returns (account id, token). A service account,
+/// so that its key works without MFA.
 async fn second_principal(s: &TestServer) -> (String, String) {
     let ctx = AuditContext::system();
     let user = s
