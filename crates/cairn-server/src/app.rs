@@ -38,6 +38,37 @@ pub struct AppState {
     pub blobs: BlobStore,
     /// Request counters for rate limiting.
     pub rate_limits: Arc<RateLimiter>,
+    /// Derives the CSRF token of each login session.
+    pub csrf_key: ServerKey,
+}
+
+/// A 256-bit key kept in the database so that every replica shares it; never printed.
+#[derive(Clone)]
+pub struct ServerKey(Arc<Vec<u8>>);
+
+impl ServerKey {
+    /// Loads the key `name`, creating it on first use (safe when replicas start at once).
+    pub async fn load(store: &Store, name: &str) -> anyhow::Result<Self> {
+        let hex_key = store
+            .get_or_create_secret(name, || {
+                let mut k = [0u8; 32];
+                rand::fill(&mut k);
+                hex::encode(k)
+            })
+            .await?;
+        Ok(Self(Arc::new(hex::decode(&hex_key).unwrap_or_else(|_| hex_key.into_bytes()))))
+    }
+
+    /// The key's bytes.
+    pub fn bytes(&self) -> &[u8] {
+        &self.0
+    }
+}
+
+impl std::fmt::Debug for ServerKey {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("ServerKey(<redacted>)")
+    }
 }
 
 impl AppState {
@@ -47,7 +78,7 @@ impl AppState {
         i64::try_from(now.unix_timestamp_nanos() / 1_000_000).unwrap_or(i64::MAX)
     }
 
-    /// Builds the state: opens the blob store and loads (or creates) the page-token key
+    /// Builds the state: opens the blob store and loads (or creates) the page-token and CSRF keys
     /// shared by all replicas.
     pub async fn new(store: Store, settings: Settings) -> anyhow::Result<Self> {
         let blobs = open_blobs(&settings).await?;
@@ -59,22 +90,17 @@ impl AppState {
     /// `encryption_key_file` and `upload_part_size` of `settings` are then not read: the store
     /// has its own.
     pub async fn with_blobs(store: Store, settings: Settings, blobs: BlobStore) -> anyhow::Result<Self> {
-        let key = store
-            .get_or_create_secret("page_token_key", || {
-                let mut k = [0u8; 32];
-                rand::fill(&mut k);
-                hex::encode(k)
-            })
-            .await?;
-        let key = hex::decode(&key).unwrap_or_else(|_| key.into_bytes());
+        let page_key = ServerKey::load(&store, "page_token_key").await?;
+        let csrf_key = ServerKey::load(&store, "csrf_key").await?;
         let rate_limits = Arc::new(RateLimiter::new(store.clone(), &settings));
         Ok(Self {
             store,
-            page_tokens: PageTokens::new(key),
+            page_tokens: PageTokens::new(page_key.bytes().to_vec()),
             settings: Arc::new(settings),
             keys: Arc::default(),
             blobs,
             rate_limits,
+            csrf_key,
         })
     }
 }

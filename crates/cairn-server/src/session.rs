@@ -11,9 +11,9 @@
 //! - Failed logins and codes count against `user:<name>` (whether or not the account exists)
 //!   and `ip:<address>`; see [`AuthError::Locked`].
 
-use std::collections::{BTreeSet, HashMap};
+use std::collections::BTreeSet;
 use std::net::SocketAddr;
-use std::sync::{Arc, LazyLock, Mutex};
+use std::sync::LazyLock;
 
 use axum::extract::ConnectInfo;
 use axum::http::request::Parts;
@@ -62,9 +62,6 @@ pub const BAD_CREDENTIALS: &str = "invalid username or password";
 static DUMMY_HASH: LazyLock<String> = LazyLock::new(|| {
     auth::hash_password(&mfa::random_token()).expect("argon2id hashing with default parameters cannot fail")
 });
-
-/// CSRF keys per database (a process may serve several in tests), loaded once.
-static CSRF_KEYS: LazyLock<Mutex<HashMap<String, Arc<Vec<u8>>>>> = LazyLock::new(Mutex::default);
 
 /// An authentication failure: a JSON error, or a lockout (`429` with `Retry-After`).
 #[derive(Debug)]
@@ -136,30 +133,12 @@ fn client_address(parts: &Parts) -> Option<String> {
     parts.extensions.get::<ConnectInfo<SocketAddr>>().map(|c| c.0.ip().to_string())
 }
 
-async fn csrf_key(state: &AppState) -> Result<Arc<Vec<u8>>, ApiError> {
-    let id = auth::hash_token(&state.settings.database_url());
-    if let Some(key) = CSRF_KEYS.lock().unwrap_or_else(|e| e.into_inner()).get(&id) {
-        return Ok(key.clone());
-    }
-    let key = state
-        .store
-        .get_or_create_secret("csrf_key", || {
-            let mut k = [0u8; 32];
-            rand::fill(&mut k);
-            hex::encode(k)
-        })
-        .await?;
-    let key = Arc::new(hex::decode(&key).unwrap_or_else(|_| key.into_bytes()));
-    CSRF_KEYS.lock().unwrap_or_else(|e| e.into_inner()).insert(id, key.clone());
-    Ok(key)
-}
-
 /// The CSRF token of the session whose secret id is `token`.
-pub async fn csrf_token(state: &AppState, token: &str) -> Result<String, ApiError> {
-    let key = csrf_key(state).await?;
-    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(&key).expect("HMAC accepts keys of any length");
+pub fn csrf_token(state: &AppState, token: &str) -> String {
+    let mut mac =
+        <Hmac<Sha256> as KeyInit>::new_from_slice(state.csrf_key.bytes()).expect("HMAC accepts keys of any length");
     mac.update(token.as_bytes());
-    Ok(hex::encode(mac.finalize().into_bytes()))
+    hex::encode(mac.finalize().into_bytes())
 }
 
 fn session_expired(message: &str) -> ApiError {
@@ -205,7 +184,7 @@ pub async fn authenticate_cookie(state: &AppState, parts: &Parts) -> Result<Opti
         return Err(ApiError::unauthenticated("this account is disabled"));
     }
     if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
-        let expected = csrf_token(state, token).await?;
+        let expected = csrf_token(state, token);
         let given = parts.headers.get(CSRF_HEADER).map(HeaderValue::as_bytes).unwrap_or_default();
         if !bool::from(given.ct_eq(expected.as_bytes())) {
             return Err(ApiError::new(
@@ -307,7 +286,7 @@ async fn opened(
 ) -> Result<Opened, ApiError> {
     let response = api::LoginResponse {
         username: account.username.clone(),
-        csrf_token: csrf_token(state, &token).await?,
+        csrf_token: csrf_token(state, &token),
         mfa_enrolled: account.mfa_enabled,
         mfa_verified: session.mfa_verified,
         mfa_required: auth::requires_mfa(state, account),
