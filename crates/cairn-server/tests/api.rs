@@ -348,20 +348,6 @@ async fn paging_with_signed_tokens(s: &TestServer) {
     assert_eq!(err.status(), Some(400));
 }
 
-/// Replaces every `{param}` left in a path template with `x1`.
-fn fill_parameters(path: &str) -> String {
-    let mut out = String::new();
-    let mut rest = path;
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let close = rest[open..].find('}').map(|c| open + c + 1).unwrap_or(rest.len());
-        out.push_str("x1");
-        rest = &rest[close..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Every route in the OpenAPI document (built from the router itself) refuses anonymous
 /// callers with a JSON 401.
 #[tokio::test]
@@ -372,18 +358,7 @@ async fn every_api_route_refuses_anonymous_callers() {
     let (_, doc) = cairn_server::app::api_router().split_for_parts();
     let mut checked = 0;
     for (path, item) in &doc.paths.paths {
-        let concrete = path
-            .replace("{namespace}", "team")
-            .replace("{name}", "m")
-            .replace("{version}", "1")
-            .replace("{alias}", "prod")
-            .replace("{key}", "k")
-            .replace("{path}", "dir/file.bin")
-            .replace("{upload_id}", "0190")
-            .replace("{sha256}", &"a".repeat(64))
-            .replace("{part}", "0");
-        // Any other parameter (ids, user names, …) gets a plausible value.
-        let concrete = fill_parameters(&concrete);
+        let concrete = cairn_test_utils::concrete_path(path, "team");
         let ops = [
             (Method::GET, item.get.is_some()),
             (Method::POST, item.post.is_some()),

@@ -152,30 +152,6 @@ fn sample_body(method: &Method, template: &str, ns: Option<&str>, n: usize) -> O
     Some(body)
 }
 
-fn concrete(template: &str, ns: Option<&str>) -> String {
-    let path = template
-        .replace("{namespace}", ns.unwrap_or(IN))
-        .replace("{name}", "m")
-        .replace("{version}", "1")
-        .replace("{alias}", "prod")
-        .replace("{key}", "k")
-        .replace("{path}", "dir/file.bin")
-        .replace("{upload_id}", "0190")
-        .replace("{sha256}", &"a".repeat(64))
-        .replace("{part}", "0");
-    // Any other parameter (ids, user names) gets a value that names nothing.
-    let mut out = String::new();
-    let mut rest = path.as_str();
-    while let Some(open) = rest.find('{') {
-        out.push_str(&rest[..open]);
-        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
-        out.push_str("x1");
-        rest = &rest[close..];
-    }
-    out.push_str(rest);
-    out
-}
-
 /// Every operation of the API router: (method, path template, declared permission).
 fn routes() -> Vec<(Method, String, Permission)> {
     let (_, doc) = cairn_server::app::api_router().split_for_parts();
@@ -250,7 +226,7 @@ async fn matrix(s: &TestServer) {
                 n += 1;
                 let body = sample_body(method, template, target, n)
                     .unwrap_or_else(|| panic!("no sample body for {method} {template}: add one to sample_body"));
-                let path = concrete(template, target);
+                let path = cairn_test_utils::concrete_path(template, target.unwrap_or(IN));
                 let body = (!body.is_null()).then_some(body);
                 let (status, answer) = raw(s, method.clone(), &path, who.token.as_deref(), body).await;
                 let want = expected(*permission, who, target, any_namespace);

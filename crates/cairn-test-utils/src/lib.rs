@@ -267,3 +267,30 @@ impl Drop for TestServer {
         }
     }
 }
+
+/// A request path for an API route template: `{namespace}` becomes `namespace`, the other
+/// parameters of model routes name model `m`, version 1, alias `prod`, tag `k`, file
+/// `dir/file.bin`, upload `0190`, part 0 of blob `aaaa…`; any other parameter (ids, user
+/// names) becomes `x1`, which names nothing.
+pub fn concrete_path(template: &str, namespace: &str) -> String {
+    let path = template
+        .replace("{namespace}", namespace)
+        .replace("{name}", "m")
+        .replace("{version}", "1")
+        .replace("{alias}", "prod")
+        .replace("{key}", "k")
+        .replace("{path}", "dir/file.bin")
+        .replace("{upload_id}", "0190")
+        .replace("{sha256}", &"a".repeat(64))
+        .replace("{part}", "0");
+    let mut out = String::new();
+    let mut rest = path.as_str();
+    while let Some(open) = rest.find('{') {
+        out.push_str(&rest[..open]);
+        let close = rest[open..].find('}').map_or(rest.len(), |c| open + c + 1);
+        out.push_str("x1");
+        rest = &rest[close..];
+    }
+    out.push_str(rest);
+    out
+}
