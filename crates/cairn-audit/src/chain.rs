@@ -118,7 +118,38 @@ pub struct AuditRecord {
     pub hash: String,
 }
 
+/// An event whose details are withheld (an export filtered to other events, an evidence
+/// bundle about one version): enough to carry the chain across it, nothing more.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RedactedRecord {
+    /// Position in the chain.
+    pub seq: i64,
+    /// When, in ms since the Unix epoch.
+    pub time: i64,
+    /// What.
+    pub action: String,
+    /// The outcome.
+    pub outcome: String,
+    /// The details digest (hex).
+    pub details_digest: String,
+    /// The chain hash (hex).
+    pub hash: String,
+}
+
 impl AuditRecord {
+    /// The same event with its details withheld.
+    pub fn redact(&self) -> RedactedRecord {
+        RedactedRecord {
+            seq: self.seq,
+            time: self.time,
+            action: self.action.clone(),
+            outcome: self.outcome.clone(),
+            details_digest: self.details_digest.clone(),
+            hash: self.hash.clone(),
+        }
+    }
+
     /// Seals new details into the chain after `prev`: draws a salt and computes both hashes.
     pub fn seal(prev: &Hash, seq: i64, time: i64, action: String, outcome: String, details: EventDetails) -> Self {
         let salt = new_salt();

@@ -4,6 +4,7 @@
 //! ```text
 //! {"header":{"format":"cairn.audit.export/v1","exported_at":…,"anchor_seq":0,"anchor_hash":"00…","anchor_checkpoint":null,"public_keys":["-----BEGIN PUBLIC KEY-----…"]}}
 //! {"event":{…AuditRecord…}}
+//! {"redacted":{"seq":…,"time":…,"action":…,"outcome":…,"details_digest":…,"hash":…}}
 //! {"checkpoint":{…Checkpoint…}}        (right after the event it covers)
 //! …
 //! {"end":{"events":N,"last_seq":…,"head":"…"}}
@@ -16,7 +17,7 @@ use std::io::BufRead;
 
 use serde::{Deserialize, Serialize};
 
-use crate::chain::{AuditRecord, parse_hash};
+use crate::chain::{AuditRecord, RedactedRecord, parse_hash};
 use crate::checkpoint::Checkpoint;
 use crate::keys::PublicKey;
 use crate::verify::{Anchor, BreakKind, Report, Verifier};
@@ -65,6 +66,8 @@ pub enum Line {
     Header(Header),
     /// An event.
     Event(AuditRecord),
+    /// An event with its details withheld.
+    Redacted(RedactedRecord),
     /// A checkpoint for the event before it.
     Checkpoint(Checkpoint),
     /// The last line.
@@ -114,6 +117,9 @@ pub fn verify_export(input: impl BufRead, trusted: Vec<PublicKey>) -> Result<Rep
             Line::Header(_) => return Err(lines.error("a second header")),
             Line::Event(r) => {
                 v.event(&r);
+            }
+            Line::Redacted(r) => {
+                v.redacted(&r);
             }
             Line::Checkpoint(cp) => {
                 v.checkpoint(&cp);
@@ -208,7 +214,11 @@ mod tests {
             let r = AuditRecord::seal(&prev, seq, seq, "a".into(), "success".into(), d);
             prev = parse_hash(&r.hash).unwrap();
             last.clone_from(&r.hash);
-            out.push(serde_json::to_string(&Line::Event(r)).unwrap());
+            if seq == 2 {
+                out.push(serde_json::to_string(&Line::Redacted(r.redact())).unwrap());
+            } else {
+                out.push(serde_json::to_string(&Line::Event(r)).unwrap());
+            }
             if seq % 3 == 0 {
                 out.push(serde_json::to_string(&Line::Checkpoint(Checkpoint::sign(key, seq, &last, seq))).unwrap());
             }
@@ -224,7 +234,7 @@ mod tests {
         let text = export(7, &key);
         let r = verify_export(text.as_bytes(), vec![key.public()]).unwrap();
         assert!(r.ok(), "{r:?}");
-        assert_eq!((r.events, r.checkpoints, r.unsigned_tail), (7, 2, 1));
+        assert_eq!((r.events, r.redacted, r.checkpoints, r.unsigned_tail), (7, 1, 2, 1));
 
         let cut: String = text.lines().take(5).map(|l| format!("{l}\n")).collect();
         let r = verify_export(cut.as_bytes(), vec![key.public()]).unwrap();

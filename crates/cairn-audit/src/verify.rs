@@ -6,7 +6,7 @@ use std::collections::BTreeSet;
 
 use serde::Serialize;
 
-use crate::chain::{AuditRecord, GENESIS, Hash, event_hash, parse_hash};
+use crate::chain::{AuditRecord, GENESIS, Hash, RedactedRecord, event_hash, parse_hash};
 use crate::checkpoint::Checkpoint;
 use crate::keys::PublicKey;
 
@@ -82,6 +82,9 @@ pub struct Report {
     pub last_checkpoint: Option<Checkpoint>,
     /// Events after the last checkpoint: their presence is vouched for by no signature yet.
     pub unsigned_tail: u64,
+    /// Events carried with their details withheld (filtered exports, evidence bundles):
+    /// their place in the chain is verified, their details are not shown.
+    pub redacted: u64,
     /// Events whose details were erased under a recorded erasure (their details cannot be
     /// checked, their place in the chain can).
     pub erased: u64,
@@ -110,6 +113,7 @@ pub struct Verifier {
     anchor_vouched: bool,
     erased: BTreeSet<i64>,
     covered: BTreeSet<i64>,
+    redacted: u64,
     first_break: Option<Break>,
 }
 
@@ -129,6 +133,7 @@ impl Verifier {
             anchor_vouched: anchor.seq == 0 && anchor.hash == GENESIS,
             erased: BTreeSet::new(),
             covered: BTreeSet::new(),
+            redacted: 0,
             first_break: None,
         }
     }
@@ -172,24 +177,8 @@ impl Verifier {
 
     /// Verifies the next event. Returns false once the chain is broken.
     pub fn event(&mut self, r: &AuditRecord) -> bool {
-        if self.broken() {
+        if !self.next_seq(r.seq) {
             return false;
-        }
-        let expected = self.last_seq + 1;
-        if r.seq < expected {
-            return self.fail(
-                r.seq,
-                BreakKind::OutOfOrder,
-                format!("event {} appears after event {}: events were inserted or reordered", r.seq, self.last_seq),
-            );
-        }
-        if r.seq > expected {
-            let gap = if r.seq - 1 == expected {
-                format!("event {expected} is")
-            } else {
-                format!("events {expected} to {} are", r.seq - 1)
-            };
-            return self.fail(expected, BreakKind::Missing, format!("{gap} missing: deleted"));
         }
         let Some(digest) = parse_hash(&r.details_digest) else {
             return self.fail(
@@ -218,16 +207,8 @@ impl Verifier {
                 self.erased.insert(r.seq);
             }
         }
-        let hash = event_hash(&self.prev, r.seq, r.time, &r.action, &r.outcome, &digest);
-        if parse_hash(&r.hash) != Some(hash) {
-            return self.fail(
-                r.seq,
-                BreakKind::Mismatch,
-                format!(
-                    "event {} ({}) does not follow from event {}: an event was edited, inserted, removed or moved",
-                    r.seq, r.action, self.last_seq
-                ),
-            );
+        if !self.link(r.seq, r.time, &r.action, &r.outcome, &digest, &r.hash) {
+            return false;
         }
         if r.action == ERASE_ACTION
             && r.outcome == "success"
@@ -238,10 +219,67 @@ impl Verifier {
         {
             self.covered.extend(list.iter().filter_map(serde_json::Value::as_i64).filter(|s| *s < r.seq));
         }
+        true
+    }
+
+    /// Carries the chain across an event whose details are withheld.
+    pub fn redacted(&mut self, r: &RedactedRecord) -> bool {
+        if !self.next_seq(r.seq) {
+            return false;
+        }
+        let Some(digest) = parse_hash(&r.details_digest) else {
+            return self.fail(
+                r.seq,
+                BreakKind::Edited,
+                format!("event {}: the details digest is not 64 hex characters", r.seq),
+            );
+        };
+        if !self.link(r.seq, r.time, &r.action, &r.outcome, &digest, &r.hash) {
+            return false;
+        }
+        self.redacted += 1;
+        true
+    }
+
+    fn next_seq(&mut self, seq: i64) -> bool {
+        if self.broken() {
+            return false;
+        }
+        let expected = self.last_seq + 1;
+        if seq < expected {
+            return self.fail(
+                seq,
+                BreakKind::OutOfOrder,
+                format!("event {seq} appears after event {}: events were inserted or reordered", self.last_seq),
+            );
+        }
+        if seq > expected {
+            let gap = if seq - 1 == expected {
+                format!("event {expected} is")
+            } else {
+                format!("events {expected} to {} are", seq - 1)
+            };
+            return self.fail(expected, BreakKind::Missing, format!("{gap} missing: deleted"));
+        }
+        true
+    }
+
+    fn link(&mut self, seq: i64, time: i64, action: &str, outcome: &str, digest: &Hash, stored: &str) -> bool {
+        let hash = event_hash(&self.prev, seq, time, action, outcome, digest);
+        if parse_hash(stored) != Some(hash) {
+            return self.fail(
+                seq,
+                BreakKind::Mismatch,
+                format!(
+                    "event {seq} ({action}) does not follow from event {}: an event was edited, inserted, removed or moved",
+                    self.last_seq
+                ),
+            );
+        }
         self.prev = hash;
-        self.last_seq = r.seq;
+        self.last_seq = seq;
         self.events += 1;
-        self.first_seq.get_or_insert(r.seq);
+        self.first_seq.get_or_insert(seq);
         true
     }
 
@@ -335,6 +373,7 @@ impl Verifier {
             checkpoints: self.checkpoints,
             last_checkpoint: self.last_checkpoint,
             unsigned_tail: u64::try_from(self.last_seq - self.last_checkpoint_seq).unwrap_or(0),
+            redacted: self.redacted,
             erased: u64::try_from(self.erased.len()).unwrap_or(0),
             first_break: self.first_break,
         }

@@ -455,6 +455,17 @@ impl Store {
             ],
         )
         .await?;
+        crate::signatures::attach(
+            &mut conn,
+            self.signer(),
+            now,
+            version_id,
+            &model,
+            number,
+            &manifest.digest(),
+            &new.signatures,
+        )
+        .await?;
         conn.execute("UPDATE uploads SET version_id = $1 WHERE id = $2", params![version_id, id]).await?;
         conn.execute("DELETE FROM upload_files WHERE upload_id = $1", params![id]).await?;
         let created = find_version(&mut conn, &model, &VersionSelector::Number(number)).await?;

@@ -1,15 +1,25 @@
-//! The audit record of every change. Events are written by the store's own mutation
-//! methods, inside the transaction of the change they describe.
+//! The audit record of every change, hash-chained (docs/AUDIT.md). Events are written by the
+//! store's own mutation methods, inside the transaction of the change they describe.
+//!
+//! Sealing an event into the chain gives it the next sequence number and its hash, under the
+//! lock of the single `audit_head` row, so the order is total and gapless:
+//! - on SQLite the one writer (`BEGIN IMMEDIATE`, also across processes) already serialises
+//!   transactions, so an event is sealed as it is written;
+//! - on PostgreSQL events are written unsealed and sealed by [`seal_pending`] when their
+//!   transaction commits ([`crate::db::Tx::commit`]): the head's row lock is taken last and
+//!   held only until the commit, so it never takes part in a deadlock.
 
+use cairn_audit::chain::{EventDetails, parse_hash};
+use cairn_audit::{Anchor, AuditRecord, Checkpoint, Hash, Report, Verifier};
 use serde::Serialize;
 
-use crate::db::Conn;
+use crate::db::{Backend, Conn};
 use crate::{AuditContext, Cursor, CursorKey, Page, Store, StoreError, params};
 
 /// One audit event as stored.
 #[derive(Debug, Clone, PartialEq, Serialize, sqlx::FromRow)]
 pub struct AuditEvent {
-    /// Sequence number.
+    /// Sequence number in the chain.
     pub id: i64,
     /// When, in ms since the epoch.
     pub occurred_at: i64,
@@ -21,7 +31,7 @@ pub struct AuditEvent {
     pub action: String,
     /// On what (`model:team/x`, `version:team/x:3`, …).
     pub target: String,
-    /// `success` or `denied`.
+    /// `success`, `denied` or `failure`.
     pub outcome: String,
     /// State before (JSON), if any.
     pub before_state: Option<String>,
@@ -33,7 +43,12 @@ pub struct AuditEvent {
     pub source_ip: Option<String>,
     /// The client's user agent.
     pub user_agent: Option<String>,
+    /// The event's chain hash (hex).
+    pub hash: String,
 }
+
+const EVENT_COLUMNS: &str = "seq AS id, occurred_at, actor, key_id, action, target, outcome, before_state, \
+     after_state, request_id, source_ip, user_agent, hash";
 
 /// Writes one event on `conn` (which should be the transaction of the change).
 pub(crate) async fn record(
@@ -59,28 +74,146 @@ pub(crate) async fn record_outcome(
     before: Option<&impl Serialize>,
     after: Option<&impl Serialize>,
 ) -> Result<(), StoreError> {
-    let before = before.map(json);
-    let after = after.map(json);
+    let details = EventDetails {
+        actor: ctx.actor.clone(),
+        key_id: ctx.key_id.clone(),
+        target: target.to_owned(),
+        before: before.map(json),
+        after: after.map(json),
+        request_id: ctx.request_id.clone(),
+        source_ip: ctx.source_ip.clone(),
+        user_agent: ctx.user_agent.clone(),
+    };
+    match conn.backend() {
+        Backend::Sqlite => {
+            let (seq, prev) = head(conn, false).await?;
+            let rec = AuditRecord::seal(&prev, seq + 1, now, action.to_owned(), outcome.to_owned(), details);
+            insert(conn, &rec).await?;
+            set_head(conn, rec.seq, &rec.hash).await
+        }
+        Backend::Postgres => {
+            conn.execute(
+                "INSERT INTO audit_events (occurred_at, actor, key_id, action, target, outcome, \
+                 before_state, after_state, request_id, source_ip, user_agent) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+                params![
+                    now,
+                    details.actor,
+                    details.key_id,
+                    action,
+                    details.target,
+                    outcome,
+                    details.before,
+                    details.after,
+                    details.request_id,
+                    details.source_ip,
+                    details.user_agent
+                ],
+            )
+            .await?;
+            Ok(())
+        }
+    }
+}
+
+async fn head(conn: &mut Conn<'_>, lock: bool) -> Result<(i64, Hash), StoreError> {
+    let sql = if lock && conn.backend() == Backend::Postgres {
+        "SELECT seq, hash FROM audit_head WHERE id = 1 FOR UPDATE"
+    } else {
+        "SELECT seq, hash FROM audit_head WHERE id = 1"
+    };
+    let (seq, hash): (i64, String) = conn.fetch_one(sql, vec![]).await?;
+    let hash = parse_hash(&hash).ok_or_else(|| StoreError::Invalid("the audit chain head is not a hash".into()))?;
+    Ok((seq, hash))
+}
+
+async fn set_head(conn: &mut Conn<'_>, seq: i64, hash: &str) -> Result<(), StoreError> {
+    conn.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", params![seq, hash]).await?;
+    Ok(())
+}
+
+async fn insert(conn: &mut Conn<'_>, r: &AuditRecord) -> Result<(), StoreError> {
+    let d = &r.details;
     conn.execute(
-        "INSERT INTO audit_events (occurred_at, actor, key_id, action, target, outcome, \
-         before_state, after_state, request_id, source_ip, user_agent) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+        "INSERT INTO audit_events (seq, occurred_at, actor, key_id, action, target, outcome, \
+         before_state, after_state, request_id, source_ip, user_agent, salt, details_digest, hash) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
         params![
-            now,
-            &ctx.actor,
-            ctx.key_id.clone(),
-            action,
-            target,
-            outcome,
-            before,
-            after,
-            ctx.request_id.clone(),
-            ctx.source_ip.clone(),
-            ctx.user_agent.clone()
+            r.seq,
+            r.time,
+            &d.actor,
+            d.key_id.clone(),
+            &r.action,
+            &d.target,
+            &r.outcome,
+            d.before.clone(),
+            d.after.clone(),
+            d.request_id.clone(),
+            d.source_ip.clone(),
+            d.user_agent.clone(),
+            r.salt.clone(),
+            &r.details_digest,
+            &r.hash
         ],
     )
     .await?;
     Ok(())
+}
+
+/// An unsealed row.
+#[derive(sqlx::FromRow)]
+struct Pending {
+    id: i64,
+    occurred_at: i64,
+    actor: String,
+    key_id: Option<String>,
+    action: String,
+    target: String,
+    outcome: String,
+    before_state: Option<String>,
+    after_state: Option<String>,
+    request_id: Option<String>,
+    source_ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+/// Seals the events this transaction wrote (and, once after the upgrade that introduced the
+/// chain, every event written before it), in the order they were written.
+pub(crate) async fn seal_pending(conn: &mut Conn<'_>) -> Result<(), StoreError> {
+    let pending: Vec<Pending> = conn
+        .fetch_all(
+            "SELECT id, occurred_at, actor, key_id, action, target, outcome, before_state, after_state, \
+             request_id, source_ip, user_agent FROM audit_events WHERE seq IS NULL ORDER BY id",
+            vec![],
+        )
+        .await?;
+    if pending.is_empty() {
+        return Ok(());
+    }
+    let (mut seq, mut prev) = head(conn, true).await?;
+    let mut last = String::new();
+    for p in pending {
+        seq += 1;
+        let details = EventDetails {
+            actor: p.actor,
+            key_id: p.key_id,
+            target: p.target,
+            before: p.before_state,
+            after: p.after_state,
+            request_id: p.request_id,
+            source_ip: p.source_ip,
+            user_agent: p.user_agent,
+        };
+        let rec = AuditRecord::seal(&prev, seq, p.occurred_at, p.action, p.outcome, details);
+        conn.execute(
+            "UPDATE audit_events SET seq = $1, salt = $2, details_digest = $3, hash = $4 WHERE id = $5",
+            params![seq, rec.salt, &rec.details_digest, &rec.hash, p.id],
+        )
+        .await?;
+        prev = parse_hash(&rec.hash).unwrap_or(prev);
+        last = rec.hash;
+    }
+    set_head(conn, seq, &last).await
 }
 
 fn json<T: Serialize + ?Sized>(v: &T) -> String {
@@ -96,13 +229,109 @@ pub struct AuditQuery {
     pub action: Option<String>,
     /// Only this target.
     pub target: Option<String>,
+    /// Only this outcome.
+    pub outcome: Option<String>,
+    /// Only events at or after this time (ms since the epoch).
+    pub since: Option<i64>,
+    /// Only events before this time (ms since the epoch).
+    pub until: Option<i64>,
     /// At most this many (capped at 1000).
     pub limit: usize,
     /// Events after this one.
     pub after: Option<Cursor>,
 }
 
+/// Where the chain stands.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct ChainHead {
+    /// The last sealed event (0 when there is none).
+    pub seq: i64,
+    /// Its hash (hex).
+    pub hash: String,
+    /// The event before the first one kept (0: the genesis).
+    pub anchor_seq: i64,
+    /// Its hash (hex).
+    pub anchor_hash: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct RecordRow {
+    seq: i64,
+    occurred_at: i64,
+    action: String,
+    outcome: String,
+    actor: String,
+    key_id: Option<String>,
+    target: String,
+    before_state: Option<String>,
+    after_state: Option<String>,
+    request_id: Option<String>,
+    source_ip: Option<String>,
+    user_agent: Option<String>,
+    salt: Option<String>,
+    details_digest: String,
+    hash: String,
+}
+
+impl From<RecordRow> for AuditRecord {
+    fn from(r: RecordRow) -> Self {
+        Self {
+            seq: r.seq,
+            time: r.occurred_at,
+            action: r.action,
+            outcome: r.outcome,
+            details: EventDetails {
+                actor: r.actor,
+                key_id: r.key_id,
+                target: r.target,
+                before: r.before_state,
+                after: r.after_state,
+                request_id: r.request_id,
+                source_ip: r.source_ip,
+                user_agent: r.user_agent,
+            },
+            salt: r.salt,
+            details_digest: r.details_digest,
+            hash: r.hash,
+        }
+    }
+}
+
+#[derive(sqlx::FromRow)]
+struct CheckpointRow {
+    seq: i64,
+    head: String,
+    signed_at: i64,
+    key_id: String,
+    signature: String,
+}
+
+impl From<CheckpointRow> for Checkpoint {
+    fn from(r: CheckpointRow) -> Self {
+        Self { seq: r.seq, head: r.head, signed_at: r.signed_at, key_id: r.key_id, signature: r.signature }
+    }
+}
+
+/// A key the server has signed with.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct KnownKey {
+    /// Its id.
+    pub key_id: String,
+    /// SPKI PEM.
+    pub public_key: String,
+    /// When a server first announced it (ms since the epoch).
+    pub first_seen: i64,
+}
+
 impl Store {
+    /// Seals events written before the chain existed (once, after the upgrade that adds
+    /// it). A no-op when every event is sealed.
+    pub(crate) async fn seal_legacy_events(&self) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        seal_pending(&mut tx.conn()).await?;
+        tx.commit().await
+    }
+
     /// Records an event that has no state change of its own (a denied attempt, a login).
     pub async fn record_event(
         &self,
@@ -116,7 +345,7 @@ impl Store {
         tx.commit().await
     }
 
-    /// Lists audit events, oldest first.
+    /// Lists audit events in chain order.
     pub async fn list_audit_events(&self, q: &AuditQuery) -> Result<Page<AuditEvent>, StoreError> {
         let limit = q.limit.clamp(1, 1000);
         let after = match &q.after {
@@ -124,20 +353,28 @@ impl Store {
             Some(_) => return Err(StoreError::Invalid("page token does not belong to this listing".into())),
             None => 0,
         };
+        let sql = format!(
+            "SELECT {EVENT_COLUMNS} FROM audit_events WHERE seq > $1 \
+             AND ($2 IS NULL OR actor = $2) AND ($3 IS NULL OR action = $3) \
+             AND ($4 IS NULL OR target = $4) AND ($5 IS NULL OR outcome = $5) \
+             AND ($6 IS NULL OR occurred_at >= $6) AND ($7 IS NULL OR occurred_at < $7) \
+             ORDER BY seq LIMIT $8"
+        );
         let mut rows: Vec<AuditEvent> = self
             .db
             .read()
             .await?
             .conn()
             .fetch_all(
-                "SELECT * FROM audit_events WHERE id > $1 \
-                 AND ($2 IS NULL OR actor = $2) AND ($3 IS NULL OR action = $3) \
-                 AND ($4 IS NULL OR target = $4) ORDER BY id LIMIT $5",
+                sqlx::AssertSqlSafe(sql),
                 params![
                     after,
                     q.actor.clone(),
                     q.action.clone(),
                     q.target.clone(),
+                    q.outcome.clone(),
+                    q.since,
+                    q.until,
                     i64::try_from(limit + 1).unwrap_or(1001)
                 ],
             )
@@ -149,5 +386,189 @@ impl Store {
             None
         };
         Ok(Page { items: rows, next })
+    }
+
+    /// Where the chain stands.
+    pub async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        let (seq, hash, anchor_seq, anchor_hash): (i64, String, i64, String) = self
+            .db
+            .read()
+            .await?
+            .conn()
+            .fetch_one("SELECT seq, hash, anchor_seq, anchor_hash FROM audit_head WHERE id = 1", vec![])
+            .await?;
+        Ok(ChainHead { seq, hash, anchor_seq, anchor_hash })
+    }
+
+    /// Up to `limit` chained events with `seq > after` (and `seq <= until` when given), in
+    /// order, with everything verification needs. Read in batches to verify or export any
+    /// length in bounded memory.
+    pub async fn audit_records(
+        &self,
+        after: i64,
+        until: Option<i64>,
+        limit: usize,
+    ) -> Result<Vec<AuditRecord>, StoreError> {
+        let rows: Vec<RecordRow> = self
+            .db
+            .read()
+            .await?
+            .conn()
+            .fetch_all(
+                "SELECT seq, occurred_at, action, outcome, actor, key_id, target, before_state, after_state, \
+                 request_id, source_ip, user_agent, salt, details_digest, hash FROM audit_events \
+                 WHERE seq > $1 AND ($2 IS NULL OR seq <= $2) ORDER BY seq LIMIT $3",
+                params![after, until, i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .await?;
+        Ok(rows.into_iter().map(AuditRecord::from).collect())
+    }
+
+    /// Signed checkpoints with `from <= seq <= to`, in order (at most `limit`).
+    pub async fn audit_checkpoints(&self, from: i64, to: i64, limit: usize) -> Result<Vec<Checkpoint>, StoreError> {
+        let rows: Vec<CheckpointRow> = self
+            .db
+            .read()
+            .await?
+            .conn()
+            .fetch_all(
+                "SELECT seq, head, signed_at, key_id, signature FROM audit_checkpoints \
+                 WHERE seq >= $1 AND seq <= $2 ORDER BY seq LIMIT $3",
+                params![from, to, i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .await?;
+        Ok(rows.into_iter().map(Checkpoint::from).collect())
+    }
+
+    /// The most recent checkpoint.
+    pub async fn last_audit_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
+        let row: Option<CheckpointRow> = self
+            .db
+            .read()
+            .await?
+            .conn()
+            .fetch_optional(
+                "SELECT seq, head, signed_at, key_id, signature FROM audit_checkpoints ORDER BY seq DESC LIMIT 1",
+                vec![],
+            )
+            .await?;
+        Ok(row.map(Checkpoint::from))
+    }
+
+    /// Signs the current head with `key` unless the newest checkpoint already covers it.
+    /// Returns the checkpoint covering the head (none while the chain is empty). Safe with
+    /// several replicas: one checkpoint per sequence number is kept.
+    pub async fn checkpoint_audit_chain(
+        &self,
+        key: &cairn_audit::SigningKey,
+    ) -> Result<Option<Checkpoint>, StoreError> {
+        let head = self.audit_head().await?;
+        if head.seq == 0 {
+            return Ok(None);
+        }
+        if let Some(last) = self.last_audit_checkpoint().await?
+            && last.seq >= head.seq
+        {
+            return Ok(Some(last));
+        }
+        let cp = Checkpoint::sign(key, head.seq, &head.hash, self.now());
+        let mut tx = self.db.begin().await?;
+        tx.conn()
+            .execute(
+                "INSERT INTO audit_checkpoints (seq, head, signed_at, key_id, signature) VALUES ($1, $2, $3, $4, $5) \
+                 ON CONFLICT (seq) DO NOTHING",
+                params![cp.seq, &cp.head, cp.signed_at, &cp.key_id, &cp.signature],
+            )
+            .await?;
+        tx.commit().await?;
+        let stored: CheckpointRow = self
+            .db
+            .read()
+            .await?
+            .conn()
+            .fetch_one(
+                "SELECT seq, head, signed_at, key_id, signature FROM audit_checkpoints WHERE seq = $1",
+                params![cp.seq],
+            )
+            .await?;
+        Ok(Some(stored.into()))
+    }
+
+    /// Verifies the whole stored chain, from its anchor to its head, with the checkpoints
+    /// signed along it, trusting checkpoints signed by `trusted` keys. Reads in batches, so
+    /// memory stays bounded whatever the length.
+    pub async fn verify_audit_chain(&self, trusted: Vec<cairn_audit::PublicKey>) -> Result<Report, StoreError> {
+        const BATCH: usize = 10_000;
+        let head = self.audit_head().await?;
+        let anchor_hash = parse_hash(&head.anchor_hash)
+            .ok_or_else(|| StoreError::Invalid("the audit chain anchor is not a hash".into()))?;
+        let mut v = Verifier::new(Anchor { seq: head.anchor_seq, hash: anchor_hash }, trusted);
+        let mut checkpoints = self.audit_checkpoints(head.anchor_seq, i64::MAX, BATCH).await?;
+        let mut cp_next = 0;
+        if head.anchor_seq > 0 {
+            match checkpoints.first() {
+                Some(cp) if cp.seq == head.anchor_seq => {
+                    v.anchor_checkpoint(cp);
+                    cp_next = 1;
+                }
+                _ => {}
+            }
+        }
+        let mut after = head.anchor_seq;
+        loop {
+            let batch = self.audit_records(after, None, BATCH).await?;
+            let Some(last) = batch.last() else { break };
+            after = last.seq;
+            for r in &batch {
+                if !v.event(r) {
+                    break;
+                }
+                loop {
+                    if cp_next == checkpoints.len() && checkpoints.len() == BATCH {
+                        let from = checkpoints.last().map_or(0, |c| c.seq + 1);
+                        checkpoints = self.audit_checkpoints(from, i64::MAX, BATCH).await?;
+                        cp_next = 0;
+                    }
+                    match checkpoints.get(cp_next) {
+                        Some(cp) if cp.seq <= r.seq => {
+                            v.checkpoint(cp);
+                            cp_next += 1;
+                        }
+                        _ => break,
+                    }
+                }
+            }
+            if v.broken() {
+                break;
+            }
+        }
+        // Checkpoints beyond the last event: the end of the chain is gone.
+        if let Some(cp) = checkpoints.get(cp_next) {
+            v.checkpoint(cp);
+        }
+        Ok(v.finish(Some((head.seq, &head.hash))))
+    }
+
+    /// Records that the server signs with `key` (idempotent).
+    pub async fn announce_signing_key(&self, key: &cairn_audit::PublicKey) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        tx.conn()
+            .execute(
+                "INSERT INTO signing_keys (key_id, public_key, first_seen) VALUES ($1, $2, $3) \
+                 ON CONFLICT (key_id) DO NOTHING",
+                params![key.key_id(), key.to_pem(), self.now()],
+            )
+            .await?;
+        tx.commit().await
+    }
+
+    /// Every key the server has announced, oldest first.
+    pub async fn signing_keys(&self) -> Result<Vec<KnownKey>, StoreError> {
+        self.db
+            .read()
+            .await?
+            .conn()
+            .fetch_all("SELECT key_id, public_key, first_seen FROM signing_keys ORDER BY first_seen, key_id", vec![])
+            .await
     }
 }

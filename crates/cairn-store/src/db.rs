@@ -248,8 +248,12 @@ impl Tx {
         }
     }
 
-    /// Commits.
-    pub async fn commit(self) -> Result<(), StoreError> {
+    /// Commits. On PostgreSQL the audit events the transaction wrote are sealed into the
+    /// chain first (see [`crate::audit`]).
+    pub async fn commit(mut self) -> Result<(), StoreError> {
+        if let Self::Postgres(_) = self {
+            crate::audit::seal_pending(&mut self.conn()).await?;
+        }
         match self {
             Self::Sqlite(tx) => tx.commit().await?,
             Self::Postgres(tx) => tx.commit().await?,

@@ -22,6 +22,7 @@ mod page;
 pub mod rate_limit;
 pub mod secret;
 pub mod session;
+pub mod signatures;
 mod tag;
 pub mod user;
 pub mod version;
@@ -76,6 +77,7 @@ impl Clock for SystemClock {
 pub struct Store {
     db: Db,
     clock: Arc<dyn Clock>,
+    signer: Option<Arc<cairn_audit::SigningKey>>,
 }
 
 impl Store {
@@ -83,13 +85,26 @@ impl Store {
     pub async fn open(url: &str, opts: &DbOptions) -> Result<Self, StoreError> {
         let db = Db::connect(url, opts).await?;
         db.migrate().await?;
-        Ok(Self { db, clock: Arc::new(SystemClock) })
+        let store = Self { db, clock: Arc::new(SystemClock), signer: None };
+        store.seal_legacy_events().await?;
+        Ok(store)
     }
 
     /// Replaces the clock (tests).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;
         self
+    }
+
+    /// Signs every version committed from now on with `key` (see [`signatures`]).
+    pub fn with_signer(mut self, key: Arc<cairn_audit::SigningKey>) -> Self {
+        self.signer = Some(key);
+        self
+    }
+
+    /// The key versions are signed with, if any.
+    pub fn signer(&self) -> Option<&Arc<cairn_audit::SigningKey>> {
+        self.signer.as_ref()
     }
 
     /// The underlying pools.

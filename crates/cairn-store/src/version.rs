@@ -2,6 +2,7 @@
 
 use std::collections::BTreeMap;
 
+use cairn_audit::statement::SignatureEnvelope;
 use cairn_core::filter::{self, FieldKind, FieldSpec, Filter, FilterSchema, TagSpec};
 use cairn_core::{AliasName, ModelRef, TagKey, VersionSelector};
 use serde::Serialize;
@@ -9,7 +10,7 @@ use serde::Serialize;
 use crate::db::{Backend, Conn, Param};
 use crate::model::{dialect, find as find_model};
 use crate::tag::{self, TagChange, VERSION_TAGS};
-use crate::{AuditContext, Cursor, CursorKey, Page, Store, StoreError, audit, params};
+use crate::{AuditContext, Cursor, CursorKey, Page, Store, StoreError, audit, params, signatures};
 
 /// A version as stored, with its tags and the aliases pointing at it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -167,6 +168,9 @@ pub struct NewVersion {
     pub metadata: serde_json::Value,
     /// Initial tags.
     pub tags: BTreeMap<TagKey, String>,
+    /// The pusher's own signatures over (model, manifest digest), checked before they are
+    /// stored (see [`signatures`]).
+    pub signatures: Vec<SignatureEnvelope>,
 }
 
 /// What to change; `None` leaves a field as it is.
@@ -336,8 +340,10 @@ impl Store {
         let now = self.now();
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
-        let (_, number) = insert_version(&mut conn, ctx, now, model, new).await?;
+        let (version_id, number) = insert_version(&mut conn, ctx, now, model, new).await?;
         let version = find(&mut conn, model, &VersionSelector::Number(number)).await?;
+        signatures::attach(&mut conn, self.signer(), now, version_id, model, number, &version.digest, &new.signatures)
+            .await?;
         audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&version))
             .await?;
         tx.commit().await?;

@@ -50,7 +50,14 @@ pub async fn list_events(
     let after = q.page_token.as_deref().map(|t| state.page_tokens.decode(&listing, t)).transpose()?;
     let page = state
         .store
-        .list_audit_events(&AuditQuery { actor: q.actor, action: q.action, target: q.target, limit, after })
+        .list_audit_events(&AuditQuery {
+            actor: q.actor,
+            action: q.action,
+            target: q.target,
+            limit,
+            after,
+            ..AuditQuery::default()
+        })
         .await?;
     Ok(Json(api::AuditEventList {
         events: page.items.into_iter().map(convert::audit_event).collect(),

@@ -48,7 +48,7 @@ pub(crate) fn new_version(
     if !(metadata.is_object() || metadata.is_null()) {
         return Err(ApiError::invalid("metadata must be a JSON object"));
     }
-    Ok(NewVersion { description, source, run_id, metadata, tags: parse_tags(tags)? })
+    Ok(NewVersion { description, source, run_id, metadata, tags: parse_tags(tags)?, signatures: Vec::new() })
 }
 
 /// List the versions of a model.
