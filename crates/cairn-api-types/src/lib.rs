@@ -3,9 +3,11 @@
 //! Request bodies reject unknown fields, so a typo in a client is an error rather than a
 //! silently ignored setting. Times are RFC 3339 strings in UTC with milliseconds.
 
+pub mod audit;
 pub mod grants;
 pub mod session;
 
+pub use audit::*;
 pub use grants::*;
 pub use session::*;
 
@@ -323,6 +325,8 @@ pub struct AuditEvent {
     pub source_ip: Option<String>,
     /// Client user agent.
     pub user_agent: Option<String>,
+    /// The event's hash in the audit chain (hex).
+    pub hash: String,
 }
 
 /// A page of audit events.
@@ -624,6 +628,11 @@ pub struct CommitRequest {
     /// Aliases to point at the new version.
     #[serde(default)]
     pub aliases: Vec<String>,
+    /// The pusher's own signatures (kind `user`) over the statement
+    /// `{"type":"cairn.push/v1","model":"<ns/name>","manifest_digest":"sha256:…"}`, made
+    /// with an Ed25519 key they hold (docs/AUDIT.md). Checked before the commit; at most 8.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub signatures: Vec<Signature>,
 }
 
 /// The answer to `GET …/versions/{version}/files`.

@@ -40,6 +40,8 @@ pub struct AppState {
     pub rate_limits: Arc<RateLimiter>,
     /// Derives the CSRF token of each login session.
     pub csrf_key: ServerKey,
+    /// Signs audit checkpoints and committed versions.
+    pub signing_key: Arc<cairn_audit::SigningKey>,
 }
 
 /// A 256-bit key kept in the database so that every replica shares it; never printed.
@@ -92,8 +94,12 @@ impl AppState {
     pub async fn with_blobs(store: Store, settings: Settings, blobs: BlobStore) -> anyhow::Result<Self> {
         let page_key = ServerKey::load(&store, "page_token_key").await?;
         let csrf_key = ServerKey::load(&store, "csrf_key").await?;
+        let signing_key = Arc::new(load_signing_key(&settings)?);
+        store.announce_signing_key(&signing_key.public()).await?;
+        let store = store.with_signer(signing_key.clone());
         let rate_limits = Arc::new(RateLimiter::new(store.clone(), &settings));
         Ok(Self {
+            signing_key,
             store,
             page_tokens: PageTokens::new(page_key.bytes().to_vec()),
             settings: Arc::new(settings),
@@ -103,6 +109,21 @@ impl AppState {
             csrf_key,
         })
     }
+}
+
+/// Loads the signing key, generating it (mode 0600) on first start.
+pub fn load_signing_key(settings: &Settings) -> anyhow::Result<cairn_audit::SigningKey> {
+    let path = settings.signing_key_path();
+    let (key, file) = cairn_audit::SigningKey::load_or_create(&path)
+        .map_err(|e| anyhow::anyhow!("cannot load the signing key (CAIRN_SIGNING_KEY_FILE): {e}"))?;
+    let key_id = key.public().key_id();
+    if file.created {
+        tracing::info!(%key_id, path = %path.display(), "generated the signing key; back it up, and give its public key to auditors");
+    }
+    if file.loose_permissions {
+        tracing::warn!(path = %path.display(), "the signing key file can be read by other users: chmod 600 it");
+    }
+    Ok(key)
 }
 
 /// Opens the blob store the settings describe.

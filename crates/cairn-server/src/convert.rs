@@ -90,6 +90,34 @@ pub fn audit_event(e: AuditEvent) -> api::AuditEvent {
         request_id: e.request_id,
         source_ip: e.source_ip,
         user_agent: e.user_agent,
+        hash: e.hash,
+    }
+}
+
+/// A checkpoint as the API shows it.
+pub fn checkpoint(c: cairn_audit::Checkpoint) -> api::Checkpoint {
+    api::Checkpoint { seq: c.seq, head: c.head, signed_at: c.signed_at, key_id: c.key_id, signature: c.signature }
+}
+
+/// A signature as the API shows it.
+pub fn signature(s: cairn_audit::statement::SignatureEnvelope) -> api::Signature {
+    api::Signature {
+        kind: s.kind,
+        statement: s.statement,
+        key_id: s.key_id,
+        public_key: s.public_key,
+        signature: s.signature,
+    }
+}
+
+/// A signature the API received.
+pub fn signature_in(s: api::Signature) -> cairn_audit::statement::SignatureEnvelope {
+    cairn_audit::statement::SignatureEnvelope {
+        kind: s.kind,
+        statement: s.statement,
+        key_id: s.key_id,
+        public_key: s.public_key,
+        signature: s.signature,
     }
 }
 

@@ -6,6 +6,7 @@
 //! `/api` route sits behind [`auth::require_auth`]; there is no anonymous API.
 
 pub mod app;
+pub mod audit_export;
 pub mod auth;
 mod convert;
 pub mod error;

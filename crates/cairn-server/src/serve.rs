@@ -121,6 +121,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
     let state = AppState::new(store.clone(), settings).await?;
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
+    let checkpointer = tokio::spawn(checkpoint_forever(state.clone()));
     let app = build_router(state.clone());
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -149,6 +150,11 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
     }
     sweeper.abort();
+    checkpointer.abort();
+    // The chain's last events are vouched for by a signature before the process ends.
+    if let Err(e) = state.store.checkpoint_audit_chain(&state.signing_key).await {
+        tracing::warn!(error = %e, "could not sign the final audit checkpoint");
+    }
     // The last second of rate-limit counts reaches the other replicas (PostgreSQL).
     if let Err(e) = state.rate_limits.flush().await {
         tracing::warn!(error = %e, "could not flush the rate-limit counters");
@@ -165,6 +171,24 @@ async fn sweep_forever(state: AppState) {
         tick.tick().await;
         if let Err(e) = crate::uploads::sweep(&state).await {
             tracing::warn!(error = %e.message, "upload sweep failed");
+        }
+    }
+}
+
+/// Signs a checkpoint of the audit chain every `audit_checkpoint_secs` (when it moved).
+async fn checkpoint_forever(state: AppState) {
+    let secs = state.settings.audit_checkpoint_secs;
+    if secs == 0 {
+        return;
+    }
+    let mut tick = tokio::time::interval(Duration::from_secs(secs));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.store.checkpoint_audit_chain(&state.signing_key).await {
+            Ok(Some(cp)) => tracing::debug!(seq = cp.seq, "audit checkpoint"),
+            Ok(None) => {}
+            Err(e) => tracing::warn!(error = %e, "could not sign an audit checkpoint"),
         }
     }
 }

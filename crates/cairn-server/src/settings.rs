@@ -49,6 +49,13 @@ pub struct Settings {
     pub blob_url: Option<String>,
     /// Encrypt model files at rest with the keys in this file (`CAIRN_ENCRYPTION_KEY_FILE`).
     pub encryption_key_file: Option<PathBuf>,
+    /// The Ed25519 key that signs audit checkpoints and versions, PKCS#8 PEM
+    /// (`CAIRN_SIGNING_KEY_FILE`); default `keys/signing.pem` under the data dir, generated
+    /// with mode 0600 at first start. Replicas must share one key.
+    pub signing_key_file: Option<PathBuf>,
+    /// Seconds between signed audit checkpoints (`CAIRN_AUDIT_CHECKPOINT_SECS`, default 300;
+    /// 0 signs only on demand and at shutdown).
+    pub audit_checkpoint_secs: u64,
     /// Largest total size of one push, in bytes (`CAIRN_MAX_UPLOAD_BYTES`, default 1 TiB).
     pub max_upload_bytes: u64,
     /// Part size of uploads in bytes, a multiple of 64 KiB, at least 5 MiB on S3 (`CAIRN_UPLOAD_PART_SIZE`).
@@ -95,6 +102,8 @@ impl Default for Settings {
             bootstrap_admin_token: None,
             blob_url: None,
             encryption_key_file: None,
+            signing_key_file: None,
+            audit_checkpoint_secs: 300,
             max_upload_bytes: 1 << 40,
             upload_part_size: 16 * 1024 * 1024,
             upload_expiry_secs: 86_400,
@@ -131,6 +140,8 @@ impl fmt::Debug for Settings {
             .field("bootstrap_admin_token", &redact(&self.bootstrap_admin_token))
             .field("blob_url", &self.blob_url.as_deref().map(redact_url))
             .field("encryption_key_file", &self.encryption_key_file)
+            .field("signing_key_file", &self.signing_key_file)
+            .field("audit_checkpoint_secs", &self.audit_checkpoint_secs)
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("upload_part_size", &self.upload_part_size)
             .field("upload_expiry_secs", &self.upload_expiry_secs)
@@ -204,6 +215,12 @@ pub struct SettingsOverrides {
     /// See [`Settings::encryption_key_file`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub encryption_key_file: Option<PathBuf>,
+    /// See [`Settings::signing_key_file`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub signing_key_file: Option<PathBuf>,
+    /// See [`Settings::audit_checkpoint_secs`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_checkpoint_secs: Option<u64>,
     /// See [`Settings::max_upload_bytes`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_upload_bytes: Option<u64>,
@@ -319,6 +336,11 @@ impl Settings {
         Ok(())
     }
 
+    /// The signing key's file.
+    pub fn signing_key_path(&self) -> PathBuf {
+        self.signing_key_file.clone().unwrap_or_else(|| self.data_dir.join("keys").join("signing.pem"))
+    }
+
     /// The roles named in `auth_mfa_roles`.
     pub fn mfa_roles(&self) -> impl Iterator<Item = &str> {
         self.auth_mfa_roles.split(',').map(str::trim).filter(|r| !r.is_empty())
@@ -347,6 +369,8 @@ const ENV_KEYS: &[&str] = &[
     "bootstrap_admin_token",
     "blob_url",
     "encryption_key_file",
+    "signing_key_file",
+    "audit_checkpoint_secs",
     "max_upload_bytes",
     "upload_part_size",
     "upload_expiry_secs",

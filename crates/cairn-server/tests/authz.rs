@@ -138,7 +138,12 @@ fn sample_body(method: &Method, template: &str, ns: Option<&str>, n: usize) -> O
         ("POST", "/api/v1/me/password") => {
             json!({ "current_password": "not the password", "new_password": "an unusual passphrase of forty-two" })
         }
-        ("POST", "/api/v1/auth/logout" | "/api/v1/auth/logout-all" | "/api/v1/me/mfa/totp") => json!({}),
+        (
+            "POST",
+            "/api/v1/auth/logout" | "/api/v1/auth/logout-all" | "/api/v1/me/mfa/totp" | "/api/v1/audit/checkpoints",
+        ) => {
+            json!({})
+        }
         ("POST", "/api/v1/auth/mfa") => json!({ "code": "000000" }),
         (
             "POST" | "DELETE",

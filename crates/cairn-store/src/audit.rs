@@ -9,6 +9,8 @@
 //!   transaction commits ([`crate::db::Tx::commit`]): the head's row lock is taken last and
 //!   held only until the commit, so it never takes part in a deadlock.
 
+use std::sync::atomic::{AtomicBool, Ordering};
+
 use cairn_audit::chain::{EventDetails, parse_hash};
 use cairn_audit::{Anchor, AuditRecord, Checkpoint, Hash, Report, Verifier};
 use serde::Serialize;
@@ -45,6 +47,17 @@ pub struct AuditEvent {
     pub user_agent: Option<String>,
     /// The event's chain hash (hex).
     pub hash: String,
+}
+
+/// Set only by `bench/auditcost` to measure what chaining costs: events are then written as
+/// before the chain existed (no sequence number, no hashes). Nothing in the server sets it.
+static UNCHAINED: AtomicBool = AtomicBool::new(false);
+
+/// For the chaining benchmark only: writes events of this whole process unchained while
+/// `on`. Never call this in a server: events written meanwhile are outside the chain.
+#[doc(hidden)]
+pub fn set_unchained_for_benchmarks(on: bool) {
+    UNCHAINED.store(on, Ordering::SeqCst);
 }
 
 const EVENT_COLUMNS: &str = "seq AS id, occurred_at, actor, key_id, action, target, outcome, before_state, \
@@ -84,14 +97,15 @@ pub(crate) async fn record_outcome(
         source_ip: ctx.source_ip.clone(),
         user_agent: ctx.user_agent.clone(),
     };
+    let unchained = UNCHAINED.load(Ordering::Relaxed);
     match conn.backend() {
-        Backend::Sqlite => {
+        Backend::Sqlite if !unchained => {
             let (seq, prev) = head(conn, false).await?;
             let rec = AuditRecord::seal(&prev, seq + 1, now, action.to_owned(), outcome.to_owned(), details);
             insert(conn, &rec).await?;
             set_head(conn, rec.seq, &rec.hash).await
         }
-        Backend::Postgres => {
+        Backend::Sqlite | Backend::Postgres => {
             conn.execute(
                 "INSERT INTO audit_events (occurred_at, actor, key_id, action, target, outcome, \
                  before_state, after_state, request_id, source_ip, user_agent) \
@@ -180,6 +194,9 @@ struct Pending {
 /// Seals the events this transaction wrote (and, once after the upgrade that introduced the
 /// chain, every event written before it), in the order they were written.
 pub(crate) async fn seal_pending(conn: &mut Conn<'_>) -> Result<(), StoreError> {
+    if UNCHAINED.load(Ordering::Relaxed) {
+        return Ok(());
+    }
     let pending: Vec<Pending> = conn
         .fetch_all(
             "SELECT id, occurred_at, actor, key_id, action, target, outcome, before_state, after_state, \
@@ -440,6 +457,22 @@ impl Store {
         Ok(rows.into_iter().map(Checkpoint::from).collect())
     }
 
+    /// The newest checkpoint at or before event `seq`.
+    pub async fn audit_checkpoint_at_or_before(&self, seq: i64) -> Result<Option<Checkpoint>, StoreError> {
+        let row: Option<CheckpointRow> = self
+            .db
+            .read()
+            .await?
+            .conn()
+            .fetch_optional(
+                "SELECT seq, head, signed_at, key_id, signature FROM audit_checkpoints WHERE seq <= $1 \
+                 ORDER BY seq DESC LIMIT 1",
+                params![seq],
+            )
+            .await?;
+        Ok(row.map(Checkpoint::from))
+    }
+
     /// The most recent checkpoint.
     pub async fn last_audit_checkpoint(&self) -> Result<Option<Checkpoint>, StoreError> {
         let row: Option<CheckpointRow> = self
@@ -516,7 +549,7 @@ impl Store {
         }
         let mut after = head.anchor_seq;
         loop {
-            let batch = self.audit_records(after, None, BATCH).await?;
+            let batch = self.audit_records(after, Some(head.seq), BATCH).await?;
             let Some(last) = batch.last() else { break };
             after = last.seq;
             for r in &batch {

@@ -90,6 +90,13 @@ impl Store {
         Ok(store)
     }
 
+    /// Connects to an existing database without applying migrations or writing anything
+    /// (for verification tools that must not change what they check).
+    pub async fn open_existing(url: &str, opts: &DbOptions) -> Result<Self, StoreError> {
+        let db = Db::connect(url, opts).await?;
+        Ok(Self { db, clock: Arc::new(SystemClock), signer: None })
+    }
+
     /// Replaces the clock (tests).
     pub fn with_clock(mut self, clock: Arc<dyn Clock>) -> Self {
         self.clock = clock;

@@ -266,7 +266,8 @@ pub async fn commit_upload(
     crate::error::ApiJson(body): crate::error::ApiJson<api::CommitRequest>,
 ) -> ApiResult<(StatusCode, Json<api::Version>)> {
     let upload = own_upload(&state, &caller, &id, "version.create").await?;
-    let new = new_version(body.description, body.source, body.run_id, body.metadata, body.tags)?;
+    let mut new = new_version(body.description, body.source, body.run_id, body.metadata, body.tags)?;
+    new.signatures = body.signatures.into_iter().map(convert::signature_in).collect();
     let aliases = body.aliases.iter().map(|a| AliasName::parse(a)).collect::<Result<Vec<_>, _>>()?;
     if upload.state == "open" {
         // Blobs whose parts all arrived but whose assembly was interrupted: finish them now.

@@ -65,6 +65,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(versions::list_versions, versions::create_version))
         .routes(routes!(versions::get_version, versions::update_version, versions::delete_version))
         .routes(routes!(versions::set_version_tag, versions::delete_version_tag))
+        .routes(routes!(versions::get_signatures))
         .routes(routes!(files::create_upload))
         .routes(routes!(files::get_upload, files::delete_upload))
         .routes(routes!(files::put_part))
@@ -81,7 +82,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(aliases::get_alias, aliases::set_alias, aliases::delete_alias))
         .routes(routes!(namespaces::list_namespaces, namespaces::create_namespace))
         .routes(routes!(namespaces::get_namespace, namespaces::delete_namespace))
-        .routes(routes!(audit::list_events))
+        .merge(audit::router())
         .merge(account::router())
         .merge(users::router())
         .merge(grants::router())
@@ -90,7 +91,7 @@ pub fn api() -> OpenApiRouter<AppState> {
 
 /// The routes that need no credential (logging in), with their OpenAPI description.
 pub fn public() -> OpenApiRouter<AppState> {
-    OpenApiRouter::new().merge(session::public())
+    OpenApiRouter::new().merge(session::public()).merge(audit::public())
 }
 
 /// Parses `{namespace}/{name}` path segments.

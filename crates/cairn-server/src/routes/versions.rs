@@ -116,6 +116,31 @@ pub async fn get_version(
     Ok(Json(convert::version(state.store.get_version(&model, &selector).await?)))
 }
 
+/// The signatures of a version: the server's, made when it was committed (over model,
+/// number, manifest digest and time), then any the pusher added. Check them with
+/// `cairn verify` and the keys at `/.well-known/cairn/signing-keys`.
+#[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/versions/{version}/signatures", tag = "versions",
+    params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path, description = "A number, or @alias")),
+    responses((status = 200, body = api::VersionSignatures), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.read"))))]
+pub async fn get_signatures(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name, version)): Path<(String, String, String)>,
+) -> ApiResult<Json<api::VersionSignatures>> {
+    let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelRead, &model, "version.signatures").await?;
+    let selector = VersionSelector::parse(&version)?;
+    let v = state.store.get_version(&model, &selector).await?;
+    let signatures = state.store.version_signatures(&model, &VersionSelector::Number(v.version)).await?;
+    Ok(Json(api::VersionSignatures {
+        model: model.to_string(),
+        version: v.version,
+        digest: v.digest,
+        signatures: signatures.into_iter().map(convert::signature).collect(),
+    }))
+}
+
 /// Update a version's description or metadata.
 #[utoipa::path(patch, path = "/api/v1/models/{namespace}/{name}/versions/{version}", tag = "versions",
     params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path)), request_body = api::UpdateVersion,
