@@ -6,6 +6,7 @@
 //! are in [`files`]: bytes are streamed, never held whole in memory.
 
 pub mod accounts;
+pub mod audit;
 pub mod files;
 pub mod login;
 
