@@ -49,6 +49,12 @@ enum Command {
     Card(cairn_card::cli::CardArgs),
     /// Accounts and role grants on a server; check, clean up and re-key the stored model files (fsck, gc, rotate-key)
     Admin(cli::admin::AdminArgs),
+    /// The hash-chained audit log: list, export, verify (a file or the live database), checkpoint, status
+    Audit(cli::audit::AuditArgs),
+    /// Check a version's signatures and that a directory (or the server's copy) holds exactly its files
+    Verify(cli::verify::VerifyArgs),
+    /// Make an Ed25519 key pair to sign pushes with (`cairn push --sign-key`)
+    Keygen(cli::verify::KeygenArgs),
 }
 
 fn main() -> ExitCode {
@@ -57,10 +63,13 @@ fn main() -> ExitCode {
         Command::Card(args) => cairn_card::cli::run(args),
         Command::Serve(args) => cli::serve::run(args),
         Command::Admin(args) => cli::admin::run(args),
+        Command::Keygen(args) => cli::verify::keygen(args),
         other => {
-            // Pushes and pulls hash and move bytes on several files at once.
+            // Pushes, pulls and verifications hash and move bytes on several files at once.
             let rt = match &other {
-                Command::Push(_) | Command::Pull(_) => tokio::runtime::Builder::new_multi_thread().enable_all().build(),
+                Command::Push(_) | Command::Pull(_) | Command::Verify(_) => {
+                    tokio::runtime::Builder::new_multi_thread().enable_all().build()
+                }
                 _ => tokio::runtime::Builder::new_current_thread().enable_all().build(),
             };
             let rt = match rt {
@@ -79,7 +88,11 @@ fn main() -> ExitCode {
                     Command::Models(args) => cli::models::run(args).await,
                     Command::Push(args) => cli::push::run(args).await,
                     Command::Pull(args) => cli::pull::run(args).await,
-                    Command::Serve(_) | Command::Card(_) | Command::Admin(_) => unreachable!("handled above"),
+                    Command::Audit(args) => cli::audit::run(args).await,
+                    Command::Verify(args) => cli::verify::run(args).await,
+                    Command::Serve(_) | Command::Card(_) | Command::Admin(_) | Command::Keygen(_) => {
+                        unreachable!("handled above")
+                    }
                 }
             })
         }

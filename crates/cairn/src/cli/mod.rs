@@ -1,6 +1,7 @@
 //! The subcommands.
 
 pub mod admin;
+pub mod audit;
 pub mod keys;
 pub mod login;
 pub mod models;
@@ -8,6 +9,7 @@ pub mod pull;
 pub mod push;
 pub mod serve;
 pub mod users;
+pub mod verify;
 
 use std::collections::BTreeMap;
 use std::fmt;

@@ -1,6 +1,10 @@
 //! `cairn push ns/name ./dir`: hash a directory, upload only the parts the server lacks,
 //! commit a version. Re-running the same command after an interruption resumes it: the
 //! server reports the parts it already holds.
+//!
+//! With `--sign-key`, the pusher signs what they push (the model and the manifest digest)
+//! with their own Ed25519 key; the server checks the signature and keeps it beside its own,
+//! so `cairn verify --signer-key` can later show that this person pushed these bytes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
@@ -11,6 +15,8 @@ use std::time::Duration;
 
 use anyhow::{Context, bail};
 use cairn_api_types as api;
+use cairn_audit::SigningKey;
+use cairn_audit::statement::{PushStatement, SignatureEnvelope};
 use cairn_client::{Client, ClientError, PartSpec, part_range};
 use cairn_core::manifest::{FileEntry, Manifest};
 use clap::Args;
@@ -48,6 +54,9 @@ pub struct PushArgs {
     /// Files hashed and parts uploaded at the same time
     #[arg(long, short = 'j', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     jobs: u16,
+    /// Sign the push with this Ed25519 private key (PKCS#8 PEM, made by `cairn keygen`)
+    #[arg(long, value_name = "FILE")]
+    sign_key: Option<PathBuf>,
     /// Print the new version as JSON on stdout
     #[arg(long)]
     json: bool,
@@ -71,6 +80,8 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 async fn push(args: PushArgs) -> anyhow::Result<()> {
     let tags = super::parse_tags(&args.tags)?;
     let metadata = super::parse_metadata(args.metadata.as_deref())?;
+    // Read before any work, so a wrong key file fails at once.
+    let sign_key = args.sign_key.as_deref().map(read_sign_key).transpose()?;
     let client = super::client()?;
     let bars = Bars::new(args.quiet);
     let jobs = usize::from(args.jobs);
@@ -145,6 +156,7 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
     }
     upload(&client, &status, work.parts, &bars, jobs).await?;
 
+    let signatures = sign_key.iter().map(|key| sign_push(&args.model, &digest, key)).collect();
     let commit = api::CommitRequest {
         description: args.description,
         source: args.source,
@@ -152,6 +164,7 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
         metadata,
         tags,
         aliases: args.aliases,
+        signatures,
     };
     let version = retry(|| client.commit_upload(&status.upload_id, &commit)).await?;
     if !version.digest.is_empty() && version.digest != digest {
@@ -172,12 +185,35 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
             manifest.files().len(),
             human_bytes(manifest.total_size())
         );
+        if let Some(key) = &sign_key {
+            println!("Signed by {}", key.public().key_id());
+        }
     }
     Ok(())
 }
 
+/// Reads the pusher's private key (`--sign-key`); a bad file is the user's to fix (exit 2).
+fn read_sign_key(path: &std::path::Path) -> anyhow::Result<SigningKey> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| UsageError(format!("cannot read the signing key {}: {e}", path.display())))?;
+    SigningKey::from_pem(&text)
+        .map_err(|e| UsageError(format!("{}: {e} (make one with `cairn keygen -o FILE`)", path.display())).into())
+}
+
+/// The pusher's signature over `{"type":"cairn.push/v1","model":…,"manifest_digest":…}`.
+fn sign_push(model: &str, digest: &str, key: &SigningKey) -> api::Signature {
+    let env = SignatureEnvelope::sign("user", &PushStatement::new(model, digest), key);
+    api::Signature {
+        kind: env.kind,
+        statement: env.statement,
+        key_id: env.key_id,
+        public_key: env.public_key,
+        signature: env.signature,
+    }
+}
+
 /// Hashes `files` on `jobs` threads; the digests come back in the order of `files`.
-fn hash_all(files: &[LocalFile], jobs: usize, bar: &ProgressBar) -> anyhow::Result<Vec<String>> {
+pub(crate) fn hash_all(files: &[LocalFile], jobs: usize, bar: &ProgressBar) -> anyhow::Result<Vec<String>> {
     let next = AtomicUsize::new(0);
     let results: Mutex<Vec<Option<String>>> = Mutex::new(vec![None; files.len()]);
     std::thread::scope(|s| {
