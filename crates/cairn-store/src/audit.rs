@@ -222,13 +222,25 @@ pub(crate) async fn seal_pending(conn: &mut Conn<'_>) -> Result<(), StoreError> 
             user_agent: p.user_agent,
         };
         let rec = AuditRecord::seal(&prev, seq, p.occurred_at, p.action, p.outcome, details);
-        conn.execute(
-            "UPDATE audit_events SET seq = $1, salt = $2, details_digest = $3, hash = $4 WHERE id = $5",
-            params![seq, rec.salt, &rec.details_digest, &rec.hash, p.id],
-        )
-        .await?;
+        // Rows read before the lock may have been sealed meanwhile by another transaction
+        // (only events written before the chain existed are visible to others unsealed):
+        // such a row is left as it is and takes no sequence number here.
+        let sealed = conn
+            .execute(
+                "UPDATE audit_events SET seq = $1, salt = $2, details_digest = $3, hash = $4 \
+                 WHERE id = $5 AND seq IS NULL",
+                params![seq, rec.salt, &rec.details_digest, &rec.hash, p.id],
+            )
+            .await?;
+        if sealed == 0 {
+            seq -= 1;
+            continue;
+        }
         prev = parse_hash(&rec.hash).unwrap_or(prev);
         last = rec.hash;
+    }
+    if last.is_empty() {
+        return Ok(());
     }
     set_head(conn, seq, &last).await
 }
@@ -575,8 +587,12 @@ impl Store {
                 break;
             }
         }
-        // Checkpoints beyond the last event: the end of the chain is gone.
-        if let Some(cp) = checkpoints.get(cp_next) {
+        // A checkpoint beyond the head read at the start: either events were removed from
+        // the end, or another replica appended events and signed them meanwhile.
+        if let Some(cp) = checkpoints.get(cp_next)
+            && cp.seq > head.seq
+            && self.audit_head().await?.seq < cp.seq
+        {
             v.checkpoint(cp);
         }
         Ok(v.finish(Some((head.seq, &head.hash))))

@@ -83,6 +83,8 @@ suite!(
     checkpoints_forged_with_another_key_are_untrusted,
     a_tampered_checkpoint_signature_is_found,
     legacy_events_are_sealed_on_open,
+    legacy_events_sealed_by_concurrent_writers_keep_one_chain,
+    verifying_while_replicas_append_and_checkpoint_finds_no_break,
     versions_carry_server_and_user_signatures,
     bad_user_signatures_are_refused_without_a_trace,
     checkpoints_are_one_per_sequence_number,
@@ -590,6 +592,61 @@ async fn legacy_events_are_sealed_on_open(f: Fixture) {
     let once_more = replica(&f).await;
     assert_eq!(records(&once_more).await, rs2);
     assert_eq!(head(&once_more).await, head(&again).await);
+}
+
+/// Replicas upgraded at the same moment: each one opening the database seals the pre-chain
+/// rows, while the others already write. Each row must be sealed exactly once.
+async fn legacy_events_sealed_by_concurrent_writers_keep_one_chain(f: Fixture) {
+    let t = f.store.now() - 60_000;
+    for i in 0..50 {
+        insert_legacy_event(&f.store, &format!("user:old{i}"), "model.update", t + i).await;
+    }
+    let url = f.url.clone();
+    let mut tasks = Vec::new();
+    for i in 0..4 {
+        let url = url.clone();
+        tasks.push(tokio::spawn(async move {
+            let store = Store::open(&url, &options()).await.unwrap();
+            for j in 0..2 {
+                store.record_event(&ctx(&format!("w{i}-{j}")), "test.write", "target:x", "success").await.unwrap();
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let report = assert_intact(&f.store, &[]).await;
+    assert_eq!(report.events, 58, "50 old events and 8 new ones, each once");
+    let rs = records(&f.store).await;
+    let old: Vec<String> = rs.iter().filter(|r| r.action == "model.update").map(|r| r.details.actor.clone()).collect();
+    assert_eq!(old, (0..50).map(|i| format!("user:old{i}")).collect::<Vec<_>>(), "in the order they were written");
+    assert!(rs[..50].iter().all(|r| r.action == "model.update"), "before every new event");
+}
+
+/// A verifier running while another replica appends events and signs checkpoints sees a
+/// consistent chain (a checkpoint newer than the head it started from is not a truncation).
+async fn verifying_while_replicas_append_and_checkpoint_finds_no_break(f: Fixture) {
+    let key = Arc::new(SigningKey::generate());
+    let writer = replica(&f).await;
+    let stop = Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let task = {
+        let (key, stop) = (key.clone(), stop.clone());
+        tokio::spawn(async move {
+            let mut n = 0;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                writer.record_event(&ctx("w"), "test.write", &format!("target:{n}"), "success").await.unwrap();
+                writer.checkpoint_audit_chain(&key).await.unwrap();
+                n += 1;
+            }
+            n
+        })
+    };
+    for _ in 0..40 {
+        let report = f.store.verify_audit_chain(vec![key.public()]).await.unwrap();
+        assert!(report.ok(), "{:?}", report.first_break);
+    }
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    assert!(task.await.unwrap() > 0);
 }
 
 // ---------------------------------------------------------------------------------------------
