@@ -51,7 +51,7 @@ impl EventDetails {
     pub fn digest(&self, salt: &[u8]) -> Hash {
         let mut h = Sha256::new();
         h.update(salt);
-        h.update(canonical(self));
+        write_canonical(&mut h, self);
         h.finalize().into()
     }
 }
@@ -68,17 +68,31 @@ struct Chained<'a> {
 
 /// The hash of event `seq`, linked to `prev`.
 pub fn event_hash(prev: &Hash, seq: i64, time: i64, action: &str, outcome: &str, details_digest: &Hash) -> Hash {
-    let details = hex::encode(details_digest);
-    let chained = Chained { v: 1, seq, time, action, outcome, details: &details };
+    let mut hex_buf = [0u8; 64];
+    // 32 bytes always fit 64 hex characters.
+    let details = hex::encode_to_slice(details_digest, &mut hex_buf)
+        .map_or("", |()| std::str::from_utf8(&hex_buf).unwrap_or_default());
+    let chained = Chained { v: 1, seq, time, action, outcome, details };
     let mut h = Sha256::new();
     h.update(prev);
-    h.update(canonical(&chained));
+    write_canonical(&mut h, &chained);
     h.finalize().into()
 }
 
-fn canonical<T: Serialize>(v: &T) -> Vec<u8> {
-    // Serialising plain structs of strings and integers cannot fail.
-    serde_json::to_vec(v).unwrap_or_default()
+/// Feeds the canonical JSON of `v` straight into the hash, without building it in memory.
+fn write_canonical<T: Serialize>(h: &mut Sha256, v: &T) {
+    struct Feed<'a>(&'a mut Sha256);
+    impl std::io::Write for Feed<'_> {
+        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
+            self.0.update(buf);
+            Ok(buf.len())
+        }
+        fn flush(&mut self) -> std::io::Result<()> {
+            Ok(())
+        }
+    }
+    // Serialising plain structs of strings and integers into a hash cannot fail.
+    let _ = serde_json::to_writer(Feed(h), v);
 }
 
 /// A fresh random salt.

@@ -20,7 +20,7 @@ use serde::{Deserialize, Serialize};
 use crate::chain::{AuditRecord, RedactedRecord, parse_hash};
 use crate::checkpoint::Checkpoint;
 use crate::keys::PublicKey;
-use crate::verify::{Anchor, BreakKind, Report, Verifier};
+use crate::verify::{Anchor, BreakKind, DetailsCheck, Report, Verifier, check_details};
 
 /// The format name in the header.
 pub const FORMAT: &str = "cairn.audit.export/v1";
@@ -91,32 +91,79 @@ pub enum ReadError {
 }
 
 /// Verifies an export read from `input`, trusting `trusted` keys. Memory stays bounded by
-/// [`MAX_LINE`] whatever the file's length.
-pub fn verify_export(input: impl BufRead, trusted: Vec<PublicKey>) -> Result<Report, ReadError> {
-    let mut lines = LineReader { input, n: 0, buf: Vec::new() };
-    let header = match lines.next()? {
-        Some(Line::Header(h)) => h,
-        Some(_) => return Err(lines.error("the first line must be the header")),
-        None => return Err(lines.error("the file is empty")),
+/// [`MAX_LINE`] and a few batches of lines whatever the file's length. Lines are read,
+/// parsed and their details checked on a second thread, ahead of the chain walk.
+pub fn verify_export(input: impl BufRead + Send, trusted: Vec<PublicKey>) -> Result<Report, ReadError> {
+    const BATCH: usize = 512;
+    type Batch = Vec<(u64, Line, Option<DetailsCheck>)>;
+    let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch, ReadError>>(8);
+    std::thread::scope(|scope| {
+        scope.spawn(move || {
+            let mut lines = LineReader { input, n: 0, buf: Vec::new() };
+            let mut batch = Vec::with_capacity(BATCH);
+            loop {
+                match lines.next() {
+                    Ok(Some(line)) => {
+                        let checked = match &line {
+                            Line::Event(r) => Some(check_details(r)),
+                            _ => None,
+                        };
+                        batch.push((lines.n, line, checked));
+                        if batch.len() == BATCH && tx.send(Ok(std::mem::take(&mut batch))).is_err() {
+                            return;
+                        }
+                    }
+                    Ok(None) => {
+                        let _ = tx.send(Ok(batch));
+                        return;
+                    }
+                    Err(e) => {
+                        let _ = tx.send(Ok(std::mem::take(&mut batch)));
+                        let _ = tx.send(Err(e));
+                        return;
+                    }
+                }
+            }
+        });
+        let mut lines = rx.into_iter().flat_map(|b| match b {
+            Ok(batch) => batch.into_iter().map(Ok).collect::<Vec<_>>(),
+            Err(e) => vec![Err(e)],
+        });
+        walk(&mut lines, trusted)
+        // Dropping the receiver here stops the reader if verification ended early.
+    })
+}
+
+fn walk(
+    lines: &mut impl Iterator<Item = Result<(u64, Line, Option<DetailsCheck>), ReadError>>,
+    trusted: Vec<PublicKey>,
+) -> Result<Report, ReadError> {
+    let at = |line: u64, message: &str| ReadError::Line { line, message: message.to_owned() };
+    let header = match lines.next().transpose()? {
+        Some((_, Line::Header(h), _)) => h,
+        Some((n, _, _)) => return Err(at(n, "the first line must be the header")),
+        None => return Err(at(0, "the file is empty")),
     };
     if header.format != FORMAT {
-        return Err(lines.error(&format!("unknown format {:?} (expected {FORMAT})", header.format)));
+        return Err(at(1, &format!("unknown format {:?} (expected {FORMAT})", header.format)));
     }
     let anchor_hash =
-        parse_hash(&header.anchor_hash).ok_or_else(|| lines.error("the anchor hash is not 64 hex characters"))?;
+        parse_hash(&header.anchor_hash).ok_or_else(|| at(1, "the anchor hash is not 64 hex characters"))?;
     let mut v = Verifier::new(Anchor { seq: header.anchor_seq, hash: anchor_hash }, trusted);
     if let Some(cp) = &header.anchor_checkpoint {
         v.anchor_checkpoint(cp);
     }
     let mut trailer = None;
-    while let Some(line) = lines.next()? {
+    for item in lines {
+        let (n, line, checked) = item?;
         if trailer.is_some() {
-            return Err(lines.error("a line follows the end line"));
+            return Err(at(n, "a line follows the end line"));
         }
         match line {
-            Line::Header(_) => return Err(lines.error("a second header")),
+            Line::Header(_) => return Err(at(n, "a second header")),
             Line::Event(r) => {
-                v.event(&r);
+                let checked = checked.unwrap_or_else(|| check_details(&r));
+                v.event_checked(&r, checked);
             }
             Line::Redacted(r) => {
                 v.redacted(&r);

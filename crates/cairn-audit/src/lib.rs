@@ -23,4 +23,4 @@ pub mod verify;
 pub use chain::{AuditRecord, EventDetails, GENESIS, Hash};
 pub use checkpoint::Checkpoint;
 pub use keys::{KeyError, PublicKey, SigningKey};
-pub use verify::{Anchor, Break, BreakKind, Report, Verifier};
+pub use verify::{Anchor, Break, BreakKind, DetailsCheck, Report, Verifier, check_details};

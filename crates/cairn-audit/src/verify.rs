@@ -99,6 +99,49 @@ impl Report {
     }
 }
 
+/// What an event's details say about themselves, before the chain is considered.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DetailsCheck {
+    /// The details match their digest (given).
+    Intact(Hash),
+    /// The details were erased: their digest (given) cannot be checked.
+    Erased(Hash),
+    /// The details do not match, or the record is malformed.
+    Broken(Break),
+}
+
+/// Checks an event's details against its digest. Pure, so it can run ahead of (and in
+/// parallel with) the chain walk.
+pub fn check_details(r: &AuditRecord) -> DetailsCheck {
+    let broken = |message: String| DetailsCheck::Broken(Break { seq: r.seq, kind: BreakKind::Edited, message });
+    let Some(digest) = parse_hash(&r.details_digest) else {
+        return broken(format!("event {}: the details digest is not 64 hex characters", r.seq));
+    };
+    let Some(salt) = &r.salt else {
+        return DetailsCheck::Erased(digest);
+    };
+    let mut buf = [0u8; 64];
+    let Ok(salt) = decode_salt(salt, &mut buf) else {
+        return broken(format!("event {}: the salt is not hex", r.seq));
+    };
+    if r.details.digest(salt) != digest {
+        return broken(format!(
+            "event {} ({} on {}): its details do not match their digest: edited",
+            r.seq, r.action, r.details.target
+        ));
+    }
+    DetailsCheck::Intact(digest)
+}
+
+fn decode_salt<'a>(hex_salt: &str, buf: &'a mut [u8; 64]) -> Result<&'a [u8], hex::FromHexError> {
+    let n = hex_salt.len() / 2;
+    if n > buf.len() {
+        return Err(hex::FromHexError::InvalidStringLength);
+    }
+    hex::decode_to_slice(hex_salt, &mut buf[..n])?;
+    Ok(&buf[..n])
+}
+
 /// The verifier.
 #[derive(Debug)]
 pub struct Verifier {
@@ -177,36 +220,24 @@ impl Verifier {
 
     /// Verifies the next event. Returns false once the chain is broken.
     pub fn event(&mut self, r: &AuditRecord) -> bool {
+        let checked = check_details(r);
+        self.event_checked(r, checked)
+    }
+
+    /// Verifies the next event whose details were already checked with [`check_details`]
+    /// (which needs no chain state, so it can run on another thread).
+    pub fn event_checked(&mut self, r: &AuditRecord, checked: DetailsCheck) -> bool {
         if !self.next_seq(r.seq) {
             return false;
         }
-        let Some(digest) = parse_hash(&r.details_digest) else {
-            return self.fail(
-                r.seq,
-                BreakKind::Edited,
-                format!("event {}: the details digest is not 64 hex characters", r.seq),
-            );
-        };
-        match &r.salt {
-            Some(salt) => {
-                let Ok(salt) = hex::decode(salt) else {
-                    return self.fail(r.seq, BreakKind::Edited, format!("event {}: the salt is not hex", r.seq));
-                };
-                if r.details.digest(&salt) != digest {
-                    return self.fail(
-                        r.seq,
-                        BreakKind::Edited,
-                        format!(
-                            "event {} ({} on {}): its details do not match their digest: edited",
-                            r.seq, r.action, r.details.target
-                        ),
-                    );
-                }
-            }
-            None => {
+        let digest = match checked {
+            DetailsCheck::Intact(d) => d,
+            DetailsCheck::Erased(d) => {
                 self.erased.insert(r.seq);
+                d
             }
-        }
+            DetailsCheck::Broken(b) => return self.fail(b.seq, b.kind, b.message),
+        };
         if !self.link(r.seq, r.time, &r.action, &r.outcome, &digest, &r.hash) {
             return false;
         }

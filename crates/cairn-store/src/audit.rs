@@ -12,7 +12,7 @@
 use std::sync::atomic::{AtomicBool, Ordering};
 
 use cairn_audit::chain::{EventDetails, parse_hash};
-use cairn_audit::{Anchor, AuditRecord, Checkpoint, Hash, Report, Verifier};
+use cairn_audit::{Anchor, AuditRecord, Checkpoint, DetailsCheck, Hash, Report, Verifier, check_details};
 use serde::Serialize;
 
 use crate::db::{Backend, Conn};
@@ -453,6 +453,72 @@ impl Store {
         Ok(rows.into_iter().map(AuditRecord::from).collect())
     }
 
+    /// Like [`Self::audit_records`] (`after < seq <= until`), fetched as one JSON document per
+    /// batch: decoding one document is several times faster than decoding thousands of rows.
+    async fn audit_record_batch(&self, after: i64, until: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
+        type Row = (
+            i64,
+            i64,
+            String,
+            String,
+            String,
+            Option<String>,
+            String,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+            Option<String>,
+        );
+        const COLUMNS: &str = "seq, occurred_at, action, outcome, actor, key_id, target, before_state, after_state, \
+             request_id, source_ip, user_agent, salt, details_digest, hash";
+        let sql = match self.backend() {
+            Backend::Sqlite => format!(
+                "SELECT COALESCE(json_group_array(json_array({COLUMNS}) ORDER BY seq), '[]') FROM \
+                 (SELECT {COLUMNS} FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3)"
+            ),
+            Backend::Postgres => format!(
+                "SELECT COALESCE(json_agg(json_build_array({COLUMNS}) ORDER BY seq), '[]')::text FROM \
+                 (SELECT {COLUMNS} FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3) t"
+            ),
+        };
+        let (doc,): (String,) = self
+            .db
+            .read()
+            .await?
+            .conn()
+            .fetch_one(sqlx::AssertSqlSafe(sql), params![after, until, i64::try_from(limit).unwrap_or(i64::MAX)])
+            .await?;
+        let rows: Vec<Row> =
+            serde_json::from_str(&doc).map_err(|e| StoreError::Invalid(format!("reading the audit chain: {e}")))?;
+        Ok(rows
+            .into_iter()
+            .map(|r| AuditRecord {
+                seq: r.0,
+                time: r.1,
+                action: r.2,
+                outcome: r.3,
+                details: EventDetails {
+                    actor: r.4,
+                    key_id: r.5,
+                    target: r.6,
+                    before: r.7,
+                    after: r.8,
+                    request_id: r.9,
+                    source_ip: r.10,
+                    user_agent: r.11,
+                },
+                salt: r.12,
+                // A hash nulled out by hand verifies as a mismatch, not as an I/O error.
+                details_digest: r.13.unwrap_or_default(),
+                hash: r.14.unwrap_or_default(),
+            })
+            .collect())
+    }
+
     /// Signed checkpoints with `from <= seq <= to`, in order (at most `limit`).
     pub async fn audit_checkpoints(&self, from: i64, to: i64, limit: usize) -> Result<Vec<Checkpoint>, StoreError> {
         let rows: Vec<CheckpointRow> = self
@@ -559,13 +625,34 @@ impl Store {
                 _ => {}
             }
         }
-        let mut after = head.anchor_seq;
-        loop {
-            let batch = self.audit_records(after, Some(head.seq), BATCH).await?;
-            let Some(last) = batch.last() else { break };
-            after = last.seq;
-            for r in &batch {
-                if !v.event(r) {
+        // Batches are read, decoded and their details checked by a second task, one or two
+        // batches ahead of the chain walk.
+        let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<(AuditRecord, DetailsCheck)>, StoreError>>(2);
+        let reader = {
+            let (store, from, until) = (self.clone(), head.anchor_seq, head.seq);
+            tokio::spawn(async move {
+                let mut after = from;
+                loop {
+                    let batch = match store.audit_record_batch(after, until, BATCH).await {
+                        Ok(b) => b,
+                        Err(e) => {
+                            let _ = tx.send(Err(e)).await;
+                            return;
+                        }
+                    };
+                    let Some(last) = batch.last() else { return };
+                    after = last.seq;
+                    let checked = batch.into_iter().map(|r| (check_details(&r), r)).map(|(c, r)| (r, c)).collect();
+                    if tx.send(Ok(checked)).await.is_err() {
+                        return;
+                    }
+                }
+            })
+        };
+        while let Some(batch) = rx.recv().await {
+            let batch = batch?;
+            for (r, checked) in batch {
+                if !v.event_checked(&r, checked) {
                     break;
                 }
                 loop {
@@ -587,6 +674,8 @@ impl Store {
                 break;
             }
         }
+        drop(rx);
+        let _ = reader.await;
         // A checkpoint beyond the head read at the start: either events were removed from
         // the end, or another replica appended events and signed them meanwhile.
         if let Some(cp) = checkpoints.get(cp_next)
