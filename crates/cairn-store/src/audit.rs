@@ -453,70 +453,24 @@ impl Store {
         Ok(rows.into_iter().map(AuditRecord::from).collect())
     }
 
-    /// Like [`Self::audit_records`] (`after < seq <= until`), fetched as one JSON document per
-    /// batch: decoding one document is several times faster than decoding thousands of rows.
-    async fn audit_record_batch(&self, after: i64, until: i64, limit: usize) -> Result<Vec<AuditRecord>, StoreError> {
-        type Row = (
-            i64,
-            i64,
-            String,
-            String,
-            String,
-            Option<String>,
-            String,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-            Option<String>,
-        );
+    /// The events with `after < seq <= upto` as one JSON document (an array of arrays, in
+    /// order): decoding one document is several times faster than decoding thousands of rows.
+    async fn audit_record_document(&self, after: i64, upto: i64) -> Result<String, StoreError> {
         const COLUMNS: &str = "seq, occurred_at, action, outcome, actor, key_id, target, before_state, after_state, \
              request_id, source_ip, user_agent, salt, details_digest, hash";
         let sql = match self.backend() {
             Backend::Sqlite => format!(
                 "SELECT COALESCE(json_group_array(json_array({COLUMNS}) ORDER BY seq), '[]') FROM \
-                 (SELECT {COLUMNS} FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3)"
+                 (SELECT {COLUMNS} FROM audit_events WHERE seq > $1 AND seq <= $2)"
             ),
             Backend::Postgres => format!(
                 "SELECT COALESCE(json_agg(json_build_array({COLUMNS}) ORDER BY seq), '[]')::text FROM \
-                 (SELECT {COLUMNS} FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq LIMIT $3) t"
+                 (SELECT {COLUMNS} FROM audit_events WHERE seq > $1 AND seq <= $2) t"
             ),
         };
-        let (doc,): (String,) = self
-            .db
-            .read()
-            .await?
-            .conn()
-            .fetch_one(sqlx::AssertSqlSafe(sql), params![after, until, i64::try_from(limit).unwrap_or(i64::MAX)])
-            .await?;
-        let rows: Vec<Row> =
-            serde_json::from_str(&doc).map_err(|e| StoreError::Invalid(format!("reading the audit chain: {e}")))?;
-        Ok(rows
-            .into_iter()
-            .map(|r| AuditRecord {
-                seq: r.0,
-                time: r.1,
-                action: r.2,
-                outcome: r.3,
-                details: EventDetails {
-                    actor: r.4,
-                    key_id: r.5,
-                    target: r.6,
-                    before: r.7,
-                    after: r.8,
-                    request_id: r.9,
-                    source_ip: r.10,
-                    user_agent: r.11,
-                },
-                salt: r.12,
-                // A hash nulled out by hand verifies as a mismatch, not as an I/O error.
-                details_digest: r.13.unwrap_or_default(),
-                hash: r.14.unwrap_or_default(),
-            })
-            .collect())
+        let (doc,): (String,) =
+            self.db.read().await?.conn().fetch_one(sqlx::AssertSqlSafe(sql), params![after, upto]).await?;
+        Ok(doc)
     }
 
     /// Signed checkpoints with `from <= seq <= to`, in order (at most `limit`).
@@ -625,30 +579,37 @@ impl Store {
                 _ => {}
             }
         }
-        // Batches are read, decoded and their details checked by a second task, one or two
-        // batches ahead of the chain walk.
+        // Three stages run at once: the database renders batches as JSON documents, a task
+        // decodes them and checks each event's details, and this one walks the chain.
+        let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel::<Result<String, StoreError>>(2);
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<(AuditRecord, DetailsCheck)>, StoreError>>(2);
-        let reader = {
+        let fetcher = {
             let (store, from, until) = (self.clone(), head.anchor_seq, head.seq);
             tokio::spawn(async move {
                 let mut after = from;
-                loop {
-                    let batch = match store.audit_record_batch(after, until, BATCH).await {
-                        Ok(b) => b,
-                        Err(e) => {
-                            let _ = tx.send(Err(e)).await;
-                            return;
-                        }
-                    };
-                    let Some(last) = batch.last() else { return };
-                    after = last.seq;
-                    let checked = batch.into_iter().map(|r| (check_details(&r), r)).map(|(c, r)| (r, c)).collect();
-                    if tx.send(Ok(checked)).await.is_err() {
+                // Pages by ranges of sequence numbers: a gap makes a page smaller, nothing else.
+                while after < until {
+                    let upto = after.saturating_add(BATCH as i64).min(until);
+                    let doc = store.audit_record_document(after, upto).await;
+                    let failed = doc.is_err();
+                    if raw_tx.send(doc).await.is_err() || failed {
                         return;
                     }
+                    after = upto;
                 }
             })
         };
+        let decoder = tokio::spawn(async move {
+            while let Some(doc) = raw_rx.recv().await {
+                let checked = doc
+                    .and_then(|d| decode_batch(&d))
+                    .map(|batch| batch.into_iter().map(|r| (check_details(&r), r)).map(|(c, r)| (r, c)).collect());
+                let failed = checked.is_err();
+                if tx.send(checked).await.is_err() || failed {
+                    return;
+                }
+            }
+        });
         while let Some(batch) = rx.recv().await {
             let batch = batch?;
             for (r, checked) in batch {
@@ -675,7 +636,8 @@ impl Store {
             }
         }
         drop(rx);
-        let _ = reader.await;
+        let _ = decoder.await;
+        fetcher.abort();
         // A checkpoint beyond the head read at the start: either events were removed from
         // the end, or another replica appended events and signed them meanwhile.
         if let Some(cp) = checkpoints.get(cp_next)
@@ -709,4 +671,50 @@ impl Store {
             .fetch_all("SELECT key_id, public_key, first_seen FROM signing_keys ORDER BY first_seen, key_id", vec![])
             .await
     }
+}
+
+/// Decodes a document of [`Store::audit_record_document`].
+fn decode_batch(doc: &str) -> Result<Vec<AuditRecord>, StoreError> {
+    type Row = (
+        i64,
+        i64,
+        String,
+        String,
+        String,
+        Option<String>,
+        String,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+        Option<String>,
+    );
+    let rows: Vec<Row> =
+        serde_json::from_str(doc).map_err(|e| StoreError::Invalid(format!("reading the audit chain: {e}")))?;
+    Ok(rows
+        .into_iter()
+        .map(|r| AuditRecord {
+            seq: r.0,
+            time: r.1,
+            action: r.2,
+            outcome: r.3,
+            details: EventDetails {
+                actor: r.4,
+                key_id: r.5,
+                target: r.6,
+                before: r.7,
+                after: r.8,
+                request_id: r.9,
+                source_ip: r.10,
+                user_agent: r.11,
+            },
+            salt: r.12,
+            // A hash nulled out by hand verifies as a mismatch, not as an I/O error.
+            details_digest: r.13.unwrap_or_default(),
+            hash: r.14.unwrap_or_default(),
+        })
+        .collect())
 }
