@@ -13,6 +13,7 @@ pub mod artifact;
 pub mod audit;
 pub mod db;
 mod error;
+pub mod gdpr;
 pub mod grant;
 pub mod lockout;
 pub mod mfa;
