@@ -4,10 +4,12 @@
 //! silently ignored setting. Times are RFC 3339 strings in UTC with milliseconds.
 
 pub mod audit;
+pub mod gdpr;
 pub mod grants;
 pub mod session;
 
 pub use audit::*;
+pub use gdpr::*;
 pub use grants::*;
 pub use session::*;
 

@@ -8,6 +8,7 @@
 pub mod accounts;
 pub mod audit;
 pub mod files;
+pub mod gdpr;
 pub mod login;
 
 pub use accounts::KeyListOptions;

@@ -131,6 +131,7 @@ fn sample_body(method: &Method, template: &str, ns: Option<&str>, n: usize) -> O
         ("POST", "/api/v1/keys") => json!({ "name": "matrix", "scopes": ["read"], "expires_in_days": 1 }),
         ("POST", "/api/v1/grants") => json!({ "username": "target", "role": "viewer", "namespace": OUT }),
         ("PATCH", "/api/v1/users/{username}") => json!({ "display_name": "Changed" }),
+        ("PATCH", "/api/v1/privacy/subjects/{username}") => json!({ "email": "changed@example.org" }),
         ("POST", "/api/v1/users/{username}/password") => {
             json!({ "new_password": "an unusual passphrase of forty-two" })
         }

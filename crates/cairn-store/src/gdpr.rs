@@ -279,8 +279,9 @@ const AUTHORSHIP: &[(&str, &str)] = &[
     ("gdpr_requests", "requested_by"),
 ];
 
-/// Keys whose values describe the person when they sit in an object that identifies them.
-const PERSONAL_KEYS: &[&str] = &["email", "display_name", "source_ip", "user_agent", "last_used_ip"];
+/// Keys whose values describe the person when they sit in an object that identifies them
+/// (`name` there is the label they gave an API key: free text, often their own name).
+const PERSONAL_KEYS: &[&str] = &["email", "display_name", "name", "source_ip", "user_agent", "last_used_ip"];
 
 /// The person a request is about, and every way the database names them.
 struct Subject {

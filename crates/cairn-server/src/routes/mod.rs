@@ -5,6 +5,7 @@ pub mod account;
 pub mod aliases;
 pub mod audit;
 pub mod files;
+pub mod gdpr;
 pub mod grants;
 pub mod health;
 pub mod models;
@@ -87,6 +88,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(users::router())
         .merge(grants::router())
         .merge(session::router())
+        .merge(gdpr::router())
 }
 
 /// The routes that need no credential (logging in), with their OpenAPI description.
