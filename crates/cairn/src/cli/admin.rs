@@ -43,6 +43,9 @@ enum AdminCommand {
     /// Role grants on the server: list, add, remove
     #[command(subcommand)]
     Grants(super::users::GrantsCommand),
+    /// Data-subject requests (GDPR): export, rectify, erase, requests, inventory
+    #[command(subcommand)]
+    Gdpr(super::gdpr::GdprCommand),
     /// Re-hash every stored blob; report missing, corrupt and unknown (orphan) ones.
     /// Exit 1 if anything is missing or corrupt
     Fsck {
@@ -70,6 +73,7 @@ pub fn run(args: AdminArgs) -> ExitCode {
     let command = match args.command {
         AdminCommand::Users(cmd) => return super::users::run_users(cmd),
         AdminCommand::Grants(cmd) => return super::users::run_grants(cmd),
+        AdminCommand::Gdpr(cmd) => return super::gdpr::run(cmd),
         other => other,
     };
     let args = AdminArgs { command, ..args };
@@ -159,7 +163,9 @@ async fn execute(command: AdminCommand, settings: &Settings) -> anyhow::Result<E
             if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
         }
         (AdminCommand::Gc { .. }, None) => unreachable!("gc options are built above"),
-        (AdminCommand::Users(_) | AdminCommand::Grants(_), _) => unreachable!("run on the API in `run`"),
+        (AdminCommand::Users(_) | AdminCommand::Grants(_) | AdminCommand::Gdpr(_), _) => {
+            unreachable!("run on the API in `run`")
+        }
     };
     store.close().await;
     Ok(code)

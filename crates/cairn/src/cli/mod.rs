@@ -2,6 +2,7 @@
 
 pub mod admin;
 pub mod audit;
+pub mod gdpr;
 pub mod keys;
 pub mod login;
 pub mod models;
