@@ -436,8 +436,8 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn verify_file(file: &Path, pinned: Vec<PublicKey>) -> anyhow::Result<Report> {
-    let mut input: Box<dyn BufRead> = if file.as_os_str() == "-" {
-        Box::new(BufReader::new(std::io::stdin().lock()))
+    let mut input: Box<dyn BufRead + Send> = if file.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
     } else {
         Box::new(BufReader::new(
             std::fs::File::open(file).map_err(|e| UsageError(format!("cannot read {}: {e}", file.display())))?,
