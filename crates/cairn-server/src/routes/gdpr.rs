@@ -85,27 +85,6 @@ pub async fn export_subject(
     Ok(Json(api::PersonalDataExport { request_id: export.request_id, data: export.data }))
 }
 
-fn check_display_name(name: &str) -> Result<(), ApiError> {
-    if name.chars().count() > 200 || name.chars().any(char::is_control) {
-        return Err(ApiError::invalid("display_name must be at most 200 characters, without control characters"));
-    }
-    Ok(())
-}
-
-fn check_email(email: &str) -> Result<(), ApiError> {
-    let shaped = email.is_empty()
-        || (email.len() <= 254
-            && !email.chars().any(|c| c.is_whitespace() || c.is_control())
-            && email.split_once('@').is_some_and(|(local, domain)| {
-                !local.is_empty() && !domain.is_empty() && !domain.contains('@') && !domain.starts_with('.')
-            }));
-    if shaped {
-        Ok(())
-    } else {
-        Err(ApiError::invalid(format!("email {email:?} is not an address like name@example.org")))
-    }
-}
-
 /// Correct a person's shown name or contact address (rectification). Logged and audited as
 /// `gdpr.rectify`.
 #[utoipa::path(patch, path = "/api/v1/privacy/subjects/{username}", tag = "privacy",
@@ -121,10 +100,10 @@ pub async fn rectify_subject(
 ) -> ApiResult<Json<api::User>> {
     authorize(&state, &caller, Permission::UserManage, None, "gdpr.rectify", &target(&username)).await?;
     if let Some(n) = &body.display_name {
-        check_display_name(n)?;
+        super::users::check_display_name(n)?;
     }
     if let Some(e) = &body.email {
-        check_email(e)?;
+        super::users::check_email(e)?;
     }
     let after =
         state.store.rectify(&caller.audit, &username, body.display_name.as_deref(), body.email.as_deref()).await?;

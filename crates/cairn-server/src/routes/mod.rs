@@ -40,7 +40,8 @@ use crate::error::ApiError;
         (name = "aliases", description = "Movable names for versions (model@champion)"),
         (name = "namespaces", description = "Teams that own models"),
         (name = "account", description = "The caller, users and API keys"),
-        (name = "audit", description = "The record of every change"),
+        (name = "audit", description = "The hash-chained record of every change, signed checkpoints, exports (docs/AUDIT.md)"),
+        (name = "privacy", description = "Data-subject requests: access, portability, rectification, erasure; the personal-data inventory (docs/PRIVACY.md)"),
     )
 )]
 struct ApiDoc;

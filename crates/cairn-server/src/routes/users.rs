@@ -105,14 +105,14 @@ fn check_username(u: &str) -> Result<(), ApiError> {
     }
 }
 
-fn check_display_name(name: &str) -> Result<(), ApiError> {
+pub(crate) fn check_display_name(name: &str) -> Result<(), ApiError> {
     if name.chars().count() > 200 || name.chars().any(char::is_control) {
         return Err(ApiError::invalid("display_name must be at most 200 characters, without control characters"));
     }
     Ok(())
 }
 
-fn check_email(email: &str) -> Result<(), ApiError> {
+pub(crate) fn check_email(email: &str) -> Result<(), ApiError> {
     if email.is_empty() {
         return Ok(());
     }
