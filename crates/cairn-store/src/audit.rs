@@ -11,6 +11,8 @@
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
+use futures::StreamExt as _;
+
 use cairn_audit::chain::{EventDetails, parse_hash};
 use cairn_audit::{Anchor, AuditRecord, Checkpoint, DetailsCheck, Hash, Report, Verifier, check_details};
 use serde::Serialize;
@@ -579,37 +581,42 @@ impl Store {
                 _ => {}
             }
         }
-        // Three stages run at once: the database renders batches as JSON documents, a task
-        // decodes them and checks each event's details, and this one walks the chain.
-        let (raw_tx, mut raw_rx) = tokio::sync::mpsc::channel::<Result<String, StoreError>>(2);
+        // Pages of sequence numbers are rendered as JSON documents by the database, decoded
+        // and their details checked — several pages at once, on other threads — while this
+        // task walks the chain through them in order. A gap makes a page smaller, nothing else.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<(AuditRecord, DetailsCheck)>, StoreError>>(2);
-        let fetcher = {
+        let reader = {
             let (store, from, until) = (self.clone(), head.anchor_seq, head.seq);
+            let step = i64::try_from(BATCH).unwrap_or(i64::MAX);
+            let pages =
+                (0..).map(move |i: i64| from.saturating_add(i.saturating_mul(step))).take_while(move |a| *a < until);
             tokio::spawn(async move {
-                let mut after = from;
-                // Pages by ranges of sequence numbers: a gap makes a page smaller, nothing else.
-                while after < until {
-                    let upto = after.saturating_add(BATCH as i64).min(until);
-                    let doc = store.audit_record_document(after, upto).await;
-                    let failed = doc.is_err();
-                    if raw_tx.send(doc).await.is_err() || failed {
+                let mut docs = std::pin::pin!(
+                    futures::stream::iter(pages)
+                        .map(|after| {
+                            let store = store.clone();
+                            async move {
+                                let doc =
+                                    store.audit_record_document(after, after.saturating_add(step).min(until)).await?;
+                                tokio::task::spawn_blocking(move || {
+                                    decode_batch(&doc).map(|batch| {
+                                        batch.into_iter().map(|r| (check_details(&r), r)).map(|(c, r)| (r, c)).collect()
+                                    })
+                                })
+                                .await
+                                .map_err(|e| StoreError::Invalid(format!("checking the audit chain: {e}")))?
+                            }
+                        })
+                        .buffered(3)
+                );
+                while let Some(page) = docs.next().await {
+                    let failed = page.is_err();
+                    if tx.send(page).await.is_err() || failed {
                         return;
                     }
-                    after = upto;
                 }
             })
         };
-        let decoder = tokio::spawn(async move {
-            while let Some(doc) = raw_rx.recv().await {
-                let checked = doc
-                    .and_then(|d| decode_batch(&d))
-                    .map(|batch| batch.into_iter().map(|r| (check_details(&r), r)).map(|(c, r)| (r, c)).collect());
-                let failed = checked.is_err();
-                if tx.send(checked).await.is_err() || failed {
-                    return;
-                }
-            }
-        });
         while let Some(batch) = rx.recv().await {
             let batch = batch?;
             for (r, checked) in batch {
@@ -636,8 +643,7 @@ impl Store {
             }
         }
         drop(rx);
-        let _ = decoder.await;
-        fetcher.abort();
+        reader.abort();
         // A checkpoint beyond the head read at the start: either events were removed from
         // the end, or another replica appended events and signed them meanwhile.
         if let Some(cp) = checkpoints.get(cp_next)
