@@ -178,7 +178,7 @@ fn walk(
         let mut report = v.finish(None);
         if report.first_break.is_none() {
             report.first_break = Some(crate::verify::Break {
-                seq: report.last_seq + 1,
+                seq: report.last_seq.saturating_add(1),
                 kind: BreakKind::Truncated,
                 message: "the export has no end line: it was cut short".into(),
             });

@@ -276,7 +276,7 @@ impl Verifier {
         if self.broken() {
             return false;
         }
-        let expected = self.last_seq + 1;
+        let expected = self.last_seq.saturating_add(1);
         if seq < expected {
             return self.fail(
                 seq,
@@ -321,7 +321,7 @@ impl Verifier {
             return false;
         }
         if cp.seq > self.last_seq {
-            return self.fail(self.last_seq + 1, BreakKind::Truncated, format!("a checkpoint signed at {} vouches for events up to {}, but the chain ends at event {}: events were removed from the end", cp.signed_at, cp.seq, self.last_seq));
+            return self.fail(self.last_seq.saturating_add(1), BreakKind::Truncated, format!("a checkpoint signed at {} vouches for events up to {}, but the chain ends at event {}: events were removed from the end", cp.signed_at, cp.seq, self.last_seq));
         }
         if cp.seq < self.last_seq {
             return self.fail(
@@ -367,7 +367,7 @@ impl Verifier {
             && let Some((seq, hash)) = head
         {
             if seq > self.last_seq {
-                self.fail(self.last_seq + 1, BreakKind::Truncated, format!("the chain head is event {seq}, but the chain ends at event {}: events were removed from the end", self.last_seq));
+                self.fail(self.last_seq.saturating_add(1), BreakKind::Truncated, format!("the chain head is event {seq}, but the chain ends at event {}: events were removed from the end", self.last_seq));
             } else if seq < self.last_seq || parse_hash(hash) != Some(self.prev) {
                 self.fail(
                     seq,

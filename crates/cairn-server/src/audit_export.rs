@@ -136,15 +136,22 @@ pub async fn export(
         }
         let batch = st.store.audit_records(st.after, Some(st.end), BATCH).await.map_err(std::io::Error::other)?;
         let Some(last) = batch.last().map(|r| r.seq) else {
-            // The chain ends before the checkpoint that should cover it: write what there
-            // is; verification reports the missing events.
+            // The chain ends before the checkpoint chosen as the end: events were removed
+            // from the end. Write the checkpoints that vouch for them, so that verification
+            // reports the truncation instead of an export that merely looks shorter.
+            let orphans = st.store.audit_checkpoints(st.after + 1, st.end, 16).await.map_err(std::io::Error::other)?;
+            for cp in orphans {
+                push_line(&mut out, &Line::Checkpoint(cp));
+            }
             st.end = st.after;
-            return Ok(Some((Bytes::new(), st)));
+            return Ok(Some((Bytes::from(out), st)));
         };
         st.checkpoints =
             st.store.audit_checkpoints(st.after + 1, last, BATCH).await.map_err(std::io::Error::other)?.into();
         for r in batch {
-            if st.filter.matches(&r, st.from, st.to) {
+            // Erasure records are always shown in full: they vouch for the erased events
+            // that the export may show, whatever the filter.
+            if st.filter.matches(&r, st.from, st.to) || r.action == cairn_audit::verify::ERASE_ACTION {
                 push_line(&mut out, &Line::Event(r.clone()));
             } else {
                 push_line(&mut out, &Line::Redacted(r.redact()));

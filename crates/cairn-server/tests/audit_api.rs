@@ -188,6 +188,16 @@ async fn exports_verify_offline_and_alterations_do_not(s: &TestServer) {
     assert!(!verify_export(swapped.join("\n").as_bytes(), vec![key]).unwrap().ok());
     let cut = all[..all.len() - 1].join("\n");
     assert_eq!(verify_export(cut.as_bytes(), vec![key]).unwrap().first_break.unwrap().kind, BreakKind::Truncated);
+
+    // The newest events deleted from the database after a checkpoint covered them: a new
+    // export carries that checkpoint and fails, instead of merely looking shorter.
+    let last = report.last_seq;
+    let mut tx = s.state.store.db().begin().await.unwrap();
+    tx.conn().execute("DELETE FROM audit_events WHERE seq > $1", cairn_store::params![last - 2]).await.unwrap();
+    tx.commit().await.unwrap();
+    let after = export(s, "").await;
+    let broken = verify_export(after.as_bytes(), vec![key]).unwrap().first_break.unwrap();
+    assert_eq!((broken.kind, broken.seq), (BreakKind::Truncated, last - 1), "{}", broken.message);
 }
 
 async fn filtered_and_partial_exports_still_verify(s: &TestServer) {

@@ -610,12 +610,18 @@ async fn collect(conn: &mut Conn<'_>, user: &User) -> Result<Value, StoreError> 
                 "id": id, "role": role, "namespace": ns, "created_at": at,
             })).collect::<Vec<_>>(),
         },
-        "audit_events": events.iter().map(|e| json!({
-            "seq": e.seq, "time": e.occurred_at, "action": e.action, "outcome": e.outcome, "actor": e.actor,
-            "key_id": e.key_id, "target": e.target, "before": state(e.before_state.as_ref()),
-            "after": state(e.after_state.as_ref()), "request_id": e.request_id, "source_ip": e.source_ip,
-            "user_agent": e.user_agent, "erased": e.salt.is_none(),
-        })).collect::<Vec<_>>(),
+        // Where someone else acted on the person, that someone's address, client and key are
+        // theirs, not the subject's: left out.
+        "audit_events": events.iter().map(|e| {
+            let own = s.names[1..].contains(&e.actor);
+            json!({
+                "seq": e.seq, "time": e.occurred_at, "action": e.action, "outcome": e.outcome, "actor": e.actor,
+                "key_id": e.key_id.as_ref().filter(|_| own), "target": e.target,
+                "before": state(e.before_state.as_ref()), "after": state(e.after_state.as_ref()),
+                "request_id": e.request_id, "source_ip": e.source_ip.as_ref().filter(|_| own),
+                "user_agent": e.user_agent.as_ref().filter(|_| own), "erased": e.salt.is_none(),
+            })
+        }).collect::<Vec<_>>(),
         "requests": requests,
     }))
 }
@@ -716,11 +722,10 @@ impl Store {
         if user.is_admin && !user.disabled && other_enabled_admins(&mut conn, &user.id).await? == 0 {
             // Rolls the erasure back before the refusal is logged in a transaction of its own.
             drop(tx);
-            let reason = format!(
-                "\"{username}\" is the last enabled administrator: grant the admin role to another account first"
-            );
-            self.reject_erasure(ctx, &s, &reason).await?;
-            return Err(StoreError::Conflict(reason));
+            // The stored reason does not name the person (a later erasure could not find it).
+            let reason = "the account is the last enabled administrator: grant the admin role to another account first";
+            self.reject_erasure(ctx, &s, reason).await?;
+            return Err(StoreError::Conflict(format!("\"{username}\": {reason}")));
         }
 
         // The account and what hangs off it.

@@ -54,7 +54,9 @@ pub fn save(c: &Credentials) -> anyhow::Result<PathBuf> {
 }
 
 #[cfg(unix)]
-fn write_private(p: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes `bytes` to a new file `p` readable by its owner only (mode 0600; any old file at
+/// `p` is replaced, whatever its mode).
+pub(crate) fn write_private(p: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     use std::io::Write;
     use std::os::unix::fs::OpenOptionsExt;
     let _ = std::fs::remove_file(p);
@@ -70,7 +72,9 @@ fn write_private(p: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
 }
 
 #[cfg(not(unix))]
-fn write_private(p: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
+/// Writes `bytes` to a new file `p` readable by its owner only (mode 0600; any old file at
+/// `p` is replaced, whatever its mode).
+pub(crate) fn write_private(p: &std::path::Path, bytes: &[u8]) -> anyhow::Result<()> {
     std::fs::write(p, bytes).with_context(|| format!("cannot create {}", p.display()))
 }
 

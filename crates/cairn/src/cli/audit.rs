@@ -340,9 +340,8 @@ async fn export(args: ExportArgs) -> anyhow::Result<()> {
     // destination's name.
     let partial = (!to_stdout).then(|| tree::partial_path(&args.output));
     let mut out: Box<dyn std::io::Write> = match &partial {
-        Some(p) => Box::new(std::io::BufWriter::new(
-            std::fs::File::create(p).map_err(|e| UsageError(format!("cannot write {}: {e}", p.display())))?,
-        )),
+        // Owner-only: an export holds addresses and user agents.
+        Some(p) => Box::new(std::io::BufWriter::new(private_file(p)?)),
         None => Box::new(std::io::BufWriter::new(std::io::stdout().lock())),
     };
     let bar = if args.quiet || !std::io::stderr().is_terminal() {
@@ -456,6 +455,16 @@ fn verify_file(file: &Path, pinned: Vec<PublicKey>) -> anyhow::Result<Report> {
     };
     warn_not_pinned("the export's header", &keys);
     cairn_audit::export::verify_export(std::io::Cursor::new(first).chain(input), keys).map_err(|e| unreadable(e).into())
+}
+
+/// Creates (or replaces) `p` readable by its owner only.
+fn private_file(p: &std::path::Path) -> anyhow::Result<std::fs::File> {
+    let _ = std::fs::remove_file(p);
+    let mut opts = std::fs::OpenOptions::new();
+    opts.write(true).create_new(true);
+    #[cfg(unix)]
+    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
+    Ok(opts.open(p).map_err(|e| UsageError(format!("cannot write {}: {e}", p.display())))?)
 }
 
 /// The file of a `sqlite:` URL (`None` for other databases and in-memory ones).

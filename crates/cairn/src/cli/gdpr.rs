@@ -2,11 +2,9 @@
 //! the request log and the personal-data inventory — through the server's API with the
 //! stored credential (an administrator's).
 
-use std::io::Write as _;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-use anyhow::Context as _;
 use cairn_api_types as api;
 use clap::Subcommand;
 
@@ -86,16 +84,6 @@ pub fn run(cmd: GdprCommand) -> ExitCode {
 }
 
 /// Writes `text` to a new file readable by its owner only (it holds personal data).
-fn write_private(path: &PathBuf, text: &str) -> anyhow::Result<()> {
-    let mut opts = std::fs::OpenOptions::new();
-    opts.write(true).create(true).truncate(true);
-    #[cfg(unix)]
-    std::os::unix::fs::OpenOptionsExt::mode(&mut opts, 0o600);
-    let mut f = opts.open(path).with_context(|| format!("cannot create {}", path.display()))?;
-    f.write_all(text.as_bytes()).with_context(|| format!("cannot write {}", path.display()))?;
-    Ok(())
-}
-
 async fn execute(cmd: GdprCommand) -> anyhow::Result<()> {
     let c = client()?;
     match cmd {
@@ -104,7 +92,7 @@ async fn execute(cmd: GdprCommand) -> anyhow::Result<()> {
             let text = serde_json::to_string_pretty(&export.data)?;
             match output {
                 Some(path) => {
-                    write_private(&path, &format!("{text}\n"))?;
+                    crate::credentials::write_private(&path, format!("{text}\n").as_bytes())?;
                     eprintln!("Wrote the data of {username} to {} (request {}).", path.display(), export.request_id);
                 }
                 None => println!("{text}"),

@@ -4,7 +4,9 @@
 //!
 //! With `--sign-key`, the pusher signs what they push (the model and the manifest digest)
 //! with their own Ed25519 key; the server checks the signature and keeps it beside its own,
-//! so `cairn verify --signer-key` can later show that this person pushed these bytes.
+//! so `cairn verify --signer-key` can later show that the key holder vouched for these bytes under
+//! this model name (the statement does not name the version, and anyone may copy a published
+//! signature onto another push of the same bytes).
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::PathBuf;
