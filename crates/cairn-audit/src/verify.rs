@@ -1,6 +1,7 @@
 //! Streaming verification of a chain: feed events (and the checkpoints at their sequence
-//! numbers) in order; the verifier keeps only the running hash, so any length fits in
-//! constant memory, and stops at the first break.
+//! numbers) in order; the verifier keeps the running hash (and the sequence numbers of
+//! erased events, until an erasure record covers them), so memory does not grow with the
+//! chain's length, and stops at the first break.
 
 use std::collections::BTreeSet;
 

@@ -97,30 +97,7 @@ async fn session_revoked(s: &TestServer, id: &str) -> bool {
     revoked.is_some()
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(s) = cairn_test_utils::TestServer::start(cairn_test_utils::Backend::Sqlite, stringify!($name)).await {
-                    super::$name(&s).await;
-                    s.stop().await;
-                }
-            }
-        )* }
-        mod postgres { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(s) = cairn_test_utils::TestServer::start(cairn_test_utils::Backend::Postgres, stringify!($name)).await {
-                    super::$name(&s).await;
-                    s.stop().await;
-                }
-            }
-        )* }
-    };
-}
-
-both!(
+cairn_test_utils::both_backends!(
     revocation_and_expiry_take_effect_on_the_next_request,
     rotation_keeps_the_old_key_for_the_overlap_only,
     namespace_restricted_keys_stay_in_their_namespaces,

@@ -36,30 +36,7 @@ async fn audit_count(server: &TestServer) -> usize {
     server.client().list_audit_events(&[("limit", "1000")]).await.unwrap().events.len()
 }
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(s) = cairn_test_utils::TestServer::start(cairn_test_utils::Backend::Sqlite, stringify!($name)).await {
-                    super::$name(&s).await;
-                    s.stop().await;
-                }
-            }
-        )* }
-        mod postgres { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(s) = cairn_test_utils::TestServer::start(cairn_test_utils::Backend::Postgres, stringify!($name)).await {
-                    super::$name(&s).await;
-                    s.stop().await;
-                }
-            }
-        )* }
-    };
-}
-
-both!(
+cairn_test_utils::both_backends!(
     crud_through_the_client,
     bad_input_is_refused_and_changes_nothing,
     scopes_are_enforced_and_denials_audited,

@@ -11,30 +11,7 @@ use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 use sha2::{Digest as _, Sha256};
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(s) = cairn_test_utils::TestServer::start(cairn_test_utils::Backend::Sqlite, stringify!($name)).await {
-                    super::$name(&s).await;
-                    s.stop().await;
-                }
-            }
-        )* }
-        mod postgres { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(s) = cairn_test_utils::TestServer::start(cairn_test_utils::Backend::Postgres, stringify!($name)).await {
-                    super::$name(&s).await;
-                    s.stop().await;
-                }
-            }
-        )* }
-    };
-}
-
-both!(
+cairn_test_utils::both_backends!(
     events_carry_the_chain_and_checkpoints_are_signed_with_the_published_key,
     exports_verify_offline_and_alterations_do_not,
     filtered_and_partial_exports_still_verify,

@@ -7,30 +7,7 @@ use cairn_test_utils::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(s) = cairn_test_utils::TestServer::start(cairn_test_utils::Backend::Sqlite, stringify!($name)).await {
-                    super::$name(&s).await;
-                    s.stop().await;
-                }
-            }
-        )* }
-        mod postgres { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(s) = cairn_test_utils::TestServer::start(cairn_test_utils::Backend::Postgres, stringify!($name)).await {
-                    super::$name(&s).await;
-                    s.stop().await;
-                }
-            }
-        )* }
-    };
-}
-
-both!(requests_are_served_to_administrators_and_logged, privacy_routes_refuse_everyone_else);
+cairn_test_utils::both_backends!(requests_are_served_to_administrators_and_logged, privacy_routes_refuse_everyone_else);
 
 async fn call(s: &TestServer, method: Method, path: &str, token: &str, body: Option<Value>) -> (StatusCode, Value) {
     let mut req = reqwest::Client::new().request(method, format!("{}{path}", s.url)).bearer_auth(token);

@@ -294,3 +294,30 @@ pub fn concrete_path(template: &str, namespace: &str) -> String {
     out.push_str(rest);
     out
 }
+
+/// Runs each named `async fn(&TestServer)` of the calling test file as two tests,
+/// `sqlite::NAME` and `postgres::NAME`, each on a fresh [`TestServer`] that is stopped
+/// afterwards (the PostgreSQL one skips, saying so, when no database is configured).
+#[macro_export]
+macro_rules! both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(s) = $crate::TestServer::start($crate::Backend::Sqlite, stringify!($name)).await {
+                    super::$name(&s).await;
+                    s.stop().await;
+                }
+            }
+        )* }
+        mod postgres { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(s) = $crate::TestServer::start($crate::Backend::Postgres, stringify!($name)).await {
+                    super::$name(&s).await;
+                    s.stop().await;
+                }
+            }
+        )* }
+    };
+}
