@@ -6,6 +6,7 @@
 //! store runs on SQLite or PostgreSQL; [`principal::Principal`] says who is calling and what
 //! they may do.
 pub mod filter;
+pub mod lifecycle;
 pub mod manifest;
 pub mod name;
 pub mod principal;
