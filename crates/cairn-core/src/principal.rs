@@ -153,11 +153,21 @@ pub enum Permission {
     MfaManage,
     /// Manage one's own API keys, password and sessions.
     SelfManage,
+    /// Approve, reject or comment on a version at an approval gate (in a reviewer role).
+    VersionReview,
+    /// Promote, deprecate and retire versions.
+    VersionPromote,
+    /// Read policies and evaluation suites.
+    PolicyRead,
+    /// Apply and change policies and evaluation suites; decide policy exceptions.
+    PolicyManage,
+    /// Manage a namespace's webhooks and their deliveries.
+    WebhookManage,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 12] = [
+    pub const ALL: [Permission; 17] = [
         Permission::ModelRead,
         Permission::ModelWrite,
         Permission::ModelDelete,
@@ -170,6 +180,11 @@ impl Permission {
         Permission::SelfBasic,
         Permission::MfaManage,
         Permission::SelfManage,
+        Permission::VersionReview,
+        Permission::VersionPromote,
+        Permission::PolicyRead,
+        Permission::PolicyManage,
+        Permission::WebhookManage,
     ];
 
     /// The permission table: the roles that hold this permission. `None` means every
@@ -185,20 +200,44 @@ impl Permission {
             | Self::UserManage
             | Self::GrantManage
             | Self::ServerAdmin => &[Admin],
-            Self::SelfBasic | Self::MfaManage | Self::SelfManage => return None,
+            // The route is open to these; the approval itself also needs the reviewer role it
+            // is given in (mrc, security, sre), which an admin holds only if granted it.
+            Self::VersionReview => &[Mrc, Security, Sre, Admin],
+            Self::VersionPromote => &[ModelOwner, Sre, Admin],
+            Self::PolicyManage => &[Security, Mrc, Admin],
+            Self::WebhookManage => &[ModelOwner, Security, Admin],
+            Self::SelfBasic | Self::MfaManage | Self::SelfManage | Self::PolicyRead => return None,
         })
     }
 
     /// Whether a grant in one namespace is enough (`true`), or only a global grant counts.
     pub fn is_namespaced(self) -> bool {
-        matches!(self, Self::ModelRead | Self::ModelWrite | Self::ModelDelete)
+        matches!(
+            self,
+            Self::ModelRead
+                | Self::ModelWrite
+                | Self::ModelDelete
+                | Self::VersionReview
+                | Self::VersionPromote
+                | Self::WebhookManage
+        )
     }
 
     /// The scope a credential needs for this permission.
     pub fn scope(self) -> Scope {
         match self {
-            Self::ModelRead | Self::AuditRead | Self::SelfBasic | Self::MfaManage | Self::SelfManage => Scope::Read,
-            Self::ModelWrite | Self::ModelDelete => Scope::Write,
+            Self::ModelRead
+            | Self::AuditRead
+            | Self::SelfBasic
+            | Self::MfaManage
+            | Self::SelfManage
+            | Self::PolicyRead => Scope::Read,
+            Self::ModelWrite
+            | Self::ModelDelete
+            | Self::VersionReview
+            | Self::VersionPromote
+            | Self::PolicyManage
+            | Self::WebhookManage => Scope::Write,
             Self::NamespaceCreate
             | Self::NamespaceDelete
             | Self::UserManage
@@ -214,7 +253,7 @@ impl Permission {
 
     /// Whether the permission changes state (denied attempts at these are audited).
     pub fn is_change(self) -> bool {
-        !matches!(self, Self::ModelRead | Self::AuditRead | Self::SelfBasic)
+        !matches!(self, Self::ModelRead | Self::AuditRead | Self::SelfBasic | Self::PolicyRead)
     }
 
     /// The permission's name in the table (docs, tests).
@@ -232,6 +271,11 @@ impl Permission {
             Self::SelfBasic => "self.basic",
             Self::MfaManage => "self.mfa",
             Self::SelfManage => "self.manage",
+            Self::VersionReview => "version.review",
+            Self::VersionPromote => "version.promote",
+            Self::PolicyRead => "policy.read",
+            Self::PolicyManage => "policy.manage",
+            Self::WebhookManage => "webhook.manage",
         }
     }
 }
