@@ -189,7 +189,7 @@ const INVENTORY: &[PersonalDataField] = &[
     },
     PersonalDataField {
         field: "authorship of registry objects",
-        location: "namespaces, models, versions, aliases: created_by, updated_by; uploads.created_by; role_grants.created_by",
+        location: "namespaces, models, versions, aliases: created_by, updated_by; uploads.created_by; role_grants.created_by; webhooks.created_by",
         category: "identifier (actor)",
         legal_basis: OBLIGATION,
         retention: "as long as the object; pseudonymised on erasure",
@@ -276,6 +276,7 @@ const AUTHORSHIP: &[(&str, &str)] = &[
     ("aliases", "updated_by"),
     ("uploads", "created_by"),
     ("role_grants", "created_by"),
+    ("webhooks", "created_by"),
     ("gdpr_requests", "requested_by"),
 ];
 

@@ -27,6 +27,7 @@ pub mod signatures;
 mod tag;
 pub mod user;
 pub mod version;
+pub mod webhook;
 
 use std::sync::Arc;
 
