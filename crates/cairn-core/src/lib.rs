@@ -9,6 +9,7 @@ pub mod filter;
 pub mod lifecycle;
 pub mod manifest;
 pub mod name;
+pub mod policy;
 pub mod principal;
 
 pub use manifest::{FileEntry, FilePath, Manifest, ManifestError};
