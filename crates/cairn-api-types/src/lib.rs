@@ -7,11 +7,13 @@ pub mod audit;
 pub mod gdpr;
 pub mod grants;
 pub mod session;
+pub mod webhooks;
 
 pub use audit::*;
 pub use gdpr::*;
 pub use grants::*;
 pub use session::*;
+pub use webhooks::*;
 
 use std::collections::BTreeMap;
 

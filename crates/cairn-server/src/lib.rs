@@ -22,6 +22,7 @@ pub mod session;
 pub mod settings;
 mod tar;
 pub mod uploads;
+pub mod webhooks;
 
 pub use app::{AppState, build_router};
 pub use settings::{LogFormat, Settings, SettingsOverrides};

@@ -122,6 +122,10 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let state = AppState::new(store.clone(), settings).await?;
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
     let checkpointer = tokio::spawn(checkpoint_forever(state.clone()));
+    let webhook_worker = crate::webhooks::Worker::spawn(
+        state.store.clone(),
+        crate::webhooks::WorkerConfig::from_settings(&state.settings),
+    );
     let app = build_router(state.clone());
     let addr = listener.local_addr()?;
     tracing::info!(
@@ -151,6 +155,8 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     }
     sweeper.abort();
     checkpointer.abort();
+    // Deliveries in flight finish (each within its timeout); the rest wait in the log.
+    webhook_worker.stop().await;
     // The chain's last events are vouched for by a signature before the process ends.
     if let Err(e) = state.store.checkpoint_audit_chain(&state.signing_key).await {
         tracing::warn!(error = %e, "could not sign the final audit checkpoint");

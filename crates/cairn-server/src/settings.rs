@@ -84,6 +84,16 @@ pub struct Settings {
     pub rate_limit_window: u64,
     /// How long a caller over the limit is refused, in seconds (`CAIRN_RATE_LIMIT_BLOCK_SECS`).
     pub rate_limit_block_secs: u64,
+    /// Allow webhooks to private, loopback and link-local addresses
+    /// (`CAIRN_WEBHOOK_ALLOW_PRIVATE_NETWORKS`, default false; docs/WEBHOOKS.md).
+    pub webhook_allow_private_networks: bool,
+    /// How often the delivery worker looks for due webhook deliveries, in ms (`CAIRN_WEBHOOK_POLL_MS`).
+    pub webhook_poll_ms: u64,
+    /// First retry delay of a failed delivery, in seconds; doubled per attempt up to an hour
+    /// (`CAIRN_WEBHOOK_RETRY_BASE_SECS`).
+    pub webhook_retry_base_secs: u64,
+    /// Attempts before a delivery is given up as failed (`CAIRN_WEBHOOK_MAX_ATTEMPTS`).
+    pub webhook_max_attempts: u32,
 }
 
 impl Default for Settings {
@@ -118,6 +128,10 @@ impl Default for Settings {
             rate_limit_requests: 1000,
             rate_limit_window: 3600,
             rate_limit_block_secs: 300,
+            webhook_allow_private_networks: false,
+            webhook_poll_ms: 1000,
+            webhook_retry_base_secs: 10,
+            webhook_max_attempts: 8,
         }
     }
 }
@@ -156,6 +170,10 @@ impl fmt::Debug for Settings {
             .field("rate_limit_requests", &self.rate_limit_requests)
             .field("rate_limit_window", &self.rate_limit_window)
             .field("rate_limit_block_secs", &self.rate_limit_block_secs)
+            .field("webhook_allow_private_networks", &self.webhook_allow_private_networks)
+            .field("webhook_poll_ms", &self.webhook_poll_ms)
+            .field("webhook_retry_base_secs", &self.webhook_retry_base_secs)
+            .field("webhook_max_attempts", &self.webhook_max_attempts)
             .finish()
     }
 }
@@ -263,6 +281,18 @@ pub struct SettingsOverrides {
     /// See [`Settings::rate_limit_block_secs`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub rate_limit_block_secs: Option<u64>,
+    /// See [`Settings::webhook_allow_private_networks`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_allow_private_networks: Option<bool>,
+    /// See [`Settings::webhook_poll_ms`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_poll_ms: Option<u64>,
+    /// See [`Settings::webhook_retry_base_secs`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_retry_base_secs: Option<u64>,
+    /// See [`Settings::webhook_max_attempts`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub webhook_max_attempts: Option<u32>,
 }
 
 /// Settings could not be loaded.
@@ -333,6 +363,9 @@ impl Settings {
         if self.request_timeout_secs == 0 {
             return Err(SettingsError("request_timeout_secs must be at least 1".into()));
         }
+        if self.webhook_poll_ms == 0 || self.webhook_max_attempts == 0 {
+            return Err(SettingsError("webhook_poll_ms and webhook_max_attempts must be at least 1".into()));
+        }
         Ok(())
     }
 
@@ -384,6 +417,10 @@ const ENV_KEYS: &[&str] = &[
     "api_key_max_age_days",
     "rate_limit_requests",
     "rate_limit_window",
+    "webhook_allow_private_networks",
+    "webhook_poll_ms",
+    "webhook_retry_base_secs",
+    "webhook_max_attempts",
     "rate_limit_block_secs",
 ];
 

@@ -146,6 +146,13 @@ fn sample_body(method: &Method, template: &str, ns: Option<&str>, n: usize) -> O
             json!({})
         }
         ("POST", "/api/v1/auth/mfa") => json!({ "code": "000000" }),
+        ("POST", "/api/v1/namespaces/{namespace}/webhooks" | "/api/v1/webhooks") => {
+            json!({ "url": "https://93.184.215.14/hook", "events": ["*"] })
+        }
+        ("PATCH", "/api/v1/webhooks/{webhook_id}") => json!({ "active": true }),
+        ("POST", "/api/v1/webhooks/{webhook_id}/ping" | "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver") => {
+            json!({})
+        }
         (
             "POST" | "DELETE",
             "/api/v1/me/mfa/totp/confirm" | "/api/v1/me/mfa/totp" | "/api/v1/me/mfa/recovery-codes",

@@ -13,6 +13,7 @@ pub mod namespaces;
 pub mod session;
 pub mod users;
 pub mod versions;
+pub mod webhooks;
 
 use cairn_core::{ModelName, ModelRef, Namespace, Permission};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -42,6 +43,7 @@ use crate::error::ApiError;
         (name = "account", description = "The caller, users and API keys"),
         (name = "audit", description = "The hash-chained record of every change, signed checkpoints, exports (docs/AUDIT.md)"),
         (name = "privacy", description = "Data-subject requests: access, portability, rectification, erasure; the personal-data inventory (docs/PRIVACY.md)"),
+        (name = "webhooks", description = "HTTP callbacks for lifecycle events, signed, with a delivery log (docs/WEBHOOKS.md)"),
     )
 )]
 struct ApiDoc;
@@ -90,6 +92,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(grants::router())
         .merge(session::router())
         .merge(gdpr::router())
+        .merge(webhooks::router())
 }
 
 /// The routes that need no credential (logging in), with their OpenAPI description.
