@@ -10,6 +10,7 @@ pub mod audit;
 pub mod files;
 pub mod gdpr;
 pub mod login;
+pub mod webhooks;
 
 pub use accounts::KeyListOptions;
 pub use files::{Download, PartSpec, Progress, part_count, part_range};

@@ -53,6 +53,8 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// Check a version's signatures and that a directory (or the server's copy) holds exactly its files
     Verify(cli::verify::VerifyArgs),
+    /// Webhooks for lifecycle events: add, list, remove, deliveries, redeliver, ping
+    Webhook(cli::webhook::WebhookArgs),
     /// Make an Ed25519 key pair to sign pushes with (`cairn push --sign-key`)
     Keygen(cli::verify::KeygenArgs),
 }
@@ -90,6 +92,7 @@ fn main() -> ExitCode {
                     Command::Pull(args) => cli::pull::run(args).await,
                     Command::Audit(args) => cli::audit::run(args).await,
                     Command::Verify(args) => cli::verify::run(args).await,
+                    Command::Webhook(args) => cli::webhook::run(args).await,
                     Command::Serve(_) | Command::Card(_) | Command::Admin(_) | Command::Keygen(_) => {
                         unreachable!("handled above")
                     }

@@ -11,6 +11,7 @@ pub mod push;
 pub mod serve;
 pub mod users;
 pub mod verify;
+pub mod webhook;
 
 use std::collections::BTreeMap;
 use std::fmt;
