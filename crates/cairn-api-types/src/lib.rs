@@ -5,12 +5,14 @@
 
 pub mod audit;
 pub mod gdpr;
+pub mod governance;
 pub mod grants;
 pub mod session;
 pub mod webhooks;
 
 pub use audit::*;
 pub use gdpr::*;
+pub use governance::*;
 pub use grants::*;
 pub use session::*;
 pub use webhooks::*;
@@ -53,6 +55,15 @@ pub struct Model {
     pub tags: BTreeMap<String, String>,
     /// Alias → version number.
     pub aliases: BTreeMap<String, i64>,
+    /// `low`, `medium` or `high` (docs/GOVERNANCE.md): how strict approvals for production are.
+    #[serde(default)]
+    pub risk_tier: String,
+    /// The team or group responsible.
+    #[serde(default)]
+    pub team: String,
+    /// The accounts that own the model.
+    #[serde(default)]
+    pub owners: Vec<String>,
     /// Creation time.
     pub created_at: String,
     /// Who created it.
@@ -74,7 +85,7 @@ pub struct ModelList {
 }
 
 /// Body of `POST /api/v1/models`.
-#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[derive(Debug, Clone, Default, Serialize, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct CreateModel {
     /// `namespace/name`; lower-case letters, digits, `-`, `_` (and `.` in the name).
@@ -85,6 +96,15 @@ pub struct CreateModel {
     /// Initial tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// `low` (default), `medium` or `high`.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk_tier: Option<String>,
+    /// The team or group responsible.
+    #[serde(default)]
+    pub team: String,
+    /// Owners (existing account names); default: the creator.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owners: Option<Vec<String>>,
 }
 
 /// Body of `PATCH /api/v1/models/{namespace}/{name}`.
@@ -94,6 +114,15 @@ pub struct UpdateModel {
     /// New description.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub description: Option<String>,
+    /// New risk tier; needs `policy.manage` (a model's owners cannot lower their own bar).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub risk_tier: Option<String>,
+    /// New team.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub team: Option<String>,
+    /// New owners (replaces the list).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub owners: Option<Vec<String>>,
 }
 
 /// A model version.
@@ -125,6 +154,19 @@ pub struct Version {
     pub tags: BTreeMap<String, String>,
     /// Aliases that point at this version.
     pub aliases: Vec<String>,
+    /// Semantic version label (`1.4.2`), usable wherever a version number is.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<String>,
+    /// The code commit it was built from (40 hex digits).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub code_commit: String,
+    /// The training job that produced it.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub training_job: String,
+    /// Lifecycle stage: draft, submitted, changes_requested, approved_staging, staging,
+    /// approved_prod, production, deprecated, retired.
+    #[serde(default)]
+    pub stage: String,
     /// Creation time.
     pub created_at: String,
     /// Who created it.
@@ -165,6 +207,15 @@ pub struct CreateVersion {
     /// Initial tags.
     #[serde(default)]
     pub tags: BTreeMap<String, String>,
+    /// Semantic version label (`MAJOR.MINOR.PATCH`), unique per model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<String>,
+    /// Code commit (40 hex digits).
+    #[serde(default)]
+    pub code_commit: String,
+    /// Training job id.
+    #[serde(default)]
+    pub training_job: String,
 }
 
 /// Body of `PATCH …/versions/{version}`.
@@ -178,6 +229,15 @@ pub struct UpdateVersion {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     #[schema(value_type = Option<Object>)]
     pub metadata: Option<serde_json::Value>,
+    /// New semantic version label; `""` removes it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<String>,
+    /// New code commit.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub code_commit: Option<String>,
+    /// New training job id.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub training_job: Option<String>,
 }
 
 /// Body of `PUT …/tags/{key}`.
@@ -637,6 +697,15 @@ pub struct CommitRequest {
     /// with an Ed25519 key they hold (docs/AUDIT.md). Checked before the commit; at most 8.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub signatures: Vec<Signature>,
+    /// Semantic version label (`MAJOR.MINOR.PATCH`), unique per model.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub semver: Option<String>,
+    /// Code commit (40 hex digits).
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub code_commit: String,
+    /// Training job id.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub training_job: String,
 }
 
 /// The answer to `GET …/versions/{version}/files`.

@@ -311,6 +311,13 @@ fn results_from_value(path: &Path, text: &str, value: serde_json::Value) -> Resu
     }
 }
 
+/// Evaluation results already parsed from JSON (the server's uploads): `{"accuracy": 0.9}`
+/// or a list of `{name, value, dataset?, split?, slice?}` records; `name` labels errors.
+pub fn results_from_json(name: &Path, value: serde_json::Value) -> Result<Card> {
+    let text = value.to_string();
+    results_from_value(name, &text, value)
+}
+
 /// Reads evaluation results (`.json`, `.yaml`/`.yml`, `.csv`).
 pub fn read_results(path: &Path, policy: &InputPolicy) -> Result<Card> {
     match extension(path).as_deref() {

@@ -247,17 +247,24 @@ pub enum VersionSelector {
     Number(i64),
     /// The version an alias points at.
     Alias(AliasName),
+    /// The version with this semantic version label (`1.4.2`).
+    Label(crate::lifecycle::Semver),
 }
 
 impl VersionSelector {
-    /// Parses `7` or `@champion`.
+    /// Parses `7`, `@champion` or a semantic version label `1.4.2`.
     pub fn parse(s: &str) -> Result<Self, NameError> {
         if let Some(alias) = s.strip_prefix('@') {
             return Ok(Self::Alias(AliasName::parse(alias)?));
         }
         match s.parse::<i64>() {
             Ok(n) if n >= 1 => Ok(Self::Number(n)),
-            _ => Err(invalid("version", s, "must be a positive version number (1, 2, …) or @alias")),
+            _ if s.contains('.') => crate::lifecycle::Semver::parse(s)
+                .map(Self::Label)
+                .map_err(|e| invalid("version", s, format!("not a version number, @alias or label: {e}"))),
+            _ => {
+                Err(invalid("version", s, "must be a positive version number (1, 2, …), @alias or a label like 1.4.2"))
+            }
         }
     }
 }
@@ -267,6 +274,7 @@ impl fmt::Display for VersionSelector {
         match self {
             Self::Number(n) => write!(f, "{n}"),
             Self::Alias(a) => write!(f, "@{a}"),
+            Self::Label(l) => write!(f, "{l}"),
         }
     }
 }
@@ -315,6 +323,8 @@ mod tests {
         assert!(VersionSelector::parse("0").is_err());
         assert!(VersionSelector::parse("-1").is_err());
         assert!(matches!(VersionSelector::parse("@prod").unwrap(), VersionSelector::Alias(_)));
+        assert!(matches!(VersionSelector::parse("1.4.2").unwrap(), VersionSelector::Label(l) if l.as_str() == "1.4.2"));
+        assert!(VersionSelector::parse("1.4").is_err());
     }
 
     #[test]

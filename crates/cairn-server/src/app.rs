@@ -42,6 +42,10 @@ pub struct AppState {
     pub csrf_key: ServerKey,
     /// Signs audit checkpoints and committed versions.
     pub signing_key: Arc<cairn_audit::SigningKey>,
+    /// Compiled active policies by (name, version): stored versions never change, so a
+    /// replica compiles each once.
+    pub policy_cache:
+        Arc<std::sync::Mutex<std::collections::HashMap<(String, i64), cairn_core::policy::CompiledPolicy>>>,
 }
 
 /// A 256-bit key kept in the database so that every replica shares it; never printed.
@@ -107,6 +111,7 @@ impl AppState {
             blobs,
             rate_limits,
             csrf_key,
+            policy_cache: Arc::default(),
         })
     }
 }

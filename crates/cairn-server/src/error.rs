@@ -95,6 +95,7 @@ impl From<StoreError> for ApiError {
             StoreError::Invalid(m) => Self::invalid(m),
             StoreError::MissingBlobs(m) => Self::new(StatusCode::CONFLICT, "missing_blobs", m),
             StoreError::Busy(m) => Self::busy(m),
+            StoreError::Forbidden(m) => Self::new(StatusCode::FORBIDDEN, "permission_denied", m),
             StoreError::Filter(e) => e.into(),
             other => {
                 tracing::error!(error = %other, "store failure");

@@ -10,6 +10,7 @@ pub mod audit_export;
 pub mod auth;
 mod convert;
 pub mod error;
+pub mod governance;
 pub mod headers;
 pub mod key_cache;
 pub mod maintenance;

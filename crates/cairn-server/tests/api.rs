@@ -52,6 +52,7 @@ async fn crud_through_the_client(s: &TestServer) {
             name: "nlp/sentiment".into(),
             description: "classifies".into(),
             tags: [("task".to_string(), "text-classification".to_string())].into(),
+            ..Default::default()
         })
         .await
         .unwrap();
@@ -207,10 +208,7 @@ async fn bad_input_is_refused_and_changes_nothing(s: &TestServer) {
 
 async fn scopes_are_enforced_and_denials_audited(s: &TestServer) {
     let admin = s.client();
-    admin
-        .create_model(&api::CreateModel { name: "team/m".into(), description: String::new(), tags: Default::default() })
-        .await
-        .unwrap();
+    admin.create_model(&api::CreateModel { name: "team/m".into(), ..Default::default() }).await.unwrap();
     // A CI service account that owns models everywhere, used through a read-only key.
     admin
         .create_user(&api::CreateUser {
@@ -279,13 +277,7 @@ async fn scopes_are_enforced_and_denials_audited(s: &TestServer) {
 async fn paging_with_signed_tokens(s: &TestServer) {
     let c = s.client();
     for i in 0..7 {
-        c.create_model(&api::CreateModel {
-            name: format!("team/m{i}"),
-            description: String::new(),
-            tags: Default::default(),
-        })
-        .await
-        .unwrap();
+        c.create_model(&api::CreateModel { name: format!("team/m{i}"), ..Default::default() }).await.unwrap();
     }
     let mut seen = Vec::new();
     let mut opts = cairn_client::ListOptions { limit: Some(3), order_by: Some("-name".into()), ..Default::default() };

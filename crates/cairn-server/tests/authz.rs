@@ -150,7 +150,41 @@ fn sample_body(method: &Method, template: &str, ns: Option<&str>, n: usize) -> O
             json!({ "url": "https://93.184.215.14/hook", "events": ["*"] })
         }
         ("PATCH", "/api/v1/webhooks/{webhook_id}") => json!({ "active": true }),
-        ("POST", "/api/v1/webhooks/{webhook_id}/ping" | "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver") => {
+        (
+            "POST",
+            "/api/v1/models/{namespace}/{name}/versions/{version}/submit"
+            | "/api/v1/models/{namespace}/{name}/versions/{version}/promote"
+            | "/api/v1/models/{namespace}/{name}/versions/{version}/deprecate"
+            | "/api/v1/models/{namespace}/{name}/versions/{version}/retire",
+        ) => json!({ "reason": "matrix" }),
+        ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/reviews") => {
+            json!({ "decision": "comment", "role": "mrc", "rationale": "matrix" })
+        }
+        ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/policy-check") => json!({}),
+        ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/exceptions") => {
+            json!({ "policy": "none", "justification": "the matrix needs a justification" })
+        }
+        ("PUT", "/api/v1/models/{namespace}/{name}/versions/{version}/card") => {
+            json!({ "source_name": "card.yaml", "source": "model:\n  name: m\n" })
+        }
+        ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/evaluations") => {
+            json!({ "suite": "none", "results": { "accuracy": 1.0 } })
+        }
+        ("POST", "/api/v1/policies") => json!({
+            "source": json!({
+                "name": format!("matrix-{n}"), "severity": "low",
+                "rules": [{ "id": "r", "action": "warn", "condition": { "field": "metrics.accuracy", "op": "exists" } }]
+            }).to_string()
+        }),
+        ("PATCH", "/api/v1/policies/{name}/versions/{version}") => json!({ "status": "inactive" }),
+        ("POST", "/api/v1/policy-exceptions/{id}/decision") => json!({ "status": "approved" }),
+        ("PUT", "/api/v1/namespaces/{namespace}/eval-suites/{name}") => {
+            json!({ "definition": { "metrics": [{ "name": "accuracy", "at_least": 0.5 }] } })
+        }
+        (
+            "POST",
+            "/api/v1/webhooks/{webhook_id}/ping" | "/api/v1/webhooks/{webhook_id}/deliveries/{delivery_id}/redeliver",
+        ) => {
             json!({})
         }
         (

@@ -4,6 +4,9 @@ pub enum StoreError {
     /// The thing asked for does not exist; the message names it.
     #[error("{0}")]
     NotFound(String),
+    /// The caller may not do this to this thing (e.g. decide their own request).
+    #[error("{0}")]
+    Forbidden(String),
     /// The thing to create exists already, or a change conflicts with current state.
     #[error("{0}")]
     Conflict(String),

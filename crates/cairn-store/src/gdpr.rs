@@ -277,6 +277,18 @@ const AUTHORSHIP: &[(&str, &str)] = &[
     ("uploads", "created_by"),
     ("role_grants", "created_by"),
     ("webhooks", "created_by"),
+    ("versions", "submitted_by"),
+    ("model_owners", "username"),
+    ("version_transitions", "actor"),
+    ("approvals", "reviewer"),
+    ("policies", "created_by"),
+    ("policies", "updated_by"),
+    ("policy_exceptions", "requested_by"),
+    ("policy_exceptions", "decided_by"),
+    ("version_cards", "created_by"),
+    ("eval_suites", "created_by"),
+    ("eval_suites", "updated_by"),
+    ("eval_results", "submitted_by"),
     ("gdpr_requests", "requested_by"),
 ];
 

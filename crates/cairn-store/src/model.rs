@@ -3,6 +3,7 @@
 use std::collections::BTreeMap;
 
 use cairn_core::filter::{self, Dialect, FieldKind, FieldSpec, Filter, FilterSchema, TagSpec};
+use cairn_core::lifecycle::RiskTier;
 use cairn_core::{ModelRef, TagKey};
 use serde::Serialize;
 
@@ -29,6 +30,12 @@ pub struct Model {
     pub tags: BTreeMap<String, String>,
     /// Alias → version number.
     pub aliases: BTreeMap<String, i64>,
+    /// `low`, `medium` or `high`: how strict the approvals for production are.
+    pub risk_tier: String,
+    /// The team or group responsible (free text).
+    pub team: String,
+    /// The accounts that own the model (sorted).
+    pub owners: Vec<String>,
     /// Created at (ms).
     pub created_at: i64,
     /// Created by.
@@ -53,6 +60,8 @@ struct ModelRow {
     name: String,
     description: String,
     latest_version: i64,
+    risk_tier: String,
+    team: String,
     created_at: i64,
     created_by: String,
     updated_at: i64,
@@ -69,6 +78,9 @@ impl ModelRow {
             latest_version: self.latest_version,
             tags: BTreeMap::new(),
             aliases: BTreeMap::new(),
+            risk_tier: self.risk_tier,
+            team: self.team,
+            owners: Vec::new(),
             created_at: self.created_at,
             created_by: self.created_by,
             updated_at: self.updated_at,
@@ -78,7 +90,7 @@ impl ModelRow {
 }
 
 const SELECT_MODEL: &str = "SELECT m.id, n.name AS namespace, m.name, m.description, \
-    m.latest_version, m.created_at, m.created_by, m.updated_at, m.updated_by \
+    m.latest_version, m.risk_tier, m.team, m.created_at, m.created_by, m.updated_at, m.updated_by \
     FROM models m JOIN namespaces n ON n.id = m.namespace_id";
 
 /// The fields a model filter may use.
@@ -90,6 +102,8 @@ pub const MODEL_FILTER: FilterSchema = FilterSchema {
         FieldSpec { name: "full_name", aliases: &[], column: "m.full_name", kind: FieldKind::Text },
         FieldSpec { name: "description", aliases: &[], column: "m.description", kind: FieldKind::Text },
         FieldSpec { name: "latest_version", aliases: &[], column: "m.latest_version", kind: FieldKind::Integer },
+        FieldSpec { name: "risk_tier", aliases: &[], column: "m.risk_tier", kind: FieldKind::Text },
+        FieldSpec { name: "team", aliases: &[], column: "m.team", kind: FieldKind::Text },
         FieldSpec {
             name: "created_at",
             aliases: &["creation_timestamp"],
@@ -150,6 +164,26 @@ pub struct NewModel {
     pub description: String,
     /// Initial tags.
     pub tags: BTreeMap<TagKey, String>,
+    /// Risk tier (default low).
+    pub risk_tier: Option<RiskTier>,
+    /// Team or group (free text).
+    pub team: String,
+    /// Owners: existing account names.
+    pub owners: Vec<String>,
+}
+
+impl NewModel {
+    /// A model with only a name.
+    pub fn named(model: ModelRef) -> Self {
+        Self {
+            model,
+            description: String::new(),
+            tags: BTreeMap::new(),
+            risk_tier: None,
+            team: String::new(),
+            owners: Vec::new(),
+        }
+    }
 }
 
 /// What to change; `None` leaves a field as it is.
@@ -157,6 +191,49 @@ pub struct NewModel {
 pub struct ModelPatch {
     /// New description.
     pub description: Option<String>,
+    /// New risk tier.
+    pub risk_tier: Option<RiskTier>,
+    /// New team.
+    pub team: Option<String>,
+    /// New owners (replaces the list).
+    pub owners: Option<Vec<String>>,
+}
+
+/// At most this many owners per model.
+pub const MAX_OWNERS: usize = 32;
+
+/// Replaces the owners of model `id`: every name must be an existing account.
+async fn set_owners(conn: &mut Conn<'_>, id: i64, owners: &[String]) -> Result<(), StoreError> {
+    let mut wanted: Vec<&str> = owners.iter().map(String::as_str).collect();
+    wanted.sort_unstable();
+    wanted.dedup();
+    if wanted.len() > MAX_OWNERS {
+        return Err(StoreError::Invalid(format!("a model has at most {MAX_OWNERS} owners")));
+    }
+    if !wanted.is_empty() {
+        let ph = placeholders(1, wanted.len());
+        let found: Vec<(String,)> = conn
+            .fetch_all(
+                sqlx::AssertSqlSafe(format!("SELECT username FROM users WHERE username IN {ph}")),
+                wanted.iter().map(|w| Param::Text((*w).to_owned())).collect(),
+            )
+            .await?;
+        if let Some(missing) = wanted.iter().find(|w| !found.iter().any(|(f,)| f == *w)) {
+            return Err(StoreError::Invalid(format!("owner \"{missing}\" is not an account")));
+        }
+    }
+    conn.execute("DELETE FROM model_owners WHERE model_id = $1", params![id]).await?;
+    for w in wanted {
+        conn.execute("INSERT INTO model_owners (model_id, username) VALUES ($1, $2)", params![id, w]).await?;
+    }
+    Ok(())
+}
+
+fn check_team(team: &str) -> Result<(), StoreError> {
+    if team.chars().count() > 200 || team.chars().any(char::is_control) {
+        return Err(StoreError::Invalid("team must be at most 200 characters, without control characters".into()));
+    }
+    Ok(())
 }
 
 pub(crate) fn dialect(b: Backend) -> Dialect {
@@ -203,7 +280,20 @@ async fn attach(conn: &mut Conn<'_>, models: &mut [Model]) -> Result<(), StoreEr
             ids,
         )
         .await?;
+    let owners: Vec<(i64, String)> = conn
+        .fetch_all(
+            sqlx::AssertSqlSafe(format!(
+                "SELECT model_id, username FROM model_owners WHERE model_id IN {ph} ORDER BY model_id, username"
+            )),
+            models.iter().map(|m| Param::Int(m.id)).collect(),
+        )
+        .await?;
     let index: BTreeMap<i64, usize> = models.iter().enumerate().map(|(i, m)| (m.id, i)).collect();
+    for (id, o) in owners {
+        if let Some(&i) = index.get(&id) {
+            models[i].owners.push(o);
+        }
+    }
     for (id, k, v) in tags {
         if let Some(&i) = index.get(&id) {
             models[i].tags.insert(k, v);
@@ -227,12 +317,24 @@ impl Store {
         let now = self.now();
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
+        check_team(&new.team)?;
         let ns_id = namespace::ensure(&mut conn, ctx, now, &new.model.namespace).await?;
+        let risk = new.risk_tier.unwrap_or(RiskTier::Low);
         let (id,): (i64,) = conn
             .fetch_one(
-                "INSERT INTO models (namespace_id, name, full_name, description, created_at, created_by, updated_at, updated_by) \
-                 VALUES ($1, $2, $3, $4, $5, $6, $5, $6) RETURNING id",
-                params![ns_id, new.model.name.as_str(), new.model.to_string(), &new.description, now, &ctx.actor],
+                "INSERT INTO models (namespace_id, name, full_name, description, risk_tier, team, \
+                 created_at, created_by, updated_at, updated_by) \
+                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7, $8) RETURNING id",
+                params![
+                    ns_id,
+                    new.model.name.as_str(),
+                    new.model.to_string(),
+                    &new.description,
+                    risk.as_str(),
+                    &new.team,
+                    now,
+                    &ctx.actor
+                ],
             )
             .await
             .map_err(|e| {
@@ -249,6 +351,7 @@ impl Store {
             )
             .await?;
         }
+        set_owners(&mut conn, id, &new.owners).await?;
         let model = find(&mut conn, &new.model).await?;
         audit::record(&mut conn, ctx, now, "model.create", &target(&new.model), None::<&()>, Some(&model)).await?;
         tx.commit().await?;
@@ -261,7 +364,7 @@ impl Store {
         find(&mut c.conn(), model).await
     }
 
-    /// Changes a model's description.
+    /// Changes a model's description, risk tier, team or owners.
     pub async fn update_model(
         &self,
         ctx: &AuditContext,
@@ -276,6 +379,29 @@ impl Store {
             conn.execute(
                 "UPDATE models SET description = $1, updated_at = $2, updated_by = $3 WHERE id = $4",
                 params![d, now, &ctx.actor, before.id],
+            )
+            .await?;
+        }
+        if let Some(r) = patch.risk_tier {
+            conn.execute(
+                "UPDATE models SET risk_tier = $1, updated_at = $2, updated_by = $3 WHERE id = $4",
+                params![r.as_str(), now, &ctx.actor, before.id],
+            )
+            .await?;
+        }
+        if let Some(t) = &patch.team {
+            check_team(t)?;
+            conn.execute(
+                "UPDATE models SET team = $1, updated_at = $2, updated_by = $3 WHERE id = $4",
+                params![t, now, &ctx.actor, before.id],
+            )
+            .await?;
+        }
+        if let Some(o) = &patch.owners {
+            set_owners(&mut conn, before.id, o).await?;
+            conn.execute(
+                "UPDATE models SET updated_at = $1, updated_by = $2 WHERE id = $3",
+                params![now, &ctx.actor, before.id],
             )
             .await?;
         }

@@ -32,6 +32,14 @@ const SELECT_NAMESPACE: &str = "SELECT n.id, n.name, n.description, \
     (SELECT COUNT(*) FROM models m WHERE m.namespace_id = n.id) AS model_count, \
     n.created_at, n.created_by, n.updated_at, n.updated_by FROM namespaces n";
 
+/// Finds an existing namespace's id.
+pub(crate) async fn id_of(conn: &mut Conn<'_>, name: &NamespaceName) -> Result<i64, StoreError> {
+    conn.fetch_optional::<(i64,)>("SELECT id FROM namespaces WHERE name = $1", params![name.as_str()])
+        .await?
+        .map(|(id,)| id)
+        .ok_or_else(|| StoreError::NotFound(format!("namespace \"{name}\" does not exist")))
+}
+
 /// Finds a namespace's id, creating the namespace (audited) when it does not exist.
 pub(crate) async fn ensure(
     conn: &mut Conn<'_>,

@@ -4,6 +4,7 @@ use std::collections::BTreeMap;
 
 use cairn_audit::statement::SignatureEnvelope;
 use cairn_core::filter::{self, FieldKind, FieldSpec, Filter, FilterSchema, TagSpec};
+use cairn_core::lifecycle::Semver;
 use cairn_core::{AliasName, ModelRef, TagKey, VersionSelector};
 use serde::Serialize;
 
@@ -42,6 +43,14 @@ pub struct Version {
     pub tags: BTreeMap<String, String>,
     /// Aliases pointing at this version.
     pub aliases: Vec<String>,
+    /// Semantic version label (`1.4.2`), unique per model.
+    pub semver: Option<String>,
+    /// The code commit it was built from (40 hex digits), or empty.
+    pub code_commit: String,
+    /// The training job that produced it, or empty.
+    pub training_job: String,
+    /// Lifecycle stage (`draft`, `submitted`, … `retired`).
+    pub stage: String,
     /// Created at (ms).
     pub created_at: i64,
     /// Created by.
@@ -65,6 +74,10 @@ struct VersionRow {
     digest: String,
     file_count: i64,
     size: i64,
+    semver: Option<String>,
+    code_commit: String,
+    training_job: String,
+    stage: String,
     created_at: i64,
     created_by: String,
     updated_at: i64,
@@ -93,6 +106,10 @@ impl VersionRow {
                 a.sort();
                 a
             },
+            semver: self.semver,
+            code_commit: self.code_commit,
+            training_job: self.training_job,
+            stage: self.stage,
             created_at: self.created_at,
             created_by: self.created_by,
             updated_at: self.updated_at,
@@ -104,7 +121,7 @@ impl VersionRow {
 /// The columns of a version with its tags (a JSON object) and aliases (a JSON array), so one
 /// query answers a read; each backend spells the aggregation its own way.
 const VERSION_COLUMNS: &str = "SELECT v.id, n.name AS namespace, m.name AS model, v.number, \
-    v.description, v.source, v.run_id, v.metadata, v.digest, v.file_count, v.size, v.created_at, v.created_by, v.updated_at, v.updated_by";
+    v.description, v.source, v.run_id, v.metadata, v.digest, v.file_count, v.size, v.semver, v.code_commit, v.training_job, v.stage, v.created_at, v.created_by, v.updated_at, v.updated_by";
 const VERSION_FROM: &str =
     " FROM versions v JOIN models m ON m.id = v.model_id JOIN namespaces n ON n.id = m.namespace_id";
 const SQLITE_TAGS_ALIASES: &str = ", (SELECT json_group_object(t.key, t.value) FROM version_tags t WHERE t.version_id = v.id) \
@@ -133,6 +150,11 @@ pub const VERSION_FILTER: FilterSchema = FilterSchema {
         FieldSpec { name: "source", aliases: &["source_path"], column: "v.source", kind: FieldKind::Text },
         FieldSpec { name: "run_id", aliases: &[], column: "v.run_id", kind: FieldKind::Text },
         FieldSpec { name: "description", aliases: &[], column: "v.description", kind: FieldKind::Text },
+        FieldSpec { name: "stage", aliases: &["current_stage"], column: "v.stage", kind: FieldKind::Text },
+        FieldSpec { name: "semver", aliases: &["label"], column: "v.semver", kind: FieldKind::Text },
+        FieldSpec { name: "code_commit", aliases: &[], column: "v.code_commit", kind: FieldKind::Text },
+        FieldSpec { name: "training_job", aliases: &[], column: "v.training_job", kind: FieldKind::Text },
+        FieldSpec { name: "risk_tier", aliases: &[], column: "m.risk_tier", kind: FieldKind::Text },
         FieldSpec {
             name: "created_at",
             aliases: &["creation_timestamp"],
@@ -171,6 +193,12 @@ pub struct NewVersion {
     /// The pusher's own signatures over (model, manifest digest), checked before they are
     /// stored (see [`signatures`]).
     pub signatures: Vec<SignatureEnvelope>,
+    /// Semantic version label, unique per model.
+    pub semver: Option<Semver>,
+    /// Code commit (40 hex digits) or empty.
+    pub code_commit: String,
+    /// Training job id or empty.
+    pub training_job: String,
 }
 
 /// What to change; `None` leaves a field as it is.
@@ -180,6 +208,38 @@ pub struct VersionPatch {
     pub description: Option<String>,
     /// New metadata (replaces the old object).
     pub metadata: Option<serde_json::Value>,
+    /// New semantic version label (`Some(None)` removes it).
+    pub semver: Option<Option<Semver>>,
+    /// New code commit.
+    pub code_commit: Option<String>,
+    /// New training job id.
+    pub training_job: Option<String>,
+}
+
+/// Checks a code commit (empty, or 40 hex digits) and a training job id.
+fn check_lineage(code_commit: Option<&str>, training_job: Option<&str>) -> Result<(), StoreError> {
+    if let Some(c) = code_commit
+        && !c.is_empty()
+        && !(c.len() == 40 && c.bytes().all(|b| b.is_ascii_hexdigit()))
+    {
+        return Err(StoreError::Invalid(format!(
+            "code_commit must be a full 40-hex-digit commit SHA, not {:?}",
+            c.chars().take(50).collect::<String>()
+        )));
+    }
+    if let Some(j) = training_job
+        && (j.chars().count() > 200 || j.chars().any(char::is_control))
+    {
+        return Err(StoreError::Invalid(
+            "training_job must be at most 200 characters, without control characters".into(),
+        ));
+    }
+    Ok(())
+}
+
+fn semver_taken(model: &ModelRef, label: &Semver) -> impl FnOnce(StoreError) -> StoreError {
+    let msg = format!("model \"{model}\" already has a version labelled {label}");
+    move |e| if e.is_unique_violation() { StoreError::Conflict(msg) } else { e }
 }
 
 /// How to sort versions.
@@ -192,6 +252,8 @@ pub enum VersionOrder {
     CreatedAt,
     /// By last update.
     UpdatedAt,
+    /// By semantic version precedence (unlabelled versions first).
+    Semver,
 }
 
 /// A listing request.
@@ -256,6 +318,16 @@ pub(crate) async fn find(
             )
             .await?
         }
+        VersionSelector::Label(l) => {
+            conn.fetch_optional(
+                sqlx::AssertSqlSafe(format!(
+                    "{} WHERE m.full_name = $1 AND v.semver = $2",
+                    select_version(conn.backend())
+                )),
+                params![model.to_string(), l.as_str()],
+            )
+            .await?
+        }
     };
     let Some(row) = row else {
         // Say precisely what is missing: the model, or the version of an existing model.
@@ -268,6 +340,7 @@ pub(crate) async fn find(
                 format!("model \"{model}\" has no version {n} (latest is {})", m.latest_version)
             }
             VersionSelector::Alias(a) => format!("model \"{model}\" has no alias \"{a}\""),
+            VersionSelector::Label(l) => format!("model \"{model}\" has no version labelled {l}"),
         }));
     };
     Ok(row.into_version())
@@ -283,6 +356,7 @@ pub(crate) async fn insert_version(
     new: &NewVersion,
 ) -> Result<(i64, i64), StoreError> {
     check_metadata(&new.metadata)?;
+    check_lineage(Some(&new.code_commit), Some(&new.training_job))?;
     for v in new.tags.values() {
         cairn_core::name::check_tag_value(v).map_err(|e| StoreError::Invalid(e.to_string()))?;
     }
@@ -300,11 +374,29 @@ pub(crate) async fn insert_version(
     let (id,): (i64,) = conn
         .fetch_one(
             "INSERT INTO versions (model_id, number, description, source, run_id, metadata, \
-             created_at, created_by, updated_at, updated_by) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7, $8) RETURNING id",
-            params![model_id, number, &new.description, &new.source, &new.run_id, metadata, now, &ctx.actor],
+             created_at, created_by, updated_at, updated_by, semver, semver_key, code_commit, training_job, \
+             stage, stage_changed_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7, $8, $9, $10, $11, $12, 'draft', $7) RETURNING id",
+            params![
+                model_id,
+                number,
+                &new.description,
+                &new.source,
+                &new.run_id,
+                metadata,
+                now,
+                &ctx.actor,
+                new.semver.as_ref().map(|s| s.as_str().to_owned()),
+                new.semver.as_ref().map(Semver::sort_key),
+                new.code_commit.to_ascii_lowercase(),
+                &new.training_job
+            ],
         )
-        .await?;
+        .await
+        .map_err(|e| match &new.semver {
+            Some(l) => semver_taken(model, l)(e),
+            None => e,
+        })?;
     for (k, v) in &new.tags {
         conn.execute(
             "INSERT INTO version_tags (version_id, key, value) VALUES ($1, $2, $3)",
@@ -367,22 +459,37 @@ impl Store {
         if let Some(m) = &patch.metadata {
             check_metadata(m)?;
         }
+        check_lineage(patch.code_commit.as_deref(), patch.training_job.as_deref())?;
         let now = self.now();
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
         let before = find(&mut conn, model, selector).await?;
         conn.execute(
             "UPDATE versions SET description = COALESCE($1, description), metadata = COALESCE($2, metadata), \
-             updated_at = $3, updated_by = $4 WHERE id = $5",
+             code_commit = COALESCE($3, code_commit), training_job = COALESCE($4, training_job), \
+             updated_at = $5, updated_by = $6 WHERE id = $7",
             params![
                 patch.description.clone(),
                 patch.metadata.as_ref().map(|m| if m.is_null() { "{}".to_owned() } else { m.to_string() }),
+                patch.code_commit.as_ref().map(|c| c.to_ascii_lowercase()),
+                patch.training_job.clone(),
                 now,
                 &ctx.actor,
                 before.id
             ],
         )
         .await?;
+        if let Some(label) = &patch.semver {
+            conn.execute(
+                "UPDATE versions SET semver = $1, semver_key = $2 WHERE id = $3",
+                params![label.as_ref().map(|s| s.as_str().to_owned()), label.as_ref().map(Semver::sort_key), before.id],
+            )
+            .await
+            .map_err(|e| match label {
+                Some(l) => semver_taken(model, l)(e),
+                None => e,
+            })?;
+        }
         let after = find(&mut conn, model, &VersionSelector::Number(before.version)).await?;
         audit::record(
             &mut conn,
@@ -491,15 +598,18 @@ impl Store {
             VersionOrder::Number => "v.number",
             VersionOrder::CreatedAt => "v.created_at",
             VersionOrder::UpdatedAt => "v.updated_at",
+            VersionOrder::Semver => "COALESCE(v.semver_key, '')",
         };
         let (cmp, dir) = if q.descending { ("<", "DESC") } else { (">", "ASC") };
         if let Some(c) = &q.after {
-            let CursorKey::Int(k) = c.key else {
-                return Err(StoreError::Invalid("page token does not belong to this listing".into()));
+            let key = match (&c.key, q.order) {
+                (CursorKey::Text(t), VersionOrder::Semver) => Param::Text(t.clone()),
+                (CursorKey::Int(k), o) if o != VersionOrder::Semver => Param::Int(*k),
+                _ => return Err(StoreError::Invalid("page token does not belong to this listing".into())),
             };
             let a = params.len() + 1;
             sql.push_str(&format!(" AND ({col}, v.id) {cmp} (${a}, ${})", a + 1));
-            params.push(Param::Int(k));
+            params.push(key);
             params.push(Param::Int(c.id));
         }
         sql.push_str(&format!(" ORDER BY {col} {dir}, v.id {dir} LIMIT ${}", params.len() + 1));
@@ -509,11 +619,18 @@ impl Store {
         let next = if items.len() > limit {
             items.truncate(limit);
             items.last().map(|v| Cursor {
-                key: CursorKey::Int(match q.order {
-                    VersionOrder::Number => v.version,
-                    VersionOrder::CreatedAt => v.created_at,
-                    VersionOrder::UpdatedAt => v.updated_at,
-                }),
+                key: match q.order {
+                    VersionOrder::Number => CursorKey::Int(v.version),
+                    VersionOrder::CreatedAt => CursorKey::Int(v.created_at),
+                    VersionOrder::UpdatedAt => CursorKey::Int(v.updated_at),
+                    VersionOrder::Semver => CursorKey::Text(
+                        v.semver
+                            .as_deref()
+                            .and_then(|l| Semver::parse(l).ok())
+                            .map(|l| l.sort_key())
+                            .unwrap_or_default(),
+                    ),
+                },
                 id: v.id,
             })
         } else {

@@ -7,7 +7,6 @@
 //! key would do it: with plain SQL, and with `cairn_audit` to compute self-consistent digests
 //! and hashes.
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -105,7 +104,7 @@ fn mref(s: &str) -> ModelRef {
 }
 
 fn new_model(s: &str) -> NewModel {
-    NewModel { model: mref(s), description: format!("about {s}"), tags: BTreeMap::new() }
+    NewModel { description: format!("about {s}"), ..NewModel::named(mref(s)) }
 }
 
 /// Runs one statement behind the store's back. On PostgreSQL it runs on a pooled connection in
@@ -196,7 +195,10 @@ async fn a_busy_registry_verifies(f: Fixture) {
         store.delete_version_tag(&ctx("bob"), &m, &VersionSelector::Number(3), &stage).await.unwrap();
         store.set_alias(&ctx("bob"), &m, &champion, 2).await.unwrap();
         store.set_alias(&ctx("carol"), &m, &champion, 4).await.unwrap();
-        store.update_model(&ctx("carol"), &m, &ModelPatch { description: Some("better".into()) }).await.unwrap();
+        store
+            .update_model(&ctx("carol"), &m, &ModelPatch { description: Some("better".into()), ..Default::default() })
+            .await
+            .unwrap();
         if name == "team/a" {
             // Checkpoints in the middle of the history, not only at its end.
             store.checkpoint_audit_chain(&key).await.unwrap().unwrap();

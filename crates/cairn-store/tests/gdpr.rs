@@ -3,8 +3,6 @@
 //! column of any table while the audit chain still verifies, other people's events are
 //! untouched, the last administrator cannot be erased, and every request is logged.
 
-use std::collections::BTreeMap;
-
 use cairn_audit::BreakKind;
 use cairn_core::ModelRef;
 use cairn_store::gdpr::RequestKind;
@@ -83,7 +81,7 @@ fn root() -> AuditContext {
 }
 
 fn new_model(s: &str) -> NewModel {
-    NewModel { model: ModelRef::parse(s).unwrap(), description: "a model".into(), tags: BTreeMap::new() }
+    NewModel { description: "a model".into(), ..NewModel::named(ModelRef::parse(s).unwrap()) }
 }
 
 /// Runs one statement behind the store's back (PostgreSQL: autocommit, not `Tx::commit`).

@@ -3,7 +3,6 @@
 //! PostgreSQL cases run when `CAIRN_TEST_DATABASE_URL` is set (CI sets it and
 //! `CAIRN_REQUIRE_ALL_TESTS=1`, so there they cannot skip).
 
-use std::collections::BTreeMap;
 use std::sync::Arc;
 
 use cairn_core::{AliasName, ModelRef, TagKey, VersionSelector};
@@ -34,7 +33,7 @@ fn mref(s: &str) -> ModelRef {
 }
 
 fn new_model(s: &str) -> NewModel {
-    NewModel { model: mref(s), description: format!("about {s}"), tags: BTreeMap::new() }
+    NewModel { description: format!("about {s}"), ..NewModel::named(mref(s)) }
 }
 
 async fn audit_actions(store: &Store) -> Vec<(String, String)> {
@@ -99,7 +98,11 @@ async fn models_round_trip_with_audit(store: Store) {
     assert_eq!(got, m);
 
     let updated = store
-        .update_model(&ctx("bob"), &mref("team/bert"), &ModelPatch { description: Some("new".into()) })
+        .update_model(
+            &ctx("bob"),
+            &mref("team/bert"),
+            &ModelPatch { description: Some("new".into()), ..Default::default() },
+        )
         .await
         .unwrap();
     assert_eq!(updated.description, "new");
@@ -229,7 +232,11 @@ async fn tags_on_models_and_versions(store: Store) {
             &ctx("a"),
             &mref("team/m"),
             &sel,
-            &VersionPatch { description: Some("d".into()), metadata: Some(serde_json::json!({"f1": 0.9})) },
+            &VersionPatch {
+                description: Some("d".into()),
+                metadata: Some(serde_json::json!({"f1": 0.9})),
+                ..Default::default()
+            },
         )
         .await
         .unwrap();

@@ -43,10 +43,7 @@ async fn push(s: &TestServer, dir: &Path) -> String {
     std::fs::write(&file, data).unwrap();
     let sha256 = hex::encode(Sha256::digest(data));
     let client = s.client();
-    client
-        .create_model(&api::CreateModel { name: "team/m".into(), description: String::new(), tags: Default::default() })
-        .await
-        .unwrap();
+    client.create_model(&api::CreateModel { name: "team/m".into(), ..Default::default() }).await.unwrap();
     let files = vec![api::FileInfo { path: "w.bin".into(), size: data.len() as u64, sha256: sha256.clone() }];
     let status = client.create_upload("team/m", &api::UploadRequest { files }).await.unwrap();
     let spec = PartSpec {

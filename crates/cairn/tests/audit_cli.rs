@@ -22,14 +22,7 @@ const NOWHERE: &str = "http://127.0.0.1:9";
 
 async fn server(backend: Backend, test: &str) -> Option<TestServer> {
     let s = TestServer::start_with(backend, test, |s| s.upload_part_size = PART).await?;
-    s.client()
-        .create_model(&api::CreateModel {
-            name: "team/model".into(),
-            description: String::new(),
-            tags: Default::default(),
-        })
-        .await
-        .unwrap();
+    s.client().create_model(&api::CreateModel { name: "team/model".into(), ..Default::default() }).await.unwrap();
     Some(s)
 }
 

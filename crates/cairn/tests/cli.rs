@@ -243,13 +243,7 @@ async fn two_processes_share_one_postgres() {
     };
     let ca = cairn_client::Client::new(&a.url, Some(token.clone())).unwrap();
     let cb = cairn_client::Client::new(&b.url, Some(token.clone())).unwrap();
-    ca.create_model(&cairn_api_types::CreateModel {
-        name: "team/shared".into(),
-        description: String::new(),
-        tags: Default::default(),
-    })
-    .await
-    .unwrap();
+    ca.create_model(&cairn_api_types::CreateModel { name: "team/shared".into(), ..Default::default() }).await.unwrap();
     let mut tasks = Vec::new();
     for i in 0..32 {
         let c = if i % 2 == 0 { ca.clone() } else { cb.clone() };
@@ -266,13 +260,9 @@ async fn two_processes_share_one_postgres() {
     assert_eq!(cb.get_model("team/shared").await.unwrap().latest_version, 32);
     // A page token from one replica is accepted by the other.
     for i in 0..3 {
-        ca.create_model(&cairn_api_types::CreateModel {
-            name: format!("team/p{i}"),
-            description: String::new(),
-            tags: Default::default(),
-        })
-        .await
-        .unwrap();
+        ca.create_model(&cairn_api_types::CreateModel { name: format!("team/p{i}"), ..Default::default() })
+            .await
+            .unwrap();
     }
     let first = ca.list_models(&cairn_client::ListOptions { limit: Some(2), ..Default::default() }).await.unwrap();
     let second = cb

@@ -18,14 +18,7 @@ async fn server(test: &str) -> TestServer {
     let s = TestServer::start_with(Backend::Sqlite, test, |s| s.upload_part_size = PART)
         .await
         .expect("SQLite is always available");
-    s.client()
-        .create_model(&api::CreateModel {
-            name: "team/model".into(),
-            description: String::new(),
-            tags: Default::default(),
-        })
-        .await
-        .unwrap();
+    s.client().create_model(&api::CreateModel { name: "team/model".into(), ..Default::default() }).await.unwrap();
     s
 }
 
@@ -286,14 +279,7 @@ async fn bad_input_is_refused_with_exit_2() {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn default_part_size_round_trip() {
     let s = TestServer::start(Backend::Sqlite, "default_part_size_round_trip").await.expect("SQLite");
-    s.client()
-        .create_model(&api::CreateModel {
-            name: "team/big".into(),
-            description: String::new(),
-            tags: Default::default(),
-        })
-        .await
-        .unwrap();
+    s.client().create_model(&api::CreateModel { name: "team/big".into(), ..Default::default() }).await.unwrap();
     let src = tempfile::tempdir().unwrap();
     std::fs::write(src.path().join("model.bin"), pattern(16 * 1024 * 1024 + 1, 3)).unwrap();
     let out = cairn(&s, &["push", "team/big", src.path().to_str().unwrap(), "--json"]).await;
@@ -319,14 +305,7 @@ async fn push_and_pull_on_s3_encrypted() {
     else {
         return;
     };
-    s.client()
-        .create_model(&api::CreateModel {
-            name: "team/model".into(),
-            description: String::new(),
-            tags: Default::default(),
-        })
-        .await
-        .unwrap();
+    s.client().create_model(&api::CreateModel { name: "team/model".into(), ..Default::default() }).await.unwrap();
     let src = tempfile::tempdir().unwrap();
     std::fs::create_dir_all(src.path().join("weights")).unwrap();
     std::fs::write(src.path().join("weights/model.bin"), pattern(11 * 1024 * 1024 + 7, 3)).unwrap();

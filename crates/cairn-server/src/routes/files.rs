@@ -267,6 +267,9 @@ pub async fn commit_upload(
 ) -> ApiResult<(StatusCode, Json<api::Version>)> {
     let upload = own_upload(&state, &caller, &id, "version.create").await?;
     let mut new = new_version(body.description, body.source, body.run_id, body.metadata, body.tags)?;
+    new.semver = super::versions::parse_semver(body.semver.as_deref())?;
+    new.code_commit = body.code_commit;
+    new.training_job = body.training_job;
     new.signatures = body.signatures.into_iter().map(convert::signature_in).collect();
     let aliases = body.aliases.iter().map(|a| AliasName::parse(a)).collect::<Result<Vec<_>, _>>()?;
     if upload.state == "open" {

@@ -8,8 +8,10 @@ pub mod files;
 pub mod gdpr;
 pub mod grants;
 pub mod health;
+pub mod lifecycle;
 pub mod models;
 pub mod namespaces;
+pub mod policies;
 pub mod session;
 pub mod users;
 pub mod versions;
@@ -42,6 +44,8 @@ use crate::error::ApiError;
         (name = "namespaces", description = "Teams that own models"),
         (name = "account", description = "The caller, users and API keys"),
         (name = "audit", description = "The hash-chained record of every change, signed checkpoints, exports (docs/AUDIT.md)"),
+        (name = "governance", description = "Lifecycle, reviews, policy checks, cards and evaluations of versions (docs/GOVERNANCE.md)"),
+        (name = "policies", description = "Policies, policy exceptions and evaluation suites (docs/POLICIES.md)"),
         (name = "privacy", description = "Data-subject requests: access, portability, rectification, erasure; the personal-data inventory (docs/PRIVACY.md)"),
         (name = "webhooks", description = "HTTP callbacks for lifecycle events, signed, with a delivery log (docs/WEBHOOKS.md)"),
     )
@@ -93,6 +97,8 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(session::router())
         .merge(gdpr::router())
         .merge(webhooks::router())
+        .merge(lifecycle::router())
+        .merge(policies::router())
 }
 
 /// The routes that need no credential (logging in), with their OpenAPI description.

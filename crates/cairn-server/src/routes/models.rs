@@ -6,6 +6,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cairn_api_types as api;
+use cairn_core::lifecycle::RiskTier;
 use cairn_core::{ModelRef, NamespaceScope, Permission, TagKey};
 use cairn_store::model::{ListModels, ModelOrder, ModelPatch, NewModel};
 use serde::Deserialize;
@@ -38,6 +39,10 @@ pub(crate) fn parse_tags(tags: BTreeMap<String, String>) -> Result<BTreeMap<TagK
         out.insert(TagKey::parse(&k)?, v);
     }
     Ok(out)
+}
+
+pub(crate) fn parse_risk_tier(s: &str) -> Result<RiskTier, ApiError> {
+    RiskTier::parse(s).ok_or_else(|| ApiError::invalid(format!("risk_tier must be low, medium or high, not {s:?}")))
 }
 
 pub(crate) fn check_description(d: &str) -> Result<(), ApiError> {
@@ -97,7 +102,17 @@ pub async fn create_model(
     let ns = model.namespace.as_str();
     authorize(&state, &caller, Permission::ModelWrite, Some(ns), "model.create", &format!("model:{model}")).await?;
     check_description(&body.description)?;
-    let new = NewModel { model, description: body.description, tags: parse_tags(body.tags)? };
+    let risk_tier = body.risk_tier.as_deref().map(parse_risk_tier).transpose()?;
+    // The creator owns a new model unless owners are named.
+    let owners = body.owners.unwrap_or_else(|| vec![caller.principal.username.clone()]);
+    let new = NewModel {
+        model,
+        description: body.description,
+        tags: parse_tags(body.tags)?,
+        risk_tier,
+        team: body.team,
+        owners,
+    };
     let m = state.store.create_model(&caller.audit, &new).await?;
     Ok((StatusCode::CREATED, Json(convert::model(m))))
 }
@@ -117,7 +132,7 @@ pub async fn get_model(
     Ok(Json(convert::model(state.store.get_model(&model).await?)))
 }
 
-/// Update a model's description.
+/// Update a model's description, team, owners or risk tier (the risk tier needs `policy.manage`).
 #[utoipa::path(patch, path = "/api/v1/models/{namespace}/{name}", tag = "models",
     params(("namespace" = String, Path), ("name" = String, Path)), request_body = api::UpdateModel,
     responses((status = 200, body = api::Model), (status = 404, body = api::ErrorBody)),
@@ -133,7 +148,13 @@ pub async fn update_model(
     if let Some(d) = &body.description {
         check_description(d)?;
     }
-    let m = state.store.update_model(&caller.audit, &model, &ModelPatch { description: body.description }).await?;
+    let risk_tier = body.risk_tier.as_deref().map(parse_risk_tier).transpose()?;
+    if risk_tier.is_some() {
+        // The risk tier decides how strict approvals are: the model's own team may not move it.
+        authorize(&state, &caller, Permission::PolicyManage, None, "model.update", &format!("model:{model}")).await?;
+    }
+    let patch = ModelPatch { description: body.description, risk_tier, team: body.team, owners: body.owners };
+    let m = state.store.update_model(&caller.audit, &model, &patch).await?;
     Ok(Json(convert::model(m)))
 }
 

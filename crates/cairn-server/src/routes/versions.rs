@@ -5,6 +5,7 @@ use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cairn_api_types as api;
+use cairn_core::lifecycle::Semver;
 use cairn_core::{Permission, TagKey, VersionSelector};
 use cairn_store::version::{ListVersions, NewVersion, VersionOrder, VersionPatch};
 use serde::Deserialize;
@@ -25,7 +26,8 @@ pub struct ListVersionsQuery {
     pub limit: Option<usize>,
     /// The `next_page_token` of the previous page.
     pub page_token: Option<String>,
-    /// `version` (default, newest first), `created_at` or `updated_at`; prefix `-` or add ` desc`/` asc`.
+    /// `version` (default, newest first), `created_at`, `updated_at` or `semver` (by semantic version
+    /// precedence); prefix `-` or add ` desc`/` asc`.
     pub order_by: Option<String>,
     /// A search filter, e.g. `version > 3 AND tags.stage = 'candidate'` (see docs/SEARCH.md).
     pub filter: Option<String>,
@@ -48,7 +50,12 @@ pub(crate) fn new_version(
     if !(metadata.is_object() || metadata.is_null()) {
         return Err(ApiError::invalid("metadata must be a JSON object"));
     }
-    Ok(NewVersion { description, source, run_id, metadata, tags: parse_tags(tags)?, signatures: Vec::new() })
+    Ok(NewVersion { description, source, run_id, metadata, tags: parse_tags(tags)?, ..NewVersion::default() })
+}
+
+/// Parses an optional semantic version label.
+pub(crate) fn parse_semver(label: Option<&str>) -> Result<Option<Semver>, ApiError> {
+    label.filter(|l| !l.is_empty()).map(|l| Semver::parse(l).map_err(ApiError::invalid)).transpose()
 }
 
 /// List the versions of a model.
@@ -66,10 +73,11 @@ pub async fn list_versions(
     authorize_model(&state, &caller, Permission::ModelRead, &model, "version.list").await?;
     let limit = page_limit(q.limit)?;
     let (field, descending) =
-        parse_order(q.order_by.as_deref(), &["version", "created_at", "updated_at"], ("version", true))?;
+        parse_order(q.order_by.as_deref(), &["version", "created_at", "updated_at", "semver"], ("version", true))?;
     let order = match field.as_str() {
         "created_at" => VersionOrder::CreatedAt,
         "updated_at" => VersionOrder::UpdatedAt,
+        "semver" => VersionOrder::Semver,
         _ => VersionOrder::Number,
     };
     let filter = q.filter.as_deref().filter(|f| !f.trim().is_empty()).map(cairn_core::filter::parse).transpose()?;
@@ -95,7 +103,10 @@ pub async fn create_version(
 ) -> ApiResult<(StatusCode, Json<api::Version>)> {
     let model = model_ref(&namespace, &name)?;
     authorize_model(&state, &caller, Permission::ModelWrite, &model, "version.create").await?;
-    let new = new_version(body.description, body.source, body.run_id, body.metadata, body.tags)?;
+    let mut new = new_version(body.description, body.source, body.run_id, body.metadata, body.tags)?;
+    new.semver = parse_semver(body.semver.as_deref())?;
+    new.code_commit = body.code_commit;
+    new.training_job = body.training_job;
     let v = state.store.create_version(&caller.audit, &model, &new).await?;
     Ok((StatusCode::CREATED, Json(convert::version(v))))
 }
@@ -161,7 +172,18 @@ pub async fn update_version(
     if body.metadata.as_ref().is_some_and(|m| !m.is_object()) {
         return Err(ApiError::invalid("metadata must be a JSON object"));
     }
-    let patch = VersionPatch { description: body.description, metadata: body.metadata };
+    let semver = match body.semver.as_deref() {
+        None => None,
+        Some("") => Some(None),
+        Some(l) => Some(parse_semver(Some(l))?),
+    };
+    let patch = VersionPatch {
+        description: body.description,
+        metadata: body.metadata,
+        semver,
+        code_commit: body.code_commit,
+        training_job: body.training_job,
+    };
     Ok(Json(convert::version(state.store.update_version(&caller.audit, &model, &selector, &patch).await?)))
 }
 

@@ -287,11 +287,20 @@ async fn dispatch(cmd: ModelsCommand) -> anyhow::Result<ExitCode> {
             if json { print_json(&m)? } else { print_model(&m) }
         }
         ModelsCommand::Create { model, description, tags, json } => {
-            let m = c.create_model(&api::CreateModel { name: model, description, tags: parse_tags(&tags)? }).await?;
+            let m = c
+                .create_model(&api::CreateModel {
+                    name: model,
+                    description,
+                    tags: parse_tags(&tags)?,
+                    ..Default::default()
+                })
+                .await?;
             if json { print_json(&m)? } else { println!("Created model {}", m.full_name) }
         }
         ModelsCommand::Update { model, description, json } => {
-            let m = c.update_model(&model, &api::UpdateModel { description: Some(description) }).await?;
+            let m = c
+                .update_model(&model, &api::UpdateModel { description: Some(description), ..Default::default() })
+                .await?;
             if json { print_json(&m)? } else { println!("Updated model {}", m.full_name) }
         }
         ModelsCommand::Delete { model, yes } => {
@@ -360,7 +369,14 @@ async fn versions(c: &Client, cmd: VersionsCommand) -> anyhow::Result<ExitCode> 
             let v = c
                 .create_version(
                     &model,
-                    &api::CreateVersion { description, source, run_id, metadata, tags: parse_tags(&tags)? },
+                    &api::CreateVersion {
+                        description,
+                        source,
+                        run_id,
+                        metadata,
+                        tags: parse_tags(&tags)?,
+                        ..Default::default()
+                    },
                 )
                 .await?;
             if json { print_json(&v)? } else { println!("Created {}:{}", v.model, v.version) }

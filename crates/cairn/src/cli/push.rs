@@ -167,6 +167,7 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
         tags,
         aliases: args.aliases,
         signatures,
+        ..Default::default()
     };
     let version = retry(|| client.commit_upload(&status.upload_id, &commit)).await?;
     if !version.digest.is_empty() && version.digest != digest {
