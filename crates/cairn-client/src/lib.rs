@@ -9,11 +9,13 @@ pub mod accounts;
 pub mod audit;
 pub mod files;
 pub mod gdpr;
+pub mod governance;
 pub mod login;
 pub mod webhooks;
 
 pub use accounts::KeyListOptions;
 pub use files::{Download, PartSpec, Progress, part_count, part_range};
+pub use governance::{CardFormat, LifecycleAction};
 pub use login::PasswordLogin;
 
 use std::sync::Arc;
