@@ -9,6 +9,8 @@
 //! databases). When it is not set they print a SKIPPED line and pass — unless
 //! `CAIRN_REQUIRE_ALL_TESTS=1` (CI), where a missing service fails the test.
 
+pub mod receiver;
+
 use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::str::FromStr;
