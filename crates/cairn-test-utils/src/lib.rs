@@ -323,3 +323,38 @@ macro_rules! both_backends {
         )* }
     };
 }
+
+/// A fresh store for a storage test: a temporary SQLite file or a fresh PostgreSQL
+/// database (`None`, after saying so, when PostgreSQL is not configured). Keep the returned
+/// directory alive as long as the store.
+pub async fn open_store(backend: Backend, test: &str) -> Option<(cairn_store::Store, String, tempfile::TempDir)> {
+    let dir = tempfile::tempdir().expect("temp dir");
+    let url = database_url(backend, dir.path(), test).await?;
+    let opts = cairn_store::DbOptions { busy_timeout: std::time::Duration::from_secs(30), ..Default::default() };
+    let store = cairn_store::Store::open(&url, &opts).await.expect("open the store");
+    Some((store, url, dir))
+}
+
+/// Runs each named `async fn(Store, String)` (the store and its database URL, to open
+/// replicas) of the calling test file as `sqlite::NAME` and `postgres::NAME`.
+#[macro_export]
+macro_rules! store_suite {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                if let Some((store, url, _dir)) = $crate::open_store($crate::Backend::Sqlite, concat!("sqlite::", stringify!($name))).await {
+                    super::$name(store, url).await;
+                }
+            }
+        )* }
+        mod postgres { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+            async fn $name() {
+                if let Some((store, url, _dir)) = $crate::open_store($crate::Backend::Postgres, concat!("postgres::", stringify!($name))).await {
+                    super::$name(store, url).await;
+                }
+            }
+        )* }
+    };
+}
