@@ -195,6 +195,15 @@ const INVENTORY: &[PersonalDataField] = &[
         retention: "as long as the object; pseudonymised on erasure",
     },
     PersonalDataField {
+        field: "governance decisions and ownership",
+        location: "model_owners.username; versions.submitted_by; version_transitions.actor; approvals.reviewer; \
+                   policies, eval_suites: created_by, updated_by; policy_exceptions.requested_by, decided_by; \
+                   version_cards.created_by; eval_results.submitted_by",
+        category: "identifier (actor), activity",
+        legal_basis: OBLIGATION,
+        retention: "as long as the version or policy; pseudonymised on erasure",
+    },
+    PersonalDataField {
         field: "audit events: actor, target, before/after states",
         location: "audit_events.actor, audit_events.target, audit_events.before_state, audit_events.after_state",
         category: "identifier, account details, activity",
