@@ -13,6 +13,7 @@ mod tree;
 use std::process::ExitCode;
 
 use clap::{Parser, Subcommand};
+use cli::governance::LifecycleCommand;
 
 #[derive(Parser, Debug)]
 #[command(
@@ -45,8 +46,8 @@ enum Command {
     Push(cli::push::PushArgs),
     /// Download a version's files into a directory (resumable, verified)
     Pull(cli::pull::PullArgs),
-    /// Model cards as code: init, generate, validate, check drift (offline, no server needed)
-    Card(cairn_card::cli::CardArgs),
+    /// Model cards as code: init, generate, validate, check drift, diff (offline); show, attach and diff a version's card on a server
+    Card(cli::card::CardArgs),
     /// Accounts and role grants on a server; check, clean up and re-key the stored model files (fsck, gc, rotate-key)
     Admin(cli::admin::AdminArgs),
     /// The hash-chained audit log: list, export, verify (a file or the live database), checkpoint, status
@@ -55,6 +56,28 @@ enum Command {
     Verify(cli::verify::VerifyArgs),
     /// Webhooks for lifecycle events: add, list, remove, deliveries, redeliver, ping
     Webhook(cli::webhook::WebhookArgs),
+    /// Submit a draft version for review (active policies are checked first)
+    Submit(cli::governance::SubmitArgs),
+    /// Approve a version waiting at an approval gate, in a reviewer role you hold
+    Approve(cli::governance::ReviewArgs),
+    /// Request changes to a version waiting at an approval gate
+    Reject(cli::governance::ReviewArgs),
+    /// Comment on a version under review without deciding
+    Comment(cli::governance::ReviewArgs),
+    /// Promote an approved version to staging or production
+    Promote(cli::governance::PromoteArgs),
+    /// Withdraw a version from production
+    Deprecate(cli::governance::WithdrawArgs),
+    /// Retire a deprecated version
+    Retire(cli::governance::WithdrawArgs),
+    /// Show a version's stage, what it waits for, its history, reviews and last policy results
+    Lifecycle(cli::governance::LifecycleArgs),
+    /// Policies that gate lifecycle stages: apply, list, show, status, test, check
+    Policy(cli::policy::PolicyArgs),
+    /// Exceptions that waive a policy for one version: request, list, approve, reject, revoke
+    Exception(cli::policy::ExceptionArgs),
+    /// Evaluation suites and results: suite put/list, submit, list
+    Eval(cli::eval::EvalArgs),
     /// Make an Ed25519 key pair to sign pushes with (`cairn push --sign-key`)
     Keygen(cli::verify::KeygenArgs),
 }
@@ -62,7 +85,7 @@ enum Command {
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
-        Command::Card(args) => cairn_card::cli::run(args),
+        Command::Card(args) => cli::card::run(args),
         Command::Serve(args) => cli::serve::run(args),
         Command::Admin(args) => cli::admin::run(args),
         Command::Keygen(args) => cli::verify::keygen(args),
@@ -93,6 +116,17 @@ fn main() -> ExitCode {
                     Command::Audit(args) => cli::audit::run(args).await,
                     Command::Verify(args) => cli::verify::run(args).await,
                     Command::Webhook(args) => cli::webhook::run(args).await,
+                    Command::Submit(a) => cli::governance::run(LifecycleCommand::Submit(a)).await,
+                    Command::Approve(a) => cli::governance::run(LifecycleCommand::Approve(a)).await,
+                    Command::Reject(a) => cli::governance::run(LifecycleCommand::Reject(a)).await,
+                    Command::Comment(a) => cli::governance::run(LifecycleCommand::Comment(a)).await,
+                    Command::Promote(a) => cli::governance::run(LifecycleCommand::Promote(a)).await,
+                    Command::Deprecate(a) => cli::governance::run(LifecycleCommand::Deprecate(a)).await,
+                    Command::Retire(a) => cli::governance::run(LifecycleCommand::Retire(a)).await,
+                    Command::Lifecycle(a) => cli::governance::run(LifecycleCommand::Show(a)).await,
+                    Command::Policy(args) => cli::policy::run(args).await,
+                    Command::Exception(args) => cli::policy::run_exception(args).await,
+                    Command::Eval(args) => cli::eval::run(args).await,
                     Command::Serve(_) | Command::Card(_) | Command::Admin(_) | Command::Keygen(_) => {
                         unreachable!("handled above")
                     }

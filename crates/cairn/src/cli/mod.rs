@@ -2,10 +2,14 @@
 
 pub mod admin;
 pub mod audit;
+pub mod card;
+pub mod eval;
 pub mod gdpr;
+pub mod governance;
 pub mod keys;
 pub mod login;
 pub mod models;
+pub mod policy;
 pub mod pull;
 pub mod push;
 pub mod serve;

@@ -62,17 +62,35 @@ enum ModelsCommand {
         /// Tag as KEY=VALUE (repeatable)
         #[arg(long = "tag", value_name = "KEY=VALUE")]
         tags: Vec<String>,
+        /// Risk tier (low, medium, high, critical): decides which reviews a version needs
+        #[arg(long, value_name = "TIER")]
+        risk_tier: Option<String>,
+        /// An owner, a user name (repeatable)
+        #[arg(long = "owner", value_name = "USER")]
+        owners: Vec<String>,
+        /// The team responsible for the model
+        #[arg(long)]
+        team: Option<String>,
         /// Print JSON
         #[arg(long)]
         json: bool,
     },
-    /// Change a model's description
+    /// Change a model's description, risk tier, owners or team
     Update {
         /// namespace/name
         model: String,
         /// New description
         #[arg(long)]
-        description: String,
+        description: Option<String>,
+        /// Risk tier (low, medium, high, critical): decides which reviews a version needs
+        #[arg(long, value_name = "TIER")]
+        risk_tier: Option<String>,
+        /// Replace the owners with these user names (repeatable)
+        #[arg(long = "owner", value_name = "USER")]
+        owners: Vec<String>,
+        /// The team responsible for the model
+        #[arg(long)]
+        team: Option<String>,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -137,6 +155,36 @@ enum VersionsCommand {
         /// Tag as KEY=VALUE (repeatable)
         #[arg(long = "tag", value_name = "KEY=VALUE")]
         tags: Vec<String>,
+        /// Semantic version label (e.g. 1.4.2)
+        #[arg(long, value_name = "X.Y.Z")]
+        semver: Option<String>,
+        /// The code commit the model was built from
+        #[arg(long, value_name = "SHA")]
+        code_commit: Option<String>,
+        /// The training job that produced it
+        #[arg(long, value_name = "ID")]
+        training_job: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Change a version's description, semver label, code commit or training job
+    Update {
+        /// namespace/name:VERSION or namespace/name@ALIAS
+        #[arg(value_name = "VERSION")]
+        reference: String,
+        /// New description
+        #[arg(long)]
+        description: Option<String>,
+        /// Semantic version label (e.g. 1.4.2; "" removes it)
+        #[arg(long, value_name = "X.Y.Z")]
+        semver: Option<String>,
+        /// The code commit the model was built from
+        #[arg(long, value_name = "SHA")]
+        code_commit: Option<String>,
+        /// The training job that produced it
+        #[arg(long, value_name = "ID")]
+        training_job: Option<String>,
         /// Print JSON
         #[arg(long)]
         json: bool,
@@ -228,6 +276,10 @@ fn print_model(m: &api::Model) {
 fn print_version(v: &api::Version) {
     println!("Model:       {}", v.model);
     println!("Version:     {}", v.version);
+    println!("Stage:       {}", v.stage);
+    if let Some(semver) = &v.semver {
+        println!("Semver:      {semver}");
+    }
     println!("Description: {}", v.description);
     println!("Source:      {}", v.source);
     println!("Run:         {}", v.run_id);
@@ -286,21 +338,25 @@ async fn dispatch(cmd: ModelsCommand) -> anyhow::Result<ExitCode> {
             let m = c.get_model(&model).await?;
             if json { print_json(&m)? } else { print_model(&m) }
         }
-        ModelsCommand::Create { model, description, tags, json } => {
+        ModelsCommand::Create { model, description, tags, risk_tier, owners, team, json } => {
             let m = c
                 .create_model(&api::CreateModel {
                     name: model,
                     description,
                     tags: parse_tags(&tags)?,
-                    ..Default::default()
+                    risk_tier,
+                    team: team.unwrap_or_default(),
+                    owners: (!owners.is_empty()).then_some(owners),
                 })
                 .await?;
             if json { print_json(&m)? } else { println!("Created model {}", m.full_name) }
         }
-        ModelsCommand::Update { model, description, json } => {
-            let m = c
-                .update_model(&model, &api::UpdateModel { description: Some(description), ..Default::default() })
-                .await?;
+        ModelsCommand::Update { model, description, risk_tier, owners, team, json } => {
+            let req = api::UpdateModel { description, risk_tier, team, owners: (!owners.is_empty()).then_some(owners) };
+            if req.description.is_none() && req.risk_tier.is_none() && req.team.is_none() && req.owners.is_none() {
+                return Ok(super::usage("nothing to change: give --description, --risk-tier, --owner or --team"));
+            }
+            let m = c.update_model(&model, &req).await?;
             if json { print_json(&m)? } else { println!("Updated model {}", m.full_name) }
         }
         ModelsCommand::Delete { model, yes } => {
@@ -364,7 +420,18 @@ async fn versions(c: &Client, cmd: VersionsCommand) -> anyhow::Result<ExitCode> 
                 }
             }
         }
-        VersionsCommand::Create { model, source, description, run_id, metadata, tags, json } => {
+        VersionsCommand::Create {
+            model,
+            source,
+            description,
+            run_id,
+            metadata,
+            tags,
+            semver,
+            code_commit,
+            training_job,
+            json,
+        } => {
             let metadata = parse_metadata(metadata.as_deref())?;
             let v = c
                 .create_version(
@@ -375,11 +442,28 @@ async fn versions(c: &Client, cmd: VersionsCommand) -> anyhow::Result<ExitCode> 
                         run_id,
                         metadata,
                         tags: parse_tags(&tags)?,
-                        ..Default::default()
+                        semver,
+                        code_commit: code_commit.unwrap_or_default(),
+                        training_job: training_job.unwrap_or_default(),
                     },
                 )
                 .await?;
             if json { print_json(&v)? } else { println!("Created {}:{}", v.model, v.version) }
+        }
+        VersionsCommand::Update { reference, description, semver, code_commit, training_job, json } => {
+            let (model, version) = split_version(&reference)?;
+            let req = api::UpdateVersion { description, metadata: None, semver, code_commit, training_job };
+            if req.description.is_none()
+                && req.semver.is_none()
+                && req.code_commit.is_none()
+                && req.training_job.is_none()
+            {
+                return Ok(super::usage(
+                    "nothing to change: give --description, --semver, --code-commit or --training-job",
+                ));
+            }
+            let v = c.update_version(&model, &version, &req).await?;
+            if json { print_json(&v)? } else { println!("Updated {}:{}", v.model, v.version) }
         }
         VersionsCommand::Show { reference, json } => {
             let (model, v) = split_version(&reference)?;

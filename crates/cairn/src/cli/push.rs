@@ -56,6 +56,22 @@ pub struct PushArgs {
     /// Files hashed and parts uploaded at the same time
     #[arg(long, short = 'j', default_value_t = 4, value_parser = clap::value_parser!(u16).range(1..=64))]
     jobs: u16,
+    /// Attach this model card to the new version (card source .yaml, canonical JSON or a
+    /// Hugging Face README.md); it is checked before anything is uploaded
+    #[arg(long, value_name = "FILE")]
+    card: Option<PathBuf>,
+    /// Evaluation results merged into the card (.json, .yaml, .csv; repeatable; needs --card)
+    #[arg(long = "eval", value_name = "RESULTS", requires = "card")]
+    eval: Vec<PathBuf>,
+    /// Semantic version label of the new version (e.g. 1.4.2)
+    #[arg(long, value_name = "X.Y.Z")]
+    semver: Option<String>,
+    /// The code commit the model was built from
+    #[arg(long, value_name = "SHA", default_value = "")]
+    code_commit: String,
+    /// The training job that produced it
+    #[arg(long, value_name = "ID", default_value = "")]
+    training_job: String,
     /// Sign the push with this Ed25519 private key (PKCS#8 PEM, made by `cairn keygen`)
     #[arg(long, value_name = "FILE")]
     sign_key: Option<PathBuf>,
@@ -84,6 +100,16 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
     let metadata = super::parse_metadata(args.metadata.as_deref())?;
     // Read before any work, so a wrong key file fails at once.
     let sign_key = args.sign_key.as_deref().map(read_sign_key).transpose()?;
+    // A broken card or results file fails before any upload.
+    let card = match &args.card {
+        Some(path) => {
+            let policy = super::governance::input_policy()?;
+            let mut put = super::governance::load_card(path, &policy)?;
+            put.results = super::governance::merge_results(&args.eval, &policy)?;
+            Some(put)
+        }
+        None => None,
+    };
     let client = super::client()?;
     let bars = Bars::new(args.quiet);
     let jobs = usize::from(args.jobs);
@@ -167,7 +193,9 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
         tags,
         aliases: args.aliases,
         signatures,
-        ..Default::default()
+        semver: args.semver,
+        code_commit: args.code_commit,
+        training_job: args.training_job,
     };
     let version = retry(|| client.commit_upload(&status.upload_id, &commit)).await?;
     if !version.digest.is_empty() && version.digest != digest {
@@ -190,6 +218,27 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
         );
         if let Some(key) = &sign_key {
             println!("Signed by {}", key.public().key_id());
+        }
+    }
+    if let Some(put) = card {
+        let reference = format!("{}:{}", version.model, version.version);
+        match client.put_card(&version.model, &version.version.to_string(), &put).await {
+            Ok(info) if !args.json => {
+                println!("Attached card {} ({})", info.source_name, info.digest);
+                super::card::print_completeness(&info);
+            }
+            Ok(_) => {}
+            Err(e) => {
+                let mut attach = format!(
+                    "cairn card attach {reference} {}",
+                    args.card.as_deref().unwrap_or(std::path::Path::new("CARD")).display()
+                );
+                for r in &args.eval {
+                    attach.push_str(&format!(" --eval {}", r.display()));
+                }
+                return Err(anyhow::Error::new(e)
+                    .context(format!("{reference} was pushed, but without its card; attach it with `{attach}`")));
+            }
         }
     }
     Ok(())
