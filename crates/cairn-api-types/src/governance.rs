@@ -121,7 +121,8 @@ pub struct Lifecycle {
     pub transitions: Vec<Transition>,
     /// Every review, oldest first.
     pub reviews: Vec<Review>,
-    /// Results of the last policy evaluation, if any.
+    /// The rules that did not pass in the last policy evaluation (failed, errored or waived);
+    /// every result is at `…/policy-results`.
     #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub policy_results: Vec<PolicyResult>,
 }

@@ -132,17 +132,20 @@ pub async fn facts(state: &AppState, s: &Subject, target: Stage) -> Result<Value
     }))
 }
 
-/// The active policies, parsed and compiled once per (name, version).
+/// The active policies, parsed and compiled once per (name, version): stored versions never
+/// change, so only a version this replica has not seen is fetched and compiled.
 pub async fn active_policies(state: &AppState) -> Result<Vec<(i64, CompiledPolicy)>, ApiError> {
-    let stored = state.store.list_policies(Some("active"), false).await?;
-    let mut out = Vec::with_capacity(stored.len());
-    for p in stored {
-        let key = (p.name.clone(), p.version);
-        if let Some(c) = state.policy_cache.lock().map_err(|_| ApiError::busy("policy cache poisoned"))?.get(&key) {
-            out.push((p.version, c.clone()));
+    let active = state.store.active_policy_versions().await?;
+    let mut out = Vec::with_capacity(active.len());
+    for (name, version) in active {
+        let key = (name, version);
+        let cached = state.policy_cache.lock().map_err(|_| ApiError::busy("policy cache poisoned"))?.get(&key).cloned();
+        if let Some(c) = cached {
+            out.push((version, c));
             continue;
         }
-        // A stored document that no longer compiles fails closed: it becomes an error result.
+        let p = state.store.get_policy(&key.0, Some(version)).await?;
+        // A stored document that no longer compiles fails closed: the transition is refused.
         let compiled = serde_json::from_value::<PolicyDoc>(p.document)
             .map_err(|e| e.to_string())
             .and_then(|d| d.compile().map_err(|e| e.to_string()))
@@ -151,8 +154,8 @@ pub async fn active_policies(state: &AppState) -> Result<Vec<(i64, CompiledPolic
                     axum::http::StatusCode::INTERNAL_SERVER_ERROR,
                     "policy_error",
                     format!(
-                        "active policy \"{}\" version {} cannot be evaluated ({e}); deactivate or fix it",
-                        p.name, p.version
+                        "active policy \"{}\" version {version} cannot be evaluated ({e}); deactivate or fix it",
+                        key.0
                     ),
                 )
             })?;
@@ -162,7 +165,7 @@ pub async fn active_policies(state: &AppState) -> Result<Vec<(i64, CompiledPolic
             }
             cache.insert(key, compiled.clone());
         }
-        out.push((p.version, compiled));
+        out.push((version, compiled));
     }
     Ok(out)
 }

@@ -212,17 +212,30 @@ async fn insert_transition(
     Ok(())
 }
 
+/// Rows per multi-row insert of policy results (13 parameters each, far below either
+/// backend's limit), so 50 policies of 5 rules cost 3 statements, not 250.
+const RESULT_ROWS_PER_INSERT: usize = 100;
+
 pub(crate) async fn insert_policy_results(
     conn: &mut Conn<'_>,
     version_id: i64,
     results: &[PolicyResultRecord],
 ) -> Result<(), StoreError> {
-    for r in results {
-        conn.execute(
+    for chunk in results.chunks(RESULT_ROWS_PER_INSERT) {
+        let mut sql = String::from(
             "INSERT INTO policy_results (version_id, evaluation, target_stage, policy, policy_version, severity, \
-             rule_id, action, outcome, message, waived, blocked, at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
-            params![
+             rule_id, action, outcome, message, waived, blocked, at) VALUES ",
+        );
+        let mut params = Vec::with_capacity(chunk.len() * 13);
+        for (i, r) in chunk.iter().enumerate() {
+            if i > 0 {
+                sql.push_str(", ");
+            }
+            let b = i * 13;
+            sql.push('(');
+            sql.push_str(&(1..=13).map(|k| format!("${}", b + k)).collect::<Vec<_>>().join(", "));
+            sql.push(')');
+            params.extend(params![
                 version_id,
                 &r.evaluation,
                 &r.target_stage,
@@ -236,9 +249,9 @@ pub(crate) async fn insert_policy_results(
                 r.waived,
                 r.blocked,
                 r.at
-            ],
-        )
-        .await?;
+            ]);
+        }
+        conn.execute(sqlx::AssertSqlSafe(sql), params).await?;
     }
     Ok(())
 }
@@ -433,6 +446,25 @@ impl Store {
         )
         .await?;
         tx.commit().await
+    }
+
+    /// The rules that did not pass in the version's latest policy evaluation (failures,
+    /// errors, waived failures), in rule order: what a person looking at the version needs.
+    pub async fn last_policy_failures(
+        &self,
+        model: &ModelRef,
+        selector: &cairn_core::VersionSelector,
+    ) -> Result<Vec<PolicyResultRecord>, StoreError> {
+        let mut c = self.db.read().await?;
+        let mut conn = c.conn();
+        let v = find(&mut conn, model, selector).await?;
+        conn.fetch_all(
+            "SELECT evaluation, target_stage, policy, policy_version, severity, rule_id, action, outcome, message, \
+             waived, blocked, at FROM policy_results WHERE version_id = $1 AND outcome <> 'pass' AND evaluation = \
+             (SELECT evaluation FROM policy_results WHERE version_id = $1 ORDER BY id DESC LIMIT 1) ORDER BY id LIMIT 1000",
+            params![v.id],
+        )
+        .await
     }
 
     /// The policy results recorded for a version, newest evaluation first (at most `limit`).

@@ -292,6 +292,13 @@ impl Store {
         Ok(rows.into_iter().map(PolicyRecord::from).collect())
     }
 
+    /// The (name, version) of every active policy, by name: cheap enough to ask on every
+    /// transition, so that callers fetch and compile only the versions they have not seen.
+    pub async fn active_policy_versions(&self) -> Result<Vec<(String, i64)>, StoreError> {
+        let mut c = self.db.read().await?;
+        c.conn().fetch_all("SELECT name, version FROM policies WHERE status = 'active' ORDER BY name", vec![]).await
+    }
+
     /// One policy: a given version, or the latest.
     pub async fn get_policy(&self, name: &str, version: Option<i64>) -> Result<PolicyRecord, StoreError> {
         let mut c = self.db.read().await?;

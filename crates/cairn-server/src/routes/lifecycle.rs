@@ -74,12 +74,13 @@ pub(crate) fn policy_result(r: PolicyResultRecord) -> api::PolicyResult {
 
 async fn lifecycle_answer(state: &AppState, s: &Subject, view: LifecycleView) -> ApiResult<Json<api::Lifecycle>> {
     let (gate, waiting_for, next_actions) = governance::waiting(s, &view);
-    // The last evaluation's results (they are stored newest first, grouped by evaluation).
-    let recent = state.store.policy_results(&s.model_ref, &VersionSelector::Number(view.version), 500).await?;
-    let last = recent.first().map(|r| r.evaluation.clone());
-    let mut policy_results: Vec<_> =
-        recent.into_iter().filter(|r| Some(&r.evaluation) == last.as_ref()).map(policy_result).collect();
-    policy_results.reverse();
+    let policy_results: Vec<_> = state
+        .store
+        .last_policy_failures(&s.model_ref, &VersionSelector::Number(view.version))
+        .await?
+        .into_iter()
+        .map(policy_result)
+        .collect();
     Ok(Json(api::Lifecycle {
         model: s.model_ref.to_string(),
         version: view.version,
