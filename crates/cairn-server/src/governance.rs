@@ -69,6 +69,9 @@ pub async fn facts(state: &AppState, s: &Subject, target: Stage) -> Result<Value
             }
         }
     }
+    // What the card claims, before evaluation results are layered on: drift is measured
+    // against it.
+    let claimed = metrics.clone();
     let mut evaluations = serde_json::Map::new();
     for r in &results {
         let mut values = serde_json::Map::new();
@@ -85,6 +88,7 @@ pub async fn facts(state: &AppState, s: &Subject, target: Stage) -> Result<Value
             json!({"passed": r.passed, "metrics": values, "submitted_at": r.submitted_at, "submitted_by": r.submitted_by}),
         );
     }
+    let drift = drift(&claimed, &results);
     let users: Vec<&str> = signatures.iter().filter(|s| s.kind == "user").map(|s| s.key_id.as_str()).collect();
     let datasets: Vec<Value> =
         card_json.pointer("/training/datasets").and_then(Value::as_array).cloned().unwrap_or_default();
@@ -122,6 +126,7 @@ pub async fn facts(state: &AppState, s: &Subject, target: Stage) -> Result<Value
             "users": users,
             "count": signatures.len(),
         },
+        "drift": drift,
         "lineage": {
             "datasets": datasets,
             "runs": if v.run_id.is_empty() { vec![] } else { vec![v.run_id.clone()] },
@@ -130,6 +135,31 @@ pub async fn facts(state: &AppState, s: &Subject, target: Stage) -> Result<Value
             "base_models": [],
         },
     }))
+}
+
+/// Drift between the card's claims and the latest evaluation: for every metric both name,
+/// the claimed value, the latest measured one and their difference, and the largest absolute
+/// difference (`0` when nothing can be compared).
+fn drift(claimed: &serde_json::Map<String, Value>, results: &[cairn_store::evaluation::EvalResult]) -> Value {
+    let mut latest: BTreeMap<&str, f64> = BTreeMap::new();
+    for r in results {
+        for m in r.metrics.as_array().into_iter().flatten() {
+            if let (Some(name), Some(v)) =
+                (m.get("name").and_then(Value::as_str), m.get("value").and_then(Value::as_f64))
+            {
+                latest.insert(name, v);
+            }
+        }
+    }
+    let mut metrics = serde_json::Map::new();
+    let mut max = 0.0f64;
+    for (name, claim) in claimed {
+        let (Some(claim), Some(now)) = (claim.as_f64(), latest.get(name.as_str())) else { continue };
+        let delta = now - claim;
+        max = max.max(delta.abs());
+        metrics.insert(name.clone(), json!({"card": claim, "latest": now, "delta": delta}));
+    }
+    json!({"metrics": metrics, "max_abs_delta": max})
 }
 
 /// The active policies, parsed and compiled once per (name, version): stored versions never

@@ -245,6 +245,13 @@ async fn full_flow(s: &TestServer) {
     let (st, r) = call(s, &olga, Method::POST, &format!("{V}/2/evaluations"), Some(eval(0.93))).await;
     assert_eq!((st, r["passed"].as_bool()), (StatusCode::CREATED, Some(true)), "{r}");
 
+    // The facts show drift between the card's claim (0.91) and the latest evaluation.
+    let (st, dry) = call(s, &vic, Method::POST, &format!("{V}/2/policy-check"), Some(json!({}))).await;
+    assert_eq!(st, StatusCode::OK, "{dry}");
+    let delta = dry["facts"]["drift"]["metrics"]["accuracy"]["delta"].as_f64().unwrap();
+    assert!((delta - 0.02).abs() < 1e-9, "{}", dry["facts"]["drift"]);
+    assert_eq!(dry["facts"]["metrics"]["accuracy"], 0.93);
+
     // Promote retries the gate, then promotes to production and moves the alias.
     let (st, life) = call(s, &olga, Method::POST, &format!("{V}/2/promote"), Some(json!({"reason": "gate"}))).await;
     assert_eq!((st, life["stage"].as_str()), (StatusCode::OK, Some("approved_prod")), "{life}");
