@@ -411,7 +411,8 @@ pub fn load_card(path: &Path, policy: &cairn_card::input::InputPolicy) -> anyhow
         .and_then(|n| n.to_str())
         .map(str::to_owned)
         .with_context(|| format!("{} has no file name", path.display()))?;
-    Ok(api::PutCard { source_name, source: loaded.source, results: None })
+    let source = loaded.raw_text.with_context(|| format!("{}: the card's text was not kept", path.display()))?;
+    Ok(api::PutCard { source_name, source, results: None })
 }
 
 /// Reads several results files into one list of records (the server merges them into the

@@ -73,6 +73,7 @@ enum PolicyCommand {
         json: bool,
     },
     /// Show a policy and its source
+    #[command(disable_version_flag = true)]
     Show {
         /// Policy name
         name: String,
@@ -84,6 +85,7 @@ enum PolicyCommand {
         json: bool,
     },
     /// Set the status of a policy version
+    #[command(disable_version_flag = true)]
     Status {
         /// Policy name
         name: String,
@@ -95,6 +97,7 @@ enum PolicyCommand {
     },
     /// Dry run of a policy document against a version (nothing is stored); exit 1 when it
     /// would block
+    #[command(disable_version_flag = true)]
     Test {
         /// The policy document
         file: PathBuf,
