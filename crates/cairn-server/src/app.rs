@@ -43,10 +43,14 @@ pub struct AppState {
     /// Signs audit checkpoints and committed versions.
     pub signing_key: Arc<cairn_audit::SigningKey>,
     /// Compiled active policies by (name, version): stored versions never change, so a
-    /// replica compiles each once.
-    pub policy_cache:
-        Arc<std::sync::Mutex<std::collections::HashMap<(String, i64), cairn_core::policy::CompiledPolicy>>>,
+    /// replica compiles each once. Shared, never cloned: a cloned regular expression starts
+    /// with cold match caches.
+    pub policy_cache: Arc<PolicyCache>,
 }
+
+/// Compiled policies by (name, version).
+pub type PolicyCache =
+    std::sync::Mutex<std::collections::HashMap<(String, i64), Arc<cairn_core::policy::CompiledPolicy>>>;
 
 /// A 256-bit key kept in the database so that every replica shares it; never printed.
 #[derive(Clone)]

@@ -3,6 +3,7 @@
 //! audited change. Handlers in `routes::lifecycle` authorise and call these.
 
 use std::collections::BTreeMap;
+use std::sync::Arc;
 
 use cairn_core::lifecycle::{self, Action, Approval, Gate, Review, RiskTier, Stage};
 use cairn_core::policy::{self, CompiledPolicy, Decision, PolicyDoc};
@@ -164,7 +165,7 @@ fn drift(claimed: &serde_json::Map<String, Value>, results: &[cairn_store::evalu
 
 /// The active policies, parsed and compiled once per (name, version): stored versions never
 /// change, so only a version this replica has not seen is fetched and compiled.
-pub async fn active_policies(state: &AppState) -> Result<Vec<(i64, CompiledPolicy)>, ApiError> {
+pub async fn active_policies(state: &AppState) -> Result<Vec<(i64, Arc<CompiledPolicy>)>, ApiError> {
     let active = state.store.active_policy_versions().await?;
     let mut out = Vec::with_capacity(active.len());
     for (name, version) in active {
@@ -176,9 +177,9 @@ pub async fn active_policies(state: &AppState) -> Result<Vec<(i64, CompiledPolic
         }
         let p = state.store.get_policy(&key.0, Some(version)).await?;
         // A stored document that no longer compiles fails closed: the transition is refused.
-        let compiled = serde_json::from_value::<PolicyDoc>(p.document)
+        let compiled: Arc<CompiledPolicy> = serde_json::from_value::<PolicyDoc>(p.document)
             .map_err(|e| e.to_string())
-            .and_then(|d| d.compile().map_err(|e| e.to_string()))
+            .and_then(|d| d.compile().map(Arc::new).map_err(|e| e.to_string()))
             .map_err(|e| {
                 ApiError::new(
                     axum::http::StatusCode::INTERNAL_SERVER_ERROR,
@@ -278,7 +279,7 @@ pub async fn check(
     state: &AppState,
     s: &Subject,
     target: Stage,
-    only: Option<(i64, CompiledPolicy)>,
+    only: Option<(i64, Arc<CompiledPolicy>)>,
 ) -> Result<Check, ApiError> {
     let facts = facts(state, s, target).await?;
     let policies = match only {
@@ -289,7 +290,7 @@ pub async fn check(
     let exceptions = state.store.policy_exceptions(&s.model_ref, &VersionSelector::Number(s.version.version)).await?;
     let waived =
         |name: &str| exceptions.iter().any(|e| e.policy == name && e.status == "approved" && e.expires_at > now);
-    let refs: Vec<(i64, &CompiledPolicy)> = policies.iter().map(|(v, p)| (*v, p)).collect();
+    let refs: Vec<(i64, &CompiledPolicy)> = policies.iter().map(|(v, p)| (*v, p.as_ref())).collect();
     let decision = policy::decide(&refs, &facts, &s.model.namespace, s.risk(), target, &waived);
     let mut gate_blockers = Vec::new();
     if matches!(target, Stage::ApprovedProd | Stage::Production) {

@@ -246,7 +246,7 @@ pub async fn policy_check(
     let only = match &body.policy {
         Some(text) => {
             let doc = PolicyDoc::parse(text).map_err(|e| ApiError::invalid(e.to_string()))?;
-            Some((0, doc.compile().map_err(|e| ApiError::invalid(e.to_string()))?))
+            Some((0, std::sync::Arc::new(doc.compile().map_err(|e| ApiError::invalid(e.to_string()))?)))
         }
         None => None,
     };
