@@ -212,16 +212,23 @@ async fn insert_transition(
     Ok(())
 }
 
-/// Rows per multi-row insert of policy results (13 parameters each, far below either
-/// backend's limit), so 50 policies of 5 rules cost 3 statements, not 250.
-const RESULT_ROWS_PER_INSERT: usize = 100;
+/// Rows per multi-row insert of policy results (13 parameters each). PostgreSQL binds by
+/// position, so large batches save round trips (50 policies of 5 rules: 3 statements, not
+/// 250). SQLite through sqlx looks each parameter up by name, a cost that grows with the
+/// square of the parameters in a statement; there small batches are fastest.
+fn result_rows_per_insert(b: crate::db::Backend) -> usize {
+    match b {
+        crate::db::Backend::Postgres => 100,
+        crate::db::Backend::Sqlite => 10,
+    }
+}
 
 pub(crate) async fn insert_policy_results(
     conn: &mut Conn<'_>,
     version_id: i64,
     results: &[PolicyResultRecord],
 ) -> Result<(), StoreError> {
-    for chunk in results.chunks(RESULT_ROWS_PER_INSERT) {
+    for chunk in results.chunks(result_rows_per_insert(conn.backend())) {
         let mut sql = String::from(
             "INSERT INTO policy_results (version_id, evaluation, target_stage, policy, policy_version, severity, \
              rule_id, action, outcome, message, waived, blocked, at) VALUES ",
