@@ -6,9 +6,8 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_server::webhooks::{Worker, WorkerConfig};
+use cairn_test_utils::TestServer;
 use cairn_test_utils::receiver::{Receiver, verify};
-use cairn_test_utils::{Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -414,32 +413,8 @@ async fn illegal_transitions_are_refused(s: &TestServer) {
     assert_eq!(denied.len(), 1, "{denied:?}");
 }
 
-async fn run(backend: Backend, test: &str, f: impl AsyncFnOnce(&TestServer)) {
-    let Some(s) = TestServer::start_with(backend, test, |st| {
-        st.webhook_allow_private_networks = true;
-        st.webhook_poll_ms = 20;
-    })
-    .await
-    else {
-        return;
-    };
-    let worker = Worker::spawn(s.state.store.clone(), WorkerConfig::from_settings(&s.state.settings));
-    f(&s).await;
-    worker.stop().await;
-    s.stop().await;
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::run(super::Backend::Sqlite, stringify!($name), super::$name).await }
-        )* }
-        mod postgres { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::run(super::Backend::Postgres, stringify!($name), super::$name).await }
-        )* }
-    };
-}
-
-both!(full_flow, policies_versions_and_exceptions, illegal_transitions_are_refused);
+cairn_test_utils::both_backends_delivering!(
+    full_flow,
+    policies_versions_and_exceptions,
+    illegal_transitions_are_refused
+);

@@ -5,9 +5,8 @@
 
 use std::time::{Duration, Instant};
 
-use cairn_server::webhooks::{Worker, WorkerConfig};
+use cairn_test_utils::TestServer;
 use cairn_test_utils::receiver::{Receiver, verify};
-use cairn_test_utils::{Backend, TestServer};
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
@@ -26,17 +25,10 @@ async fn admin(s: &TestServer, method: Method, path: &str, body: Option<Value>) 
     call(s, &s.token, method, path, body).await
 }
 
-/// A server that may reach 127.0.0.1, with short retries, and its delivery worker.
-async fn start(backend: Backend, test: &str) -> Option<(TestServer, Worker)> {
-    let s = TestServer::start_with(backend, test, |st| {
-        st.webhook_allow_private_networks = true;
-        st.webhook_poll_ms = 20;
-        st.webhook_retry_base_secs = 1;
-        st.webhook_max_attempts = 3;
-    })
-    .await?;
-    let worker = Worker::spawn(s.state.store.clone(), WorkerConfig::from_settings(&s.state.settings));
-    Some((s, worker))
+/// Short retries, so that backoff and giving up fit in a test.
+fn short_retries(st: &mut cairn_server::Settings) {
+    st.webhook_retry_base_secs = 1;
+    st.webhook_max_attempts = 3;
 }
 
 async fn create_hook(s: &TestServer, ns: &str, url: &str, events: Value) -> (String, String) {
@@ -73,28 +65,8 @@ async fn wait_status(s: &TestServer, hook: &str, delivery: &str, status: &str) -
     }
 }
 
-async fn run(backend: Backend, test: &str, f: impl AsyncFnOnce(&TestServer)) {
-    if let Some((s, worker)) = start(backend, test).await {
-        f(&s).await;
-        worker.stop().await;
-        s.stop().await;
-    }
-}
-
-macro_rules! both {
-    ($($name:ident),* $(,)?) => {
-        mod sqlite_delivery { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::run(super::Backend::Sqlite, stringify!($name), super::$name).await }
-        )* }
-        mod postgres_delivery { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() { super::run(super::Backend::Postgres, stringify!($name), super::$name).await }
-        )* }
-    };
-}
-
-both!(
+cairn_test_utils::both_backends_delivering!(
+    tweak = short_retries;
     a_ping_arrives_signed,
     failures_are_retried_with_backoff_then_delivered,
     permanent_failure_gives_up_and_redelivery_works

@@ -358,3 +358,63 @@ macro_rules! store_suite {
         )* }
     };
 }
+
+/// Runs `f` on a fresh server whose webhooks may reach this machine (the tests' receivers
+/// listen on 127.0.0.1) and are polled every 20 ms, with settings `tweak` changes on top and
+/// the webhook delivery worker running; stops both afterwards.
+pub async fn run_delivering(
+    backend: Backend,
+    test: &str,
+    tweak: impl FnOnce(&mut Settings),
+    f: impl AsyncFnOnce(&TestServer),
+) {
+    let Some(s) = TestServer::start_with(backend, test, |st| {
+        st.webhook_allow_private_networks = true;
+        st.webhook_poll_ms = 20;
+        tweak(st);
+    })
+    .await
+    else {
+        return;
+    };
+    let config = cairn_server::webhooks::WorkerConfig::from_settings(&s.state.settings);
+    let worker = cairn_server::webhooks::Worker::spawn(s.state.store.clone(), config);
+    f(&s).await;
+    worker.stop().await;
+    s.stop().await;
+}
+
+/// Like [`both_backends!`], with webhook deliveries running ([`run_delivering`]):
+/// `sqlite_delivery::NAME` and `postgres_delivery::NAME`. `tweak = f;` names a
+/// `fn(&mut Settings)` of the calling file that adjusts the settings further.
+#[macro_export]
+macro_rules! both_backends_delivering {
+    (tweak = $tweak:ident; $($name:ident),* $(,)?) => {
+        mod sqlite_delivery { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::run_delivering($crate::Backend::Sqlite, stringify!($name), super::$tweak, super::$name).await
+            }
+        )* }
+        mod postgres_delivery { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::run_delivering($crate::Backend::Postgres, stringify!($name), super::$tweak, super::$name).await
+            }
+        )* }
+    };
+    ($($name:ident),* $(,)?) => {
+        mod sqlite_delivery { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::run_delivering($crate::Backend::Sqlite, stringify!($name), |_| {}, super::$name).await
+            }
+        )* }
+        mod postgres_delivery { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                $crate::run_delivering($crate::Backend::Postgres, stringify!($name), |_| {}, super::$name).await
+            }
+        )* }
+    };
+}
