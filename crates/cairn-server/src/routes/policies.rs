@@ -88,8 +88,7 @@ pub async fn apply_policy(
     authorize(&state, &caller, Permission::PolicyManage, None, "policy.apply", "policies").await?;
     let doc = PolicyDoc::parse(&body.source).map_err(|e| ApiError::invalid(e.to_string()))?;
     // Compiling checks the regular expressions too; what is stored always compiles.
-    let compiled = doc.clone().compile().map_err(|e| ApiError::invalid(e.to_string()))?;
-    drop(compiled);
+    doc.clone().compile().map_err(|e| ApiError::invalid(e.to_string()))?;
     let document = serde_json::to_value(&doc).map_err(|e| ApiError::invalid(e.to_string()))?;
     let status = body.status.as_deref().unwrap_or("active");
     let applied = state

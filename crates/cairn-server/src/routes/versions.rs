@@ -113,7 +113,7 @@ pub async fn create_version(
 
 /// Get a version by number (`3`) or through an alias (`@champion`).
 #[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/versions/{version}", tag = "versions",
-    params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path, description = "A number, or @alias")),
+    params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path, description = "A number, @alias or semver label (1.4.2)")),
     responses((status = 200, body = api::Version), (status = 404, body = api::ErrorBody)),
     extensions(("x-cairn-permission" = json!("model.read"))))]
 pub async fn get_version(
@@ -131,7 +131,7 @@ pub async fn get_version(
 /// number, manifest digest and time), then any the pusher added. Check them with
 /// `cairn verify` and the keys at `/.well-known/cairn/signing-keys`.
 #[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/versions/{version}/signatures", tag = "versions",
-    params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path, description = "A number, or @alias")),
+    params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path, description = "A number, @alias or semver label (1.4.2)")),
     responses((status = 200, body = api::VersionSignatures), (status = 404, body = api::ErrorBody)),
     extensions(("x-cairn-permission" = json!("model.read"))))]
 pub async fn get_signatures(
