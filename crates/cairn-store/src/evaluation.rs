@@ -29,6 +29,33 @@ pub struct VersionCard {
     pub created_by: String,
 }
 
+/// The facts of a card that search filters on, kept in columns of `version_cards` beside the
+/// canonical JSON so that a filter compares columns instead of parsing every card.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub(crate) struct CardFacts {
+    /// `model.license`, as the card gives it (SPDX identifiers; filters ignore its case).
+    pub license: Option<String>,
+    /// `model.pipeline_tag` (`text-classification`), or else `evaluation.task`.
+    pub task: Option<String>,
+}
+
+impl CardFacts {
+    /// Reads the facts from a canonical card (JSON). Only non-blank strings count; a card that
+    /// is not JSON has none. Migration 0008 applies the same rules to the cards stored before it.
+    pub(crate) fn of(card: &str) -> Self {
+        let Ok(card) = serde_json::from_str::<serde_json::Value>(card) else {
+            return Self::default();
+        };
+        let text = |pointer: &str| {
+            card.pointer(pointer)
+                .and_then(serde_json::Value::as_str)
+                .filter(|s| !s.trim_matches(' ').is_empty())
+                .map(str::to_owned)
+        };
+        Self { license: text("/model/license"), task: text("/model/pipeline_tag").or_else(|| text("/evaluation/task")) }
+    }
+}
+
 /// An evaluation suite of a namespace.
 #[derive(Debug, Clone, PartialEq, Serialize)]
 pub struct EvalSuite {
@@ -163,9 +190,10 @@ impl Store {
         let before: Option<(String,)> =
             conn.fetch_optional("SELECT digest FROM version_cards WHERE version_id = $1", params![v.id]).await?;
         conn.execute("DELETE FROM version_cards WHERE version_id = $1", params![v.id]).await?;
+        let facts = CardFacts::of(&card.card);
         conn.execute(
             "INSERT INTO version_cards (version_id, source_name, source, digest, card, completeness, findings, \
-             created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+             created_at, created_by, license, task) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
             params![
                 v.id,
                 &card.source_name,
@@ -175,7 +203,9 @@ impl Store {
                 &card.completeness,
                 &card.findings,
                 now,
-                &ctx.actor
+                &ctx.actor,
+                facts.license,
+                facts.task
             ],
         )
         .await?;
@@ -391,5 +421,27 @@ impl Store {
             )
             .await?;
         Ok(rows.into_iter().map(EvalResult::from).collect())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::CardFacts;
+
+    fn facts(license: Option<&str>, task: Option<&str>) -> CardFacts {
+        CardFacts { license: license.map(str::to_owned), task: task.map(str::to_owned) }
+    }
+
+    #[test]
+    fn card_facts_come_from_the_licence_and_the_pipeline_tag() {
+        let card = r#"{"model": {"license": "Apache-2.0", "pipeline_tag": "text-classification"},
+                       "evaluation": {"task": "sentiment"}}"#;
+        assert_eq!(CardFacts::of(card), facts(Some("Apache-2.0"), Some("text-classification")));
+        // Without a pipeline tag, the evaluation's task.
+        assert_eq!(CardFacts::of(r#"{"model": {}, "evaluation": {"task": "ner"}}"#), facts(None, Some("ner")));
+        // Blank, non-string and missing values are no facts; neither is a card that is not JSON.
+        assert_eq!(CardFacts::of(r#"{"model": {"license": " ", "pipeline_tag": 3}}"#), facts(None, None));
+        assert_eq!(CardFacts::of(r#"{"model": "mit"}"#), facts(None, None));
+        assert_eq!(CardFacts::of("not json"), facts(None, None));
     }
 }
