@@ -8,8 +8,8 @@
 //!
 //! [`parse`] turns the text into a [`Filter`] tree without knowing which entity it will
 //! search; [`compile`] checks that tree against a [`FilterSchema`] (which fields exist, their
-//! types, where the tags live) and produces a parameterised SQL fragment for one
-//! [`Dialect`]. User text never reaches the SQL string: every value becomes a bound
+//! types, where the tags live, which fields are facts of [`Related`] rows such as a model's
+//! versions) and produces a parameterised SQL fragment for one [`Dialect`]. User text never reaches the SQL string: every value becomes a bound
 //! parameter, and field names are looked up in the schema and replaced by its columns.
 //!
 //! Bounds keep hostile input cheap: at most [`MAX_FILTER_LEN`] bytes, nesting depth
@@ -158,6 +158,10 @@ pub enum Dialect {
 pub enum FieldKind {
     /// Text, compared as text; supports `LIKE`/`ILIKE`.
     Text,
+    /// Text compared without regard to ASCII case (SPDX licence identifiers): the column and
+    /// the values are folded to lower case, so `=`, `IN`, `<` and `LIKE` all ignore case.
+    /// Only ASCII letters fold, on both backends alike.
+    TextIgnoreCase,
     /// A whole number.
     Integer,
     /// Milliseconds since the Unix epoch; accepts a number or an RFC 3339 string.
@@ -175,6 +179,49 @@ pub struct FieldSpec {
     pub column: &'static str,
     /// Its type.
     pub kind: FieldKind,
+    /// `None` when `column` belongs to the row being searched; otherwise the rows of
+    /// another table related to it (a model's versions), and the field holds for the row when
+    /// it holds for any of them. See [`Related`].
+    pub related: Option<Related>,
+}
+
+impl FieldSpec {
+    /// A field of the searched row itself, with no other name.
+    #[must_use]
+    pub const fn new(name: &'static str, column: &'static str, kind: FieldKind) -> Self {
+        Self { name, aliases: &[], column, kind, related: None }
+    }
+
+    /// The same field, also accepted under these names.
+    #[must_use]
+    pub const fn aliases(mut self, aliases: &'static [&'static str]) -> Self {
+        self.aliases = aliases;
+        self
+    }
+
+    /// The same field, read from related rows: it holds when it holds for any of them.
+    #[must_use]
+    pub const fn of_any(mut self, related: Related) -> Self {
+        self.related = Some(related);
+        self
+    }
+}
+
+/// Rows related to the searched row, for fields that hold when any related row holds them
+/// ("a model with a production version").
+///
+/// A comparison on such a field compiles to `EXISTS (SELECT 1 FROM {from} WHERE {link} AND
+/// column op value)`. The negative operators are the negation of their positive form:
+/// `!=`, `NOT IN`, `NOT LIKE` and `NOT ILIKE` compile to `NOT EXISTS (… column = / IN / LIKE /
+/// ILIKE …)` ("no related row has the value"), and `IS NULL` to `NOT EXISTS (… column IS NOT
+/// NULL)` ("no related row has any value"). So a comparison and its negation always split
+/// the rows in two, and a row without related rows satisfies every negative form.
+#[derive(Debug, Clone, Copy)]
+pub struct Related {
+    /// The subquery's `FROM` clause, with its own table aliases (`versions fv`).
+    pub from: &'static str,
+    /// The condition tying the related rows to the outer row (`fv.model_id = m.id`).
+    pub link: &'static str,
 }
 
 /// Where an entity's key/value tags are stored.
@@ -698,7 +745,22 @@ impl Compiler<'_> {
                         format!("unknown {} field '{name}'; known fields: {known}, tags.<key>", self.schema.entity),
                     ));
                 };
-                self.predicate(field.column, field.kind, c)
+                let Some(related) = field.related else {
+                    return self.predicate(field.column, field.kind, c);
+                };
+                // The negative forms are the negation of the positive ones over the related
+                // rows: "no version is in production", not "some version is not".
+                let (negate, positive) = match c.op {
+                    Op::Ne => (true, Op::Eq),
+                    Op::NotIn => (true, Op::In),
+                    Op::NotLike => (true, Op::Like),
+                    Op::NotILike => (true, Op::ILike),
+                    Op::IsNull => (true, Op::IsNotNull),
+                    other => (false, other),
+                };
+                let pred = self.predicate(field.column, field.kind, &Comparison { op: positive, ..c.clone() })?;
+                let not = if negate { "NOT " } else { "" };
+                Ok(format!("{not}EXISTS (SELECT 1 FROM {} WHERE {} AND {pred})", related.from, related.link))
             }
             Target::Tag(key) => {
                 let Some(tags) = self.schema.tags else {
@@ -736,7 +798,8 @@ impl Compiler<'_> {
         };
         match (kind, lit) {
             (FieldKind::Text, Literal::Text(s)) => Ok(SqlValue::Text(s.clone())),
-            (FieldKind::Text, Literal::Number(n)) => {
+            (FieldKind::TextIgnoreCase, Literal::Text(s)) => Ok(SqlValue::Text(s.to_ascii_lowercase())),
+            (FieldKind::Text | FieldKind::TextIgnoreCase, Literal::Number(n)) => {
                 Err(FilterError::at(c.position, format!("{what} holds text: quote the value ('{n}')")))
             }
             (FieldKind::Integer, Literal::Number(n) | Literal::Text(n)) => n
@@ -764,6 +827,18 @@ impl Compiler<'_> {
     }
 
     fn predicate(&mut self, column: &str, kind: FieldKind, c: &Comparison) -> Result<String, FilterError> {
+        let folded;
+        let column = if kind == FieldKind::TextIgnoreCase && !matches!(c.op, Op::IsNull | Op::IsNotNull) {
+            // Values are lowered in `value` with the same ASCII-only rule; PostgreSQL's lower()
+            // folds only ASCII under the "C" collation, SQLite's always does.
+            folded = match self.dialect {
+                Dialect::Sqlite => format!("lower({column})"),
+                Dialect::Postgres => format!("lower({column} COLLATE \"C\")"),
+            };
+            folded.as_str()
+        } else {
+            column
+        };
         match c.op {
             Op::IsNull | Op::IsNotNull => Ok(format!("{column} {}", c.op.sql())),
             Op::In | Op::NotIn => {
@@ -775,7 +850,7 @@ impl Compiler<'_> {
                 Ok(format!("{column} {} ({})", c.op.sql(), ps.join(", ")))
             }
             Op::Like | Op::NotLike | Op::ILike | Op::NotILike => {
-                if kind != FieldKind::Text {
+                if !matches!(kind, FieldKind::Text | FieldKind::TextIgnoreCase) {
                     return Err(FilterError::at(
                         c.position,
                         format!(
@@ -785,6 +860,8 @@ impl Compiler<'_> {
                     ));
                 }
                 let pattern = match c.values.first() {
+                    // Both sides already folded: the case-sensitive matcher ignores case.
+                    Some(Literal::Text(s)) if kind == FieldKind::TextIgnoreCase => s.to_ascii_lowercase(),
                     Some(Literal::Text(s)) => s.clone(),
                     Some(Literal::Number(n)) => {
                         return Err(FilterError::at(c.position, format!("a LIKE pattern must be quoted ('{n}')")));
@@ -793,7 +870,7 @@ impl Compiler<'_> {
                 };
                 let negate = matches!(c.op, Op::NotLike | Op::NotILike);
                 let not = if negate { "NOT " } else { "" };
-                let insensitive = matches!(c.op, Op::ILike | Op::NotILike);
+                let insensitive = matches!(c.op, Op::ILike | Op::NotILike) && kind == FieldKind::Text;
                 Ok(match (self.dialect, insensitive) {
                     // SQLite's LIKE ignores ASCII case; GLOB is the case-sensitive matcher.
                     (Dialect::Sqlite, false) => {
@@ -862,14 +939,9 @@ mod tests {
     const SCHEMA: FilterSchema = FilterSchema {
         entity: "model",
         fields: &[
-            FieldSpec { name: "name", aliases: &[], column: "m.name", kind: FieldKind::Text },
-            FieldSpec { name: "version", aliases: &["version_number"], column: "v.number", kind: FieldKind::Integer },
-            FieldSpec {
-                name: "created_at",
-                aliases: &["creation_timestamp"],
-                column: "m.created_at",
-                kind: FieldKind::Timestamp,
-            },
+            FieldSpec::new("name", "m.name", FieldKind::Text),
+            FieldSpec::new("version", "v.number", FieldKind::Integer).aliases(&["version_number"]),
+            FieldSpec::new("created_at", "m.created_at", FieldKind::Timestamp).aliases(&["creation_timestamp"]),
         ],
         tags: Some(TagSpec {
             table: "model_tags",
@@ -1009,6 +1081,97 @@ mod tests {
         assert!(parse(&format!("name IN ({list})")).unwrap_err().message.contains("IN list"));
     }
 
+    /// Models with facts of their versions, as the store declares them.
+    const WITH_VERSIONS: FilterSchema = FilterSchema {
+        entity: "model",
+        fields: &[
+            FieldSpec::new("name", "m.name", FieldKind::Text),
+            FieldSpec::new("stage", "fv.stage", FieldKind::Text)
+                .of_any(Related { from: "versions fv", link: "fv.model_id = m.id" }),
+            FieldSpec::new("license", "fc.license", FieldKind::TextIgnoreCase).aliases(&["licence"]).of_any(Related {
+                from: "versions fv JOIN version_cards fc ON fc.version_id = fv.id",
+                link: "fv.model_id = m.id",
+            }),
+            FieldSpec::new("spdx", "c.license", FieldKind::TextIgnoreCase),
+        ],
+        tags: None,
+    };
+
+    fn with_versions(f: &str, d: Dialect) -> CompiledFilter {
+        compile(&parse(f).unwrap(), &WITH_VERSIONS, d, 1).unwrap()
+    }
+
+    #[test]
+    fn related_fields_hold_when_any_related_row_does() {
+        let c = with_versions("stage = 'production'", Dialect::Postgres);
+        assert_eq!(c.sql, "EXISTS (SELECT 1 FROM versions fv WHERE fv.model_id = m.id AND fv.stage = $1)");
+        assert_eq!(c.params, [SqlValue::Text("production".into())]);
+        let c = with_versions("stage IN ('staging', 'production')", Dialect::Sqlite);
+        assert_eq!(c.sql, "EXISTS (SELECT 1 FROM versions fv WHERE fv.model_id = m.id AND fv.stage IN ($1, $2))");
+        let c = with_versions("stage IS NOT NULL", Dialect::Sqlite);
+        assert_eq!(c.sql, "EXISTS (SELECT 1 FROM versions fv WHERE fv.model_id = m.id AND fv.stage IS NOT NULL)");
+        let c = with_versions("stage LIKE 'prod%'", Dialect::Postgres);
+        assert_eq!(
+            c.sql,
+            "EXISTS (SELECT 1 FROM versions fv WHERE fv.model_id = m.id AND fv.stage LIKE $1 ESCAPE '\\')"
+        );
+    }
+
+    #[test]
+    fn negative_forms_of_related_fields_say_no_related_row_matches() {
+        let head = "NOT EXISTS (SELECT 1 FROM versions fv WHERE fv.model_id = m.id AND";
+        for (f, pred) in [
+            ("stage != 'production'", "fv.stage = $1)"),
+            ("stage <> 'production'", "fv.stage = $1)"),
+            ("stage NOT IN ('a', 'b')", "fv.stage IN ($1, $2))"),
+            ("stage NOT LIKE 'prod%'", "fv.stage GLOB $1)"),
+            ("stage NOT ILIKE 'PROD%'", "lower(fv.stage) LIKE lower($1) ESCAPE '\\')"),
+            ("stage IS NULL", "fv.stage IS NOT NULL)"),
+        ] {
+            assert_eq!(with_versions(f, Dialect::Sqlite).sql, format!("{head} {pred}"), "{f}");
+        }
+        // Inside AND/OR the subqueries keep their own parentheses.
+        let c = with_versions("name = 'a' OR stage != 'draft'", Dialect::Postgres);
+        assert_eq!(c.sql, format!("(m.name = $1) OR ({head} fv.stage = $2))"));
+    }
+
+    #[test]
+    fn case_insensitive_text_folds_both_sides() {
+        let c = with_versions("spdx = 'Apache-2.0'", Dialect::Sqlite);
+        assert_eq!(c.sql, "lower(c.license) = $1");
+        assert_eq!(c.params, [SqlValue::Text("apache-2.0".into())]);
+        let c = with_versions("spdx IN ('MIT', 'bsd-3-Clause')", Dialect::Postgres);
+        assert_eq!(c.sql, "lower(c.license COLLATE \"C\") IN ($1, $2)");
+        assert_eq!(c.params, [SqlValue::Text("mit".into()), SqlValue::Text("bsd-3-clause".into())]);
+        // LIKE and ILIKE alike ignore case: the pattern is folded and the case-sensitive
+        // matcher compares it with the folded column.
+        let c = with_versions("spdx LIKE 'Apache%'", Dialect::Sqlite);
+        assert_eq!((c.sql.as_str(), c.params), ("lower(c.license) GLOB $1", vec![SqlValue::Text("apache*".into())]));
+        let c = with_versions("spdx NOT ILIKE 'GPL-_.0'", Dialect::Postgres);
+        assert_eq!(c.sql, "lower(c.license COLLATE \"C\") NOT LIKE $1 ESCAPE '\\'");
+        assert_eq!(c.params, [SqlValue::Text("gpl-_.0".into())]);
+        // Only ASCII letters fold, as in SQL.
+        assert_eq!(with_versions("spdx = 'ÉA'", Dialect::Sqlite).params, [SqlValue::Text("Éa".into())]);
+        // NULL tests look at the column as it is.
+        assert_eq!(with_versions("spdx IS NULL", Dialect::Postgres).sql, "c.license IS NULL");
+        // An alias, a related field and folding together.
+        let c = with_versions("licence != 'MIT'", Dialect::Postgres);
+        assert_eq!(
+            c.sql,
+            "NOT EXISTS (SELECT 1 FROM versions fv JOIN version_cards fc ON fc.version_id = fv.id \
+             WHERE fv.model_id = m.id AND lower(fc.license COLLATE \"C\") = $1)"
+        );
+        assert_eq!(c.params, [SqlValue::Text("mit".into())]);
+        let e = compile(&parse("spdx = 3").unwrap(), &WITH_VERSIONS, Dialect::Sqlite, 1).unwrap_err();
+        assert!(e.message.contains("quote the value"), "{e}");
+    }
+
+    #[test]
+    fn unknown_fields_list_the_related_ones_too() {
+        let e = compile(&parse("colour = 'red'").unwrap(), &WITH_VERSIONS, Dialect::Sqlite, 1).unwrap_err();
+        assert!(e.message.contains("known fields: name, stage, license, spdx"), "{e}");
+    }
+
     #[test]
     fn and_binds_tighter_than_or() {
         let f = parse("name = 'a' OR name = 'b' AND version = 1").unwrap();
@@ -1034,6 +1197,29 @@ mod tests {
                 let c = compile(&parse(&f).unwrap(), &SCHEMA, Dialect::Postgres, 1).unwrap();
                 prop_assert_eq!(c.sql, "m.name = $1");
                 prop_assert_eq!(c.params, vec![SqlValue::Text(v)]);
+            }
+
+            /// Values of related and case-insensitive fields are bound too, whatever the
+            /// operator: the SQL text depends only on the shape of the filter.
+            #[test]
+            fn related_values_are_always_bound(v in "\\PC{0,64}", op in prop::sample::select(
+                vec!["=", "!=", "<", ">=", "LIKE", "NOT LIKE", "ILIKE", "NOT ILIKE"],
+            )) {
+                let quoted = v.replace('\'', "''");
+                for field in ["stage", "license"] {
+                    let f = format!("{field} {op} '{quoted}'");
+                    let plain = format!("{field} {op} 'x'");
+                    for d in [Dialect::Sqlite, Dialect::Postgres] {
+                        let c = compile(&parse(&f).unwrap(), &WITH_VERSIONS, d, 1).unwrap();
+                        let p = compile(&parse(&plain).unwrap(), &WITH_VERSIONS, d, 1).unwrap();
+                        prop_assert_eq!(&c.sql, &p.sql);
+                        prop_assert_eq!(c.params.len(), 1);
+                    }
+                }
+                let f = format!("license NOT IN ('{quoted}', 'b')");
+                let c = compile(&parse(&f).unwrap(), &WITH_VERSIONS, Dialect::Postgres, 1).unwrap();
+                prop_assert_eq!(c.params.len(), 2);
+                prop_assert!(c.sql.ends_with("IN ($1, $2))"), "{}", c.sql);
             }
 
             /// Tag keys, however odd, are bound too.

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_core::filter::{self, Dialect, FieldKind, FieldSpec, Filter, FilterSchema, TagSpec};
+use cairn_core::filter::{self, Dialect, FieldKind, FieldSpec, Filter, FilterSchema, Related, TagSpec};
 use cairn_core::lifecycle::RiskTier;
 use cairn_core::{ModelRef, TagKey};
 use serde::Serialize;
@@ -93,29 +93,34 @@ const SELECT_MODEL: &str = "SELECT m.id, n.name AS namespace, m.name, m.descript
     m.latest_version, m.risk_tier, m.team, m.created_at, m.created_by, m.updated_at, m.updated_by \
     FROM models m JOIN namespaces n ON n.id = m.namespace_id";
 
-/// The fields a model filter may use.
+/// Any version of the model, for fields that hold when one of its versions does.
+const ANY_VERSION: Related = Related { from: "versions fv", link: "fv.model_id = m.id" };
+
+/// The card of any version of the model (versions without a card have no card facts).
+const ANY_VERSION_CARD: Related =
+    Related { from: "versions fv JOIN version_cards fc ON fc.version_id = fv.id", link: "fv.model_id = m.id" };
+
+/// The fields a model filter may use. `stage`, `license` and `task` are facts of versions:
+/// a model has them when any of its versions does, and their negative forms (`!=`, `NOT IN`,
+/// `NOT LIKE`, `IS NULL`) mean that none does (see [`Related`] and docs/SEARCH.md).
 pub const MODEL_FILTER: FilterSchema = FilterSchema {
     entity: "model",
     fields: &[
-        FieldSpec { name: "name", aliases: &[], column: "m.name", kind: FieldKind::Text },
-        FieldSpec { name: "namespace", aliases: &[], column: "n.name", kind: FieldKind::Text },
-        FieldSpec { name: "full_name", aliases: &[], column: "m.full_name", kind: FieldKind::Text },
-        FieldSpec { name: "description", aliases: &[], column: "m.description", kind: FieldKind::Text },
-        FieldSpec { name: "latest_version", aliases: &[], column: "m.latest_version", kind: FieldKind::Integer },
-        FieldSpec { name: "risk_tier", aliases: &[], column: "m.risk_tier", kind: FieldKind::Text },
-        FieldSpec { name: "team", aliases: &[], column: "m.team", kind: FieldKind::Text },
-        FieldSpec {
-            name: "created_at",
-            aliases: &["creation_timestamp"],
-            column: "m.created_at",
-            kind: FieldKind::Timestamp,
-        },
-        FieldSpec {
-            name: "updated_at",
-            aliases: &["last_updated_timestamp"],
-            column: "m.updated_at",
-            kind: FieldKind::Timestamp,
-        },
+        FieldSpec::new("name", "m.name", FieldKind::Text),
+        FieldSpec::new("namespace", "n.name", FieldKind::Text),
+        FieldSpec::new("full_name", "m.full_name", FieldKind::Text),
+        FieldSpec::new("description", "m.description", FieldKind::Text),
+        FieldSpec::new("latest_version", "m.latest_version", FieldKind::Integer),
+        FieldSpec::new("risk_tier", "m.risk_tier", FieldKind::Text),
+        FieldSpec::new("team", "m.team", FieldKind::Text),
+        // Facts of the model's versions: a model has them when any of its versions does.
+        FieldSpec::new("stage", "fv.stage", FieldKind::Text).aliases(&["current_stage"]).of_any(ANY_VERSION),
+        FieldSpec::new("license", "fc.license", FieldKind::TextIgnoreCase)
+            .aliases(&["licence"])
+            .of_any(ANY_VERSION_CARD),
+        FieldSpec::new("task", "fc.task", FieldKind::Text).of_any(ANY_VERSION_CARD),
+        FieldSpec::new("created_at", "m.created_at", FieldKind::Timestamp).aliases(&["creation_timestamp"]),
+        FieldSpec::new("updated_at", "m.updated_at", FieldKind::Timestamp).aliases(&["last_updated_timestamp"]),
     ],
     tags: Some(TagSpec {
         table: "model_tags",
