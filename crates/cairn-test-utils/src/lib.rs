@@ -10,6 +10,7 @@
 //! `CAIRN_REQUIRE_ALL_TESTS=1` (CI), where a missing service fails the test.
 
 pub mod receiver;
+pub mod totp;
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
