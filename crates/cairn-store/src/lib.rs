@@ -16,6 +16,7 @@ mod error;
 pub mod evaluation;
 pub mod gdpr;
 pub mod grant;
+pub mod inbox;
 pub mod lifecycle;
 pub mod lockout;
 pub mod mfa;
