@@ -195,8 +195,10 @@ where
         .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit::by_address));
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
     let max_json = state.settings.max_json_bytes;
+    let ui = crate::ui::router().route_layer(middleware::from_fn_with_state(state.clone(), rate_limit::by_address));
     Router::new()
         .merge(api)
+        .merge(ui)
         .merge(routes::health::router())
         .fallback(|| async { crate::error::ApiError::not_found("no such route") })
         .with_state(state)
@@ -247,12 +249,13 @@ async fn json_errors(resp: Response<Body>) -> Response<Body> {
     if !(status.is_client_error() || status.is_server_error()) {
         return resp;
     }
-    let is_json = resp
+    // JSON errors pass as they are; so do the web UI's error pages.
+    let keep = resp
         .headers()
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
-        .is_some_and(|v| v.starts_with("application/json"));
-    if is_json {
+        .is_some_and(|v| v.starts_with("application/json") || v.starts_with("text/html"));
+    if keep {
         return resp;
     }
     let (mut parts, _) = resp.into_parts();

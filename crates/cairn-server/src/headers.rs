@@ -2,7 +2,8 @@
 //! and the health probes.
 //!
 //! The API serves JSON and files, never pages to render, so the content security policy
-//! forbids everything; nothing may frame a response, sniff its type, learn the referring URL
+//! forbids everything (the web UI under `/ui` gets its own, which allows only this server's
+//! stylesheet, script, images and form targets); nothing may frame a response, sniff its type, learn the referring URL
 //! or share the browsing context. Responses are not cached unless the handler chose a
 //! `Cache-Control` itself (downloads may). No `Server` header names the software.
 //!
@@ -27,8 +28,15 @@ static CROSS_ORIGIN_RESOURCE_POLICY: HeaderName = HeaderName::from_static("cross
 
 /// Middleware on every response: sets the security headers.
 pub async fn security_headers(req: Request, next: Next) -> Response<Body> {
+    let ui = crate::ui::is_ui_path(req.uri().path());
     let mut resp = next.run(req).await;
     set_security_headers(resp.headers_mut());
+    if ui {
+        // Web UI pages load this server's own stylesheet, script and images, and post forms
+        // to it; nothing else, as strict as the API otherwise.
+        resp.headers_mut()
+            .insert(header::CONTENT_SECURITY_POLICY, HeaderValue::from_static(crate::ui::CONTENT_SECURITY_POLICY));
+    }
     resp
 }
 

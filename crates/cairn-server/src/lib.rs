@@ -22,6 +22,7 @@ pub mod serve;
 pub mod session;
 pub mod settings;
 mod tar;
+pub mod ui;
 pub mod uploads;
 pub mod webhooks;
 

@@ -145,8 +145,41 @@ fn session_expired(message: &str) -> ApiError {
     ApiError::unauthenticated(format!("{message}; log in again"))
 }
 
-/// Authenticates a request by its session cookie: `Ok(None)` when it has none.
+/// Authenticates a request by its session cookie: `Ok(None)` when it has none. A request
+/// that may change state must carry the session's CSRF token in `X-CSRF-Token`.
 pub async fn authenticate_cookie(state: &AppState, parts: &Parts) -> Result<Option<Caller>, ApiError> {
+    let csrf = if matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+        CsrfCheck::SafeMethod
+    } else {
+        CsrfCheck::Given(parts.headers.get(CSRF_HEADER).map(HeaderValue::as_bytes).unwrap_or_default())
+    };
+    authenticate_session(state, parts, csrf).await.map(|found| found.map(|(caller, _)| caller))
+}
+
+/// What [`authenticate_session`] checks of the CSRF token.
+#[derive(Debug, Clone, Copy)]
+pub enum CsrfCheck<'a> {
+    /// A request that changes nothing (`GET`, `HEAD`, `OPTIONS`): no token needed.
+    SafeMethod,
+    /// The token the request carried (a header, or a form field of the web UI).
+    Given(&'a [u8]),
+}
+
+fn csrf_refused() -> ApiError {
+    ApiError::new(
+        StatusCode::FORBIDDEN,
+        "csrf_failed",
+        "this request needs the session's CSRF token in the X-CSRF-Token header (from the login response)",
+    )
+}
+
+/// Authenticates a request by its session cookie, checking `csrf`: the caller and the
+/// session's secret id, or `Ok(None)` when the request has no session cookie.
+pub async fn authenticate_session(
+    state: &AppState,
+    parts: &Parts,
+    csrf: CsrfCheck<'_>,
+) -> Result<Option<(Caller, String)>, ApiError> {
     let Some(token) = cookie_token(&parts.headers) else {
         return Ok(None);
     };
@@ -183,15 +216,10 @@ pub async fn authenticate_cookie(state: &AppState, parts: &Parts) -> Result<Opti
     if account.disabled {
         return Err(ApiError::unauthenticated("this account is disabled"));
     }
-    if !matches!(parts.method, Method::GET | Method::HEAD | Method::OPTIONS) {
+    if let CsrfCheck::Given(given) = csrf {
         let expected = csrf_token(state, token);
-        let given = parts.headers.get(CSRF_HEADER).map(HeaderValue::as_bytes).unwrap_or_default();
         if !bool::from(given.ct_eq(expected.as_bytes())) {
-            return Err(ApiError::new(
-                StatusCode::FORBIDDEN,
-                "csrf_failed",
-                "this request needs the session's CSRF token in the X-CSRF-Token header (from the login response)",
-            ));
+            return Err(csrf_refused());
         }
     }
     if now - session.last_seen_at > TOUCH_INTERVAL_MS.min(idle_ms / 4) {
@@ -205,7 +233,7 @@ pub async fn authenticate_cookie(state: &AppState, parts: &Parts) -> Result<Opti
         session_id: Some(session.id),
         mfa_satisfied,
     };
-    Ok(Some(auth::caller_for(parts, &account, credential)))
+    Ok(Some((auth::caller_for(parts, &account, credential), token.to_owned())))
 }
 
 fn failure_policy(state: &AppState) -> FailurePolicy {
