@@ -251,8 +251,16 @@ async fn a_reviewer_approves_and_the_audit_shows_it(s: &TestServer) {
     let mut b = Browser::new(s);
     b.log_in("rita").await.expect("a reviewer must enrol");
 
+    // A version waiting in a namespace she does not review stays out of her inbox.
+    let (st, _) = api(s, Method::POST, "/api/v1/models", Some(json!({"name": "other/thing"}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, _) = api(s, Method::POST, "/api/v1/models/other/thing/versions", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let (st, v) = api(s, Method::POST, "/api/v1/models/other/thing/versions/1/submit", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
     let inbox = b.get("/ui/reviews").await;
     assert_eq!(inbox.status, StatusCode::OK);
+    assert!(!inbox.body.contains("other/thing"), "{}", inbox.body);
     assert!(inbox.body.contains("href=\"/ui/models/risk/fraud/versions/1\""), "{}", inbox.body);
     assert!(inbox.body.contains(">staging<"), "the gate it waits at");
 
@@ -463,8 +471,23 @@ async fn administrators_manage_people_grants_and_lockouts(s: &TestServer) {
 
 async fn pages_are_small_safe_and_searchable(s: &TestServer) {
     fixture(s).await;
-    let (st, _) = api(s, Method::POST, "/api/v1/models/risk/fraud/versions", Some(json!({"source": "s3://b/2"}))).await;
-    assert_eq!(st, StatusCode::CREATED);
+    // Version 2 has a file (with a space in its name), so it is signed by the server.
+    let data = b"weights of version two".to_vec();
+    let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
+    let declare = json!({"files": [{"path": "weights/model two.bin", "size": data.len(), "sha256": digest}]});
+    let (st, up) = api(s, Method::POST, "/api/v1/models/risk/fraud/uploads", Some(declare)).await;
+    assert_eq!(st, StatusCode::CREATED, "{up}");
+    let id = up["upload_id"].as_str().unwrap().to_owned();
+    let put = reqwest::Client::new()
+        .put(format!("{}/api/v1/uploads/{id}/blobs/{digest}/parts/0", s.url))
+        .bearer_auth(&s.token)
+        .body(data.clone())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(put.status(), StatusCode::OK);
+    let (st, v) = api(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({}))).await;
+    assert_eq!((st, v["version"].as_i64()), (StatusCode::CREATED, Some(2)), "{v}");
     person(s, "vic", &[("viewer", Some("risk")), ("auditor", None)]).await;
     let mut b = Browser::new(s);
     b.log_in("vic").await;
@@ -505,6 +528,18 @@ async fn pages_are_small_safe_and_searchable(s: &TestServer) {
     }
     let bad = b.get("/ui/models?tag=a%60b").await;
     assert!(bad.body.contains("id=\"error\""), "a bad filter is explained on the page");
+    // Files link to their downloads (the session cookie is enough to read them); the
+    // server's signature is checked and shown as valid.
+    let v2 = b.get("/ui/models/risk/fraud/versions/2").await;
+    assert!(v2.body.contains("/files/weights/model%20two.bin\""), "{}", v2.body);
+    assert!(
+        v2.body.contains("valid, by this server&#x27;s signing key")
+            || v2.body.contains("valid, by this server's signing key"),
+        "{}",
+        v2.body
+    );
+    let file = b.get("/api/v1/models/risk/fraud/versions/2/files/weights/model%20two.bin").await;
+    assert_eq!((file.status, file.body.as_bytes()), (StatusCode::OK, data.as_slice()));
     // The comparison shows both versions side by side.
     let cmp = b.get("/ui/models/risk/fraud/compare?a=1&b=2").await;
     assert!(cmp.body.contains("id=\"compare-summary\""));

@@ -240,6 +240,47 @@ pub fn sanitize(html: &str) -> String {
     ammonia::Builder::default().link_rel(Some("noopener noreferrer nofollow")).clean(html).to_string()
 }
 
+/// One signature as the version page shows it: who signed, and whether it checks out.
+#[derive(Debug, Serialize)]
+struct SignatureRow {
+    kind: String,
+    key_id: String,
+    ok: bool,
+    status: String,
+}
+
+/// Checks each signature: the Ed25519 signature over its statement, that the statement names
+/// this model, version and manifest digest, and (for server signatures) that the key is one
+/// of this server's signing keys.
+fn check_signatures(model: &str, sigs: &api::VersionSignatures, server_keys: &[String]) -> Vec<SignatureRow> {
+    sigs.signatures
+        .iter()
+        .map(|s| {
+            let envelope = cairn_audit::statement::SignatureEnvelope {
+                kind: s.kind.clone(),
+                statement: s.statement.clone(),
+                key_id: s.key_id.clone(),
+                public_key: s.public_key.clone(),
+                signature: s.signature.clone(),
+            };
+            let statement: serde_json::Value = serde_json::from_str(&s.statement).unwrap_or_default();
+            let about_this = statement["model"] == model
+                && statement["manifest_digest"] == sigs.digest.as_str()
+                && (s.kind != "server" || statement["version"] == sigs.version);
+            let (ok, status) = match (envelope.verify_self().is_some(), about_this) {
+                (false, _) => (false, "INVALID: the signature does not match its statement".to_owned()),
+                (true, false) => (false, "INVALID: the signed statement is about another version".to_owned()),
+                (true, true) if s.kind == "server" && !server_keys.contains(&s.key_id) => {
+                    (false, "valid signature, but by a key this server does not know".to_owned())
+                }
+                (true, true) if s.kind == "server" => (true, "valid, by this server's signing key".to_owned()),
+                (true, true) => (true, "valid signature by the pusher's own key".to_owned()),
+            };
+            SignatureRow { kind: s.kind.clone(), key_id: s.key_id.clone(), ok, status }
+        })
+        .collect()
+}
+
 fn ok_or_none<T>(r: Result<axum::Json<T>, ApiError>) -> UiResult<Option<T>> {
     match r {
         Ok(axum::Json(v)) => Ok(Some(v)),
@@ -282,6 +323,12 @@ pub async fn version(
         ok_or_none(lifecycle::list_policy_results(State(s.clone()), c.clone(), Path(path.clone()), ApiQuery(q)).await)?
             .unwrap_or_default();
     let sigs = ok_or_none(versions::get_signatures(State(s.clone()), c.clone(), Path(path.clone())).await)?;
+    let mut server_keys = vec![state.signing_key.public().key_id()];
+    if sigs.as_ref().is_some_and(|x| !x.signatures.is_empty()) {
+        server_keys.extend(state.store.signing_keys().await.map_err(ApiError::from)?.into_iter().map(|k| k.key_id));
+    }
+    let signatures =
+        sigs.as_ref().map(|x| check_signatures(&format!("{namespace}/{name}"), x, &server_keys)).unwrap_or_default();
     let bars = chart_bars(&evals);
     let chart = (!bars.is_empty()).then(|| svg::metrics_chart("Latest evaluation of each suite", &bars));
     let model_name = format!("{namespace}/{name}");
@@ -314,7 +361,7 @@ pub async fn version(
         "version.html",
         context! {
             me, nav => "models", title, model => model_name, namespace, name, v, files, life, card, card_info,
-            evals, chart, policy, sigs, lineage, review_roles, actions, current_round, base,
+            evals, chart, policy, sigs, signatures, lineage, review_roles, actions, current_round, base,
             notice => flash.notice, error => flash.error,
         },
     ))
@@ -396,6 +443,37 @@ mod tests {
         for bad in ["<script", "alert", "onclick", "<iframe", "<style"] {
             assert!(!clean.contains(bad), "{bad} in {clean}");
         }
+    }
+
+    #[test]
+    fn signatures_are_checked_against_statement_version_and_key() {
+        let key = cairn_audit::SigningKey::generate();
+        let digest = format!("sha256:{}", "a".repeat(64));
+        let statement = cairn_audit::statement::VersionStatement::new("ns/m", 2, &digest, 7);
+        let env = cairn_audit::statement::SignatureEnvelope::sign("server", &statement, &key);
+        let sig = |e: &cairn_audit::statement::SignatureEnvelope| api::Signature {
+            kind: e.kind.clone(),
+            statement: e.statement.clone(),
+            key_id: e.key_id.clone(),
+            public_key: e.public_key.clone(),
+            signature: e.signature.clone(),
+        };
+        let sigs = |e: &cairn_audit::statement::SignatureEnvelope, version: i64| api::VersionSignatures {
+            model: "ns/m".into(),
+            version,
+            digest: digest.clone(),
+            signatures: vec![sig(e)],
+        };
+        let ours = vec![key.public().key_id()];
+        let rows = check_signatures("ns/m", &sigs(&env, 2), &ours);
+        assert!(rows[0].ok, "{:?}", rows[0]);
+        assert!(!check_signatures("ns/m", &sigs(&env, 2), &[])[0].ok, "an unknown server key");
+        assert!(!check_signatures("ns/m", &sigs(&env, 3), &ours)[0].ok, "a statement about another version");
+        assert!(!check_signatures("ns/other", &sigs(&env, 2), &ours)[0].ok, "about another model");
+        let mut forged = env.clone();
+        forged.statement = forged.statement.replace("\"version\":2", "\"version\":3");
+        let rows = check_signatures("ns/m", &sigs(&forged, 3), &ours);
+        assert!(!rows[0].ok && rows[0].status.contains("does not match"), "{:?}", rows[0]);
     }
 
     #[test]

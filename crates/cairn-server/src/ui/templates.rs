@@ -181,7 +181,7 @@ mod tests {
             .unwrap()
             .render(minijinja::context! { title => "t", status => 400, code => "c", message => "<script>x</script>" })
             .unwrap();
-        assert!(page.contains("&lt;script&gt;x&lt;/script&gt;"));
+        assert!(page.contains("&lt;script&gt;x&lt;&#x2f;script&gt;"), "{page}");
         assert!(!page.contains("<script>x"));
     }
 }
