@@ -62,7 +62,7 @@ enum ModelsCommand {
         /// Tag as KEY=VALUE (repeatable)
         #[arg(long = "tag", value_name = "KEY=VALUE")]
         tags: Vec<String>,
-        /// Risk tier (low, medium, high, critical): decides which reviews a version needs
+        /// Risk tier (low, medium, high): decides which reviews a version needs
         #[arg(long, value_name = "TIER")]
         risk_tier: Option<String>,
         /// An owner, a user name (repeatable)
@@ -82,7 +82,7 @@ enum ModelsCommand {
         /// New description
         #[arg(long)]
         description: Option<String>,
-        /// Risk tier (low, medium, high, critical): decides which reviews a version needs
+        /// Risk tier (low, medium, high): decides which reviews a version needs
         #[arg(long, value_name = "TIER")]
         risk_tier: Option<String>,
         /// Replace the owners with these user names (repeatable)
