@@ -310,19 +310,32 @@ pub async fn version(
     let me = Me::of(&state, &viewer);
     let path = (namespace.clone(), name.clone(), version.clone());
     let (s, c) = (&state, &viewer.caller);
-    let axum::Json(v) = versions::get_version(State(s.clone()), c.clone(), Path(path.clone())).await?;
-    let files = ok_or_none(crate::routes::files::list_files(State(s.clone()), c.clone(), Path(path.clone())).await)?;
-    let axum::Json(life) = lifecycle::get_lifecycle(State(s.clone()), c.clone(), Path(path.clone())).await?;
-    let card = card_html(s, &viewer, path.clone()).await?;
-    let card_info = ok_or_none(lifecycle::get_card_info(State(s.clone()), c.clone(), Path(path.clone())).await)?;
-    let evals = ok_or_none(lifecycle::list_evaluations(State(s.clone()), c.clone(), Path(path.clone())).await)?
-        .map(|l| l.results)
-        .unwrap_or_default();
-    let q = lifecycle::ResultsQuery { limit: Some(100) };
-    let policy =
-        ok_or_none(lifecycle::list_policy_results(State(s.clone()), c.clone(), Path(path.clone()), ApiQuery(q)).await)?
-            .unwrap_or_default();
-    let sigs = ok_or_none(versions::get_signatures(State(s.clone()), c.clone(), Path(path.clone())).await)?;
+    let axum::Json(v) = versions::get_version(State(s.clone()), c.clone(), Path(path)).await?;
+    // The rest reads the version found (not the label or alias, which could move meanwhile),
+    // all at once: each read is an API handler with its own queries.
+    let path = (namespace.clone(), name.clone(), v.version.to_string());
+    let p = || Path(path.clone());
+    let (files, life, card, card_info, evals, policy, sigs) = tokio::join!(
+        crate::routes::files::list_files(State(s.clone()), c.clone(), p()),
+        lifecycle::get_lifecycle(State(s.clone()), c.clone(), p()),
+        card_html(s, &viewer, path.clone()),
+        lifecycle::get_card_info(State(s.clone()), c.clone(), p()),
+        lifecycle::list_evaluations(State(s.clone()), c.clone(), p()),
+        lifecycle::list_policy_results(
+            State(s.clone()),
+            c.clone(),
+            p(),
+            ApiQuery(lifecycle::ResultsQuery { limit: Some(100) })
+        ),
+        versions::get_signatures(State(s.clone()), c.clone(), p()),
+    );
+    let files = ok_or_none(files)?;
+    let axum::Json(life) = life?;
+    let card = card?;
+    let card_info = ok_or_none(card_info)?;
+    let evals = ok_or_none(evals)?.map(|l| l.results).unwrap_or_default();
+    let policy = ok_or_none(policy)?.unwrap_or_default();
+    let sigs = ok_or_none(sigs)?;
     let mut server_keys = vec![state.signing_key.public().key_id()];
     if sigs.as_ref().is_some_and(|x| !x.signatures.is_empty()) {
         server_keys.extend(state.store.signing_keys().await.map_err(ApiError::from)?.into_iter().map(|k| k.key_id));
