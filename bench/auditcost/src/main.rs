@@ -11,7 +11,6 @@
 //!    database (`Store::verify_audit_chain`, as `cairn audit verify` does) and from a JSON
 //!    Lines export (`verify_export`, as `cairn audit verify --file` does).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -20,7 +19,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Result, ensure};
 use cairn_audit::chain::{EventDetails, GENESIS, parse_hash};
 use cairn_audit::{AuditRecord, SigningKey};
-use cairn_server::{AppState, Settings};
 use cairn_store::audit::set_unchained_for_benchmarks;
 use cairn_store::{DbOptions, Store, params};
 use clap::Parser;
@@ -49,15 +47,6 @@ struct Args {
     /// Write the results as JSON here
     #[arg(long)]
     json: Option<PathBuf>,
-}
-
-async fn serve(app: axum::Router) -> Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
-    });
-    Ok(format!("http://{addr}"))
 }
 
 /// One measured run: ops/s, p50 and p99 in ms.
@@ -105,18 +94,8 @@ async fn database(args: &Args, dir: &std::path::Path, name: &str) -> Result<Stri
 
 async fn app(args: &Args, token: &str, name: &str) -> Result<(String, tempfile::TempDir)> {
     let dir = tempfile::tempdir()?;
-    let settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        database_url: Some(database(args, dir.path(), name).await?),
-        bootstrap_admin_token: Some(token.to_owned()),
-        bootstrap_admin_password: Some("bench-admin-password".into()),
-        rate_limit_requests: 0,
-        audit_checkpoint_secs: 0,
-        ..Settings::default()
-    };
-    let store = cairn_server::serve::open_store(&settings).await?;
-    let state = AppState::new(store, settings).await?;
-    let url = serve(cairn_server::build_router(state)).await?;
+    let settings = cairn_test_utils::bench::settings(dir.path(), name, args.postgres.as_deref(), token).await;
+    let url = cairn_test_utils::bench::start(settings).await?;
     let client = reqwest::Client::new();
     let resp = client
         .post(format!("{url}/api/v1/models"))

@@ -11,14 +11,12 @@
 //! 2. **The evaluator alone**: `cairn_core::policy::decide` over the same 50 policies and a
 //!    realistic facts document, in-process.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Result, ensure};
 use cairn_core::lifecycle::{RiskTier, Stage};
 use cairn_core::policy::{CompiledPolicy, PolicyDoc, decide};
-use cairn_server::{AppState, Settings};
 use clap::Parser;
 use serde_json::{Value, json};
 
@@ -72,15 +70,6 @@ fn policy(i: usize) -> String {
     .to_string()
 }
 
-async fn serve(app: axum::Router) -> Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
-    });
-    Ok(format!("http://{addr}"))
-}
-
 struct App {
     url: String,
     _dir: tempfile::TempDir,
@@ -104,22 +93,8 @@ async fn post(
 
 async fn app(args: &Args, token: &str, name: &str, policies: usize) -> Result<App> {
     let dir = tempfile::tempdir()?;
-    let database = match &args.postgres {
-        Some(base) => cairn_test_utils::fresh_postgres_database(base).await,
-        None => format!("sqlite://{}", dir.path().join(format!("{name}.db")).display()),
-    };
-    let settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        database_url: Some(database),
-        bootstrap_admin_token: Some(token.to_owned()),
-        bootstrap_admin_password: Some("bench-admin-password".into()),
-        rate_limit_requests: 0,
-        audit_checkpoint_secs: 0,
-        ..Settings::default()
-    };
-    let store = cairn_server::serve::open_store(&settings).await?;
-    let state = AppState::new(store, settings).await?;
-    let url = serve(cairn_server::build_router(state)).await?;
+    let settings = cairn_test_utils::bench::settings(dir.path(), name, args.postgres.as_deref(), token).await;
+    let url = cairn_test_utils::bench::start(settings).await?;
     let client = reqwest::Client::new();
     post(&client, &url, token, "/api/v1/models", reqwest::Method::POST, json!({"name": "bench/m"})).await?;
     for i in 0..policies {

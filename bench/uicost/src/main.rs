@@ -22,12 +22,10 @@
 //! It asserts nothing about speed: it reports. A page answering anything but `200` stops it,
 //! since an error page would be measured instead.
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
-use cairn_server::{AppState, Settings};
 use clap::Parser;
 use futures::{StreamExt, TryStreamExt};
 use reqwest::{Method, StatusCode};
@@ -77,15 +75,6 @@ fn model_name(i: usize) -> String {
     format!("model-{i:05}")
 }
 
-async fn serve(app: axum::Router) -> Result<String> {
-    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await?;
-    let addr = listener.local_addr()?;
-    tokio::spawn(async move {
-        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).await;
-    });
-    Ok(format!("http://{addr}"))
-}
-
 /// The application under test and the administrator's way in.
 struct Api {
     http: reqwest::Client,
@@ -114,22 +103,8 @@ impl Api {
 }
 
 async fn start(args: &Args, dir: &tempfile::TempDir, token: &str) -> Result<String> {
-    let database = match &args.postgres {
-        Some(base) => cairn_test_utils::fresh_postgres_database(base).await,
-        None => format!("sqlite://{}", dir.path().join("cairn.db").display()),
-    };
-    let settings = Settings {
-        data_dir: dir.path().to_path_buf(),
-        database_url: Some(database),
-        bootstrap_admin_token: Some(token.to_owned()),
-        bootstrap_admin_password: Some("bench-admin-password".into()),
-        rate_limit_requests: 0,
-        audit_checkpoint_secs: 0,
-        ..Settings::default()
-    };
-    let store = cairn_server::serve::open_store(&settings).await?;
-    let state = AppState::new(store, settings).await?;
-    serve(cairn_server::build_router(state)).await
+    let settings = cairn_test_utils::bench::settings(dir.path(), "cairn", args.postgres.as_deref(), token).await;
+    cairn_test_utils::bench::start(settings).await
 }
 
 /// One model with its versions, card and submission.

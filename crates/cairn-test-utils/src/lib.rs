@@ -9,6 +9,7 @@
 //! databases). When it is not set they print a SKIPPED line and pass — unless
 //! `CAIRN_REQUIRE_ALL_TESTS=1` (CI), where a missing service fails the test.
 
+pub mod bench;
 pub mod receiver;
 pub mod totp;
 
