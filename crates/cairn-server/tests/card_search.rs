@@ -8,24 +8,13 @@ use cairn_test_utils::TestServer;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-async fn call(s: &TestServer, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = reqwest::Client::new().request(method, format!("{}{path}", s.url)).bearer_auth(&s.token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let bytes = resp.bytes().await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())))
-}
-
 /// Creates `ns/name` with one draft version carrying a card with this licence and pipeline
 /// tag (no card when both are `None`).
 async fn model_with_card(s: &TestServer, full_name: &str, license: Option<&str>, pipeline_tag: Option<&str>) {
-    let (st, m) = call(s, Method::POST, "/api/v1/models", Some(json!({"name": full_name}))).await;
+    let (st, m) = s.call(Method::POST, "/api/v1/models", Some(json!({"name": full_name}))).await;
     assert_eq!(st, StatusCode::CREATED, "{m}");
     let versions = format!("/api/v1/models/{full_name}/versions");
-    let (st, v) = call(s, Method::POST, &versions, Some(json!({}))).await;
+    let (st, v) = s.call(Method::POST, &versions, Some(json!({}))).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     if license.is_none() && pipeline_tag.is_none() {
         return;
@@ -38,7 +27,7 @@ async fn model_with_card(s: &TestServer, full_name: &str, license: Option<&str>,
         source.push_str(&format!("  pipeline_tag: {p}\n"));
     }
     let card = json!({"source_name": "card.yaml", "source": source});
-    let (st, info) = call(s, Method::PUT, &format!("{versions}/1/card"), Some(card)).await;
+    let (st, info) = s.call(Method::PUT, &format!("{versions}/1/card"), Some(card)).await;
     assert_eq!(st, StatusCode::OK, "{info}");
 }
 
@@ -57,14 +46,14 @@ async fn search(s: &TestServer, filter: &str) -> Vec<String> {
 }
 
 async fn filters_find_card_facts(s: &TestServer) {
-    let (st, v) = call(s, Method::POST, "/api/v1/namespaces", Some(json!({"name": "nlp"}))).await;
+    let (st, v) = s.call(Method::POST, "/api/v1/namespaces", Some(json!({"name": "nlp"}))).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     model_with_card(s, "nlp/bert", Some("MIT"), Some("text-classification")).await;
     model_with_card(s, "nlp/gpt", Some("apache-2.0"), Some("text-generation")).await;
     model_with_card(s, "nlp/t5", None, None).await;
 
     // The request the docs show, written out: license = 'mit'.
-    let (st, list) = call(s, Method::GET, "/api/v1/models?filter=license%20%3D%20'mit'", None).await;
+    let (st, list) = s.call(Method::GET, "/api/v1/models?filter=license%20%3D%20'mit'", None).await;
     assert_eq!(st, StatusCode::OK, "{list}");
     let names: Vec<&str> =
         list["models"].as_array().unwrap().iter().map(|m| m["full_name"].as_str().unwrap()).collect();
@@ -79,13 +68,13 @@ async fn filters_find_card_facts(s: &TestServer) {
 
     // Versions: the card's facts, NULL without a card.
     let (st, list) =
-        call(s, Method::GET, "/api/v1/models/nlp/gpt/versions?filter=license%20%3D%20'APACHE-2.0'", None).await;
+        s.call(Method::GET, "/api/v1/models/nlp/gpt/versions?filter=license%20%3D%20'APACHE-2.0'", None).await;
     assert_eq!((st, list["versions"].as_array().map(Vec::len)), (StatusCode::OK, Some(1)), "{list}");
-    let (st, list) = call(s, Method::GET, "/api/v1/models/nlp/t5/versions?filter=license%20IS%20NULL", None).await;
+    let (st, list) = s.call(Method::GET, "/api/v1/models/nlp/t5/versions?filter=license%20IS%20NULL", None).await;
     assert_eq!((st, list["versions"].as_array().map(Vec::len)), (StatusCode::OK, Some(1)), "{list}");
 
     // A misspelt field is refused, naming the fields there are.
-    let (st, err) = call(s, Method::GET, "/api/v1/models?filter=lisence%20%3D%20'mit'", None).await;
+    let (st, err) = s.call(Method::GET, "/api/v1/models?filter=lisence%20%3D%20'mit'", None).await;
     assert_eq!((st, err["error"]["code"].as_str()), (StatusCode::BAD_REQUEST, Some("invalid_filter")), "{err}");
     let message = err["error"]["message"].as_str().unwrap();
     assert!(message.contains("unknown model field 'lisence'") && message.contains("stage, license, task"), "{message}");

@@ -11,32 +11,21 @@ use reqwest::header::HeaderMap;
 use reqwest::{Method, StatusCode};
 use serde_json::{Value, json};
 
-async fn api(s: &TestServer, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = reqwest::Client::new().request(method, format!("{}{path}", s.url)).bearer_auth(&s.token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let status = resp.status();
-    let bytes = resp.bytes().await.unwrap();
-    (status, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
 const PASSWORD: &str = "a long enough password 42";
 
 /// A person with a password and these grants (role, namespace or everywhere).
 async fn person(s: &TestServer, name: &str, grants: &[(&str, Option<&str>)]) {
     let body = json!({"username": name, "password": PASSWORD, "kind": "user"});
-    let (st, v) = api(s, Method::POST, "/api/v1/users", Some(body)).await;
+    let (st, v) = s.call(Method::POST, "/api/v1/users", Some(body)).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     for (role, ns) in grants {
         let mut g = json!({"username": name, "role": role});
         if let Some(ns) = ns {
             // The namespace may exist already (409).
-            api(s, Method::POST, "/api/v1/namespaces", Some(json!({"name": ns}))).await;
+            s.call(Method::POST, "/api/v1/namespaces", Some(json!({"name": ns}))).await;
             g["namespace"] = json!(ns);
         }
-        let (st, v) = api(s, Method::POST, "/api/v1/grants", Some(g)).await;
+        let (st, v) = s.call(Method::POST, "/api/v1/grants", Some(g)).await;
         assert_eq!(st, StatusCode::CREATED, "{v}");
     }
 }
@@ -160,35 +149,35 @@ const CARD: &str = "model:\n  name: fraud\n  description: \"Scores card transact
 /// Namespace `risk`, model `risk/fraud` (medium risk) with version 1 carrying a card and an
 /// evaluation, submitted by the administrator: it waits at the staging gate.
 async fn fixture(s: &TestServer) {
-    let (st, v) = api(s, Method::POST, "/api/v1/namespaces", Some(json!({"name": "risk"}))).await;
+    let (st, v) = s.call(Method::POST, "/api/v1/namespaces", Some(json!({"name": "risk"}))).await;
     assert!(st == StatusCode::CREATED || st == StatusCode::CONFLICT, "{v}");
     let model = json!({"name": "risk/fraud", "risk_tier": "medium", "description": "Fraud scores", "tags": {"task": "tabular-classification"}});
-    let (st, v) = api(s, Method::POST, "/api/v1/models", Some(model)).await;
+    let (st, v) = s.call(Method::POST, "/api/v1/models", Some(model)).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let body = json!({"source": "s3://bucket/fraud/1", "code_commit": "0123456789abcdef0123456789abcdef01234567"});
-    let (st, v) = api(s, Method::POST, "/api/v1/models/risk/fraud/versions", Some(body)).await;
+    let (st, v) = s.call(Method::POST, "/api/v1/models/risk/fraud/versions", Some(body)).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let card = json!({"source_name": "card.yaml", "source": CARD});
-    let (st, v) = api(s, Method::PUT, "/api/v1/models/risk/fraud/versions/1/card", Some(card)).await;
+    let (st, v) = s.call(Method::PUT, "/api/v1/models/risk/fraud/versions/1/card", Some(card)).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let suite = json!({"definition": {"test_type": "effectiveness", "metrics": [{"name": "accuracy", "group": "task", "at_least": 0.9}]}});
-    let (st, v) = api(s, Method::PUT, "/api/v1/namespaces/risk/eval-suites/acceptance", Some(suite)).await;
+    let (st, v) = s.call(Method::PUT, "/api/v1/namespaces/risk/eval-suites/acceptance", Some(suite)).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let result = json!({"suite": "acceptance", "results": {"accuracy": 0.93}});
-    let (st, v) = api(s, Method::POST, "/api/v1/models/risk/fraud/versions/1/evaluations", Some(result)).await;
+    let (st, v) = s.call(Method::POST, "/api/v1/models/risk/fraud/versions/1/evaluations", Some(result)).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let (st, v) =
-        api(s, Method::POST, "/api/v1/models/risk/fraud/versions/1/submit", Some(json!({"reason": "ready"}))).await;
+        s.call(Method::POST, "/api/v1/models/risk/fraud/versions/1/submit", Some(json!({"reason": "ready"}))).await;
     assert_eq!((st, v["stage"].as_str()), (StatusCode::OK, Some("submitted")), "{v}");
 }
 
 async fn stage(s: &TestServer) -> String {
-    let (_, v) = api(s, Method::GET, "/api/v1/models/risk/fraud/versions/1/lifecycle", None).await;
+    let (_, v) = s.call(Method::GET, "/api/v1/models/risk/fraud/versions/1/lifecycle", None).await;
     v["stage"].as_str().unwrap().to_owned()
 }
 
 async fn audit_events(s: &TestServer, query: &str) -> Vec<Value> {
-    let (st, v) = api(s, Method::GET, &format!("/api/v1/audit/events?{query}"), None).await;
+    let (st, v) = s.call(Method::GET, &format!("/api/v1/audit/events?{query}"), None).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     v["events"].as_array().unwrap().clone()
 }
@@ -252,11 +241,11 @@ async fn a_reviewer_approves_and_the_audit_shows_it(s: &TestServer) {
     b.log_in("rita").await.expect("a reviewer must enrol");
 
     // A version waiting in a namespace she does not review stays out of her inbox.
-    let (st, _) = api(s, Method::POST, "/api/v1/models", Some(json!({"name": "other/thing"}))).await;
+    let (st, _) = s.call(Method::POST, "/api/v1/models", Some(json!({"name": "other/thing"}))).await;
     assert_eq!(st, StatusCode::CREATED);
-    let (st, _) = api(s, Method::POST, "/api/v1/models/other/thing/versions", Some(json!({}))).await;
+    let (st, _) = s.call(Method::POST, "/api/v1/models/other/thing/versions", Some(json!({}))).await;
     assert_eq!(st, StatusCode::CREATED);
-    let (st, v) = api(s, Method::POST, "/api/v1/models/other/thing/versions/1/submit", Some(json!({}))).await;
+    let (st, v) = s.call(Method::POST, "/api/v1/models/other/thing/versions/1/submit", Some(json!({}))).await;
     assert_eq!(st, StatusCode::OK, "{v}");
     let inbox = b.get("/ui/reviews").await;
     assert_eq!(inbox.status, StatusCode::OK);
@@ -354,7 +343,7 @@ async fn a_viewer_cannot_approve(s: &TestServer) {
         assert!(page.body.contains("Not allowed"));
     }
     // A model outside her namespaces does not exist for her.
-    let (st, _) = api(s, Method::POST, "/api/v1/models", Some(json!({"name": "secret/thing"}))).await;
+    let (st, _) = s.call(Method::POST, "/api/v1/models", Some(json!({"name": "secret/thing"}))).await;
     assert_eq!(st, StatusCode::CREATED);
     assert_eq!(b.get("/ui/models/secret/thing").await.status, StatusCode::NOT_FOUND);
     assert!(!b.get("/ui/models").await.body.contains("secret/thing"));
@@ -416,7 +405,7 @@ async fn api_keys_are_shown_once(s: &TestServer) {
     assert!(again.body.contains(">ci<"));
     let me = reqwest::Client::new().get(format!("{}/api/v1/me", s.url)).bearer_auth(&token).send().await.unwrap();
     assert_eq!(me.status(), StatusCode::OK);
-    let (_, keys) = api(s, Method::GET, "/api/v1/keys?username=vic", None).await;
+    let (_, keys) = s.call(Method::GET, "/api/v1/keys?username=vic", None).await;
     let id = keys["keys"][0]["id"].as_str().unwrap().to_owned();
     let revoked = b.post(&format!("/ui/account/keys/{id}/revoke"), &[("csrf", &again.csrf())]).await;
     assert_eq!(revoked.status, StatusCode::SEE_OTHER);
@@ -426,7 +415,7 @@ async fn api_keys_are_shown_once(s: &TestServer) {
 
 async fn administrators_manage_people_grants_and_lockouts(s: &TestServer) {
     person(s, "ada", &[("admin", None)]).await;
-    let (st, _) = api(s, Method::POST, "/api/v1/namespaces", Some(json!({"name": "risk"}))).await;
+    let (st, _) = s.call(Method::POST, "/api/v1/namespaces", Some(json!({"name": "risk"}))).await;
     assert_eq!(st, StatusCode::CREATED);
     let mut b = Browser::new(s);
     b.log_in("ada").await.expect("administrators enrol");
@@ -454,7 +443,7 @@ async fn administrators_manage_people_grants_and_lockouts(s: &TestServer) {
         )
         .await;
     assert!(granted.location().contains("notice="), "{}", granted.location());
-    let (_, grants) = api(s, Method::GET, "/api/v1/grants?username=ci-bot", None).await;
+    let (_, grants) = s.call(Method::GET, "/api/v1/grants?username=ci-bot", None).await;
     assert_eq!(grants["grants"][0]["role"], "model_owner", "{grants}");
     let unknown = b.post("/ui/admin/grants", &[("csrf", &csrf), ("username", "nobody"), ("role", "viewer")]).await;
     assert!(unknown.location().contains("error="), "{}", unknown.location());
@@ -465,7 +454,7 @@ async fn administrators_manage_people_grants_and_lockouts(s: &TestServer) {
     assert!(page.body.contains("ci-bot"));
     let disabled = b.post("/ui/admin/users/ci-bot", &[("csrf", &csrf), ("set", "disable")]).await;
     assert!(disabled.location().contains("notice="), "{}", disabled.location());
-    let (_, u) = api(s, Method::GET, "/api/v1/users/ci-bot", None).await;
+    let (_, u) = s.call(Method::GET, "/api/v1/users/ci-bot", None).await;
     assert_eq!(u["disabled"], true);
 }
 
@@ -475,7 +464,7 @@ async fn pages_are_small_safe_and_searchable(s: &TestServer) {
     let data = b"weights of version two".to_vec();
     let digest = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(&data));
     let declare = json!({"files": [{"path": "weights/model two.bin", "size": data.len(), "sha256": digest}]});
-    let (st, up) = api(s, Method::POST, "/api/v1/models/risk/fraud/uploads", Some(declare)).await;
+    let (st, up) = s.call(Method::POST, "/api/v1/models/risk/fraud/uploads", Some(declare)).await;
     assert_eq!(st, StatusCode::CREATED, "{up}");
     let id = up["upload_id"].as_str().unwrap().to_owned();
     let put = reqwest::Client::new()
@@ -486,7 +475,7 @@ async fn pages_are_small_safe_and_searchable(s: &TestServer) {
         .await
         .unwrap();
     assert_eq!(put.status(), StatusCode::OK);
-    let (st, v) = api(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({}))).await;
+    let (st, v) = s.call(Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({}))).await;
     assert_eq!((st, v["version"].as_i64()), (StatusCode::CREATED, Some(2)), "{v}");
     person(s, "vic", &[("viewer", Some("risk")), ("auditor", None)]).await;
     let mut b = Browser::new(s);

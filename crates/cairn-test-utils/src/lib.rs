@@ -226,6 +226,26 @@ impl TestServer {
         })
     }
 
+    /// Calls the API with the admin key: the status and the answer as JSON (a string when
+    /// the answer is not JSON).
+    pub async fn call(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
+        if let Some(b) = body {
+            req = req.json(&b);
+        }
+        let resp = req.send().await.expect("send the request");
+        let status = resp.status();
+        let bytes = resp.bytes().await.expect("read the answer");
+        let value = serde_json::from_slice(&bytes)
+            .unwrap_or_else(|_| serde_json::Value::String(String::from_utf8_lossy(&bytes).into()));
+        (status, value)
+    }
+
     /// A client with the admin key.
     pub fn client(&self) -> Client {
         Client::new(&self.url, Some(self.token.clone())).expect("client")

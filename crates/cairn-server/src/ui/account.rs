@@ -126,13 +126,7 @@ pub async fn mfa_page(State(state): State<AppState>, viewer: Viewer, Query(q): Q
     if viewer.caller.principal.mfa_satisfied {
         return Ok(see_other(&safe_next(q.next.as_deref())));
     }
-    let enrolled = state
-        .store
-        .account_auth(&viewer.caller.principal.user_id)
-        .await
-        .map_err(ApiError::from)?
-        .is_some_and(|a| a.mfa_enabled);
-    if !enrolled {
+    if !super::mfa_enrolled(&state, &viewer).await? {
         return Ok(see_other("/ui/account?enrol=required"));
     }
     let me = Me::of(&state, &viewer);

@@ -33,7 +33,6 @@ use axum::routing::{get, post};
 use cairn_core::Permission;
 use serde::Serialize;
 use serde::de::DeserializeOwned;
-use subtle::ConstantTimeEq;
 
 use crate::app::AppState;
 use crate::auth::Caller;
@@ -186,12 +185,7 @@ impl FromRequestParts<AppState> for Viewer {
         let path = parts.uri.path();
         if !viewer.caller.principal.mfa_satisfied && !path.starts_with("/ui/account") && path != "/ui/mfa" {
             // A second factor is needed: give it, or enrol one first.
-            let enrolled = state
-                .store
-                .account_auth(&viewer.caller.principal.user_id)
-                .await
-                .map_err(ApiError::from)?
-                .is_some_and(|a| a.mfa_enabled);
+            let enrolled = mfa_enrolled(state, &viewer).await?;
             return Err(if enrolled { UiRejection::StepUp } else { UiRejection::Enrol });
         }
         Ok(viewer)
@@ -331,9 +325,9 @@ pub fn see_other(to: &str) -> Response {
     Redirect::to(to).into_response()
 }
 
-/// Whether `given` equals `expected`, in constant time (for tokens a page carried back).
-pub fn tokens_match(given: &str, expected: &str) -> bool {
-    bool::from(given.as_bytes().ct_eq(expected.as_bytes()))
+/// Whether the viewer has an authenticator enrolled (read from the account, not the session).
+pub async fn mfa_enrolled(state: &AppState, viewer: &Viewer) -> Result<bool, ApiError> {
+    Ok(state.store.account_auth(&viewer.caller.principal.user_id).await?.is_some_and(|a| a.mfa_enabled))
 }
 
 #[cfg(test)]

@@ -16,7 +16,7 @@ use crate::error::{ApiError, ApiQuery};
 use crate::routes::{lifecycle, models, versions};
 
 /// Query of `GET /ui/models`: search text and filters, each optional.
-#[derive(Debug, Default, Deserialize, Serialize)]
+#[derive(Debug, Clone, Default, Deserialize, Serialize)]
 pub struct ModelSearch {
     /// Text searched in names and descriptions.
     #[serde(default)]
@@ -96,15 +96,8 @@ impl ModelSearch {
 
     /// This search's query string with another page token (for the "next page" link).
     fn with_page(&self, token: &str) -> String {
-        let mut s = Self { page_token: token.to_owned(), ..Self::default() };
-        s.q.clone_from(&self.q);
-        s.namespace.clone_from(&self.namespace);
-        s.tag.clone_from(&self.tag);
-        s.stage.clone_from(&self.stage);
-        s.license.clone_from(&self.license);
-        s.task.clone_from(&self.task);
-        s.order.clone_from(&self.order);
-        serde_urlencoded::to_string(&s).unwrap_or_default()
+        let next = Self { page_token: token.to_owned(), ..self.clone() };
+        serde_urlencoded::to_string(&next).unwrap_or_default()
     }
 }
 
@@ -314,20 +307,20 @@ pub async fn version(
     // The rest reads the version found (not the label or alias, which could move meanwhile),
     // all at once: each read is an API handler with its own queries.
     let path = (namespace.clone(), name.clone(), v.version.to_string());
-    let p = || Path(path.clone());
+    let at = || Path(path.clone());
     let (files, life, card, card_info, evals, policy, sigs) = tokio::join!(
-        crate::routes::files::list_files(State(s.clone()), c.clone(), p()),
-        lifecycle::get_lifecycle(State(s.clone()), c.clone(), p()),
+        crate::routes::files::list_files(State(s.clone()), c.clone(), at()),
+        lifecycle::get_lifecycle(State(s.clone()), c.clone(), at()),
         card_html(s, &viewer, path.clone()),
-        lifecycle::get_card_info(State(s.clone()), c.clone(), p()),
-        lifecycle::list_evaluations(State(s.clone()), c.clone(), p()),
+        lifecycle::get_card_info(State(s.clone()), c.clone(), at()),
+        lifecycle::list_evaluations(State(s.clone()), c.clone(), at()),
         lifecycle::list_policy_results(
             State(s.clone()),
             c.clone(),
-            p(),
+            at(),
             ApiQuery(lifecycle::ResultsQuery { limit: Some(100) })
         ),
-        versions::get_signatures(State(s.clone()), c.clone(), p()),
+        versions::get_signatures(State(s.clone()), c.clone(), at()),
     );
     let files = ok_or_none(files)?;
     let axum::Json(life) = life?;
