@@ -573,6 +573,14 @@ impl Drop for Proc {
     }
 }
 
+/// The 1-minute load average.
+fn loadavg() -> f64 {
+    std::fs::read_to_string("/proc/loadavg")
+        .ok()
+        .and_then(|s| s.split_whitespace().next().and_then(|v| v.parse().ok()))
+        .unwrap_or(0.0)
+}
+
 fn free_port() -> Result<u16> {
     Ok(std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?.port())
 }
@@ -716,6 +724,8 @@ fn start_cairn(bin: &Path, data: &Path, port: u16, rate_limit: u32) -> Result<Pr
 
 struct RunResult {
     system: &'static str,
+    /// The machine's load average (1 min) when the server started and when the run ended.
+    load: (f64, f64),
     api: &'static str,
     ready_first_ms: f64,
     ready_restart_ms: Option<f64>,
@@ -781,6 +791,7 @@ async fn run_cairn(args: &Args, http: &reqwest::Client, files: Option<&Files>) -
     let dir = tempfile::tempdir()?;
     let port = free_port()?;
     let base = format!("http://127.0.0.1:{port}");
+    let load0 = loadavg();
     let t0 = Instant::now();
     let mut server = start_cairn(&args.cairn, dir.path(), port, args.rate_limit_requests)?;
     let mut sampler = Sampler::start(server.0.id());
@@ -810,6 +821,7 @@ async fn run_cairn(args: &Args, http: &reqwest::Client, files: Option<&Files>) -
     peak.rss_mib = peak.rss_mib.max(rss_mib(server.0.id()).1);
     Ok(RunResult {
         system: "cairn",
+        load: (load0, loadavg()),
         api: if api == Api::Mlflow { "mlflow" } else { "native" },
         ready_first_ms: ready_first.as_secs_f64() * 1000.0,
         ready_restart_ms: ready_restart.map(|d| d.as_secs_f64() * 1000.0),
@@ -842,6 +854,7 @@ async fn run_mlflow(args: &Args, python: &Path, http: &reqwest::Client, files: O
             .context("cannot start mlflow server")?;
         Ok(Proc(child, true))
     };
+    let load0 = loadavg();
     let t0 = Instant::now();
     let mut server = start(dir.path())?;
     let mut sampler = Sampler::start(server.0.id());
@@ -875,6 +888,7 @@ async fn run_mlflow(args: &Args, python: &Path, http: &reqwest::Client, files: O
     let peak = sampler.finish();
     Ok(RunResult {
         system: "mlflow",
+        load: (load0, loadavg()),
         api: "mlflow",
         ready_first_ms: ready_first.as_secs_f64() * 1000.0,
         ready_restart_ms: ready_restart.map(|d| d.as_secs_f64() * 1000.0),
@@ -896,8 +910,17 @@ fn print(r: &RunResult) {
     let restart = r.ready_restart_ms.map_or(String::new(), |ms| format!(", {ms:.0} ms (restart)"));
     println!(
         "\n{} ({} API): start to ready {:.0} ms (first start){restart}; RSS {:.1} MiB after {} versions; \
-         peak RSS over the run {:.1} MiB (PSS {:.1} MiB, {} processes)",
-        r.system, r.api, r.ready_first_ms, r.rss_mib, r.versions, r.peak.rss_mib, r.peak.pss_mib, r.peak.procs
+         peak RSS over the run {:.1} MiB (PSS {:.1} MiB, {} processes); load average {:.1} at start, {:.1} at end",
+        r.system,
+        r.api,
+        r.ready_first_ms,
+        r.rss_mib,
+        r.versions,
+        r.peak.rss_mib,
+        r.peak.pss_mib,
+        r.peak.procs,
+        r.load.0,
+        r.load.1
     );
     println!("{:<16} {:>8} {:>7} {:>10} {:>9} {:>9}", "operation", "ops", "errors", "ops/s", "p50 ms", "p99 ms");
     for p in &r.phases {
@@ -1020,6 +1043,7 @@ fn to_json(r: &RunResult) -> Value {
     json!({
         "system": r.system,
         "api": r.api,
+        "load_average": [r.load.0, r.load.1],
         "ready_first_ms": r.ready_first_ms,
         "ready_restart_ms": r.ready_restart_ms,
         "rss_mib_after_versions": r.rss_mib,
@@ -1085,6 +1109,7 @@ async fn run(args: Args) -> Result<()> {
     if let Some(path) = &args.json {
         let out = json!({"cairn_api": format!("{:?}", args.cairn_api).to_lowercase(), "runs": runs, "comparison": comparison});
         std::fs::write(path, serde_json::to_string_pretty(&out)?)?;
+        eprintln!("results written to {}", path.display());
     }
     Ok(())
 }
