@@ -292,23 +292,18 @@ impl Target {
                 "experiment_id": "0", "run_name": "bench-source", "start_time": 0,
             })))
             .await;
-        let (root, source, run_id) = match created {
-            Ok(v) => {
-                let info = &v["run"]["info"];
-                let run_id = info["run_id"].as_str().context("runs/create: no run_id")?.to_owned();
-                let uri = info["artifact_uri"].as_str().context("runs/create: no artifact_uri")?;
-                let path =
-                    artifact_path(uri).with_context(|| format!("run artifact_uri {uri} is not mlflow-artifacts:"))?;
-                (format!("{path}/model"), format!("{}/model", uri.trim_end_matches('/')), run_id)
-            }
-            Err(e) => {
-                eprintln!(
-                    "{}: runs/create failed ({e:#}); versions use mlflow-artifacts:/0/bench/src, no run_id",
-                    self.base
-                );
-                ("0/bench/src".to_owned(), "mlflow-artifacts:/0/bench/src".to_owned(), String::new())
-            }
-        };
+        let run = created.and_then(|v| {
+            let info = &v["run"]["info"];
+            let run_id = info["run_id"].as_str().context("runs/create: no run_id")?.to_owned();
+            let uri = info["artifact_uri"].as_str().context("runs/create: no artifact_uri")?;
+            let path =
+                artifact_path(uri).with_context(|| format!("run artifact_uri {uri} is not mlflow-artifacts:"))?;
+            Ok((format!("{path}/model"), format!("{}/model", uri.trim_end_matches('/')), run_id))
+        });
+        let (root, source, run_id) = run.unwrap_or_else(|e| {
+            eprintln!("{}: {e:#}; versions use mlflow-artifacts:/0/bench/src, no run_id", self.base);
+            ("0/bench/src".to_owned(), "mlflow-artifacts:/0/bench/src".to_owned(), String::new())
+        });
         let file: &'static [u8] = Box::leak(pseudo_random(4096, 0xC0FFEE).into_boxed_slice());
         self.put_artifact(&format!("{root}/model.bin"), file).await.context("setup: upload the version source")?;
         self.source = source;
