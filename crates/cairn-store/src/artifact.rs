@@ -483,6 +483,82 @@ impl Store {
         Ok((version, true))
     }
 
+    /// Creates the next version of a model with `files`, whose blobs must all be present
+    /// (the MLflow-compatible API registers a version from files already uploaded under its
+    /// source): version, files, manifest digest and server signature in one transaction.
+    pub async fn create_version_with_files(
+        &self,
+        ctx: &AuditContext,
+        model: &ModelRef,
+        new: &NewVersion,
+        files: Vec<FileEntry>,
+    ) -> Result<Version, StoreError> {
+        let now = self.now();
+        let manifest = Manifest::new(files).map_err(|e| StoreError::Invalid(e.to_string()))?;
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let (version_id, number) = insert_version(&mut conn, ctx, now, model, new).await?;
+        for chunk in manifest.files().chunks(INSERT_CHUNK) {
+            let mut sql = String::from("INSERT INTO version_files (version_id, path, size, digest) VALUES ");
+            let mut ps: Vec<Param> = Vec::with_capacity(chunk.len() * 4);
+            for (i, f) in chunk.iter().enumerate() {
+                let b = i * 4;
+                if i > 0 {
+                    sql.push(',');
+                }
+                sql.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
+                ps.push(Param::Int(version_id));
+                ps.push(Param::from(f.path.as_str()));
+                ps.push(Param::Int(i64::try_from(f.size).unwrap_or(i64::MAX)));
+                ps.push(Param::from(f.sha256.as_str()));
+            }
+            conn.execute(sqlx::AssertSqlSafe(sql), ps).await?;
+        }
+        let missing: Vec<(String,)> = conn
+            .fetch_all(
+                "SELECT DISTINCT f.digest FROM version_files f \
+                 LEFT JOIN blobs b ON b.digest = f.digest AND b.state = 'present' \
+                 WHERE f.version_id = $1 AND b.digest IS NULL ORDER BY f.digest LIMIT 20",
+                params![version_id],
+            )
+            .await?;
+        if !missing.is_empty() {
+            let list: Vec<&str> = missing.iter().map(|m| m.0.as_str()).collect();
+            return Err(StoreError::MissingBlobs(format!("missing blobs (sha256): {}", list.join(", "))));
+        }
+        conn.execute(
+            "UPDATE blobs SET last_used_at = $1 WHERE digest IN (SELECT digest FROM version_files WHERE version_id = $2)",
+            params![now, version_id],
+        )
+        .await?;
+        conn.execute(
+            "UPDATE versions SET digest = $1, file_count = $2, size = $3 WHERE id = $4",
+            params![
+                manifest.digest(),
+                i64::try_from(manifest.files().len()).unwrap_or(i64::MAX),
+                i64::try_from(manifest.total_size()).unwrap_or(i64::MAX),
+                version_id
+            ],
+        )
+        .await?;
+        crate::signatures::attach(
+            &mut conn,
+            self.signer(),
+            now,
+            version_id,
+            model,
+            number,
+            &manifest.digest(),
+            &new.signatures,
+        )
+        .await?;
+        let created = find_version(&mut conn, model, &VersionSelector::Number(number)).await?;
+        audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&created))
+            .await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
     /// Abandons an upload. Parts of blobs it sent stay for other uploads to reuse until
     /// they expire.
     pub async fn delete_upload(&self, ctx: &AuditContext, id: &str) -> Result<(), StoreError> {
@@ -585,6 +661,7 @@ impl Store {
                  AND NOT EXISTS (SELECT 1 FROM version_files vf WHERE vf.digest = b.digest) \
                  AND NOT EXISTS (SELECT 1 FROM upload_files uf WHERE uf.digest = b.digest) \
                  AND NOT EXISTS (SELECT 1 FROM blob_uploads bu WHERE bu.digest = b.digest) \
+                 AND NOT EXISTS (SELECT 1 FROM mlflow_artifacts ma WHERE ma.digest = b.digest) \
                  ORDER BY b.digest LIMIT $2) AND last_used_at < $1 \
                  RETURNING digest, size, state, last_used_at",
                 params![unused_since, limit],

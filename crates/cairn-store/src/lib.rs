@@ -29,6 +29,7 @@ pub mod secret;
 pub mod session;
 pub mod signatures;
 mod tag;
+pub mod tracking;
 pub mod user;
 pub mod version;
 pub mod webhook;

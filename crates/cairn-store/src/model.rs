@@ -416,6 +416,39 @@ impl Store {
         Ok(after)
     }
 
+    /// Renames a model (into another namespace too, created when new). Its versions keep
+    /// their numbers, files, tags and aliases; each version with files gets a new server
+    /// signature naming the new name (the old signatures stay, as history).
+    pub async fn rename_model(&self, ctx: &AuditContext, from: &ModelRef, to: &ModelRef) -> Result<Model, StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let before = find(&mut conn, from).await?;
+        let ns_id = namespace::ensure(&mut conn, ctx, now, &to.namespace).await?;
+        conn.execute(
+            "UPDATE models SET namespace_id = $1, name = $2, full_name = $3, updated_at = $4, updated_by = $5 \
+             WHERE id = $6",
+            params![ns_id, to.name.as_str(), to.to_string(), now, &ctx.actor, before.id],
+        )
+        .await
+        .map_err(|e| {
+            if e.is_unique_violation() { StoreError::Conflict(format!("model \"{to}\" already exists")) } else { e }
+        })?;
+        let versions: Vec<(i64, i64, String)> = conn
+            .fetch_all(
+                "SELECT id, number, digest FROM versions WHERE model_id = $1 AND file_count > 0 ORDER BY number",
+                params![before.id],
+            )
+            .await?;
+        for (version_id, number, digest) in versions {
+            crate::signatures::attach(&mut conn, self.signer(), now, version_id, to, number, &digest, &[]).await?;
+        }
+        let after = find(&mut conn, to).await?;
+        audit::record(&mut conn, ctx, now, "model.rename", &target(from), Some(&before), Some(&after)).await?;
+        tx.commit().await?;
+        Ok(after)
+    }
+
     /// Deletes a model with all its versions, tags and aliases.
     pub async fn delete_model(&self, ctx: &AuditContext, model: &ModelRef) -> Result<(), StoreError> {
         let now = self.now();

@@ -581,12 +581,39 @@ impl Store {
 
     /// Lists the versions of one model.
     pub async fn list_versions(&self, model: &ModelRef, q: &ListVersions) -> Result<Page<Version>, StoreError> {
-        let limit = q.limit.clamp(1, 1000);
         let mut c = self.db.read().await?;
         let mut conn = c.conn();
         let m = find_model(&mut conn, model).await?;
-        let mut sql = format!("{} WHERE v.model_id = $1", select_version(self.backend()));
-        let mut params: Vec<Param> = vec![Param::Int(m.id)];
+        self.versions_where(&mut conn, "v.model_id = $1", vec![Param::Int(m.id)], q).await
+    }
+
+    /// Lists the versions of every model in `namespaces` (all models when `None`).
+    pub async fn search_versions(
+        &self,
+        namespaces: Option<&[String]>,
+        q: &ListVersions,
+    ) -> Result<Page<Version>, StoreError> {
+        let mut c = self.db.read().await?;
+        let mut conn = c.conn();
+        match namespaces {
+            None => self.versions_where(&mut conn, "1 = 1", Vec::new(), q).await,
+            Some([]) => Ok(Page { items: Vec::new(), next: None }),
+            Some(ns) => {
+                let cond = format!("n.name IN {}", crate::page::placeholders(1, ns.len()));
+                self.versions_where(&mut conn, &cond, ns.iter().map(Param::from).collect(), q).await
+            }
+        }
+    }
+
+    async fn versions_where(
+        &self,
+        conn: &mut Conn<'_>,
+        scope: &str,
+        mut params: Vec<Param>,
+        q: &ListVersions,
+    ) -> Result<Page<Version>, StoreError> {
+        let limit = q.limit.clamp(1, 1000);
+        let mut sql = format!("{} WHERE {scope}", select_version(self.backend()));
         if let Some(f) = &q.filter {
             let compiled = filter::compile(f, &VERSION_FILTER, dialect(self.backend()), params.len() + 1)?;
             sql.push_str(&format!(" AND ({})", compiled.sql));
