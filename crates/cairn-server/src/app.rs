@@ -196,8 +196,10 @@ where
     let timeout = Duration::from_secs(state.settings.request_timeout_secs);
     let max_json = state.settings.max_json_bytes;
     let ui = crate::ui::router().route_layer(middleware::from_fn_with_state(state.clone(), rate_limit::by_address));
+    let mlflow = crate::mlflow::router(&state);
     Router::new()
         .merge(api)
+        .merge(mlflow)
         .merge(ui)
         .merge(routes::health::router())
         .fallback(|| async { crate::error::ApiError::not_found("no such route") })
@@ -226,11 +228,14 @@ where
 pub const PART_UPLOAD_TIMEOUT: Duration = Duration::from_secs(900);
 
 /// Answers `408` when a request takes longer than its budget: part uploads (`PUT
-/// /api/v1/uploads/…/parts/…`), whose bodies are large, get [`PART_UPLOAD_TIMEOUT`].
+/// /api/v1/uploads/…/parts/…`) and MLflow artifact uploads, whose bodies are large, get
+/// [`PART_UPLOAD_TIMEOUT`].
 async fn deadline(timeout: Duration, req: Request<Body>, next: middleware::Next) -> Response<Body> {
+    let path = req.uri().path();
     let is_part = req.method() == axum::http::Method::PUT
-        && req.uri().path().starts_with("/api/v1/uploads/")
-        && req.uri().path().contains("/parts/");
+        && ((path.starts_with("/api/v1/uploads/") && path.contains("/parts/"))
+            || path.starts_with("/api/2.0/mlflow-artifacts/artifacts/")
+            || path.starts_with("/ajax-api/2.0/mlflow-artifacts/artifacts/"));
     let budget = if is_part { timeout.max(PART_UPLOAD_TIMEOUT) } else { timeout };
     match tokio::time::timeout(budget, next.run(req)).await {
         Ok(resp) => resp,

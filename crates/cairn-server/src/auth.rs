@@ -153,6 +153,15 @@ async fn authenticate(state: &AppState, parts: &Parts) -> Result<Caller, ApiErro
         return Ok(caller);
     }
     let token = bearer(parts)?;
+    authenticate_key(state, parts, token).await
+}
+
+/// Authenticates a request by an API key it presented (as a bearer token, or as the
+/// password of HTTP Basic on the MLflow-compatible API).
+pub async fn authenticate_key(state: &AppState, parts: &Parts, token: &str) -> Result<Caller, ApiError> {
+    if token.len() > 256 {
+        return Err(ApiError::unauthenticated("invalid API key"));
+    }
     let hash = hash_token(token);
     let found = match state.keys.get(&hash) {
         Some(cached) => cached,

@@ -15,6 +15,7 @@ pub mod headers;
 pub mod key_cache;
 pub mod maintenance;
 pub mod mfa;
+pub mod mlflow;
 pub mod page_token;
 pub mod rate_limit;
 pub mod routes;

@@ -391,6 +391,54 @@ pub async fn login(state: &AppState, parts: &Parts, body: &api::LoginRequest) ->
     Ok(opened(state, token, &session, &auth_account).await?)
 }
 
+/// Authenticates one request by username and password (HTTP Basic on the MLflow-compatible
+/// API, for clients that send `MLFLOW_TRACKING_USERNAME`/`PASSWORD`): the same argon2 check,
+/// failure counting and lockouts as a login, but no session. People with an authenticator
+/// enrolled must use an API key as the password instead: a password alone is one factor.
+pub async fn authenticate_password(
+    state: &AppState,
+    parts: &Parts,
+    username: &str,
+    password: &str,
+) -> Result<Caller, AuthError> {
+    let address = client_address(parts);
+    let username = username.trim();
+    let mut ctx = auth::request_context(parts);
+    ctx.actor = "anonymous".into();
+    let target = format!("user:{}", username.chars().take(128).collect::<String>());
+    ensure_not_locked(state, username, address.as_deref()).await?;
+    let found =
+        if username.is_empty() || username.len() > 128 { None } else { state.store.find_login(username).await? };
+    let phc = found.as_ref().and_then(|a| a.password_hash.clone()).unwrap_or_else(|| DUMMY_HASH.clone());
+    let password = password.to_owned();
+    let password_ok = tokio::task::spawn_blocking(move || auth::verify_password(&password, &phc))
+        .await
+        .map_err(|_| ApiError::unauthenticated(BAD_CREDENTIALS))?;
+    let account = match found {
+        Some(a) if password_ok && a.password_hash.is_some() && !a.disabled && a.kind == "user" => a,
+        _ => {
+            count_failure(state, &ctx, "auth.login", &target, username, address.as_deref()).await?;
+            return Err(ApiError::unauthenticated(BAD_CREDENTIALS).into());
+        }
+    };
+    if account.mfa_enabled {
+        return Err(ApiError::unauthenticated(
+            "this account uses multi-factor authentication: use an API key as the password (or as MLFLOW_TRACKING_TOKEN)",
+        )
+        .into());
+    }
+    let auth_account =
+        state.store.account_auth(&account.user_id).await?.ok_or_else(|| ApiError::unauthenticated(BAD_CREDENTIALS))?;
+    let credential = Credential {
+        scopes: Scope::ALL.into_iter().collect::<BTreeSet<_>>(),
+        key_namespaces: None,
+        key_id: None,
+        session_id: None,
+        mfa_satisfied: !auth::requires_mfa(state, &auth_account),
+    };
+    Ok(auth::caller_for(parts, &auth_account, credential))
+}
+
 /// MFA step-up of the caller's session: checks the code, then replaces the session by a
 /// verified one with a new id (the old id stops working).
 pub async fn step_up(state: &AppState, caller: &Caller, factor: Factor<'_>) -> Result<Opened, AuthError> {

@@ -106,7 +106,12 @@ def registry():
     check_eq(c.get_model_version(a, "2").tags, {"quality": "good"}, "version tags after delete")
 
     uri = c.get_model_version_download_uri(a, "1")
-    check_eq(uri, src1, "get_model_version_download_uri of version 1")
+    if TARGET == "cairn":
+        # Cairn serves a registered version from its own frozen manifest (docs/MLFLOW.md).
+        ns, short = a.split(".", 1)
+        check_eq(uri, "mlflow-artifacts:/_versions/%s/%s/1" % (ns, short), "get_model_version_download_uri of version 1")
+    else:
+        check_eq(uri, src1, "get_model_version_download_uri of version 1")
 
     # search versions
     vs = c.search_model_versions("name = '%s'" % a)

@@ -1,0 +1,406 @@
+//! MLflow's proxied artifact API (`mlflow_artifacts.proto`) on Cairn's blob store.
+//!
+//! The artifact tree (`mlflow-artifacts:/…`) maps paths to blobs: an upload is spooled to a
+//! temporary file while its SHA-256 is computed, stored once per content, and recorded
+//! under its path. The first segment of a path is an experiment id, and the experiment's
+//! namespace decides who may read and write under it. Registering a model version freezes
+//! the files under its source into the version's manifest; `_versions/<ns>/<model>/<n>/…`
+//! serves those frozen files, read-only, and is what `get-download-uri` answers.
+
+use axum::Router;
+use axum::body::Body;
+use axum::extract::{DefaultBodyLimit, Path, State};
+use axum::http::{HeaderValue, StatusCode, header};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use cairn_blob::Digest;
+use cairn_core::{FileEntry, FilePath, ModelRef, Permission, VersionSelector};
+use cairn_store::tracking::ArtifactFile;
+use futures::{StreamExt, TryStreamExt};
+use serde_json::{Value, json};
+use sha2::{Digest as _, Sha256};
+use tokio::io::AsyncWriteExt;
+
+use super::{Args, MlflowError, MlflowResult, empty};
+use crate::app::AppState;
+use crate::auth::Caller;
+use crate::routes::authorize_model;
+
+/// Read-only view of registered versions' files.
+const VERSIONS_ROOT: &str = "_versions";
+
+/// Most files one listing or one registration reads.
+const MAX_FILES: usize = 100_000;
+
+/// Exactly the message MLflow's client recognises to fall back to a single upload.
+const NO_MULTIPART: &str = "Multipart upload is not supported for the current artifact repository";
+
+pub(super) fn routes(state: &AppState) -> Router<AppState> {
+    let upload_limit = usize::try_from(state.settings.max_upload_bytes).unwrap_or(usize::MAX);
+    let mut r = Router::new();
+    for prefix in ["/api/2.0/mlflow-artifacts", "/ajax-api/2.0/mlflow-artifacts"] {
+        r = r
+            .route(&format!("{prefix}/artifacts"), get(list))
+            .route(
+                &format!("{prefix}/artifacts/{{*path}}"),
+                get(download).put(upload).delete(delete).layer(DefaultBodyLimit::max(upload_limit)),
+            )
+            .route(&format!("{prefix}/mpu/create/{{*path}}"), post(multipart))
+            .route(&format!("{prefix}/mpu/complete/{{*path}}"), post(multipart))
+            .route(&format!("{prefix}/mpu/abort/{{*path}}"), post(multipart));
+    }
+    r
+}
+
+/// The directory under which version `n` of `model` is served.
+pub(crate) fn version_dir(model: &ModelRef, n: i64) -> String {
+    format!("{VERSIONS_ROOT}/{}/{}/{n}", model.namespace, model.name)
+}
+
+/// Checks and normalises an artifact path: relative, `/`-separated, no `.`/`..` segments,
+/// no empty segments, no backslashes or control characters.
+fn clean(path: &str) -> MlflowResult<String> {
+    let p = path.trim_matches('/');
+    if p.is_empty() {
+        return Ok(String::new());
+    }
+    FilePath::parse(p).map_err(|e| MlflowError::invalid(format!("Invalid artifact path {path:?}: {e}")))?;
+    Ok(p.to_owned())
+}
+
+/// What a path is under.
+enum Scope {
+    /// An experiment's tree (writable).
+    Experiment(i64),
+    /// A registered version's frozen files (read-only).
+    Version(ModelRef, i64, String),
+}
+
+fn scope_of(path: &str) -> MlflowResult<Scope> {
+    let mut segs = path.splitn(2, '/');
+    let first = segs.next().unwrap_or_default();
+    if first == VERSIONS_ROOT {
+        let rest = segs.next().unwrap_or_default();
+        let mut parts = rest.splitn(4, '/');
+        let (Some(ns), Some(name), Some(n)) = (parts.next(), parts.next(), parts.next()) else {
+            return Err(MlflowError::not_found(format!("no artifacts at {path}")));
+        };
+        let model = crate::routes::model_ref(ns, name)?;
+        let n: i64 = n.parse().map_err(|_| MlflowError::not_found(format!("no artifacts at {path}")))?;
+        return Ok(Scope::Version(model, n, parts.next().unwrap_or_default().to_owned()));
+    }
+    match first.parse::<i64>() {
+        Ok(id) if id >= 0 => Ok(Scope::Experiment(id)),
+        _ => Err(MlflowError::not_found(format!(
+            "no artifacts at {path}: artifact paths start with an experiment id (mlflow-artifacts:/<experiment>/…)"
+        ))),
+    }
+}
+
+/// Authorises `permission` on an experiment through its namespace; an experiment the caller
+/// may not read is reported missing.
+pub(crate) async fn authorize_experiment(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    permission: Permission,
+) -> MlflowResult<cairn_store::tracking::Experiment> {
+    let missing = || MlflowError::not_found(format!("No Experiment with id={id} exists"));
+    let exp = state.store.get_experiment(id).await?.ok_or_else(missing)?;
+    let ns = exp.namespace.as_str();
+    if caller.principal.check(Permission::ModelRead, Some(ns)).is_err() && caller.principal.mfa_satisfied {
+        if permission.is_change() {
+            crate::routes::record_denied(state, caller, "mlflow.experiment", &format!("mlflow-experiment:{id}")).await;
+        }
+        return Err(missing());
+    }
+    crate::routes::authorize(
+        state,
+        caller,
+        permission,
+        Some(ns),
+        "mlflow.experiment",
+        &format!("mlflow-experiment:{id}"),
+    )
+    .await?;
+    Ok(exp)
+}
+
+/// Authorises `permission` on an artifact path.
+pub(crate) async fn authorize_path(
+    state: &AppState,
+    caller: &Caller,
+    path: &str,
+    permission: Permission,
+) -> MlflowResult<()> {
+    match scope_of(path)? {
+        Scope::Experiment(id) => authorize_experiment(state, caller, id, permission).await.map(|_| ()),
+        Scope::Version(model, _, _) => {
+            if permission != Permission::ModelRead {
+                return Err(MlflowError::denied("the files of a registered version cannot be changed"));
+            }
+            authorize_model(state, caller, Permission::ModelRead, &model, "version.files").await?;
+            Ok(())
+        }
+    }
+}
+
+/// The files under `dir` of the artifact tree, as version files relative to it.
+pub(crate) async fn files_under(state: &AppState, dir: &str) -> MlflowResult<Vec<FileEntry>> {
+    let files = state.store.artifacts_under(dir, MAX_FILES + 1).await?;
+    if files.len() > MAX_FILES {
+        return Err(MlflowError::invalid(format!("more than {MAX_FILES} files under {dir}")));
+    }
+    files
+        .into_iter()
+        .map(|f| {
+            let rel = f.path.strip_prefix(dir).unwrap_or(&f.path).trim_start_matches('/').to_owned();
+            super::registry::file_entry(&rel, f.size, &f.digest)
+        })
+        .collect()
+}
+
+/// `(relative path, size, digest)` of the files under `path` (a directory) in either scope.
+async fn listing_files(state: &AppState, path: &str) -> MlflowResult<Vec<(String, i64, String)>> {
+    match scope_of(path)? {
+        Scope::Experiment(_) => Ok(state
+            .store
+            .artifacts_under(path, MAX_FILES)
+            .await?
+            .into_iter()
+            .map(|f| (f.path[path.len() + 1..].to_owned(), f.size, f.digest))
+            .collect()),
+        Scope::Version(model, n, sub) => {
+            let Ok((_, files)) = state.store.version_files(&model, &VersionSelector::Number(n)).await else {
+                return Ok(Vec::new());
+            };
+            let prefix = if sub.is_empty() { String::new() } else { format!("{sub}/") };
+            Ok(files
+                .into_iter()
+                .filter_map(|f| {
+                    let p = f.path.as_str();
+                    p.strip_prefix(&prefix).map(|rel| (rel.to_owned(), i64::try_from(f.size).unwrap_or(0), f.sha256))
+                })
+                .collect())
+        }
+    }
+}
+
+/// The file at `path`, in either scope.
+async fn find_file(state: &AppState, path: &str) -> MlflowResult<Option<ArtifactFile>> {
+    match scope_of(path)? {
+        Scope::Experiment(_) => Ok(state.store.get_artifact(path).await?),
+        Scope::Version(model, n, sub) => {
+            if sub.is_empty() {
+                return Ok(None);
+            }
+            match state.store.version_file(&model, &VersionSelector::Number(n), &sub).await {
+                Ok((_, f)) => Ok(Some(ArtifactFile {
+                    path: path.to_owned(),
+                    digest: f.sha256,
+                    size: i64::try_from(f.size).unwrap_or(0),
+                })),
+                Err(cairn_store::StoreError::NotFound(_)) => Ok(None),
+                Err(e) => Err(e.into()),
+            }
+        }
+    }
+}
+
+/// `GET …/artifacts?path=dir`: the direct children of a directory; `{}` for a file or
+/// nothing, as MLflow answers (the client tells files from directories by it).
+async fn list(State(state): State<AppState>, caller: Caller, args: Args) -> MlflowResult<axum::Json<Value>> {
+    let path = clean(&args.opt_str("path")?.unwrap_or_default())?;
+    if path.is_empty() {
+        // The root lists the experiments the caller may read.
+        let ids: Vec<Value> = state
+            .store
+            .list_experiments(None, Some("active"), None, None, 1000)
+            .await?
+            .into_iter()
+            .filter(|e| caller.principal.check(Permission::ModelRead, Some(&e.namespace)).is_ok())
+            .map(|e| json!({"path": e.id.to_string(), "is_dir": true}))
+            .collect();
+        return Ok(axum::Json(json!({ "files": ids })));
+    }
+    authorize_path(&state, &caller, &path, Permission::ModelRead).await?;
+    let files = listing_files(&state, &path).await?;
+    if files.is_empty() {
+        return Ok(empty());
+    }
+    let mut entries: Vec<Value> = Vec::new();
+    let mut last_dir: Option<String> = None;
+    for (rel, size, _) in &files {
+        match rel.split_once('/') {
+            Some((dir, _)) => {
+                if last_dir.as_deref() != Some(dir) {
+                    entries.push(json!({"path": dir, "is_dir": true}));
+                    last_dir = Some(dir.to_owned());
+                }
+            }
+            None => entries.push(json!({"path": rel, "is_dir": false, "file_size": size})),
+        }
+    }
+    Ok(axum::Json(json!({ "files": entries })))
+}
+
+fn content_type(path: &str) -> &'static str {
+    let ext = path.rsplit_once('.').map(|(_, e)| e.to_ascii_lowercase()).unwrap_or_default();
+    match ext.as_str() {
+        "txt" | "yaml" | "yml" | "md" | "log" | "py" | "csv" => "text/plain",
+        "json" => "application/json",
+        _ if path.ends_with("MLmodel") => "text/plain",
+        _ => "application/octet-stream",
+    }
+}
+
+async fn download(State(state): State<AppState>, caller: Caller, Path(raw): Path<String>) -> MlflowResult<Response> {
+    let path = clean(&raw)?;
+    authorize_path(&state, &caller, &path, Permission::ModelRead).await?;
+    let file =
+        find_file(&state, &path).await?.ok_or_else(|| MlflowError::not_found(format!("Artifact {path} not found")))?;
+    let digest: Digest =
+        file.digest.parse().map_err(|_| MlflowError::invalid(format!("stored digest of {path} is not valid")))?;
+    let reader = state.blobs.get(&digest, None).await?;
+    let stream = reader.stream.map_err(|e| {
+        tracing::error!(error = %e, "artifact download aborted: the stored bytes failed verification");
+        std::io::Error::other(e.to_string())
+    });
+    let mut resp = Response::new(Body::from_stream(stream));
+    let h = resp.headers_mut();
+    h.insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type(&path)));
+    h.insert(header::CONTENT_LENGTH, HeaderValue::from(reader.size));
+    // Served as a download, never rendered (MLflow does the same against stored XSS).
+    h.insert(header::CONTENT_DISPOSITION, HeaderValue::from_static("attachment"));
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{}\"", file.digest)) {
+        h.insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+/// A temporary file that is removed when dropped.
+struct Spool(tempfile::TempPath);
+
+async fn upload(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    body: Body,
+) -> MlflowResult<Response> {
+    let path = clean(&raw)?;
+    if path.is_empty() || !path.contains('/') {
+        return Err(MlflowError::invalid("upload to a file path under an experiment: <experiment>/<path>"));
+    }
+    authorize_path(&state, &caller, &path, Permission::ModelWrite).await?;
+    let max = state.settings.max_upload_bytes;
+    // Spool to a temporary file while hashing: the blob store is keyed by the digest, which
+    // is known only at the end. Memory stays bounded whatever the size.
+    let dir = state.settings.data_dir.join("tmp");
+    tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
+    let spool = Spool(tempfile::NamedTempFile::new_in(&dir).map_err(internal)?.into_temp_path());
+    let mut file = tokio::fs::File::create(&spool.0).await.map_err(internal)?;
+    let mut hasher = Sha256::new();
+    let mut size: u64 = 0;
+    let mut stream = body.into_data_stream();
+    while let Some(chunk) = stream.next().await {
+        let chunk = chunk.map_err(|e| MlflowError::invalid(format!("the upload was interrupted: {e}")))?;
+        size += chunk.len() as u64;
+        if size > max {
+            return Err(MlflowError::new(
+                StatusCode::PAYLOAD_TOO_LARGE,
+                "INVALID_PARAMETER_VALUE",
+                format!("the file is larger than this server accepts ({max} bytes)"),
+            ));
+        }
+        hasher.update(&chunk);
+        file.write_all(&chunk).await.map_err(internal)?;
+    }
+    file.flush().await.map_err(internal)?;
+    drop(file);
+    let digest = Digest::from_bytes(hasher.finalize().into());
+    let hex = digest.to_hex();
+    let size_i = i64::try_from(size).map_err(|_| MlflowError::invalid("file too large"))?;
+    if state.store.blob(&hex).await?.is_none_or(|b| b.state != "present") {
+        state.store.blob_pending(&hex, size_i).await?;
+        let f = tokio::fs::File::open(&spool.0).await.map_err(internal)?;
+        let body = tokio_util_stream(f);
+        match state.blobs.put(&digest, size, body).await {
+            Ok(()) => state.store.blob_completed(&hex).await?,
+            Err(e) => {
+                state.store.blob_failed(&hex).await?;
+                return Err(e.into());
+            }
+        }
+    }
+    state.store.put_artifact(&caller.audit, &ArtifactFile { path, digest: hex, size: size_i }).await?;
+    drop(spool);
+    Ok(StatusCode::OK.into_response())
+}
+
+/// A file as a stream of chunks.
+fn tokio_util_stream(
+    f: tokio::fs::File,
+) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin + 'static {
+    futures::stream::unfold(f, |mut f| async move {
+        use tokio::io::AsyncReadExt;
+        let mut buf = vec![0u8; 1 << 20];
+        match f.read(&mut buf).await {
+            Ok(0) => None,
+            Ok(n) => {
+                buf.truncate(n);
+                Some((Ok(bytes::Bytes::from(buf)), f))
+            }
+            Err(e) => Some((Err(e), f)),
+        }
+    })
+    .boxed()
+}
+
+fn internal(e: impl std::fmt::Display) -> MlflowError {
+    tracing::error!(error = %e, "artifact upload failed");
+    MlflowError::new(StatusCode::INTERNAL_SERVER_ERROR, "INTERNAL_ERROR", "internal error storing the artifact")
+}
+
+async fn delete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+) -> MlflowResult<axum::Json<Value>> {
+    let path = clean(&raw)?;
+    if path.is_empty() {
+        return Err(MlflowError::invalid("name the artifact to delete"));
+    }
+    authorize_path(&state, &caller, &path, Permission::ModelWrite).await?;
+    state.store.delete_artifacts(&caller.audit, &path).await?;
+    Ok(empty())
+}
+
+/// MLflow's multipart endpoints: answered with the one refusal its client turns into a
+/// plain single upload (Cairn streams single uploads of any size in bounded memory).
+async fn multipart(caller: Caller, Path(raw): Path<String>) -> MlflowResult<Response> {
+    let _ = (caller, clean(&raw)?);
+    Err(MlflowError::not_implemented(NO_MULTIPART))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn paths_are_confined() {
+        assert_eq!(clean("/0/run/artifacts/a.txt").unwrap(), "0/run/artifacts/a.txt");
+        for bad in ["0/../etc/passwd", "0/./a", "0//a", "0/a\\..\\b", "0/a\0b", "../x"] {
+            assert!(clean(bad).is_err(), "{bad:?} accepted");
+        }
+        assert!(matches!(scope_of("12/x").unwrap(), Scope::Experiment(12)));
+        assert!(matches!(scope_of("_versions/ns/m/3/f").unwrap(), Scope::Version(_, 3, ref s) if s == "f"));
+        assert!(scope_of("etc/passwd").is_err());
+        assert!(scope_of("-1/x").is_err());
+    }
+
+    #[test]
+    fn the_multipart_refusal_is_the_one_the_client_knows() {
+        // MLflow's client falls back to a single PUT only on exactly this prefix.
+        assert!(NO_MULTIPART.starts_with("Multipart upload is not supported for the current artifact repository"));
+    }
+}
