@@ -234,8 +234,8 @@ async fn deadline(timeout: Duration, req: Request<Body>, next: middleware::Next)
     let path = req.uri().path();
     let is_part = req.method() == axum::http::Method::PUT
         && ((path.starts_with("/api/v1/uploads/") && path.contains("/parts/"))
-            || path.starts_with("/api/2.0/mlflow-artifacts/artifacts/")
-            || path.starts_with("/ajax-api/2.0/mlflow-artifacts/artifacts/"));
+            || path.starts_with("/api/2.0/mlflow-artifacts/")
+            || path.starts_with("/ajax-api/2.0/mlflow-artifacts/"));
     let budget = if is_part { timeout.max(PART_UPLOAD_TIMEOUT) } else { timeout };
     match tokio::time::timeout(budget, next.run(req)).await {
         Ok(resp) => resp,

@@ -185,10 +185,11 @@ pub async fn complete(state: &AppState, digest: &Digest, size: u64) -> Result<()
     }
 }
 
-/// Housekeeping, run periodically: drops expired uploads, abandons blob uploads without
-/// activity for the upload lifetime, and removes staging files left by crashes.
+/// Housekeeping, run periodically: drops expired uploads (MLflow multipart uploads too),
+/// abandons blob uploads without activity for the upload lifetime, and removes staging files
+/// left by crashes.
 pub async fn sweep(state: &AppState) -> Result<(), ApiError> {
-    let expired = state.store.expire_uploads().await?;
+    let expired = state.store.expire_uploads().await? + state.store.expire_multipart().await?;
     let lifetime_ms = i64::try_from(state.settings.upload_expiry_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let stale = state.store.stale_blob_uploads(state.store.now() - lifetime_ms).await?;
     for u in &stale {

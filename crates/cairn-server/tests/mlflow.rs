@@ -117,9 +117,13 @@ async fn client_scenarios(backend: Backend) {
         ("registry.py", "stages"),
         ("tracking.py", "tracking"),
         ("artifacts.py", "artifacts"),
+        ("artifacts.py", "multipart"),
     ] {
         scenario(&py, &s, Some(&admin), &[script, name]).await;
     }
+    let (_, mpu) =
+        call(&s, &admin, Method::GET, "/api/v1/audit/events?action=mlflow.artifact.multipart.create", None).await;
+    assert_eq!(mpu["events"].as_array().map(Vec::len), Some(1), "the 12 MB file went up in parts: {mpu}");
     // The namespace's `mlflow-run` suite takes the metrics of the run a version comes from.
     let suite = json!({"definition": {"test_type": "effectiveness", "metrics": [
         {"name": "train_acc", "group": "task", "at_least": 0.5}]}, "required": false});
@@ -413,22 +417,65 @@ async fn http_contract(backend: Backend) {
     let kept = hex::encode(<sha2::Sha256 as sha2::Digest>::digest(b"keep me"));
     let claimed = s.state.store.gc_claim(i64::MAX, 10_000).await.unwrap();
     assert!(!claimed.iter().any(|b| b.digest == kept), "an artifact's blob is in use");
-    // Multipart is refused with the one message MLflow's client turns into a plain upload.
+    // Multipart: parts go to signed URLs without credentials; a forged or foreign signature,
+    // a part outside the upload, and completing with parts missing are refused.
     let (st, v) = raw(
         &s,
         bearer,
         Method::POST,
-        "/api/2.0/mlflow-artifacts/mpu/create/0/run/artifacts",
-        Some(json!({"path": "x", "num_parts": 2})),
+        "/api/2.0/mlflow-artifacts/mpu/create/0/r3/artifacts",
+        Some(json!({"path": "/home/someone/local/weights.bin", "num_parts": 2})),
     )
     .await;
-    assert_eq!((st, v["error_code"].as_str()), (StatusCode::NOT_IMPLEMENTED, Some("NOT_IMPLEMENTED")), "{v}");
-    assert!(
-        v["message"]
-            .as_str()
-            .unwrap()
-            .starts_with("Multipart upload is not supported for the current artifact repository")
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let upload_id = v["upload_id"].as_str().unwrap().to_owned();
+    let urls: Vec<String> =
+        v["credentials"].as_array().unwrap().iter().map(|c| c["url"].as_str().unwrap().to_owned()).collect();
+    assert_eq!(urls.len(), 2);
+    assert!(urls[0].starts_with(&format!("{}/api/2.0/mlflow-artifacts/mpu/part/{upload_id}/1?", s.url)), "{urls:?}");
+    let http = reqwest::Client::new();
+    let forged = urls[0].replace("signature=", "signature=0");
+    assert_eq!(http.put(&forged).body("a").send().await.unwrap().status(), StatusCode::FORBIDDEN);
+    let swapped = urls[1].replace(&format!("{upload_id}/2"), &format!("{upload_id}/1"));
+    assert_eq!(
+        http.put(&swapped).body("a").send().await.unwrap().status(),
+        StatusCode::FORBIDDEN,
+        "a URL signs one part"
     );
+    let part1 = http.put(&urls[0]).body("first part, ").send().await.unwrap();
+    assert_eq!(part1.status(), StatusCode::OK);
+    let etag1 = part1.headers()["etag"].to_str().unwrap().to_owned();
+    let complete =
+        |parts: Value| json!({"path": "/home/someone/local/weights.bin", "upload_id": upload_id, "parts": parts});
+    let (st, v) = raw(
+        &s,
+        bearer,
+        Method::POST,
+        "/api/2.0/mlflow-artifacts/mpu/complete/0/r3/artifacts",
+        Some(complete(json!([{"part_number": 1, "etag": etag1}]))),
+    )
+    .await;
+    assert_eq!((st, v["error_code"].as_str()), (StatusCode::BAD_REQUEST, Some("INVALID_PARAMETER_VALUE")), "{v}");
+    let part2 = http.put(&urls[1]).body("second part").send().await.unwrap();
+    let etag2 = part2.headers()["etag"].to_str().unwrap().to_owned();
+    let (st, v) = raw(
+        &s,
+        bearer,
+        Method::POST,
+        "/api/2.0/mlflow-artifacts/mpu/complete/0/r3/artifacts",
+        Some(complete(json!([{"part_number": 1, "etag": etag1}, {"part_number": 2, "etag": etag2}]))),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let got = http
+        .get(format!("{}/api/2.0/mlflow-artifacts/artifacts/0/r3/artifacts/weights.bin", s.url))
+        .header("authorization", bearer_header.as_str())
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(got.text().await.unwrap(), "first part, second part");
+    // The upload is over: its URLs no longer take parts.
+    assert_eq!(http.put(&urls[0]).body("late").send().await.unwrap().status(), StatusCode::NOT_FOUND);
     let (st, v) = raw(&s, bearer, Method::GET, "/api/3.0/mlflow/server-info", None).await;
     assert_eq!((st, v["multipart_downloads_enabled"].as_bool()), (StatusCode::OK, Some(false)), "{v}");
     s.stop().await;

@@ -662,6 +662,7 @@ impl Store {
                  AND NOT EXISTS (SELECT 1 FROM upload_files uf WHERE uf.digest = b.digest) \
                  AND NOT EXISTS (SELECT 1 FROM blob_uploads bu WHERE bu.digest = b.digest) \
                  AND NOT EXISTS (SELECT 1 FROM mlflow_artifacts ma WHERE ma.digest = b.digest) \
+                 AND NOT EXISTS (SELECT 1 FROM mlflow_multipart_parts mp WHERE mp.digest = b.digest) \
                  ORDER BY b.digest LIMIT $2) AND last_used_at < $1 \
                  RETURNING digest, size, state, last_used_at",
                 params![unused_since, limit],

@@ -1086,4 +1086,151 @@ impl Store {
         tx.commit().await?;
         Ok(n)
     }
+
+    /// Starts a multipart upload of the artifact `path` in `num_parts` parts.
+    pub async fn create_multipart(
+        &self,
+        ctx: &AuditContext,
+        path: &str,
+        num_parts: i64,
+        expires_at: i64,
+    ) -> Result<MultipartUpload, StoreError> {
+        let now = self.now();
+        let id = uuid::Uuid::new_v4().simple().to_string();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        conn.execute(
+            "INSERT INTO mlflow_multipart_uploads (id, path, num_parts, created_at, created_by, expires_at) \
+             VALUES ($1, $2, $3, $4, $5, $6)",
+            params![&id, path, num_parts, now, &ctx.actor, expires_at],
+        )
+        .await?;
+        let upload = MultipartUpload { id: id.clone(), path: path.to_owned(), num_parts, expires_at };
+        audit::record(
+            &mut conn,
+            ctx,
+            now,
+            "mlflow.artifact.multipart.create",
+            &artifact_target(path),
+            None::<&()>,
+            Some(&upload),
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(upload)
+    }
+
+    /// An open multipart upload that has not expired.
+    pub async fn get_multipart(&self, id: &str) -> Result<MultipartUpload, StoreError> {
+        let mut c = self.db.read().await?;
+        let row: Option<(String, String, i64, i64)> = c
+            .conn()
+            .fetch_optional(
+                "SELECT id, path, num_parts, expires_at FROM mlflow_multipart_uploads WHERE id = $1 AND expires_at > $2",
+                params![id, self.now()],
+            )
+            .await?;
+        row.map(|(id, path, num_parts, expires_at)| MultipartUpload { id, path, num_parts, expires_at })
+            .ok_or_else(|| StoreError::NotFound(format!("multipart upload {id} does not exist or has expired")))
+    }
+
+    /// Records a received part (its bytes are the present blob `digest`); a part sent again
+    /// replaces the earlier one.
+    pub async fn put_multipart_part(&self, id: &str, part: i64, digest: &str, size: i64) -> Result<(), StoreError> {
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        conn.execute(
+            "INSERT INTO mlflow_multipart_parts (upload_id, part_number, digest, size) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (upload_id, part_number) DO UPDATE SET digest = excluded.digest, size = excluded.size",
+            params![id, part, digest, size],
+        )
+        .await?;
+        tx.commit().await
+    }
+
+    /// The parts received so far, by part number.
+    pub async fn multipart_parts(&self, id: &str) -> Result<Vec<(i64, String, i64)>, StoreError> {
+        let mut c = self.db.read().await?;
+        c.conn()
+            .fetch_all(
+                "SELECT part_number, digest, size FROM mlflow_multipart_parts WHERE upload_id = $1 ORDER BY part_number",
+                params![id],
+            )
+            .await
+    }
+
+    /// Ends a multipart upload (completed or aborted); `file` is the joined file when it
+    /// completed, recorded in the artifact tree in the same transaction.
+    pub async fn finish_multipart(
+        &self,
+        ctx: &AuditContext,
+        id: &str,
+        file: Option<&ArtifactFile>,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let n = conn.execute("DELETE FROM mlflow_multipart_uploads WHERE id = $1", params![id]).await?;
+        if n == 0 {
+            return Err(StoreError::NotFound(format!("multipart upload {id} does not exist or has ended")));
+        }
+        match file {
+            Some(f) => {
+                conn.execute(
+                    "INSERT INTO mlflow_artifacts (path, digest, size, created_at, created_by) VALUES ($1, $2, $3, $4, $5) \
+                     ON CONFLICT (path) DO UPDATE SET digest = excluded.digest, size = excluded.size, \
+                     created_at = excluded.created_at, created_by = excluded.created_by",
+                    params![&f.path, &f.digest, f.size, now, &ctx.actor],
+                )
+                .await?;
+                audit::record(
+                    &mut conn,
+                    ctx,
+                    now,
+                    "mlflow.artifact.put",
+                    &artifact_target(&f.path),
+                    None::<&()>,
+                    Some(f),
+                )
+                .await?;
+            }
+            None => {
+                audit::record(
+                    &mut conn,
+                    ctx,
+                    now,
+                    "mlflow.artifact.multipart.abort",
+                    &format!("mlflow-multipart:{id}"),
+                    None::<&()>,
+                    None::<&()>,
+                )
+                .await?;
+            }
+        }
+        tx.commit().await
+    }
+
+    /// Forgets multipart uploads that expired; their part blobs become collectable.
+    pub async fn expire_multipart(&self) -> Result<u64, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let n = tx
+            .conn()
+            .execute("DELETE FROM mlflow_multipart_uploads WHERE expires_at <= $1", params![self.now()])
+            .await?;
+        tx.commit().await?;
+        Ok(n)
+    }
+}
+
+/// An open multipart upload.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct MultipartUpload {
+    /// Its id (32 hex digits).
+    pub id: String,
+    /// The artifact path it will write.
+    pub path: String,
+    /// How many parts the client announced.
+    pub num_parts: i64,
+    /// When it expires (ms).
+    pub expires_at: i64,
 }

@@ -32,9 +32,6 @@ const VERSIONS_ROOT: &str = "_versions";
 /// Most files one listing or one registration reads.
 const MAX_FILES: usize = 100_000;
 
-/// Exactly the message MLflow's client recognises to fall back to a single upload.
-const NO_MULTIPART: &str = "Multipart upload is not supported for the current artifact repository";
-
 pub(super) fn routes(state: &AppState) -> Router<AppState> {
     let upload_limit = usize::try_from(state.settings.max_upload_bytes).unwrap_or(usize::MAX);
     let mut r = Router::new();
@@ -45,9 +42,9 @@ pub(super) fn routes(state: &AppState) -> Router<AppState> {
                 &format!("{prefix}/artifacts/{{*path}}"),
                 get(download).put(upload).delete(delete).layer(DefaultBodyLimit::max(upload_limit)),
             )
-            .route(&format!("{prefix}/mpu/create/{{*path}}"), post(multipart))
-            .route(&format!("{prefix}/mpu/complete/{{*path}}"), post(multipart))
-            .route(&format!("{prefix}/mpu/abort/{{*path}}"), post(multipart));
+            .route(&format!("{prefix}/mpu/create/{{*path}}"), post(mpu_create))
+            .route(&format!("{prefix}/mpu/complete/{{*path}}"), post(mpu_complete))
+            .route(&format!("{prefix}/mpu/abort/{{*path}}"), post(mpu_abort));
     }
     r
 }
@@ -278,9 +275,6 @@ async fn download(State(state): State<AppState>, caller: Caller, Path(raw): Path
     Ok(resp)
 }
 
-/// A temporary file that is removed when dropped.
-struct Spool(tempfile::TempPath);
-
 async fn upload(
     State(state): State<AppState>,
     caller: Caller,
@@ -292,18 +286,33 @@ async fn upload(
         return Err(MlflowError::invalid("upload to a file path under an experiment: <experiment>/<path>"));
     }
     authorize_path(&state, &caller, &path, Permission::ModelWrite).await?;
-    let max = state.settings.max_upload_bytes;
-    // Spool to a temporary file while hashing: the blob store is keyed by the digest, which
-    // is known only at the end. Memory stays bounded whatever the size.
+    let (digest, size) = store_body(&state, body).await?;
+    state.store.put_artifact(&caller.audit, &ArtifactFile { path, digest, size }).await?;
+    Ok(StatusCode::OK.into_response())
+}
+
+/// A temporary file under the data directory, removed when dropped.
+async fn spool_file(state: &AppState) -> MlflowResult<(tempfile::TempPath, tokio::fs::File)> {
     let dir = state.settings.data_dir.join("tmp");
     tokio::fs::create_dir_all(&dir).await.map_err(internal)?;
-    let spool = Spool(tempfile::NamedTempFile::new_in(&dir).map_err(internal)?.into_temp_path());
-    let mut file = tokio::fs::File::create(&spool.0).await.map_err(internal)?;
+    let path = tempfile::NamedTempFile::new_in(&dir).map_err(internal)?.into_temp_path();
+    let file = tokio::fs::File::create(&path).await.map_err(internal)?;
+    Ok((path, file))
+}
+
+/// Spools a stream to a temporary file while hashing it (the blob store is keyed by the
+/// digest, known only at the end; memory stays bounded whatever the size), then stores it
+/// as a blob once. Answers the digest (hex) and size.
+async fn store_stream<S>(state: &AppState, mut stream: S) -> MlflowResult<(String, i64)>
+where
+    S: futures::Stream<Item = Result<bytes::Bytes, MlflowError>> + Unpin,
+{
+    let max = state.settings.max_upload_bytes;
+    let (spool, mut file) = spool_file(state).await?;
     let mut hasher = Sha256::new();
     let mut size: u64 = 0;
-    let mut stream = body.into_data_stream();
     while let Some(chunk) = stream.next().await {
-        let chunk = chunk.map_err(|e| MlflowError::invalid(format!("the upload was interrupted: {e}")))?;
+        let chunk = chunk?;
         size += chunk.len() as u64;
         if size > max {
             return Err(MlflowError::new(
@@ -322,9 +331,8 @@ async fn upload(
     let size_i = i64::try_from(size).map_err(|_| MlflowError::invalid("file too large"))?;
     if state.store.blob(&hex).await?.is_none_or(|b| b.state != "present") {
         state.store.blob_pending(&hex, size_i).await?;
-        let f = tokio::fs::File::open(&spool.0).await.map_err(internal)?;
-        let body = tokio_util_stream(f);
-        match state.blobs.put(&digest, size, body).await {
+        let f = tokio::fs::File::open(&spool).await.map_err(internal)?;
+        match state.blobs.put(&digest, size, file_stream(f)).await {
             Ok(()) => state.store.blob_completed(&hex).await?,
             Err(e) => {
                 state.store.blob_failed(&hex).await?;
@@ -332,13 +340,18 @@ async fn upload(
             }
         }
     }
-    state.store.put_artifact(&caller.audit, &ArtifactFile { path, digest: hex, size: size_i }).await?;
     drop(spool);
-    Ok(StatusCode::OK.into_response())
+    Ok((hex, size_i))
+}
+
+/// [`store_stream`] of a request body.
+async fn store_body(state: &AppState, body: Body) -> MlflowResult<(String, i64)> {
+    let stream = body.into_data_stream().map_err(|e| MlflowError::invalid(format!("the upload was interrupted: {e}")));
+    store_stream(state, stream).await
 }
 
 /// A file as a stream of chunks.
-fn tokio_util_stream(
+fn file_stream(
     f: tokio::fs::File,
 ) -> impl futures::Stream<Item = std::io::Result<bytes::Bytes>> + Send + Unpin + 'static {
     futures::stream::unfold(f, |mut f| async move {
@@ -375,11 +388,179 @@ async fn delete(
     Ok(empty())
 }
 
-/// MLflow's multipart endpoints: answered with the one refusal its client turns into a
-/// plain single upload (Cairn streams single uploads of any size in bounded memory).
-async fn multipart(caller: Caller, Path(raw): Path<String>) -> MlflowResult<Response> {
-    let _ = (caller, clean(&raw)?);
-    Err(MlflowError::not_implemented(NO_MULTIPART))
+/// Most parts of one multipart upload (S3's limit).
+const MAX_PARTS: i64 = 10_000;
+
+/// The signature of a part URL: HMAC-SHA256 over (upload, part, expiry) with a key shared by
+/// every replica. The client sends parts to these URLs without credentials, as to S3.
+fn part_signature(state: &AppState, upload_id: &str, part: i64, expires: i64) -> String {
+    use hmac::{Hmac, KeyInit, Mac};
+    let mut mac = <Hmac<Sha256> as KeyInit>::new_from_slice(state.csrf_key.bytes()).expect("HMAC takes any key");
+    mac.update(format!("mlflow-multipart-part|{upload_id}|{part}|{expires}").as_bytes());
+    hex::encode(mac.finalize().into_bytes())
+}
+
+/// The server's own base URL as the client reached it (`X-Forwarded-Proto: https` behind a
+/// TLS-terminating proxy).
+fn base_url(headers: &axum::http::HeaderMap) -> MlflowResult<String> {
+    let host = headers
+        .get(header::HOST)
+        .and_then(|h| h.to_str().ok())
+        .filter(|h| !h.is_empty() && h.chars().all(|c| c.is_ascii_alphanumeric() || "-.:[]".contains(c)))
+        .ok_or_else(|| MlflowError::invalid("a multipart upload needs the Host header"))?;
+    let https = headers.get("x-forwarded-proto").and_then(|v| v.to_str().ok()).is_some_and(|v| v == "https");
+    Ok(format!("{}://{host}", if https { "https" } else { "http" }))
+}
+
+/// The artifact path a multipart upload writes: the directory in the URL and the base name
+/// of the client's local file (`path` in the body).
+fn multipart_target(dir: &str, args: &Args) -> MlflowResult<String> {
+    let local = args.str("path")?;
+    let name = local.rsplit(['/', '\\']).next().unwrap_or_default();
+    let dir = clean(dir)?;
+    let path = clean(&format!("{dir}/{name}"))?;
+    if name.is_empty() || dir.is_empty() {
+        return Err(MlflowError::invalid("Invalid path"));
+    }
+    Ok(path)
+}
+
+async fn mpu_create(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    headers: axum::http::HeaderMap,
+    args: Args,
+) -> MlflowResult<axum::Json<Value>> {
+    let path = multipart_target(&raw, &args)?;
+    authorize_path(&state, &caller, &path, Permission::ModelWrite).await?;
+    let num_parts = args.opt_i64("num_parts")?.unwrap_or(1);
+    if !(1..=MAX_PARTS).contains(&num_parts) {
+        return Err(MlflowError::invalid(format!("num_parts must be between 1 and {MAX_PARTS}")));
+    }
+    let lifetime = i64::try_from(state.settings.upload_expiry_secs.saturating_mul(1000)).unwrap_or(i64::MAX / 2);
+    let expires = state.now_ms().saturating_add(lifetime);
+    let upload = state.store.create_multipart(&caller.audit, &path, num_parts, expires).await?;
+    let base = base_url(&headers)?;
+    let credentials: Vec<Value> = (1..=num_parts)
+        .map(|n| {
+            let sig = part_signature(&state, &upload.id, n, expires);
+            json!({
+                "url": format!("{base}/api/2.0/mlflow-artifacts/mpu/part/{}/{n}?expires={expires}&signature={sig}", upload.id),
+                "part_number": n,
+                "headers": {},
+            })
+        })
+        .collect();
+    Ok(axum::Json(json!({ "upload_id": upload.id, "credentials": credentials })))
+}
+
+#[derive(serde::Deserialize)]
+struct PartQuery {
+    expires: i64,
+    signature: String,
+}
+
+/// `PUT …/mpu/part/{upload}/{n}?expires=…&signature=…`: one part, authorised by its URL.
+async fn mpu_part(
+    State(state): State<AppState>,
+    Path((upload_id, part)): Path<(String, i64)>,
+    axum::extract::Query(q): axum::extract::Query<PartQuery>,
+    body: Body,
+) -> MlflowResult<Response> {
+    use subtle::ConstantTimeEq;
+    let expected = part_signature(&state, &upload_id, part, q.expires);
+    let valid: bool = expected.as_bytes().ct_eq(q.signature.as_bytes()).into();
+    if !valid || q.expires <= state.now_ms() {
+        return Err(MlflowError::denied("this part URL is not valid (or has expired)"));
+    }
+    let upload = state.store.get_multipart(&upload_id).await?;
+    if !(1..=upload.num_parts).contains(&part) {
+        return Err(MlflowError::invalid(format!("part {part} is not part of this upload")));
+    }
+    let (digest, size) = store_body(&state, body).await?;
+    state.store.put_multipart_part(&upload_id, part, &digest, size).await?;
+    let mut resp = StatusCode::OK.into_response();
+    if let Ok(v) = HeaderValue::from_str(&format!("\"{digest}\"")) {
+        resp.headers_mut().insert(header::ETAG, v);
+    }
+    Ok(resp)
+}
+
+async fn mpu_complete(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    args: Args,
+) -> MlflowResult<axum::Json<Value>> {
+    let path = multipart_target(&raw, &args)?;
+    let upload = state.store.get_multipart(&args.str("upload_id")?).await?;
+    if upload.path != path {
+        return Err(MlflowError::invalid("this upload writes another path"));
+    }
+    authorize_path(&state, &caller, &path, Permission::ModelWrite).await?;
+    let stored = state.store.multipart_parts(&upload.id).await?;
+    let numbers: Vec<i64> = stored.iter().map(|(n, _, _)| *n).collect();
+    if numbers != (1..=upload.num_parts).collect::<Vec<_>>() {
+        return Err(MlflowError::invalid(format!(
+            "the upload has parts {numbers:?} of 1..={}: send the missing parts first",
+            upload.num_parts
+        )));
+    }
+    // The client's list must name the parts the server has, with their ETags.
+    let listed = args.0.get("parts").and_then(Value::as_array).cloned().unwrap_or_default();
+    for (n, digest, _) in &stored {
+        let etag = listed
+            .iter()
+            .find(|p| p.get("part_number").and_then(Value::as_i64) == Some(*n))
+            .and_then(|p| p.get("etag").and_then(Value::as_str))
+            .map(|e| e.trim_matches('"').to_owned());
+        if etag.as_deref() != Some(digest.as_str()) {
+            return Err(MlflowError::invalid(format!("part {n}: the ETag does not match the part received")));
+        }
+    }
+    // Join the parts (each read and verified from the blob store) into the file's blob.
+    let blobs = state.blobs.clone();
+    let parts: Vec<String> = stored.into_iter().map(|(_, d, _)| d).collect();
+    let joined = futures::stream::iter(parts)
+        .then(move |d| {
+            let blobs = blobs.clone();
+            async move {
+                let digest: Digest = d.parse().map_err(|_| MlflowError::invalid("stored part digest is not valid"))?;
+                let reader = blobs.get(&digest, None).await?;
+                Ok::<_, MlflowError>(reader.stream.map_err(MlflowError::from))
+            }
+        })
+        .try_flatten()
+        .boxed();
+    let (digest, size) = store_stream(&state, joined).await?;
+    state.store.finish_multipart(&caller.audit, &upload.id, Some(&ArtifactFile { path, digest, size })).await?;
+    Ok(empty())
+}
+
+async fn mpu_abort(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(raw): Path<String>,
+    args: Args,
+) -> MlflowResult<axum::Json<Value>> {
+    let path = multipart_target(&raw, &args)?;
+    let upload = state.store.get_multipart(&args.str("upload_id")?).await?;
+    if upload.path != path {
+        return Err(MlflowError::invalid("this upload writes another path"));
+    }
+    authorize_path(&state, &caller, &path, Permission::ModelWrite).await?;
+    state.store.finish_multipart(&caller.audit, &upload.id, None).await?;
+    Ok(empty())
+}
+
+/// Routes that carry their own authorisation (signed part URLs): outside the credential check.
+pub(super) fn signed_routes(state: &AppState) -> Router<AppState> {
+    let upload_limit = usize::try_from(state.settings.max_upload_bytes).unwrap_or(usize::MAX);
+    Router::new().route(
+        "/api/2.0/mlflow-artifacts/mpu/part/{upload}/{part}",
+        axum::routing::put(mpu_part).layer(DefaultBodyLimit::max(upload_limit)),
+    )
 }
 
 #[cfg(test)]
@@ -396,11 +577,5 @@ mod tests {
         assert!(matches!(scope_of("_versions/ns/m/3/f").unwrap(), Scope::Version(_, 3, ref s) if s == "f"));
         assert!(scope_of("etc/passwd").is_err());
         assert!(scope_of("-1/x").is_err());
-    }
-
-    #[test]
-    fn the_multipart_refusal_is_the_one_the_client_knows() {
-        // MLflow's client falls back to a single PUT only on exactly this prefix.
-        assert!(NO_MULTIPART.starts_with("Multipart upload is not supported for the current artifact repository"));
     }
 }

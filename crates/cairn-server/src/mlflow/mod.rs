@@ -473,6 +473,10 @@ pub fn router(state: &AppState) -> Router<AppState> {
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::rate_limit::by_principal))
         .route_layer(middleware::from_fn_with_state(state.clone(), require_auth))
         .route_layer(middleware::from_fn_with_state(state.clone(), crate::rate_limit::by_address))
+        .merge(
+            artifacts::signed_routes(state)
+                .route_layer(middleware::from_fn_with_state(state.clone(), crate::rate_limit::by_address)),
+        )
         .layer(middleware::map_response(mlflow_errors))
 }
 

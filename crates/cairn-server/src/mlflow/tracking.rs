@@ -50,14 +50,14 @@ pub(super) fn routes() -> Router<AppState> {
         .route("/logged-models/{id}/params", post(log_logged_model_params))
 }
 
-/// `GET /api/3.0/mlflow/server-info`: what the client may try (no multipart, no presigned
-/// transfers: uploads and downloads stream through the server).
+/// `GET /api/3.0/mlflow/server-info`: what the client may try: multipart uploads through the
+/// server (parts to signed URLs of Cairn itself); no presigned transfers to the storage.
 pub(super) async fn server_info(_caller: Caller) -> Json<Value> {
     Json(json!({
         "store_type": "SqlStore",
         "workspaces_enabled": false,
         "trace_archival_enabled": false,
-        "multipart_uploads_enabled": false,
+        "multipart_uploads_enabled": true,
         "multipart_downloads_enabled": false,
         "presigned_upload_run_id_supported": false,
         "presigned_upload_model_id_supported": false,
