@@ -783,8 +783,23 @@ async fn search_model_versions(State(state): State<AppState>, caller: Caller, ar
     let listing = format!("mlflow-versions|{field}|{descending}|{}", raw_filter.as_deref().unwrap_or(""));
     let filter = parse_filter(raw_filter)?;
     let after = page_after(&state, &listing, &args)?;
+    // `name = '…'` (what the client sends nearly always) reads one model's versions by its
+    // index instead of searching every version.
+    let (one, filter) = one_model(filter);
     let q = ListVersions { filter, order, descending, limit, after };
-    let page = state.store.search_versions(namespaces.as_deref(), &q).await?;
+    let page = match one {
+        Some(model) => {
+            if caller.principal.check(Permission::ModelRead, Some(model.namespace.as_str())).is_err() {
+                cairn_store::Page { items: Vec::new(), next: None }
+            } else {
+                match state.store.list_versions(&model, &q).await {
+                    Err(cairn_store::StoreError::NotFound(_)) => cairn_store::Page { items: Vec::new(), next: None },
+                    other => other?,
+                }
+            }
+        }
+        None => state.store.search_versions(namespaces.as_deref(), &q).await?,
+    };
     let mut out = json!({
         "model_versions": page.items.iter().map(|v| model_version_json(v, true)).collect::<Vec<_>>(),
     });
@@ -792,6 +807,45 @@ async fn search_model_versions(State(state): State<AppState>, caller: Caller, ar
         out["next_page_token"] = json!(state.page_tokens.encode(&listing, &c));
     }
     Ok(Json(out))
+}
+
+/// Splits `full_name = 'ns/model'` off a filter (alone or one clause of a top-level `AND`):
+/// the model, and what is left of the filter.
+fn one_model(filter: Option<Filter>) -> (Option<ModelRef>, Option<Filter>) {
+    let is_name = |f: &Filter| match f {
+        Filter::Compare(c) if c.op == Op::Eq && matches!(&c.target, Target::Field(n) if n == "full_name") => {
+            match c.values.as_slice() {
+                [Literal::Text(t)] => ModelRef::parse(t).ok(),
+                _ => None,
+            }
+        }
+        _ => None,
+    };
+    match filter {
+        Some(f) => {
+            if let Some(m) = is_name(&f) {
+                return (Some(m), None);
+            }
+            match f {
+                Filter::And(items) => {
+                    let Some(i) = items.iter().position(|c| is_name(c).is_some()) else {
+                        return (None, Some(Filter::And(items)));
+                    };
+                    let model = is_name(&items[i]);
+                    let mut rest = items;
+                    rest.remove(i);
+                    let rest = match rest.len() {
+                        0 => None,
+                        1 => rest.pop(),
+                        _ => Some(Filter::And(rest)),
+                    };
+                    (model, rest)
+                }
+                other => (None, Some(other)),
+            }
+        }
+        None => (None, None),
+    }
 }
 
 /// Checks a relative file path of a version.
@@ -806,6 +860,21 @@ pub(crate) fn file_entry(path: &str, size: i64, digest: &str) -> MlflowResult<Fi
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_name_clause_picks_one_model() {
+        let (m, rest) = one_model(parse_filter(Some("name = 'nlp.bert'".into())).unwrap());
+        assert_eq!(m.unwrap().to_string(), "nlp/bert");
+        assert!(rest.is_none());
+        let (m, rest) =
+            one_model(parse_filter(Some("version_number > 2 AND name = 'nlp.bert' AND tags.k = 'v'".into())).unwrap());
+        assert_eq!(m.unwrap().to_string(), "nlp/bert");
+        assert!(matches!(rest, Some(Filter::And(ref v)) if v.len() == 2), "{rest:?}");
+        let (m, rest) = one_model(parse_filter(Some("name LIKE 'nlp.%'".into())).unwrap());
+        assert!(m.is_none() && rest.is_some());
+        let (m, _) = one_model(parse_filter(Some("name = 'a.b' OR name = 'c.d'".into())).unwrap());
+        assert!(m.is_none(), "only a top-level AND narrows to one model");
+    }
 
     #[test]
     fn stages_map_onto_the_lifecycle() {
