@@ -22,31 +22,6 @@ async fn call(s: &TestServer, token: &str, method: Method, path: &str, body: Opt
     (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())))
 }
 
-/// A service account with these grants (role, namespace or global) and a read/write key.
-async fn account(s: &TestServer, name: &str, grants: &[(&str, Option<&str>)]) -> String {
-    let (st, v) =
-        call(s, &s.token, Method::POST, "/api/v1/users", Some(json!({"username": name, "kind": "service"}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
-    for (role, ns) in grants {
-        let mut g = json!({"username": name, "role": role});
-        if let Some(ns) = ns {
-            g["namespace"] = json!(ns);
-        }
-        let (st, v) = call(s, &s.token, Method::POST, "/api/v1/grants", Some(g)).await;
-        assert_eq!(st, StatusCode::CREATED, "{v}");
-    }
-    let (st, key) = call(
-        s,
-        &s.token,
-        Method::POST,
-        "/api/v1/keys",
-        Some(json!({"name": "t", "scopes": ["read", "write"], "expires_in_days": 1, "username": name})),
-    )
-    .await;
-    assert_eq!(st, StatusCode::CREATED, "{key}");
-    key["token"].as_str().unwrap().to_owned()
-}
-
 const V: &str = "/api/v1/models/risk/fraud/versions";
 
 const CARD_NO_LICENCE: &str = "model:\n  name: fraud\n  description: Scores card transactions for fraud.\n";
@@ -108,11 +83,11 @@ async fn full_flow(s: &TestServer) {
 
     // Olga owns the model and submits; she also reviews for MRC elsewhere. Rita reviews for
     // MRC and Security; Sven for Security; Sara is an SRE; Vic only reads.
-    let olga = account(s, "olga", &[("model_owner", Some("risk")), ("mrc", Some("risk"))]).await;
-    let rita = account(s, "rita", &[("mrc", Some("risk")), ("security", Some("risk"))]).await;
-    let sven = account(s, "sven", &[("security", None)]).await;
-    let sara = account(s, "sara", &[("sre", Some("risk"))]).await;
-    let vic = account(s, "vic", &[("viewer", Some("risk"))]).await;
+    let olga = s.service_account("olga", &[("model_owner", Some("risk")), ("mrc", Some("risk"))]).await;
+    let rita = s.service_account("rita", &[("mrc", Some("risk")), ("security", Some("risk"))]).await;
+    let sven = s.service_account("sven", &[("security", None)]).await;
+    let sara = s.service_account("sara", &[("sre", Some("risk"))]).await;
+    let vic = s.service_account("vic", &[("viewer", Some("risk"))]).await;
 
     let (st, p) = call(s, &admin, Method::POST, "/api/v1/policies", Some(json!({"source": LICENCE_POLICY}))).await;
     assert_eq!(
@@ -305,7 +280,7 @@ async fn full_flow(s: &TestServer) {
 /// exception waives it, one requested by the same person cannot be decided by them.
 async fn policies_versions_and_exceptions(s: &TestServer) {
     let admin = s.token.clone();
-    let sven = account(s, "sven", &[("security", None)]).await;
+    let sven = s.service_account("sven", &[("security", None)]).await;
     call(s, &admin, Method::POST, "/api/v1/models", Some(json!({"name": "risk/fraud"}))).await;
     call(s, &admin, Method::POST, V, Some(json!({}))).await;
     let (st, v) =

@@ -71,34 +71,6 @@ async fn call(s: &TestServer, token: &str, method: Method, path: &str, body: Opt
     (status, serde_json::from_slice(&bytes).unwrap_or_else(|_| Value::String(String::from_utf8_lossy(&bytes).into())))
 }
 
-/// A service account with these grants and a read/write key.
-async fn account(s: &TestServer, name: &str, grants: &[(&str, &str)]) -> String {
-    let (st, v) =
-        call(s, &s.token, Method::POST, "/api/v1/users", Some(json!({"username": name, "kind": "service"}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
-    for (role, ns) in grants {
-        let (st, v) = call(
-            s,
-            &s.token,
-            Method::POST,
-            "/api/v1/grants",
-            Some(json!({"username": name, "role": role, "namespace": ns})),
-        )
-        .await;
-        assert_eq!(st, StatusCode::CREATED, "{v}");
-    }
-    let (st, key) = call(
-        s,
-        &s.token,
-        Method::POST,
-        "/api/v1/keys",
-        Some(json!({"name": "t", "scopes": ["read", "write"], "expires_in_days": 1, "username": name})),
-    )
-    .await;
-    assert_eq!(st, StatusCode::CREATED, "{key}");
-    key["token"].as_str().unwrap().to_owned()
-}
-
 async fn start(backend: Backend, test: &str) -> Option<TestServer> {
     TestServer::start_with(backend, test, |settings| {
         // The scripts make a few hundred requests with one key.
@@ -168,7 +140,8 @@ async fn client_scenarios(backend: Backend) {
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let (st, v) = call(&s, &admin, Method::POST, "/api/v1/models/t1/gated/versions", Some(json!({}))).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
-    let reviewer = account(&s, "rev", &[("mrc", "t1"), ("security", "t1"), ("sre", "t1")]).await;
+    let reviewer =
+        s.service_account("rev", &[("mrc", Some("t1")), ("security", Some("t1")), ("sre", Some("t1"))]).await;
     let base = "/api/v1/models/t1/gated/versions/1";
     let (st, v) = call(&s, &admin, Method::POST, &format!("{base}/submit"), Some(json!({"reason": "ready"}))).await;
     assert_eq!(st, StatusCode::OK, "{v}");
@@ -194,7 +167,7 @@ async fn client_scenarios(backend: Backend) {
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let (st, v) = call(&s, &admin, Method::POST, "/api/v1/models/hidden/secret/versions", Some(json!({}))).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
-    let viewer = account(&s, "viewer", &[("viewer", "t1")]).await;
+    let viewer = s.service_account("viewer", &[("viewer", Some("t1"))]).await;
     scenario(&py, &s, Some(&viewer), &["auth.py", "denied", "hidden.secret"]).await;
     let (_, denied) =
         call(&s, &admin, Method::GET, "/api/v1/audit/events?outcome=denied&actor=service:viewer", None).await;

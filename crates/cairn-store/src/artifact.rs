@@ -119,6 +119,28 @@ fn entry(path: String, size: i64, digest: String) -> Result<FileEntry, StoreErro
     })
 }
 
+/// Inserts one `(owner, path, size, digest)` row per file into `into` (a table with those
+/// four columns), in multi-row statements of [`INSERT_CHUNK`] rows.
+async fn insert_files(conn: &mut Conn<'_>, into: &str, owner: Param, files: &[FileEntry]) -> Result<(), StoreError> {
+    for chunk in files.chunks(INSERT_CHUNK) {
+        let mut sql = format!("INSERT INTO {into} VALUES ");
+        let mut ps: Vec<Param> = Vec::with_capacity(chunk.len() * 4);
+        for (i, f) in chunk.iter().enumerate() {
+            let b = i * 4;
+            if i > 0 {
+                sql.push(',');
+            }
+            sql.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
+            ps.push(owner.clone());
+            ps.push(Param::from(f.path.as_str()));
+            ps.push(Param::Int(i64::try_from(f.size).unwrap_or(i64::MAX)));
+            ps.push(Param::from(f.sha256.as_str()));
+        }
+        conn.execute(sqlx::AssertSqlSafe(sql), ps).await?;
+    }
+    Ok(())
+}
+
 async fn upload_row(conn: &mut Conn<'_>, id: &str) -> Result<Upload, StoreError> {
     conn.fetch_optional(sqlx::AssertSqlSafe(format!("{SELECT_UPLOAD} WHERE u.id = $1")), params![id])
         .await?
@@ -151,22 +173,8 @@ impl Store {
             params![&id, model_id, count, total, now, &ctx.actor, expires_at],
         )
         .await?;
-        for chunk in manifest.files().chunks(INSERT_CHUNK) {
-            let mut sql = String::from("INSERT INTO upload_files (upload_id, path, size, digest) VALUES ");
-            let mut ps: Vec<Param> = Vec::with_capacity(chunk.len() * 4);
-            for (i, f) in chunk.iter().enumerate() {
-                let b = i * 4;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
-                ps.push(Param::from(&id));
-                ps.push(Param::from(f.path.as_str()));
-                ps.push(Param::Int(i64::try_from(f.size).unwrap_or(i64::MAX)));
-                ps.push(Param::from(f.sha256.as_str()));
-            }
-            conn.execute(sqlx::AssertSqlSafe(sql), ps).await?;
-        }
+        insert_files(&mut conn, "upload_files (upload_id, path, size, digest)", Param::from(&id), manifest.files())
+            .await?;
         conn.execute(
             "UPDATE blobs SET last_used_at = $1 WHERE state = 'present' \
              AND digest IN (SELECT digest FROM upload_files WHERE upload_id = $2)",
@@ -498,22 +506,13 @@ impl Store {
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
         let (version_id, number) = insert_version(&mut conn, ctx, now, model, new).await?;
-        for chunk in manifest.files().chunks(INSERT_CHUNK) {
-            let mut sql = String::from("INSERT INTO version_files (version_id, path, size, digest) VALUES ");
-            let mut ps: Vec<Param> = Vec::with_capacity(chunk.len() * 4);
-            for (i, f) in chunk.iter().enumerate() {
-                let b = i * 4;
-                if i > 0 {
-                    sql.push(',');
-                }
-                sql.push_str(&format!("(${}, ${}, ${}, ${})", b + 1, b + 2, b + 3, b + 4));
-                ps.push(Param::Int(version_id));
-                ps.push(Param::from(f.path.as_str()));
-                ps.push(Param::Int(i64::try_from(f.size).unwrap_or(i64::MAX)));
-                ps.push(Param::from(f.sha256.as_str()));
-            }
-            conn.execute(sqlx::AssertSqlSafe(sql), ps).await?;
-        }
+        insert_files(
+            &mut conn,
+            "version_files (version_id, path, size, digest)",
+            Param::Int(version_id),
+            manifest.files(),
+        )
+        .await?;
         let missing: Vec<(String,)> = conn
             .fetch_all(
                 "SELECT DISTINCT f.digest FROM version_files f \

@@ -341,6 +341,35 @@ pub struct RunData {
     pub tags: Vec<(String, String)>,
 }
 
+/// Records `file` in the artifact tree (replacing a file at the same path), audited; its
+/// blob must be present, and is marked as relied on now.
+async fn record_artifact(
+    conn: &mut Conn<'_>,
+    ctx: &AuditContext,
+    now: i64,
+    file: &ArtifactFile,
+) -> Result<(), StoreError> {
+    let present: Option<(String,)> = conn
+        .fetch_optional("SELECT state FROM blobs WHERE digest = $1 AND state = 'present'", params![&file.digest])
+        .await?;
+    if present.is_none() {
+        return Err(StoreError::MissingBlobs(format!("blob {} is not stored", file.digest)));
+    }
+    conn.execute("UPDATE blobs SET last_used_at = $1 WHERE digest = $2", params![now, &file.digest]).await?;
+    let before: Option<ArtifactFile> = conn
+        .fetch_optional("SELECT path, digest, size FROM mlflow_artifacts WHERE path = $1", params![&file.path])
+        .await?;
+    conn.execute(
+        "INSERT INTO mlflow_artifacts (path, digest, size, created_at, created_by) VALUES ($1, $2, $3, $4, $5) \
+         ON CONFLICT (path) DO UPDATE SET digest = excluded.digest, size = excluded.size, \
+         created_at = excluded.created_at, created_by = excluded.created_by",
+        params![&file.path, &file.digest, file.size, now, &ctx.actor],
+    )
+    .await?;
+    audit::record(conn, ctx, now, "mlflow.artifact.put", &artifact_target(&file.path), before.as_ref(), Some(file))
+        .await
+}
+
 impl Store {
     /// Creates an experiment in `namespace`; its artifacts live under `mlflow-artifacts:/<id>`.
     pub async fn create_experiment(
@@ -1010,34 +1039,7 @@ impl Store {
     pub async fn put_artifact(&self, ctx: &AuditContext, file: &ArtifactFile) -> Result<(), StoreError> {
         let now = self.now();
         let mut tx = self.db.begin().await?;
-        let mut conn = tx.conn();
-        let present: Option<(String,)> = conn
-            .fetch_optional("SELECT state FROM blobs WHERE digest = $1 AND state = 'present'", params![&file.digest])
-            .await?;
-        if present.is_none() {
-            return Err(StoreError::MissingBlobs(format!("blob {} is not stored", file.digest)));
-        }
-        conn.execute("UPDATE blobs SET last_used_at = $1 WHERE digest = $2", params![now, &file.digest]).await?;
-        let before: Option<ArtifactFile> = conn
-            .fetch_optional("SELECT path, digest, size FROM mlflow_artifacts WHERE path = $1", params![&file.path])
-            .await?;
-        conn.execute(
-            "INSERT INTO mlflow_artifacts (path, digest, size, created_at, created_by) VALUES ($1, $2, $3, $4, $5) \
-             ON CONFLICT (path) DO UPDATE SET digest = excluded.digest, size = excluded.size, \
-             created_at = excluded.created_at, created_by = excluded.created_by",
-            params![&file.path, &file.digest, file.size, now, &ctx.actor],
-        )
-        .await?;
-        audit::record(
-            &mut conn,
-            ctx,
-            now,
-            "mlflow.artifact.put",
-            &artifact_target(&file.path),
-            before.as_ref(),
-            Some(file),
-        )
-        .await?;
+        record_artifact(&mut tx.conn(), ctx, now, file).await?;
         tx.commit().await
     }
 
@@ -1175,25 +1177,7 @@ impl Store {
             return Err(StoreError::NotFound(format!("multipart upload {id} does not exist or has ended")));
         }
         match file {
-            Some(f) => {
-                conn.execute(
-                    "INSERT INTO mlflow_artifacts (path, digest, size, created_at, created_by) VALUES ($1, $2, $3, $4, $5) \
-                     ON CONFLICT (path) DO UPDATE SET digest = excluded.digest, size = excluded.size, \
-                     created_at = excluded.created_at, created_by = excluded.created_by",
-                    params![&f.path, &f.digest, f.size, now, &ctx.actor],
-                )
-                .await?;
-                audit::record(
-                    &mut conn,
-                    ctx,
-                    now,
-                    "mlflow.artifact.put",
-                    &artifact_target(&f.path),
-                    None::<&()>,
-                    Some(f),
-                )
-                .await?;
-            }
+            Some(f) => record_artifact(&mut conn, ctx, now, f).await?,
             None => {
                 audit::record(
                     &mut conn,

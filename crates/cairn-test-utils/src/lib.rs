@@ -246,6 +246,28 @@ impl TestServer {
         (status, value)
     }
 
+    /// Creates a service account with these grants (role, and namespace or `None` for a global
+    /// grant) and returns a read/write API key of it that expires in a day.
+    pub async fn service_account(&self, name: &str, grants: &[(&str, Option<&str>)]) -> String {
+        use reqwest::{Method, StatusCode};
+        let (st, v) = self
+            .call(Method::POST, "/api/v1/users", Some(serde_json::json!({"username": name, "kind": "service"})))
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{v}");
+        for (role, ns) in grants {
+            let mut g = serde_json::json!({"username": name, "role": role});
+            if let Some(ns) = ns {
+                g["namespace"] = serde_json::json!(ns);
+            }
+            let (st, v) = self.call(Method::POST, "/api/v1/grants", Some(g)).await;
+            assert_eq!(st, StatusCode::CREATED, "{v}");
+        }
+        let key = serde_json::json!({"name": "t", "scopes": ["read", "write"], "expires_in_days": 1, "username": name});
+        let (st, key) = self.call(Method::POST, "/api/v1/keys", Some(key)).await;
+        assert_eq!(st, StatusCode::CREATED, "{key}");
+        key["token"].as_str().expect("the new key").to_owned()
+    }
+
     /// A client with the admin key.
     pub fn client(&self) -> Client {
         Client::new(&self.url, Some(self.token.clone())).expect("client")

@@ -487,18 +487,30 @@ async fn mpu_part(
     Ok(resp)
 }
 
+/// The open upload a complete or abort request names, checked against the path in its URL
+/// and authorised for writing there.
+async fn open_multipart(
+    state: &AppState,
+    caller: &Caller,
+    raw: &str,
+    args: &Args,
+) -> MlflowResult<(String, cairn_store::tracking::MultipartUpload)> {
+    let path = multipart_target(raw, args)?;
+    let upload = state.store.get_multipart(&args.str("upload_id")?).await?;
+    if upload.path != path {
+        return Err(MlflowError::invalid("this upload writes another path"));
+    }
+    authorize_path(state, caller, &path, Permission::ModelWrite).await?;
+    Ok((path, upload))
+}
+
 async fn mpu_complete(
     State(state): State<AppState>,
     caller: Caller,
     Path(raw): Path<String>,
     args: Args,
 ) -> MlflowResult<axum::Json<Value>> {
-    let path = multipart_target(&raw, &args)?;
-    let upload = state.store.get_multipart(&args.str("upload_id")?).await?;
-    if upload.path != path {
-        return Err(MlflowError::invalid("this upload writes another path"));
-    }
-    authorize_path(&state, &caller, &path, Permission::ModelWrite).await?;
+    let (path, upload) = open_multipart(&state, &caller, &raw, &args).await?;
     let stored = state.store.multipart_parts(&upload.id).await?;
     let numbers: Vec<i64> = stored.iter().map(|(n, _, _)| *n).collect();
     if numbers != (1..=upload.num_parts).collect::<Vec<_>>() {
@@ -544,12 +556,7 @@ async fn mpu_abort(
     Path(raw): Path<String>,
     args: Args,
 ) -> MlflowResult<axum::Json<Value>> {
-    let path = multipart_target(&raw, &args)?;
-    let upload = state.store.get_multipart(&args.str("upload_id")?).await?;
-    if upload.path != path {
-        return Err(MlflowError::invalid("this upload writes another path"));
-    }
-    authorize_path(&state, &caller, &path, Permission::ModelWrite).await?;
+    let (_, upload) = open_multipart(&state, &caller, &raw, &args).await?;
     state.store.finish_multipart(&caller.audit, &upload.id, None).await?;
     Ok(empty())
 }

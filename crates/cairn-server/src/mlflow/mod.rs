@@ -65,11 +65,6 @@ impl MlflowError {
     pub fn denied(message: impl Into<String>) -> Self {
         Self::new(StatusCode::FORBIDDEN, "PERMISSION_DENIED", message)
     }
-
-    /// 501 `NOT_IMPLEMENTED`.
-    pub fn not_implemented(message: impl Into<String>) -> Self {
-        Self::new(StatusCode::NOT_IMPLEMENTED, "NOT_IMPLEMENTED", message)
-    }
 }
 
 impl IntoResponse for MlflowError {

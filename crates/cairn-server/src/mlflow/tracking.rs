@@ -376,9 +376,7 @@ async fn restore_experiment(State(state): State<AppState>, caller: Caller, args:
 
 async fn set_experiment_tag(State(state): State<AppState>, caller: Caller, args: Args) -> MlflowResult<Json<Value>> {
     let id = experiment_id(&args)?;
-    let key = args.str("key")?;
-    let value = args.opt_str("value")?.unwrap_or_default();
-    check_key_value(&key, &value)?;
+    let (key, value) = key_value(&args)?;
     authorize_experiment(&state, &caller, id, Permission::ModelWrite).await?;
     state.store.set_experiment_tag(&caller.audit, id, &key, &value).await?;
     Ok(empty())
@@ -480,6 +478,14 @@ fn metric_of(v: &Value, now: i64) -> MlflowResult<(Metric, Option<String>)> {
     Ok((Metric { key, value, timestamp, step }, args.opt_str("model_id")?.filter(|s| !s.is_empty())))
 }
 
+/// The checked `key` and `value` of a request (a missing value is empty).
+fn key_value(args: &Args) -> MlflowResult<(String, String)> {
+    let key = args.str("key")?;
+    let value = args.opt_str("value")?.unwrap_or_default();
+    check_key_value(&key, &value)?;
+    Ok((key, value))
+}
+
 async fn log_metric(State(state): State<AppState>, caller: Caller, args: Args) -> MlflowResult<Json<Value>> {
     let run = run_for(&state, &caller, &args, Permission::ModelWrite).await?;
     let m = metric_of(&Value::Object(args.0.clone()), state.now_ms())?;
@@ -489,25 +495,15 @@ async fn log_metric(State(state): State<AppState>, caller: Caller, args: Args) -
 
 async fn log_param(State(state): State<AppState>, caller: Caller, args: Args) -> MlflowResult<Json<Value>> {
     let run = run_for(&state, &caller, &args, Permission::ModelWrite).await?;
-    let key = args.str("key")?;
-    let value = args.opt_str("value")?.unwrap_or_default();
-    check_key_value(&key, &value)?;
-    state
-        .store
-        .log_run_data(&caller.audit, &run.id, &RunData { params: vec![(key, value)], ..RunData::default() })
-        .await?;
+    let params = vec![key_value(&args)?];
+    state.store.log_run_data(&caller.audit, &run.id, &RunData { params, ..RunData::default() }).await?;
     Ok(empty())
 }
 
 async fn set_tag(State(state): State<AppState>, caller: Caller, args: Args) -> MlflowResult<Json<Value>> {
     let run = run_for(&state, &caller, &args, Permission::ModelWrite).await?;
-    let key = args.str("key")?;
-    let value = args.opt_str("value")?.unwrap_or_default();
-    check_key_value(&key, &value)?;
-    state
-        .store
-        .log_run_data(&caller.audit, &run.id, &RunData { tags: vec![(key, value)], ..RunData::default() })
-        .await?;
+    let tags = vec![key_value(&args)?];
+    state.store.log_run_data(&caller.audit, &run.id, &RunData { tags, ..RunData::default() }).await?;
     Ok(empty())
 }
 
