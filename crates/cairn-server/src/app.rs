@@ -46,6 +46,12 @@ pub struct AppState {
     /// replica compiles each once. Shared, never cloned: a cloned regular expression starts
     /// with cold match caches.
     pub policy_cache: Arc<PolicyCache>,
+    /// Counters and gauges served at `/metrics`.
+    pub metrics: Arc<crate::metrics::Metrics>,
+    /// This replica's view of read-only maintenance mode.
+    pub maintenance: Arc<crate::maintenance_mode::MaintenanceGate>,
+    /// Set when shutdown begins: `/readyz` answers 503 from then on.
+    pub draining: Arc<std::sync::atomic::AtomicBool>,
 }
 
 /// Compiled policies by (name, version).
@@ -116,6 +122,9 @@ impl AppState {
             rate_limits,
             csrf_key,
             policy_cache: Arc::default(),
+            metrics: Arc::default(),
+            maintenance: Arc::default(),
+            draining: Arc::default(),
         })
     }
 }
@@ -197,12 +206,19 @@ where
     let max_json = state.settings.max_json_bytes;
     let ui = crate::ui::router().route_layer(middleware::from_fn_with_state(state.clone(), rate_limit::by_address));
     let mlflow = crate::mlflow::router(&state);
+    let metrics = Router::new()
+        .route("/metrics", axum::routing::get(crate::metrics::metrics))
+        .route_layer(middleware::from_fn_with_state(state.clone(), rate_limit::by_address));
+    let tls = state.settings.tls_enabled();
     Router::new()
         .merge(api)
         .merge(mlflow)
         .merge(ui)
         .merge(routes::health::router())
+        .merge(metrics)
         .fallback(|| async { crate::error::ApiError::not_found("no such route") })
+        .layer(middleware::from_fn_with_state(state.clone(), crate::maintenance_mode::refuse_writes))
+        .layer(middleware::from_fn_with_state(state.clone(), crate::metrics::track))
         .with_state(state)
         .layer(DefaultBodyLimit::max(max_json))
         .layer(middleware::from_fn(move |req: Request<Body>, next: middleware::Next| deadline(timeout, req, next)))
@@ -213,7 +229,9 @@ where
             r
         }))
         .layer(middleware::map_response(json_errors))
-        .layer(middleware::from_fn(crate::headers::security_headers))
+        .layer(middleware::from_fn(move |req: Request<Body>, next: middleware::Next| {
+            crate::headers::security_headers(tls, req, next)
+        }))
         .layer(TraceLayer::new_for_http().make_span_with(|req: &Request<Body>| {
             let id = req.headers().get(&REQUEST_ID).and_then(|v| v.to_str().ok()).unwrap_or("-");
             tracing::info_span!("request", request_id = %id, method = %req.method(), path = %req.uri().path())
@@ -231,11 +249,7 @@ pub const PART_UPLOAD_TIMEOUT: Duration = Duration::from_secs(900);
 /// /api/v1/uploads/…/parts/…`) and MLflow artifact uploads, whose bodies are large, get
 /// [`PART_UPLOAD_TIMEOUT`].
 async fn deadline(timeout: Duration, req: Request<Body>, next: middleware::Next) -> Response<Body> {
-    let path = req.uri().path();
-    let is_part = req.method() == axum::http::Method::PUT
-        && ((path.starts_with("/api/v1/uploads/") && path.contains("/parts/"))
-            || path.starts_with("/api/2.0/mlflow-artifacts/")
-            || path.starts_with("/ajax-api/2.0/mlflow-artifacts/"));
+    let is_part = crate::metrics::is_upload(req.method(), req.uri().path());
     let budget = if is_part { timeout.max(PART_UPLOAD_TIMEOUT) } else { timeout };
     match tokio::time::timeout(budget, next.run(req)).await {
         Ok(resp) => resp,

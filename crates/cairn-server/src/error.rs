@@ -17,12 +17,19 @@ pub struct ApiError {
     pub code: &'static str,
     /// What was wrong and what to do.
     pub message: String,
+    /// The blob store failed (counted in `/metrics`).
+    pub blob: bool,
 }
 
 impl ApiError {
     /// Builds an error.
     pub fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
-        Self { status, code, message: message.into() }
+        Self { status, code, message: message.into(), blob: false }
+    }
+
+    /// A failure of the blob store.
+    fn blob_failure(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+        Self { blob: true, ..Self::new(status, code, message) }
     }
 
     /// 400 `invalid_argument`.
@@ -80,6 +87,9 @@ impl IntoResponse for ApiError {
     fn into_response(self) -> Response {
         let mut resp = (self.status, error_body(self.code, &self.message)).into_response();
         resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static("application/json"));
+        if self.blob {
+            resp.extensions_mut().insert(crate::metrics::BlobFailure);
+        }
         if self.status == StatusCode::UNAUTHORIZED {
             resp.headers_mut().insert(header::WWW_AUTHENTICATE, HeaderValue::from_static("Bearer realm=\"cairn\""));
         }
@@ -205,7 +215,7 @@ impl From<cairn_blob::BlobError> for ApiError {
             B::InvalidRange => Self::new(StatusCode::RANGE_NOT_SATISFIABLE, "invalid_range", e.to_string()),
             B::NotFound(_) | B::Corrupt { .. } => {
                 tracing::error!(error = %e, "blob store integrity failure");
-                Self::new(
+                Self::blob_failure(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "blob_unavailable",
                     "the stored file is missing or damaged; an administrator should run `cairn admin fsck`",
@@ -213,7 +223,7 @@ impl From<cairn_blob::BlobError> for ApiError {
             }
             other => {
                 tracing::error!(error = %other, "blob store failure");
-                Self::new(
+                Self::blob_failure(
                     StatusCode::INTERNAL_SERVER_ERROR,
                     "internal",
                     "internal error; the server log has details under this request's id",

@@ -26,11 +26,12 @@ pub const STRICT_TRANSPORT_SECURITY: &str = "max-age=63072000; includeSubDomains
 static CROSS_ORIGIN_OPENER_POLICY: HeaderName = HeaderName::from_static("cross-origin-opener-policy");
 static CROSS_ORIGIN_RESOURCE_POLICY: HeaderName = HeaderName::from_static("cross-origin-resource-policy");
 
-/// Middleware on every response: sets the security headers.
-pub async fn security_headers(req: Request, next: Next) -> Response<Body> {
+/// Middleware on every response: sets the security headers (and HSTS when `tls_on`).
+pub async fn security_headers(tls_on: bool, req: Request, next: Next) -> Response<Body> {
     let ui = crate::ui::is_ui_path(req.uri().path());
     let mut resp = next.run(req).await;
     set_security_headers(resp.headers_mut());
+    add_strict_transport_security(resp.headers_mut(), tls_on);
     if ui {
         // Web UI pages load this server's own stylesheet, script and images, and post forms
         // to it; nothing else, as strict as the API otherwise.
@@ -56,7 +57,7 @@ pub fn set_security_headers(headers: &mut HeaderMap) {
 }
 
 /// Adds `Strict-Transport-Security` when `tls_on`; without TLS the header would be ignored by
-/// browsers and misleading to operators, so nothing is added. (Not wired yet: TLS comes later.)
+/// browsers and misleading to operators, so nothing is added.
 pub fn add_strict_transport_security(headers: &mut HeaderMap, tls_on: bool) {
     if tls_on {
         headers.insert(header::STRICT_TRANSPORT_SECURITY, HeaderValue::from_static(STRICT_TRANSPORT_SECURITY));

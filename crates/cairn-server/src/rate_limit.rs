@@ -430,6 +430,7 @@ pub async fn by_address(State(state): State<AppState>, mut req: Request, next: N
                 ctx.actor = "anonymous".into();
                 audit_block(&state, ctx, subject);
             }
+            state.metrics.rate_limited("address");
             too_many_requests(limit, retry_after_secs)
         }
         Decision::Allowed { limit, remaining, reset_secs } => {
@@ -468,6 +469,7 @@ pub async fn by_principal(State(state): State<AppState>, req: Request, next: Nex
             if newly_blocked {
                 audit_block(&state, caller.audit.clone(), subject);
             }
+            state.metrics.rate_limited("principal");
             too_many_requests(limit, retry_after_secs)
         }
         Decision::Allowed { limit, remaining, reset_secs } => {

@@ -1,13 +1,16 @@
-//! `cairn serve`: start-up (data dir, database, bootstrap admin), the listen loop, and a
-//! graceful shutdown that lets in-flight requests finish.
+//! `cairn serve`: start-up (data dir, database, bootstrap admin), the listen loop (HTTP, or
+//! HTTPS with certificate reload, see [`crate::tls`]), and a graceful shutdown that drains
+//! the load balancer first and then lets in-flight requests finish.
 
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use anyhow::Context;
+use axum_server::Handle;
+use axum_server::tls_rustls::RustlsConfig;
 use cairn_store::user::NewApiKey;
 use cairn_store::{DbOptions, Store};
-use tokio::net::TcpListener;
 
 use crate::app::{AppState, build_router};
 use crate::auth;
@@ -112,13 +115,39 @@ fn create_private_dir(dir: &std::path::Path) -> anyhow::Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("cannot create data dir {}", dir.display()))
 }
 
-/// Runs the server until SIGINT or SIGTERM, then drains in-flight requests.
+/// Binds a listening socket for axum-server.
+fn bind(addr: &str, setting: &str) -> anyhow::Result<std::net::TcpListener> {
+    let listener = std::net::TcpListener::bind(addr).with_context(|| format!("cannot listen on {addr} ({setting})"))?;
+    listener.set_nonblocking(true)?;
+    Ok(listener)
+}
+
+/// Runs the server until SIGINT or SIGTERM. Then `/readyz` answers 503 for
+/// `shutdown_drain_secs` while requests are still served (load balancers move away), new
+/// connections stop, and in-flight requests get `shutdown_grace_secs` to finish.
 pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let started = Instant::now();
-    let listener =
-        TcpListener::bind(&settings.listen).await.with_context(|| format!("cannot listen on {}", settings.listen))?;
+    // Certificates first: a bad file stops the start before anything is opened.
+    let tls = match (&settings.tls_cert_file, &settings.tls_key_file) {
+        (Some(cert), Some(key)) => {
+            crate::tls::warn_if_key_readable(key);
+            Some((
+                RustlsConfig::from_config(Arc::new(crate::tls::server_config(cert, key)?)),
+                cert.clone(),
+                key.clone(),
+            ))
+        }
+        _ => None,
+    };
+    let listener = bind(&settings.listen, "listen, CAIRN_LISTEN")?;
+    let redirect = match &settings.tls_redirect_listen {
+        Some(addr) => Some(bind(addr, "tls_redirect_listen, CAIRN_TLS_REDIRECT_LISTEN")?),
+        None => None,
+    };
     let store = open_store(&settings).await?;
     let grace = Duration::from_secs(settings.shutdown_grace_secs);
+    let drain = Duration::from_secs(settings.shutdown_drain_secs);
+    let reload_every = Duration::from_secs(settings.tls_reload_secs);
     let state = AppState::new(store.clone(), settings).await?;
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
     let checkpointer = tokio::spawn(checkpoint_forever(state.clone()));
@@ -128,33 +157,58 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     let app = build_router(state.clone());
     let addr = listener.local_addr()?;
+    let handle = Handle::<SocketAddr>::new();
+    let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    let (mut server, reloader) = match tls {
+        Some((config, cert, key)) => {
+            let reloader = tokio::spawn(crate::tls::reload_forever(config.clone(), cert, key, reload_every));
+            let server = axum_server::tls_rustls::from_tcp_rustls(listener, config)?.handle(handle.clone());
+            (tokio::spawn(server.serve(make_service)), Some(reloader))
+        }
+        None => (tokio::spawn(axum_server::from_tcp(listener)?.handle(handle.clone()).serve(make_service)), None),
+    };
+    let redirector = match redirect {
+        Some(l) => {
+            let redirect_addr = l.local_addr()?;
+            let app = crate::tls::redirect_router(addr.port());
+            tracing::info!(%redirect_addr, "redirecting plain HTTP to HTTPS");
+            Some(tokio::spawn(axum_server::from_tcp(l)?.handle(handle.clone()).serve(app.into_make_service())))
+        }
+        None => None,
+    };
+    let scheme = if reloader.is_some() { "https" } else { "http" };
     tracing::info!(
         %addr,
         backend = ?store.backend(),
         startup_ms = started.elapsed().as_millis() as u64,
-        "cairn is ready: http://{addr}"
+        "cairn is ready: {scheme}://{addr}"
     );
-    let (tx, rx) = tokio::sync::oneshot::channel::<()>();
-    let server = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>()).with_graceful_shutdown(
-        async move {
-            shutdown_signal().await;
-            let _ = tx.send(());
-        },
-    );
-    let server = tokio::spawn(async move { server.await });
-    let mut server = server;
     tokio::select! {
         res = &mut server => { res??; }
-        _ = async { let _ = rx.await; } => {
+        () = shutdown_signal() => {
+            state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
+            if !drain.is_zero() {
+                tracing::info!(drain_secs = drain.as_secs(), "shutting down: /readyz answers 503; still serving while load balancers move away");
+                tokio::select! {
+                    () = tokio::time::sleep(drain) => {}
+                    // A second signal skips the rest of the drain.
+                    () = shutdown_signal() => {}
+                }
+            }
             tracing::info!(grace_secs = grace.as_secs(), "shutting down: finishing in-flight requests");
-            match tokio::time::timeout(grace, &mut server).await {
+            handle.graceful_shutdown(Some(grace));
+            match tokio::time::timeout(grace + Duration::from_secs(1), &mut server).await {
                 Ok(res) => { res??; }
                 Err(_) => tracing::warn!("grace period over; closing remaining connections"),
             }
         }
     }
-    sweeper.abort();
-    checkpointer.abort();
+    for task in [Some(sweeper), Some(checkpointer), reloader].into_iter().flatten() {
+        task.abort();
+    }
+    if let Some(r) = redirector {
+        r.abort();
+    }
     // Deliveries in flight finish (each within its timeout); the rest wait in the log.
     webhook_worker.stop().await;
     // The chain's last events are vouched for by a signature before the process ends.

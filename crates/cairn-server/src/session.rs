@@ -278,6 +278,8 @@ pub async fn count_failure(
     let subjects = failure_subjects(state, username, address);
     let policy = failure_policy(state);
     let locked = state.store.record_auth_failure(ctx, action, target, &subjects, policy).await?;
+    state.metrics.login_failure();
+    state.metrics.lockouts_started(locked.len());
     for l in &locked {
         tracing::warn!(subject = %l.subject, failures = l.failures, "locked out after failed attempts");
     }

@@ -94,6 +94,20 @@ pub struct Settings {
     pub webhook_retry_base_secs: u64,
     /// Attempts before a delivery is given up as failed (`CAIRN_WEBHOOK_MAX_ATTEMPTS`).
     pub webhook_max_attempts: u32,
+    /// PEM certificate chain for HTTPS (`CAIRN_TLS_CERT_FILE`); with `tls_key_file` the server speaks only TLS 1.2/1.3.
+    pub tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate (`CAIRN_TLS_KEY_FILE`).
+    pub tls_key_file: Option<PathBuf>,
+    /// How often the certificate files are checked for changes, in seconds; 0 reloads only on SIGHUP (`CAIRN_TLS_RELOAD_SECS`).
+    pub tls_reload_secs: u64,
+    /// Also listen here with plain HTTP and redirect every request to HTTPS (`CAIRN_TLS_REDIRECT_LISTEN`, e.g. `0.0.0.0:80`).
+    pub tls_redirect_listen: Option<String>,
+    /// Serve plain HTTP on a non-loopback address, for a TLS-terminating proxy in front (`CAIRN_INSECURE_HTTP`).
+    pub insecure_http: bool,
+    /// A bearer token, 32+ characters, that may read `/metrics` (`CAIRN_METRICS_TOKEN`); administrators' API keys may too.
+    pub metrics_token: Option<String>,
+    /// On SIGTERM, keep serving this many seconds with `/readyz` answering 503 so load balancers stop sending traffic, before finishing in-flight requests (`CAIRN_SHUTDOWN_DRAIN_SECS`).
+    pub shutdown_drain_secs: u64,
 }
 
 impl Default for Settings {
@@ -132,6 +146,13 @@ impl Default for Settings {
             webhook_poll_ms: 1000,
             webhook_retry_base_secs: 10,
             webhook_max_attempts: 8,
+            tls_cert_file: None,
+            tls_key_file: None,
+            tls_reload_secs: 10,
+            tls_redirect_listen: None,
+            insecure_http: false,
+            metrics_token: None,
+            shutdown_drain_secs: 0,
         }
     }
 }
@@ -174,6 +195,13 @@ impl fmt::Debug for Settings {
             .field("webhook_poll_ms", &self.webhook_poll_ms)
             .field("webhook_retry_base_secs", &self.webhook_retry_base_secs)
             .field("webhook_max_attempts", &self.webhook_max_attempts)
+            .field("tls_cert_file", &self.tls_cert_file)
+            .field("tls_key_file", &self.tls_key_file)
+            .field("tls_reload_secs", &self.tls_reload_secs)
+            .field("tls_redirect_listen", &self.tls_redirect_listen)
+            .field("insecure_http", &self.insecure_http)
+            .field("metrics_token", &redact(&self.metrics_token))
+            .field("shutdown_drain_secs", &self.shutdown_drain_secs)
             .finish()
     }
 }
@@ -293,6 +321,27 @@ pub struct SettingsOverrides {
     /// See [`Settings::webhook_max_attempts`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_max_attempts: Option<u32>,
+    /// See [`Settings::tls_cert_file`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_cert_file: Option<PathBuf>,
+    /// See [`Settings::tls_key_file`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_key_file: Option<PathBuf>,
+    /// See [`Settings::tls_reload_secs`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_reload_secs: Option<u64>,
+    /// See [`Settings::tls_redirect_listen`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub tls_redirect_listen: Option<String>,
+    /// See [`Settings::insecure_http`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub insecure_http: Option<bool>,
+    /// See [`Settings::metrics_token`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub metrics_token: Option<String>,
+    /// See [`Settings::shutdown_drain_secs`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub shutdown_drain_secs: Option<u64>,
 }
 
 /// Settings could not be loaded.
@@ -366,6 +415,54 @@ impl Settings {
         if self.webhook_poll_ms == 0 || self.webhook_max_attempts == 0 {
             return Err(SettingsError("webhook_poll_ms and webhook_max_attempts must be at least 1".into()));
         }
+        if self.tls_cert_file.is_some() != self.tls_key_file.is_some() {
+            return Err(SettingsError(
+                "tls_cert_file (CAIRN_TLS_CERT_FILE) and tls_key_file (CAIRN_TLS_KEY_FILE) go together: set both or neither".into(),
+            ));
+        }
+        if self.tls_redirect_listen.is_some() && !self.tls_enabled() {
+            return Err(SettingsError(
+                "tls_redirect_listen (CAIRN_TLS_REDIRECT_LISTEN) redirects to HTTPS, which needs tls_cert_file and tls_key_file".into(),
+            ));
+        }
+        if let Some(t) = &self.metrics_token
+            && t.len() < 32
+        {
+            return Err(SettingsError("metrics_token (CAIRN_METRICS_TOKEN) must be at least 32 characters".into()));
+        }
+        self.check_listen()?;
+        Ok(())
+    }
+
+    /// Whether the server speaks HTTPS.
+    pub fn tls_enabled(&self) -> bool {
+        self.tls_cert_file.is_some() && self.tls_key_file.is_some()
+    }
+
+    /// Refuses plain HTTP on an address other machines can reach, unless `insecure_http` says
+    /// a TLS-terminating proxy is in front.
+    fn check_listen(&self) -> Result<(), SettingsError> {
+        use std::net::ToSocketAddrs;
+        let addrs: Vec<std::net::SocketAddr> = self
+            .listen
+            .to_socket_addrs()
+            .map_err(|e| {
+                SettingsError(format!(
+                    "listen (CAIRN_LISTEN) '{}' is not an address such as 127.0.0.1:8080: {e}",
+                    self.listen
+                ))
+            })?
+            .collect();
+        if self.tls_enabled() || self.insecure_http {
+            return Ok(());
+        }
+        if let Some(open) = addrs.iter().find(|a| !a.ip().is_loopback()) {
+            return Err(SettingsError(format!(
+                "refusing to serve plain HTTP on {open} (listen, CAIRN_LISTEN), which other machines can reach: \
+                 set tls_cert_file and tls_key_file (CAIRN_TLS_CERT_FILE, CAIRN_TLS_KEY_FILE), or pass --insecure-http \
+                 (CAIRN_INSECURE_HTTP=true) when a TLS-terminating proxy is in front"
+            )));
+        }
         Ok(())
     }
 
@@ -422,6 +519,13 @@ const ENV_KEYS: &[&str] = &[
     "webhook_retry_base_secs",
     "webhook_max_attempts",
     "rate_limit_block_secs",
+    "tls_cert_file",
+    "tls_key_file",
+    "tls_reload_secs",
+    "tls_redirect_listen",
+    "insecure_http",
+    "metrics_token",
+    "shutdown_drain_secs",
 ];
 
 #[cfg(test)]

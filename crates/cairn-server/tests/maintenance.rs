@@ -92,40 +92,12 @@ async fn call(s: &TestServer, method: Method, path: &str, body: Option<Value>) -
 /// Declares `files` on `model` (created if needed) and sends every part; returns the
 /// upload id, uncommitted.
 async fn upload(s: &TestServer, model: &str, files: &[(&str, &[u8])]) -> String {
-    let (st, _) = call(s, Method::POST, "/api/v1/models", Some(json!({"name": model}))).await;
-    assert!(st == StatusCode::CREATED || st == StatusCode::CONFLICT, "{st}");
-    let declared: Vec<Value> =
-        files.iter().map(|(p, d)| json!({"path": p, "size": d.len(), "sha256": sha(d)})).collect();
-    let (st, status) =
-        call(s, Method::POST, &format!("/api/v1/models/{model}/uploads"), Some(json!({"files": declared}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{status}");
-    let id = status["upload_id"].as_str().unwrap().to_owned();
-    for blob in status["blobs"].as_array().unwrap() {
-        if blob["present"].as_bool().unwrap() {
-            continue;
-        }
-        let digest = blob["sha256"].as_str().unwrap();
-        let data = files.iter().find(|(_, d)| sha(d) == digest).unwrap().1;
-        for n in 0..blob["parts"].as_u64().unwrap() as usize {
-            let chunk = data[(n * PART).min(data.len())..((n + 1) * PART).min(data.len())].to_vec();
-            let resp = reqwest::Client::new()
-                .put(format!("{}/api/v1/uploads/{id}/blobs/{digest}/parts/{n}", s.url))
-                .bearer_auth(&s.token)
-                .body(chunk)
-                .send()
-                .await
-                .unwrap();
-            assert_eq!(resp.status(), StatusCode::OK);
-        }
-    }
-    id
+    s.upload(model, files).await
 }
 
 /// Pushes `files` as the next version of `model`.
 async fn push(s: &TestServer, model: &str, files: &[(&str, &[u8])]) {
-    let id = upload(s, model, files).await;
-    let (st, v) = call(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({}))).await;
-    assert_eq!(st, StatusCode::CREATED, "{v}");
+    s.push(model, files).await;
 }
 
 async fn download(s: &TestServer, path: &str) -> Vec<u8> {

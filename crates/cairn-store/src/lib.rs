@@ -26,6 +26,7 @@ mod page;
 pub mod policy;
 pub mod rate_limit;
 pub mod secret;
+pub mod server_flags;
 pub mod session;
 pub mod signatures;
 mod tag;

@@ -202,28 +202,41 @@ impl TestServer {
             .await
             .expect("open the blob store");
         let state = AppState::with_blobs(store, settings, blobs).await.expect("app state");
-        let app = build_router(state.clone());
-        let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
-        let addr = listener.local_addr().expect("addr");
-        let (tx, rx) = oneshot::channel::<()>();
-        let task = tokio::spawn(async move {
-            let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
-                .with_graceful_shutdown(async {
-                    let _ = rx.await;
-                })
-                .await;
-        });
-        Some(Self {
-            url: format!("http://{addr}"),
-            token,
-            database_url,
+        let (url, tx, task) = serve(state.clone()).await;
+        Some(Self { url, token, database_url, data_dir, state, storage, s3, shutdown: Some(tx), task: Some(task) })
+    }
+
+    /// Starts a second server on this one's database, blob store and signing key, as another
+    /// replica behind a load balancer runs: nothing is shared but what is in the database
+    /// and the blob store. `tweak` may change its settings first.
+    pub async fn replica(&self, tweak: impl FnOnce(&mut Settings)) -> Self {
+        let data_dir = tempfile::tempdir().expect("temp dir");
+        let mut settings = (*self.state.settings).clone();
+        settings.data_dir = data_dir.path().to_path_buf();
+        settings.signing_key_file = Some(self.state.settings.signing_key_path());
+        tweak(&mut settings);
+        let store = cairn_server::serve::open_store(&settings).await.expect("open store");
+        let options = BlobOptions {
+            part_size: Some(self.state.blobs.part_size()),
+            s3: self.s3.as_ref().map(S3TestServer::options).unwrap_or_default(),
+        };
+        let mut config = cairn_server::app::blob_config(&settings);
+        // Local files live under the first server's data dir; both use that directory.
+        config.data_dir = self.data_dir.path().to_path_buf();
+        let blobs = BlobStore::open_with(&config, &options).await.expect("open the blob store");
+        let state = AppState::with_blobs(store, settings, blobs).await.expect("app state");
+        let (url, tx, task) = serve(state.clone()).await;
+        Self {
+            url,
+            token: self.token.clone(),
+            database_url: self.database_url.clone(),
             data_dir,
             state,
-            storage,
-            s3,
+            storage: self.storage,
+            s3: None,
             shutdown: Some(tx),
             task: Some(task),
-        })
+        }
     }
 
     /// Calls the API with the admin key: the status and the answer as JSON (a string when
@@ -266,6 +279,58 @@ impl TestServer {
         let (st, key) = self.call(Method::POST, "/api/v1/keys", Some(key)).await;
         assert_eq!(st, StatusCode::CREATED, "{key}");
         key["token"].as_str().expect("the new key").to_owned()
+    }
+
+    /// Declares `files` (path, bytes) as a new version of `model` (created when missing) and
+    /// sends every part the server asks for, with the admin key; returns the upload id,
+    /// uncommitted.
+    pub async fn upload(&self, model: &str, files: &[(&str, &[u8])]) -> String {
+        use reqwest::{Method, StatusCode};
+        use sha2::Digest as _;
+        let sha = |d: &[u8]| hex::encode(sha2::Sha256::digest(d));
+        let (st, _) = self.call(Method::POST, "/api/v1/models", Some(serde_json::json!({"name": model}))).await;
+        assert!(st == StatusCode::CREATED || st == StatusCode::CONFLICT, "create {model}: {st}");
+        let declared: Vec<serde_json::Value> =
+            files.iter().map(|(p, d)| serde_json::json!({"path": p, "size": d.len(), "sha256": sha(d)})).collect();
+        let (st, status) = self
+            .call(
+                Method::POST,
+                &format!("/api/v1/models/{model}/uploads"),
+                Some(serde_json::json!({"files": declared})),
+            )
+            .await;
+        assert_eq!(st, StatusCode::CREATED, "{status}");
+        let id = status["upload_id"].as_str().expect("an upload id").to_owned();
+        let part = usize::try_from(self.state.blobs.part_size()).expect("a part size that fits in memory");
+        for blob in status["blobs"].as_array().expect("the upload's blobs") {
+            if blob["present"].as_bool() == Some(true) {
+                continue;
+            }
+            let digest = blob["sha256"].as_str().expect("a digest");
+            let data = files.iter().find(|(_, d)| sha(d) == digest).expect("a declared file").1;
+            for n in 0..blob["parts"].as_u64().expect("a part count") as usize {
+                let chunk = data[(n * part).min(data.len())..((n + 1) * part).min(data.len())].to_vec();
+                let resp = reqwest::Client::new()
+                    .put(format!("{}/api/v1/uploads/{id}/blobs/{digest}/parts/{n}", self.url))
+                    .bearer_auth(&self.token)
+                    .body(chunk)
+                    .send()
+                    .await
+                    .expect("send a part");
+                assert_eq!(resp.status(), StatusCode::OK, "part {n} of {digest}");
+            }
+        }
+        id
+    }
+
+    /// Pushes `files` as the next version of `model` and returns the version as JSON.
+    pub async fn push(&self, model: &str, files: &[(&str, &[u8])]) -> serde_json::Value {
+        let id = self.upload(model, files).await;
+        let (st, v) = self
+            .call(reqwest::Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(serde_json::json!({})))
+            .await;
+        assert_eq!(st, reqwest::StatusCode::CREATED, "{v}");
+        v
     }
 
     /// A client with the admin key.
@@ -312,6 +377,22 @@ impl Drop for TestServer {
             let _ = tx.send(());
         }
     }
+}
+
+/// Serves `state` on a fresh loopback port until the sender is used or dropped.
+async fn serve(state: AppState) -> (String, oneshot::Sender<()>, tokio::task::JoinHandle<()>) {
+    let app = build_router(state);
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
+    let addr = listener.local_addr().expect("addr");
+    let (tx, rx) = oneshot::channel::<()>();
+    let task = tokio::spawn(async move {
+        let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
+            .with_graceful_shutdown(async {
+                let _ = rx.await;
+            })
+            .await;
+    });
+    (format!("http://{addr}"), tx, task)
 }
 
 /// A request path for an API route template: `{namespace}` becomes `namespace`, the other

@@ -42,7 +42,7 @@ pub struct MlflowError {
 }
 
 impl MlflowError {
-    fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
+    pub(crate) fn new(status: StatusCode, code: &'static str, message: impl Into<String>) -> Self {
         Self { status, code, message: message.into(), retry_after: None }
     }
 
@@ -449,6 +449,7 @@ async fn mlflow_errors(resp: Response<Body>) -> Response<Body> {
         StatusCode::UNAUTHORIZED => "UNAUTHENTICATED",
         StatusCode::FORBIDDEN => "PERMISSION_DENIED",
         StatusCode::REQUEST_TIMEOUT => "DEADLINE_EXCEEDED",
+        StatusCode::SERVICE_UNAVAILABLE => "TEMPORARILY_UNAVAILABLE",
         s if s.is_client_error() => "BAD_REQUEST",
         _ => "INTERNAL_ERROR",
     };

@@ -1,4 +1,5 @@
-//! `/healthz` (the process is up) and `/readyz` (database, data directory and blob store reachable).
+//! `/healthz` (the process is up) and `/readyz` (database, data directory and blob store
+//! reachable, and not shutting down).
 
 use axum::extract::State;
 use axum::http::StatusCode;
@@ -18,6 +19,10 @@ async fn healthz() -> Json<Value> {
 }
 
 async fn readyz(State(state): State<AppState>) -> (StatusCode, Json<Value>) {
+    if state.draining.load(std::sync::atomic::Ordering::Relaxed) {
+        // Shutting down: the load balancer should send new requests elsewhere.
+        return (StatusCode::SERVICE_UNAVAILABLE, Json(json!({ "status": "draining" })));
+    }
     let db = state.store.ping().await;
     let data_dir = tokio::fs::metadata(&state.settings.data_dir).await;
     let blobs = state.blobs.ping().await;

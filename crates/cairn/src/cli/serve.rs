@@ -8,6 +8,10 @@ use clap::{Args, ValueEnum};
 
 /// Flags of `cairn serve`; each also has a `CAIRN_*` variable and a `cairn.toml` key.
 #[derive(Args, Debug)]
+#[command(after_help = "Plain HTTP is refused on addresses other machines can reach: give a certificate \
+(--tls-cert-file, --tls-key-file), or --insecure-http behind a TLS-terminating proxy. SIGHUP reloads the \
+certificate; SIGTERM drains (CAIRN_SHUTDOWN_DRAIN_SECS) and then finishes in-flight requests \
+(CAIRN_SHUTDOWN_GRACE_SECS). Every setting: docs/DEPLOYMENT.md.")]
 pub struct ServeArgs {
     /// Address to listen on [env: CAIRN_LISTEN] [default: 127.0.0.1:8080]
     #[arg(long)]
@@ -27,6 +31,15 @@ pub struct ServeArgs {
     /// Log filter such as `info` or `cairn_server=debug` [env: CAIRN_LOG] [default: info]
     #[arg(long)]
     log: Option<String>,
+    /// PEM certificate chain: serve HTTPS (TLS 1.2/1.3) [env: CAIRN_TLS_CERT_FILE]
+    #[arg(long, requires = "tls_key_file")]
+    tls_cert_file: Option<PathBuf>,
+    /// PEM private key of the certificate [env: CAIRN_TLS_KEY_FILE]
+    #[arg(long, requires = "tls_cert_file")]
+    tls_key_file: Option<PathBuf>,
+    /// Serve plain HTTP on a non-loopback address, because a TLS-terminating proxy is in front [env: CAIRN_INSECURE_HTTP]
+    #[arg(long)]
+    insecure_http: bool,
 }
 
 #[derive(Debug, Clone, Copy, ValueEnum)]
@@ -46,6 +59,9 @@ pub fn run(args: ServeArgs) -> ExitCode {
             LogFormatArg::Json => LogFormat::Json,
         }),
         log: args.log,
+        tls_cert_file: args.tls_cert_file,
+        tls_key_file: args.tls_key_file,
+        insecure_http: args.insecure_http.then_some(true),
         ..SettingsOverrides::default()
     };
     let settings = match Settings::load(&flags, args.config.as_deref()) {
