@@ -372,7 +372,7 @@ impl Settings {
             fig = fig.merge(Toml::file(f));
         }
         fig = fig.merge(Env::prefixed("CAIRN_").only(ENV_KEYS)).merge(Serialized::defaults(flags));
-        let s: Settings = fig.extract().map_err(|e| SettingsError(e.to_string()))?;
+        let s: Settings = fig.extract().map_err(describe)?;
         s.check()?;
         Ok(s)
     }
@@ -485,6 +485,22 @@ impl Settings {
     }
 }
 
+/// Names the setting of every error both ways (`max_json_bytes (CAIRN_MAX_JSON_BYTES)`) and
+/// says where the bad value came from.
+fn describe(e: figment::Error) -> SettingsError {
+    let problems: Vec<String> = e
+        .into_iter()
+        .map(|e| {
+            let source = e.metadata.as_ref().map(|m| format!(", from {}", m.name)).unwrap_or_default();
+            match e.path.last().map(|k| k.to_ascii_lowercase()) {
+                Some(key) => format!("{key} (CAIRN_{}{source}): {}", key.to_ascii_uppercase(), e.kind),
+                None => e.to_string(),
+            }
+        })
+        .collect();
+    SettingsError(problems.join("; "))
+}
+
 const ENV_KEYS: &[&str] = &[
     "listen",
     "data_dir",
@@ -531,6 +547,14 @@ const ENV_KEYS: &[&str] = &[
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn a_bad_value_names_its_setting_and_its_source() {
+        let fig = Figment::from(Serialized::defaults(Settings::default()))
+            .merge(figment::providers::Toml::string("max_json_bytes = \"lots\""));
+        let e = describe(fig.extract::<Settings>().expect_err("a string is not a size"));
+        assert!(e.0.starts_with("max_json_bytes (CAIRN_MAX_JSON_BYTES, from ") && e.0.contains("invalid type"), "{e}");
+    }
 
     #[test]
     fn redacts_database_passwords() {

@@ -48,7 +48,7 @@ enum Command {
     Pull(cli::pull::PullArgs),
     /// Model cards as code: init, generate, validate, check drift, diff (offline); show, attach and diff a version's card on a server
     Card(cli::card::CardArgs),
-    /// Accounts and role grants on a server; check, clean up and re-key the stored model files (fsck, gc, rotate-key)
+    /// Accounts and grants; check, clean up and re-key model files (fsck, gc, rotate-key); backup, restore; check-config; maintenance mode
     Admin(cli::admin::AdminArgs),
     /// The hash-chained audit log: list, export, verify (a file or the live database), checkpoint, status
     Audit(cli::audit::AuditArgs),

@@ -66,6 +66,16 @@ enum AdminCommand {
     },
     /// Re-encrypt every blob under the active (first) key of CAIRN_ENCRYPTION_KEY_FILE
     RotateKey,
+    /// Validate the settings as `cairn serve` would, without starting or writing anything.
+    /// Exit 2 and the setting's name when something is wrong
+    CheckConfig {
+        /// Also reach the database and the blob store
+        #[arg(long)]
+        connect: bool,
+    },
+    /// Read-only maintenance mode for every replica: on, off, status
+    #[command(subcommand)]
+    Maintenance(super::ops::MaintenanceCommand),
 }
 
 /// Runs an admin command on a multi-threaded runtime (blobs are hashed in parallel).
@@ -83,7 +93,12 @@ pub fn run(args: AdminArgs) -> ExitCode {
         Ok(s) => s,
         Err(e) => return super::usage(e),
     };
-    if matches!(args.command, AdminCommand::RotateKey) && settings.encryption_key_file.is_none() {
+    let command = match args.command {
+        AdminCommand::CheckConfig { connect } => return super::ops::check_config(&settings, connect),
+        AdminCommand::Maintenance(cmd) => return super::ops::maintenance(cmd, &settings),
+        other => other,
+    };
+    if matches!(command, AdminCommand::RotateKey) && settings.encryption_key_file.is_none() {
         return super::usage(
             "rotate-key needs an encryption key file: set CAIRN_ENCRYPTION_KEY_FILE (or encryption_key_file in \
              cairn.toml) to a file with the new key on its first line and the old keys below it",
@@ -98,7 +113,7 @@ pub fn run(args: AdminArgs) -> ExitCode {
         }
     };
     rt.block_on(async move {
-        match execute(args.command, &settings).await {
+        match execute(command, &settings).await {
             Ok(code) => code,
             Err(e) => {
                 eprintln!("error: {e:#}");
@@ -166,6 +181,7 @@ async fn execute(command: AdminCommand, settings: &Settings) -> anyhow::Result<E
         (AdminCommand::Users(_) | AdminCommand::Grants(_) | AdminCommand::Gdpr(_), _) => {
             unreachable!("run on the API in `run`")
         }
+        (AdminCommand::CheckConfig { .. } | AdminCommand::Maintenance(_), _) => unreachable!("run in `run`"),
     };
     store.close().await;
     Ok(code)

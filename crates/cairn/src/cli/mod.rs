@@ -9,6 +9,7 @@ pub mod governance;
 pub mod keys;
 pub mod login;
 pub mod models;
+pub mod ops;
 pub mod policy;
 pub mod pull;
 pub mod push;
