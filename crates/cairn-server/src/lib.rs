@@ -8,6 +8,7 @@
 pub mod app;
 pub mod audit_export;
 pub mod auth;
+pub mod backup;
 mod convert;
 pub mod error;
 pub mod governance;

@@ -11,6 +11,7 @@
 
 pub mod artifact;
 pub mod audit;
+pub mod backup;
 pub mod db;
 mod error;
 pub mod evaluation;
