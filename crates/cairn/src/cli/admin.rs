@@ -1,6 +1,6 @@
 //! `cairn admin`: accounts and role grants on a server (`users`, `grants`, through the API
-//! with the stored credential, see [`super::users`]), and integrity and maintenance of the
-//! artifact store (fsck, gc, rotate-key).
+//! with the stored credential, see [`super::users`]), integrity and maintenance of the
+//! artifact store (fsck, gc, rotate-key), and backups (backup, restore; see [`backup`]).
 //!
 //! The maintenance commands talk to the database and the blob store directly, with the
 //! settings of `cairn serve` (flags, `CAIRN_*`, `cairn.toml`), beside running servers or
@@ -19,16 +19,19 @@ use cairn_server::maintenance::{
 use cairn_server::{Settings, SettingsOverrides};
 use clap::{Args, Subcommand};
 
+#[path = "backup.rs"]
+mod backup;
+
 /// `cairn admin …`.
 #[derive(Args, Debug)]
 pub struct AdminArgs {
-    /// fsck, gc, rotate-key: directory for the SQLite database and local files [env: CAIRN_DATA_DIR] [default: ./cairn-data]
+    /// fsck, gc, rotate-key, backup, restore: directory for the SQLite database and local files [env: CAIRN_DATA_DIR] [default: ./cairn-data]
     #[arg(long, global = true)]
     data_dir: Option<PathBuf>,
-    /// fsck, gc, rotate-key: sqlite://PATH or postgres://USER@HOST/DB [env: CAIRN_DATABASE_URL]
+    /// fsck, gc, rotate-key, backup, restore: sqlite://PATH or postgres://USER@HOST/DB [env: CAIRN_DATABASE_URL]
     #[arg(long, global = true)]
     database_url: Option<String>,
-    /// fsck, gc, rotate-key: settings file [env: CAIRN_CONFIG] [default: ./cairn.toml when present]
+    /// fsck, gc, rotate-key, backup, restore: settings file [env: CAIRN_CONFIG] [default: ./cairn.toml when present]
     #[arg(long, global = true, env = "CAIRN_CONFIG")]
     config: Option<PathBuf>,
     #[command(subcommand)]
@@ -66,6 +69,12 @@ enum AdminCommand {
     },
     /// Re-encrypt every blob under the active (first) key of CAIRN_ENCRYPTION_KEY_FILE
     RotateKey,
+    /// Back up the database, the blob inventory and (local blob store) the blobs, while
+    /// servers run; blobs already in the backup are not copied again
+    Backup(backup::BackupArgs),
+    /// Restore a backup into an empty data directory or database, then verify every blob and
+    /// the audit chain
+    Restore(backup::RestoreArgs),
     /// Validate the settings as `cairn serve` would, without starting or writing anything.
     /// Exit 2 and the setting's name when something is wrong
     CheckConfig {
@@ -94,6 +103,14 @@ pub fn run(args: AdminArgs) -> ExitCode {
         Err(e) => return super::usage(e),
     };
     let command = match args.command {
+        AdminCommand::Backup(a) => {
+            cairn_server::serve::init_logging(&settings);
+            return backup::run_backup(a, &settings);
+        }
+        AdminCommand::Restore(a) => {
+            cairn_server::serve::init_logging(&settings);
+            return backup::run_restore(a, &settings);
+        }
         AdminCommand::CheckConfig { connect } => return super::ops::check_config(&settings, connect),
         AdminCommand::Maintenance(cmd) => return super::ops::maintenance(cmd, &settings),
         other => other,
@@ -181,7 +198,13 @@ async fn execute(command: AdminCommand, settings: &Settings) -> anyhow::Result<E
         (AdminCommand::Users(_) | AdminCommand::Grants(_) | AdminCommand::Gdpr(_), _) => {
             unreachable!("run on the API in `run`")
         }
-        (AdminCommand::CheckConfig { .. } | AdminCommand::Maintenance(_), _) => unreachable!("run in `run`"),
+        (
+            AdminCommand::Backup(_)
+            | AdminCommand::Restore(_)
+            | AdminCommand::CheckConfig { .. }
+            | AdminCommand::Maintenance(_),
+            _,
+        ) => unreachable!("run in `run`"),
     };
     store.close().await;
     Ok(code)
