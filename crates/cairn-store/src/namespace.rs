@@ -47,12 +47,27 @@ pub(crate) async fn ensure(
     now: i64,
     name: &NamespaceName,
 ) -> Result<i64, StoreError> {
-    if let Some((id,)) =
-        conn.fetch_optional::<(i64,)>("SELECT id FROM namespaces WHERE name = $1", params![name.as_str()]).await?
-    {
+    let select = "SELECT id FROM namespaces WHERE name = $1";
+    if let Some((id,)) = conn.fetch_optional::<(i64,)>(select, params![name.as_str()]).await? {
         return Ok(id);
     }
-    insert(conn, ctx, now, name, "").await
+    // Two writers may create the first models of a new namespace at once (PostgreSQL runs
+    // them in parallel): the second waits for the first, inserts nothing and uses its row,
+    // instead of failing on the unique name.
+    let inserted: Option<(i64,)> = conn
+        .fetch_optional(
+            "INSERT INTO namespaces (name, description, created_at, created_by, updated_at, updated_by) \
+             VALUES ($1, '', $2, $3, $2, $3) ON CONFLICT (name) DO NOTHING RETURNING id",
+            params![name.as_str(), now, &ctx.actor],
+        )
+        .await?;
+    match inserted {
+        Some((id,)) => {
+            audit_create(conn, ctx, now, name, "").await?;
+            Ok(id)
+        }
+        None => Ok(conn.fetch_one::<(i64,)>(select, params![name.as_str()]).await?.0),
+    }
 }
 
 async fn insert(
@@ -76,6 +91,17 @@ async fn insert(
                 e
             }
         })?;
+    audit_create(conn, ctx, now, name, description).await?;
+    Ok(id)
+}
+
+async fn audit_create(
+    conn: &mut Conn<'_>,
+    ctx: &AuditContext,
+    now: i64,
+    name: &NamespaceName,
+    description: &str,
+) -> Result<(), StoreError> {
     audit::record(
         conn,
         ctx,
@@ -85,8 +111,7 @@ async fn insert(
         None::<&()>,
         Some(&serde_json::json!({ "name": name.as_str(), "description": description })),
     )
-    .await?;
-    Ok(id)
+    .await
 }
 
 impl Store {

@@ -70,6 +70,7 @@ suite!(
     models_round_trip_with_audit,
     names_are_unique,
     versions_are_gapless_under_concurrency,
+    first_models_of_a_new_namespace_at_once,
     deleted_numbers_are_never_reused,
     aliases_move_and_resolve,
     tags_on_models_and_versions,
@@ -138,6 +139,26 @@ async fn names_are_unique(store: Store) {
     assert!(err.to_string().contains("team/x"));
     // Same name in another namespace is another model.
     store.create_model(&ctx("a"), &new_model("other/x")).await.unwrap();
+}
+
+/// The first models of a namespace created at once: every one succeeds, the namespace is
+/// created (and audited) once.
+async fn first_models_of_a_new_namespace_at_once(store: Store) {
+    let store = Arc::new(store);
+    let tasks: Vec<_> = (0..16)
+        .map(|i| {
+            let store = store.clone();
+            tokio::spawn(
+                async move { store.create_model(&ctx(&format!("w{i}")), &new_model(&format!("fresh/m{i}"))).await },
+            )
+        })
+        .collect();
+    for t in tasks {
+        t.await.unwrap().unwrap();
+    }
+    let creates = audit_actions(&store).await.into_iter().filter(|(a, _)| a == "namespace.create").count();
+    assert_eq!(creates, 1);
+    assert_eq!(store.get_namespace(&cairn_core::Namespace::parse("fresh").unwrap()).await.unwrap().model_count, 16);
 }
 
 async fn versions_are_gapless_under_concurrency(store: Store) {
