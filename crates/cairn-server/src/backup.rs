@@ -14,8 +14,9 @@
 //!                                     (encrypted when the store encrypts)
 //! ```
 //!
-//! Every file is written under a temporary name, fsynced and renamed into place, so a killed
-//! backup never leaves a half file under a final name; the previous backup's manifest and
+//! In a directory every file is written under a temporary name, fsynced and renamed into
+//! place, and in S3 every object appears whole when its upload completes, so a killed backup
+//! never leaves a half file under a final name; the previous backup's manifest and
 //! snapshot stay valid until the new manifest replaces them, and only then is the old
 //! snapshot removed. Blobs are named by their digest, so a blob already in the destination
 //! is not copied again: backups into the same destination are incremental.
@@ -31,14 +32,20 @@
 
 use std::collections::BTreeSet;
 use std::path::{Path, PathBuf};
-use std::sync::Mutex;
+use std::sync::{Arc, Mutex};
 use std::time::Instant;
 
+use bytes::Bytes;
 use cairn_audit::{PublicKey, Report, SigningKey};
 use cairn_blob::BlobError;
 use cairn_store::backup::{InventoryEntry, PgImport, SqliteSnapshot, TableInfo, latest_migration};
 use cairn_store::{Backend, DbOptions, Store, StoreError};
+use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt, stream};
+use object_store::aws::AmazonS3Builder;
+use object_store::buffered::BufWriter;
+use object_store::path::Path as ObjectPath;
+use object_store::{ObjectStore, ObjectStoreExt};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -62,6 +69,8 @@ const LOCK: &str = ".lock";
 const PAGE: i64 = 1000;
 /// Blobs copied at once.
 const PARALLEL_COPIES: usize = 4;
+/// Bytes buffered before an S3 upload goes multipart, and the size of its parts.
+const S3_PART: usize = 8 * 1024 * 1024;
 /// Bytes read at once from a backup file.
 const CHUNK: usize = 256 * 1024;
 /// Longest line accepted in a blob inventory.
@@ -91,6 +100,9 @@ pub enum BackupError {
     /// Verification could not run.
     #[error(transparent)]
     Maintenance(#[from] MaintenanceError),
+    /// The S3 destination failed.
+    #[error("{0}")]
+    Remote(String),
     /// A file could not be read or written.
     #[error("{context}: {source}")]
     Io {
@@ -110,11 +122,23 @@ impl BackupError {
 
 type Result<T, E = BackupError> = std::result::Result<T, E>;
 
+fn remote(what: impl std::fmt::Display) -> impl FnOnce(object_store::Error) -> BackupError {
+    let what = what.to_string();
+    move |e| BackupError::Remote(format!("{what}: {e}"))
+}
+
 /// Where a backup goes or comes from.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Location {
     /// A local directory.
     Dir(PathBuf),
+    /// A prefix in an S3 bucket, reached with the usual `AWS_*` variables.
+    S3 {
+        /// The bucket.
+        bucket: String,
+        /// The prefix inside it (no leading or trailing `/`; may be empty).
+        prefix: String,
+    },
 }
 
 impl Location {
@@ -123,10 +147,16 @@ impl Location {
         if s.is_empty() {
             return Err(BackupError::Refused("give a backup directory".into()));
         }
-        if s.starts_with("s3://") {
-            return Err(BackupError::Refused(format!(
-                "{s}: S3 destinations are not supported by this build; give a directory"
-            )));
+        if let Some(rest) = s.strip_prefix("s3://") {
+            let (bucket, prefix) = rest.split_once('/').unwrap_or((rest, ""));
+            let prefix = prefix.trim_matches('/');
+            if bucket.is_empty() {
+                return Err(BackupError::Refused(format!("{s}: an S3 location looks like s3://bucket/prefix")));
+            }
+            if ObjectPath::parse(prefix).is_err() {
+                return Err(BackupError::Refused(format!("{s}: {prefix:?} is not a valid S3 prefix")));
+            }
+            return Ok(Self::S3 { bucket: bucket.to_owned(), prefix: prefix.to_owned() });
         }
         Ok(Self::Dir(PathBuf::from(s)))
     }
@@ -136,6 +166,8 @@ impl std::fmt::Display for Location {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         match self {
             Self::Dir(p) => write!(f, "{}", p.display()),
+            Self::S3 { bucket, prefix } if prefix.is_empty() => write!(f, "s3://{bucket}"),
+            Self::S3 { bucket, prefix } => write!(f, "s3://{bucket}/{prefix}"),
         }
     }
 }
@@ -388,6 +420,33 @@ enum Repo {
         /// Held while a backup writes, so that two cannot write into one directory at once.
         _lock: Option<std::fs::File>,
     },
+    S3 {
+        store: Arc<dyn ObjectStore>,
+        prefix: String,
+        /// Where a database copy is made before it is uploaded.
+        scratch: tempfile::TempDir,
+    },
+}
+
+/// An S3 client for `bucket` from the `AWS_*` environment, as the blob store makes one.
+fn s3_store(bucket: &str) -> Result<Arc<dyn ObjectStore>> {
+    let mut builder = AmazonS3Builder::from_env().with_bucket_name(bucket);
+    if std::env::var_os("AWS_REGION").is_none()
+        && let Ok(region) = std::env::var("AWS_DEFAULT_REGION")
+    {
+        builder = builder.with_region(region);
+    }
+    if let Ok(endpoint) = std::env::var("AWS_ENDPOINT_URL").or_else(|_| std::env::var("AWS_ENDPOINT")) {
+        // Plain HTTP only to this machine, as for the blob store.
+        let loopback = reqwest::Url::parse(&endpoint).ok().is_some_and(|u| match u.host_str() {
+            Some("localhost") => true,
+            Some(h) => h.trim_matches(['[', ']']).parse::<std::net::IpAddr>().is_ok_and(|ip| ip.is_loopback()),
+            None => false,
+        });
+        builder = builder.with_endpoint(&endpoint).with_allow_http(loopback);
+    }
+    let store = builder.build().map_err(|e| BackupError::Refused(format!("S3 settings for bucket {bucket}: {e}")))?;
+    Ok(Arc::new(store))
 }
 
 impl Repo {
@@ -426,7 +485,20 @@ impl Repo {
                 .await
                 .map_err(|e| BackupError::Io { context: "backup task".into(), source: std::io::Error::other(e) })?
             }
+            Location::S3 { bucket, prefix } => Self::s3(bucket, prefix),
         }
+    }
+
+    fn s3(bucket: &str, prefix: &str) -> Result<Self> {
+        let scratch = tempfile::Builder::new()
+            .prefix("cairn-backup-")
+            .tempdir()
+            .map_err(BackupError::io("cannot create a temporary directory"))?;
+        Ok(Self::S3 { store: s3_store(bucket)?, prefix: prefix.to_owned(), scratch })
+    }
+
+    fn object(prefix: &str, name: &str) -> ObjectPath {
+        if prefix.is_empty() { ObjectPath::from(name) } else { ObjectPath::from(format!("{prefix}/{name}")) }
     }
 
     /// Opens `location` to read a backup from.
@@ -438,6 +510,7 @@ impl Repo {
                 }
                 Ok(Self::Dir { root: root.clone(), _lock: None })
             }
+            Location::S3 { bucket, prefix } => Self::s3(bucket, prefix),
         }
     }
 
@@ -445,6 +518,7 @@ impl Repo {
     fn scratch(&self) -> PathBuf {
         match self {
             Self::Dir { root, .. } => root.join(PARTIAL),
+            Self::S3 { scratch, .. } => scratch.path().to_path_buf(),
         }
     }
 
@@ -457,6 +531,11 @@ impl Repo {
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(BackupError::io(format!("cannot read {name} in the backup"))(e)),
             },
+            Self::S3 { store, prefix, .. } => match store.head(&Self::object(prefix, name)).await {
+                Ok(meta) => Ok(Some(meta.size)),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(remote(format!("cannot read {name} in the backup"))(e)),
+            },
         }
     }
 
@@ -467,6 +546,11 @@ impl Repo {
                 Ok(f) => Ok(Some(RepoReader::File(f))),
                 Err(e) if e.kind() == std::io::ErrorKind::NotFound => Ok(None),
                 Err(e) => Err(BackupError::io(format!("cannot read {name} in the backup"))(e)),
+            },
+            Self::S3 { store, prefix, .. } => match store.get(&Self::object(prefix, name)).await {
+                Ok(got) => Ok(Some(RepoReader::Stream(got.into_stream()))),
+                Err(object_store::Error::NotFound { .. }) => Ok(None),
+                Err(e) => Err(remote(format!("cannot read {name} in the backup"))(e)),
             },
         }
     }
@@ -499,6 +583,12 @@ impl Repo {
                     bytes: 0,
                 })
             }
+            Self::S3 { store, prefix, .. } => Ok(RepoWriter {
+                name: name.to_owned(),
+                sink: Sink::S3(BufWriter::with_capacity(store.clone(), Self::object(prefix, name), S3_PART)),
+                hasher: Sha256::new(),
+                bytes: 0,
+            }),
         }
     }
 
@@ -516,7 +606,30 @@ impl Repo {
                 })
                 .await
             }
+            Self::S3 { .. } => {
+                self.upload(local, name).await?;
+                tokio::fs::remove_file(local)
+                    .await
+                    .map_err(BackupError::io(format!("cannot remove {}", local.display())))
+            }
         }
+    }
+
+    /// Streams a local file into `name`.
+    async fn upload(&self, local: &Path, name: &str) -> Result<()> {
+        let mut file =
+            tokio::fs::File::open(local).await.map_err(BackupError::io(format!("cannot read {}", local.display())))?;
+        let mut w = self.create(name).await?;
+        let mut buf = vec![0u8; CHUNK];
+        loop {
+            let n = file.read(&mut buf).await.map_err(BackupError::io(format!("cannot read {}", local.display())))?;
+            if n == 0 {
+                break;
+            }
+            w.write(&buf[..n]).await?;
+        }
+        w.finish().await?;
+        Ok(())
     }
 
     /// Copies a local blob file in as `name` unless a file of that size is there already;
@@ -530,6 +643,10 @@ impl Repo {
                 let tmp = root.join(PARTIAL).join(uuid::Uuid::new_v4().to_string());
                 let (src, dest) = (src.to_path_buf(), root.join(name));
                 blocking(move || copy_durably(&src, &tmp, &dest)).await?;
+                Ok(true)
+            }
+            Self::S3 { .. } => {
+                self.upload(src, name).await?;
                 Ok(true)
             }
         }
@@ -548,6 +665,8 @@ impl Repo {
                 })
                 .await
             }
+            // An object is durable once its upload has completed.
+            Self::S3 { .. } => Ok(()),
         }
     }
 
@@ -576,6 +695,31 @@ impl Repo {
                 })
                 .await
             }
+            Self::S3 { store, prefix, .. } => {
+                let listing = store
+                    .list_with_delimiter(Some(&Self::object(prefix, SNAPSHOTS)))
+                    .await
+                    .map_err(remote("cannot list the snapshots in the backup"))?;
+                let mut removed = 0;
+                for dir in listing.common_prefixes {
+                    if dir.filename() == Some(keep) {
+                        continue;
+                    }
+                    let objects: Vec<_> = store
+                        .list(Some(&dir))
+                        .try_collect()
+                        .await
+                        .map_err(remote(format!("cannot list {dir} in the backup")))?;
+                    for object in objects {
+                        store
+                            .delete(&object.location)
+                            .await
+                            .map_err(remote(format!("cannot remove {} from the backup", object.location)))?;
+                    }
+                    removed += 1;
+                }
+                Ok(removed)
+            }
         }
     }
 
@@ -586,6 +730,24 @@ impl Repo {
             Self::Dir { root, .. } => {
                 let (src, tmp, dest) = (root.join(name), tmp.to_path_buf(), dest.to_path_buf());
                 blocking(move || copy_durably(&src, &tmp, &dest)).await
+            }
+            Self::S3 { .. } => {
+                let Some(mut r) = self.open(name).await? else {
+                    return Err(BackupError::Damaged(format!("{name} is missing from the backup")));
+                };
+                let mut out = tokio::fs::File::create(tmp)
+                    .await
+                    .map_err(BackupError::io(format!("cannot create {}", tmp.display())))?;
+                let mut n = 0u64;
+                while let Some(chunk) = r.chunk(name).await? {
+                    n += chunk.len() as u64;
+                    out.write_all(&chunk).await.map_err(BackupError::io(format!("cannot write {}", tmp.display())))?;
+                }
+                out.sync_all().await.map_err(BackupError::io(format!("cannot sync {}", tmp.display())))?;
+                drop(out);
+                let (tmp, dest) = (tmp.to_path_buf(), dest.to_path_buf());
+                blocking(move || publish(&tmp, &dest)).await?;
+                Ok(n)
             }
         }
     }
@@ -638,10 +800,11 @@ fn sync_dir(_dir: &Path) -> Result<()> {
 
 enum RepoReader {
     File(tokio::fs::File),
+    Stream(BoxStream<'static, object_store::Result<Bytes>>),
 }
 
 impl RepoReader {
-    async fn chunk(&mut self, name: &str) -> Result<Option<Vec<u8>>> {
+    async fn chunk(&mut self, name: &str) -> Result<Option<Bytes>> {
         match self {
             Self::File(f) => {
                 let mut buf = vec![0u8; CHUNK];
@@ -650,8 +813,9 @@ impl RepoReader {
                     return Ok(None);
                 }
                 buf.truncate(n);
-                Ok(Some(buf))
+                Ok(Some(Bytes::from(buf)))
             }
+            Self::Stream(s) => s.try_next().await.map_err(remote(format!("cannot read {name} in the backup"))),
         }
     }
 }
@@ -708,7 +872,13 @@ struct RepoWriter {
 }
 
 enum Sink {
-    File { file: tokio::fs::File, tmp: PathBuf, dest: PathBuf },
+    File {
+        file: tokio::fs::File,
+        tmp: PathBuf,
+        dest: PathBuf,
+    },
+    /// Buffered, then uploaded in parts; the object appears when the upload completes.
+    S3(BufWriter),
 }
 
 impl RepoWriter {
@@ -718,6 +888,9 @@ impl RepoWriter {
         match &mut self.sink {
             Sink::File { file, tmp, .. } => {
                 file.write_all(data).await.map_err(BackupError::io(format!("cannot write {}", tmp.display())))
+            }
+            Sink::S3(w) => {
+                w.put(Bytes::copy_from_slice(data)).await.map_err(remote(format!("cannot write {}", self.name)))
             }
         }
     }
@@ -736,6 +909,11 @@ impl RepoWriter {
                 })
                 .await?;
             }
+            Sink::S3(mut w) => {
+                // A failed upload leaves no object (an incomplete multipart upload at most,
+                // which the bucket's lifecycle rule removes).
+                w.shutdown().await.map_err(|e| BackupError::Remote(format!("cannot write {}: {e}", self.name)))?;
+            }
         }
         Ok(FileRef { path: self.name, bytes: self.bytes, sha256 })
     }
@@ -752,6 +930,13 @@ pub async fn backup(
     let started = Instant::now();
     let blob_root = local_blob_root(settings)?;
     let latest = latest_migration(store.backend());
+    let current = store.migration_version().await?;
+    if current > latest {
+        return Err(BackupError::Refused(format!(
+            "the database is at migration {current}, newer than this build of cairn knows ({latest}); \
+             back it up with the release that the servers run"
+        )));
+    }
     let repo = Repo::for_backup(destination).await?;
     let now = store.now();
     let id = snapshot_id(now);
@@ -1470,14 +1655,16 @@ async fn copy_blobs_in(repo: &Repo, manifest: &Manifest, root: &Path, progress: 
             break;
         }
     }
-    let root = root.to_path_buf();
-    blocking(move || {
-        for d in dirs {
-            sync_dir(&root.join(d))?;
-        }
-        sync_dir(&root.join("sha256"))
-    })
-    .await?;
+    if !dirs.is_empty() {
+        let root = root.to_path_buf();
+        blocking(move || {
+            for d in dirs {
+                sync_dir(&root.join(d))?;
+            }
+            sync_dir(&root.join("sha256"))
+        })
+        .await?;
+    }
     Ok((copied, bytes))
 }
 

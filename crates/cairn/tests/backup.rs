@@ -46,12 +46,8 @@ impl Target {
     fn of(s: &TestServer) -> Self {
         let mut env = Vec::new();
         if let Some(s3) = &s.s3 {
-            let o = s3.options();
             env.push(("CAIRN_BLOB_URL".into(), s3.url("blobs")));
-            env.push(("AWS_ENDPOINT_URL".into(), s3.endpoint().to_owned()));
-            env.push(("AWS_ACCESS_KEY_ID".into(), o.access_key_id.unwrap_or_default()));
-            env.push(("AWS_SECRET_ACCESS_KEY".into(), o.secret_access_key.unwrap_or_default()));
-            env.push(("AWS_REGION".into(), o.region.unwrap_or_default()));
+            env.extend(aws_env(s));
         }
         if let Some(key) = &s.state.settings.encryption_key_file {
             env.push(("CAIRN_ENCRYPTION_KEY_FILE".into(), key.display().to_string()));
@@ -68,6 +64,18 @@ impl Target {
         };
         Self { data_dir: dir.to_path_buf(), database_url, env: like.env.clone() }
     }
+}
+
+/// The `AWS_*` variables that reach the S3 server embedded in `s`.
+fn aws_env(s: &TestServer) -> Vec<(String, String)> {
+    let s3 = s.s3.as_ref().expect("a server with S3 storage");
+    let o = s3.options();
+    vec![
+        ("AWS_ENDPOINT_URL".into(), s3.endpoint().to_owned()),
+        ("AWS_ACCESS_KEY_ID".into(), o.access_key_id.unwrap_or_default()),
+        ("AWS_SECRET_ACCESS_KEY".into(), o.secret_access_key.unwrap_or_default()),
+        ("AWS_REGION".into(), o.region.unwrap_or_default()),
+    ]
 }
 
 /// `cairn admin ARGS` on `t`, with nothing from the environment or a stray `cairn.toml` in
@@ -539,5 +547,62 @@ async fn restore_of_encrypted_blobs_needs_the_key_file() {
     assert_eq!(out.status.code(), Some(2), "{}", text(&out));
     assert!(text(&out).contains("CAIRN_ENCRYPTION_KEY_FILE"), "{}", text(&out));
     assert!(!restored.join("cairn.db").exists());
+    s.stop().await;
+}
+
+/// A backup into S3 (`s3://bucket/prefix`, reached with the usual `AWS_*` variables) of a
+/// registry with a local blob store: the blobs are uploaded once, the second backup uploads
+/// none, the restore from S3 compares equal, and a truncated object is reported before
+/// anything is written.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn backup_into_s3_and_restore_from_it() {
+    let test = "backup_into_s3_and_restore_from_it";
+    let s = TestServer::start_with(Backend::Sqlite, test, |st| st.upload_part_size = PART).await.unwrap();
+    // The embedded S3 server of a second server, which keeps its own blobs elsewhere in it.
+    let holder = TestServer::start_with_storage(
+        Backend::Sqlite,
+        Storage { blobs: BlobBackend::S3, encrypted: false },
+        test,
+        |_| {},
+    )
+    .await
+    .unwrap();
+    let s3 = holder.s3.as_ref().unwrap();
+    populate(&s).await;
+    let original = Api::of(&s);
+    let before = registry(&original).await;
+    let mut source = Target::of(&s);
+    source.env.extend(aws_env(&holder));
+    let destination = s3.url("backups/nightly");
+
+    let first = json_ok(&admin(&source, &["backup", &destination, "--json"]).await);
+    assert_eq!(first["blobs_copied"], 13, "{first}");
+    assert!(s3.object_path("backups/nightly/manifest.json").is_file());
+    let second = json_ok(&admin(&source, &["backup", &destination, "--json"]).await);
+    assert_eq!((&second["blobs_copied"], &second["blobs_skipped"]), (&json!(0), &json!(13)), "{second}");
+    assert_eq!(second["snapshots_removed"], 1, "{second}");
+
+    let work = tempfile::tempdir().unwrap();
+    let restored_dir = work.path().join("restored");
+    std::fs::create_dir_all(&restored_dir).unwrap();
+    place_signing_key(&s, &restored_dir);
+    let target = Target::empty_like(&source, &restored_dir, empty_database(Backend::Sqlite, &restored_dir).await);
+    let report = json_ok(&admin(&target, &["restore", &destination, "--json"]).await);
+    assert_eq!(report["problems"], json!([]), "{report}");
+    assert_eq!(report["blobs_copied"], 13, "{report}");
+    let restored = serve_restored(&s, &restored_dir, &target.database_url).await;
+    assert_eq!(before, registry(&restored).await);
+
+    let database = second["manifest"]["database"]["path"].as_str().unwrap();
+    let object = s3.object_path(&format!("backups/nightly/{database}"));
+    let bytes = std::fs::read(&object).unwrap();
+    std::fs::write(&object, &bytes[..bytes.len() / 3]).unwrap();
+    let empty_dir = work.path().join("empty");
+    std::fs::create_dir_all(&empty_dir).unwrap();
+    let empty = Target::empty_like(&source, &empty_dir, empty_database(Backend::Sqlite, &empty_dir).await);
+    let out = admin(&empty, &["restore", &destination]).await;
+    assert_eq!(out.status.code(), Some(1), "{}", text(&out));
+    assert!(text(&out).contains("damaged") && text(&out).contains(database), "{}", text(&out));
+    assert!(!empty_dir.join("cairn.db").exists(), "nothing written");
     s.stop().await;
 }

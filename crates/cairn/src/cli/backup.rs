@@ -27,10 +27,12 @@ use crate::progress::human_bytes;
                         keys are not included: back them up separately (docs/BACKUP.md).\n\nExit status: 0 done, \
                         1 failed (the previous backup in DEST stays usable), 2 refused.\n\nExamples:\n  \
                         cairn admin backup /srv/backups/cairn\n  \
-                        cairn admin backup /srv/backups/cairn --json > backup-report.json")]
+                        cairn admin backup /srv/backups/cairn --json > backup-report.json\n  \
+                        AWS_REGION=eu-west-1 cairn admin backup s3://acme-backups/cairn")]
 pub struct BackupArgs {
-    /// Backup directory (created if needed; reuse it so that blobs are copied only once)
-    #[arg(value_name = "DIR")]
+    /// Backup directory (created if needed), or s3://bucket/prefix with the usual AWS_* variables;
+    /// reuse it so that blobs are copied only once
+    #[arg(value_name = "DIR|s3://BUCKET/PREFIX")]
     destination: String,
     /// Print the report as JSON on stdout
     #[arg(long)]
@@ -47,11 +49,12 @@ pub struct BackupArgs {
                         verifies the audit chain.\n\nExit status: 0 restored and verified, 1 a file of the backup \
                         is damaged or verification failed, 2 refused before anything was changed.\n\nExamples:\n  \
                         cairn admin restore /srv/backups/cairn --data-dir /var/lib/cairn-restored\n  \
+                        cairn admin restore s3://acme-backups/cairn --data-dir /var/lib/cairn-restored\n  \
                         cairn admin restore /srv/backups/cairn --database-url postgres://cairn@db/cairn_new \
                         --public-key cairn-signing.pub")]
 pub struct RestoreArgs {
-    /// Backup directory
-    #[arg(value_name = "DIR")]
+    /// Backup directory, or s3://bucket/prefix with the usual AWS_* variables
+    #[arg(value_name = "DIR|s3://BUCKET/PREFIX")]
     source: String,
     /// Trust audit checkpoints signed by this key (SPKI PEM, or the raw key in base64 or hex); repeatable
     #[arg(long = "public-key", value_name = "FILE")]
