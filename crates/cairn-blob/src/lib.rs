@@ -50,6 +50,13 @@ mod upload;
 
 use std::path::PathBuf;
 
+/// Where the committed blob `digest` is stored, relative to the store's root (the local blob
+/// directory, or the prefix of `s3://bucket/prefix`): `sha256/<hex[0..2]>/<hex>`. Tools that
+/// copy stored objects as they are (backups) rely on it.
+pub fn object_key(digest: &Digest) -> String {
+    backend::blob_name(digest)
+}
+
 use bytes::Bytes;
 use futures::stream::BoxStream;
 use serde::{Deserialize, Serialize};

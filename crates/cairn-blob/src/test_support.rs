@@ -28,7 +28,7 @@ use hyper_util::rt::TokioIo;
 use s3s::auth::SimpleAuth;
 use s3s::service::S3ServiceBuilder;
 
-use crate::{Digest, S3Options};
+use crate::S3Options;
 
 /// The one bucket the test server has.
 pub const S3_BUCKET: &str = "cairn";
@@ -44,11 +44,7 @@ pub const S3_MIN_PART_SIZE: u64 = crate::s3::MIN_PART_SIZE;
 /// makes the blob fail authentication.
 pub const ENCRYPTION_HEADER_LEN: u64 = crate::crypto::HEADER_LEN;
 
-/// Where the committed blob `digest` is stored, relative to the store's root: the local blob
-/// directory, or the prefix of the `s3://bucket/prefix` URL.
-pub fn object_key(digest: &Digest) -> String {
-    crate::backend::blob_name(digest)
-}
+pub use crate::object_key;
 
 /// An S3-compatible server (`s3s-fs` over a temporary directory) on `127.0.0.1`, running on the
 /// current Tokio runtime. Dropping it stops accepting connections and deletes its directory.

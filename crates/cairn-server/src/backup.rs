@@ -37,7 +37,7 @@ use std::time::Instant;
 
 use bytes::Bytes;
 use cairn_audit::{PublicKey, Report, SigningKey};
-use cairn_blob::BlobError;
+use cairn_blob::{BlobError, Digest};
 use cairn_store::backup::{InventoryEntry, PgImport, SqliteSnapshot, TableInfo, latest_migration};
 use cairn_store::{Backend, DbOptions, Store, StoreError};
 use futures::stream::BoxStream;
@@ -379,9 +379,16 @@ pub fn local_blob_root(settings: &Settings) -> Result<Option<PathBuf>> {
     }
 }
 
-/// Where a blob is, relative to a blob store's root (the layout of `cairn-blob`).
+/// Where a blob is, relative to a blob store's root ([`cairn_blob::object_key`]), for a
+/// digest that [`parse_inventory_line`] or the database has checked.
 fn blob_name(hex: &str) -> String {
-    format!("sha256/{}/{hex}", &hex[..2])
+    cairn_blob::object_key(&hex.parse::<Digest>().expect("inventory digests are checked when read"))
+}
+
+/// The directory of [`blob_name`].
+fn blob_dir(hex: &str) -> String {
+    let name = blob_name(hex);
+    name.rsplit_once('/').map_or(name.clone(), |(dir, _)| dir.to_owned())
 }
 
 fn backend_name(backend: Backend) -> &'static str {
@@ -407,10 +414,6 @@ fn rfc3339(now_ms: i64) -> String {
 
 fn millis(since: Instant) -> u64 {
     u64::try_from(since.elapsed().as_millis()).unwrap_or(u64::MAX)
-}
-
-fn valid_hex_digest(s: &str) -> bool {
-    s.len() == 64 && s.bytes().all(|b| b.is_ascii_digit() || (b'a'..=b'f').contains(&b))
 }
 
 /// A backup location, opened.
@@ -1153,7 +1156,7 @@ async fn copy_blobs_out(repo: &Repo, root: &Path, report: &mut BackupReport, pro
                     let dest = format!("{BLOBS}/{name}");
                     let copied = repo.put_blob(&src, stored, &dest).await?;
                     if copied && let Ok(mut d) = dirs.lock() {
-                        d.insert(format!("{BLOBS}/sha256/{}", &entry.digest[..2]));
+                        d.insert(format!("{BLOBS}/{}", blob_dir(&entry.digest)));
                     }
                     Ok::<_, BackupError>((copied, stored))
                 }
@@ -1192,7 +1195,7 @@ fn parse_inventory_line(file: &str, line: &[u8]) -> Result<InventoryEntry> {
     let entry: InventoryEntry = serde_json::from_slice(line).map_err(|e| {
         BackupError::Damaged(format!("{file} in the backup is damaged: a line is not a blob entry ({e})"))
     })?;
-    if !valid_hex_digest(&entry.digest) || entry.size < 0 {
+    if entry.digest.parse::<Digest>().is_err() || entry.size < 0 {
         return Err(BackupError::Damaged(format!("{file} in the backup is damaged: {:?} is not a blob", entry.digest)));
     }
     Ok(entry)
@@ -1634,7 +1637,7 @@ async fn copy_blobs_in(repo: &Repo, manifest: &Manifest, root: &Path, progress: 
             continue;
         }
         for entry in &batch {
-            dirs.insert(format!("sha256/{}", &entry.digest[..2]));
+            dirs.insert(blob_dir(&entry.digest));
         }
         let mut copies = stream::iter(std::mem::take(&mut batch))
             .map(|entry| {

@@ -93,8 +93,7 @@ impl Default for Metrics {
 impl Metrics {
     /// Registers every metric.
     pub fn new() -> Self {
-        let mut registry = Registry::with_prefix("cairn");
-        let m = Self {
+        let mut m = Self {
             requests: Family::default(),
             latency: Family::new_with_constructor(latency_histogram as fn() -> Histogram),
             bytes_in: Counter::default(),
@@ -109,39 +108,39 @@ impl Metrics {
             audit_head: Gauge::default(),
             maintenance: Gauge::default(),
             draining: Gauge::default(),
-            registry: Registry::default(),
+            registry: Registry::with_prefix("cairn"),
         };
-        registry.register("http_requests", "HTTP requests answered, by method, route and status", m.requests.clone());
-        registry.register(
+        m.registry.register("http_requests", "HTTP requests answered, by method, route and status", m.requests.clone());
+        m.registry.register(
             "http_request_duration_seconds",
             "Time to answer an HTTP request (until the response head), by method, route and status",
             m.latency.clone(),
         );
-        registry.register("http_request_body_bytes", "Bytes received in request bodies", m.bytes_in.clone());
-        registry.register("http_response_body_bytes", "Bytes sent in response bodies", m.bytes_out.clone());
-        registry.register("http_requests_in_flight", "Requests being answered now", m.in_flight.clone());
-        registry.register(
+        m.registry.register("http_request_body_bytes", "Bytes received in request bodies", m.bytes_in.clone());
+        m.registry.register("http_response_body_bytes", "Bytes sent in response bodies", m.bytes_out.clone());
+        m.registry.register("http_requests_in_flight", "Requests being answered now", m.in_flight.clone());
+        m.registry.register(
             "uploads_in_flight",
             "Upload parts and MLflow artifact uploads being received now",
             m.uploads_in_flight.clone(),
         );
-        registry.register("blob_store_errors", "Requests that failed in the blob store", m.blob_errors.clone());
-        registry.register("login_failures", "Failed password logins and MFA codes", m.login_failures.clone());
-        registry.register("lockouts", "Names or addresses locked out after failed attempts", m.lockouts.clone());
-        registry.register(
+        m.registry.register("blob_store_errors", "Requests that failed in the blob store", m.blob_errors.clone());
+        m.registry.register("login_failures", "Failed password logins and MFA codes", m.login_failures.clone());
+        m.registry.register("lockouts", "Names or addresses locked out after failed attempts", m.lockouts.clone());
+        m.registry.register(
             "rate_limit_rejections",
             "Requests refused with 429 by the rate limiter",
             m.rate_limited.clone(),
         );
-        registry.register(
+        m.registry.register(
             "db_pool_connections",
             "Database connections by state (idle, in_use, max)",
             m.db_pool.clone(),
         );
-        registry.register("audit_chain_head_seq", "Sequence number of the newest audit event", m.audit_head.clone());
-        registry.register("maintenance_mode", "1 while read-only maintenance mode is on", m.maintenance.clone());
-        registry.register("draining", "1 while the server is shutting down", m.draining.clone());
-        Self { registry, ..m }
+        m.registry.register("audit_chain_head_seq", "Sequence number of the newest audit event", m.audit_head.clone());
+        m.registry.register("maintenance_mode", "1 while read-only maintenance mode is on", m.maintenance.clone());
+        m.registry.register("draining", "1 while the server is shutting down", m.draining.clone());
+        m
     }
 
     /// Counts a failed login or MFA code.

@@ -89,17 +89,6 @@ async fn call(s: &TestServer, method: Method, path: &str, body: Option<Value>) -
     (status, if text.is_empty() { Value::Null } else { serde_json::from_str(&text).unwrap_or(Value::String(text)) })
 }
 
-/// Declares `files` on `model` (created if needed) and sends every part; returns the
-/// upload id, uncommitted.
-async fn upload(s: &TestServer, model: &str, files: &[(&str, &[u8])]) -> String {
-    s.upload(model, files).await
-}
-
-/// Pushes `files` as the next version of `model`.
-async fn push(s: &TestServer, model: &str, files: &[(&str, &[u8])]) {
-    s.push(model, files).await;
-}
-
 async fn download(s: &TestServer, path: &str) -> Vec<u8> {
     let resp = reqwest::Client::new().get(format!("{}{path}", s.url)).bearer_auth(&s.token).send().await.unwrap();
     assert_eq!(resp.status(), StatusCode::OK, "{path}");
@@ -145,8 +134,8 @@ fn gc_options(s: &TestServer) -> GcOptions {
 
 async fn fsck_of_a_clean_store_is_ok(s: &TestServer) {
     let big = bytes(PART * 2 + 5, 1);
-    push(s, "team/m", &[("w.bin", &big), ("config.json", b"{}")]).await;
-    push(s, "team/m", &[("w.bin", &big)]).await;
+    s.push("team/m", &[("w.bin", &big), ("config.json", b"{}")]).await;
+    s.push("team/m", &[("w.bin", &big)]).await;
     let report = maintenance::fsck(&s.state.store, &s.state.blobs, &no_progress).await.unwrap();
     assert!(report.is_ok(), "{report:?}");
     assert_eq!((report.checked, report.listed, report.orphans), (2, 2, 0), "{report:?}");
@@ -158,8 +147,8 @@ async fn fsck_names_damaged_missing_and_orphan_blobs(s: &TestServer) {
     let damaged = bytes(PART * 2 + 77, 2);
     let lost = bytes(300, 3);
     let fine = bytes(500, 4);
-    push(s, "team/m", &[("w.bin", &damaged), ("fine.bin", &fine)]).await;
-    push(s, "team/other", &[("data/lost.bin", &lost)]).await;
+    s.push("team/m", &[("w.bin", &damaged), ("fine.bin", &fine)]).await;
+    s.push("team/other", &[("data/lost.bin", &lost)]).await;
     let orphan = put_orphan(s, b"nobody knows me").await;
 
     let path = blob_path(s, &sha(&damaged));
@@ -196,11 +185,11 @@ async fn gc_removes_only_what_nothing_uses(s: &TestServer) {
     let recent = bytes(700, 7); // its version deleted, but used a moment ago
     let held = bytes(800, 8); // only an open upload references it
     let stuck = bytes(900, 9); // claimed by a gc run that died before deleting it
-    push(s, "team/m", &[("kept.bin", &kept)]).await;
-    push(s, "team/m", &[("gone.bin", &gone)]).await;
-    push(s, "team/m", &[("recent.bin", &recent)]).await;
-    push(s, "team/m", &[("stuck.bin", &stuck)]).await;
-    let open = upload(s, "team/m", &[("held.bin", &held)]).await;
+    s.push("team/m", &[("kept.bin", &kept)]).await;
+    s.push("team/m", &[("gone.bin", &gone)]).await;
+    s.push("team/m", &[("recent.bin", &recent)]).await;
+    s.push("team/m", &[("stuck.bin", &stuck)]).await;
+    let open = s.upload("team/m", &[("held.bin", &held)]).await;
     for v in [2, 3, 4] {
         let (st, _) = call(s, Method::DELETE, &format!("/api/v1/models/team/m/versions/{v}"), None).await;
         assert_eq!(st, StatusCode::NO_CONTENT);
@@ -278,7 +267,7 @@ async fn gc_removes_only_what_nothing_uses(s: &TestServer) {
 async fn rotate_key_re_encrypts_every_blob(s: &TestServer) {
     let big = bytes(PART * 3 + 11, 10);
     let small = bytes(40, 11);
-    push(s, "team/m", &[("w.bin", &big), ("s.bin", &small)]).await;
+    s.push("team/m", &[("w.bin", &big), ("s.bin", &small)]).await;
     let old_id = s.state.blobs.stat(&sha(&big).parse().unwrap()).await.unwrap().unwrap().key_id.unwrap();
 
     // A new key on the first line, the old one below it; the store is reopened to read it.

@@ -52,7 +52,8 @@ pub fn check_config(settings: &Settings, connect: bool) -> ExitCode {
         Err(e) => problems.push(format!("signing_key_file (CAIRN_SIGNING_KEY_FILE) {}: {e}", signing.display())),
     }
     let url = settings.database_url();
-    if !(url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:")) {
+    let url_ok = url.starts_with("sqlite:") || url.starts_with("postgres:") || url.starts_with("postgresql:");
+    if !url_ok {
         problems.push(format!(
             "database_url (CAIRN_DATABASE_URL) '{}' must start with sqlite:// or postgres://",
             redact_url(&url)
@@ -66,19 +67,23 @@ pub fn check_config(settings: &Settings, connect: bool) -> ExitCode {
         }
     };
     rt.block_on(async {
-        // Opening the blob store reads the encryption key file and checks the URL; it
-        // contacts S3 only for the ping below. A local store is opened in a scratch
-        // directory unless --connect asks for the real one: checking writes nothing.
+        // Opening the blob store reads the encryption key file and checks the URL. The
+        // default local store is opened in a scratch directory, so checking creates nothing;
+        // a configured one (S3, file://) is opened as is and, with --connect, reached.
         let scratch = tempfile::tempdir();
         let mut probe = settings.clone();
-        match (&scratch, connect || settings.blob_url.is_some()) {
-            (Ok(dir), false) => probe.data_dir = dir.path().to_path_buf(),
-            (Err(e), false) => problems.push(format!("cannot make a scratch directory to check the blob store: {e}")),
-            (_, true) => {}
+        if settings.blob_url.is_none() {
+            match &scratch {
+                Ok(dir) => probe.data_dir = dir.path().to_path_buf(),
+                Err(e) => problems.push(format!("cannot make a scratch directory to check the blob store: {e}")),
+            }
         }
         match cairn_server::app::open_blobs(&probe).await {
             Ok(blobs) => {
-                if connect && let Err(e) = blobs.ping().await {
+                if connect
+                    && settings.blob_url.is_some()
+                    && let Err(e) = blobs.ping().await
+                {
                     problems.push(format!("blob store {} is not reachable: {e}", blobs.describe()));
                 }
             }
@@ -86,17 +91,18 @@ pub fn check_config(settings: &Settings, connect: bool) -> ExitCode {
                 problems.push(format!("{e:#} (blob_url CAIRN_BLOB_URL, encryption_key_file CAIRN_ENCRYPTION_KEY_FILE)"))
             }
         }
-        if connect && problems.iter().all(|p| !p.starts_with("database_url")) {
-            let reachable = async {
-                let db = cairn_store::db::Db::connect(&url, &DbOptions { max_connections: 1, ..DbOptions::default() })
-                    .await?;
-                let mut c = db.read().await?;
-                let _: (i64,) = c.conn().fetch_one("SELECT CAST(1 AS BIGINT)", vec![]).await?;
-                drop(c);
-                db.close().await;
-                Ok::<_, cairn_store::StoreError>(())
+        if connect && url_ok && !new_sqlite_file(&url) {
+            // Without migrations or writes: the check changes nothing it reaches.
+            let opts = DbOptions { max_connections: 1, ..DbOptions::default() };
+            let reachable = match cairn_store::Store::open_existing(&url, &opts).await {
+                Ok(store) => {
+                    let pinged = store.ping().await;
+                    store.close().await;
+                    pinged
+                }
+                Err(e) => Err(e),
             };
-            if let Err(e) = reachable.await {
+            if let Err(e) = reachable {
                 problems.push(format!("database {} is not reachable: {e}", redact_url(&url)));
             }
         }
@@ -111,6 +117,9 @@ pub fn check_config(settings: &Settings, connect: bool) -> ExitCode {
             settings.blob_url.as_deref().map_or_else(|| "local (data dir)".into(), redact_url)
         );
         println!("  data dir     {}", settings.data_dir.display());
+        if new_sqlite_file(&url) {
+            println!("  (the SQLite database does not exist yet: cairn serve creates it at first start)");
+        }
         if !connect {
             println!("  (database and blob store not contacted; add --connect to check that they are reachable)");
         }
@@ -121,6 +130,16 @@ pub fn check_config(settings: &Settings, connect: bool) -> ExitCode {
         }
         ExitCode::from(2)
     }
+}
+
+/// A SQLite URL whose file does not exist yet: `cairn serve` creates it at first start, so
+/// there is nothing to reach (and connecting would create it).
+fn new_sqlite_file(url: &str) -> bool {
+    let Some(rest) = url.strip_prefix("sqlite://").or_else(|| url.strip_prefix("sqlite:")) else {
+        return false;
+    };
+    let path = rest.split('?').next().unwrap_or(rest);
+    path != ":memory:" && !std::path::Path::new(path).exists()
 }
 
 /// Switches or shows maintenance mode. Exit 0 done, 1 the database could not be reached.
