@@ -7,6 +7,7 @@ pub mod audit;
 pub mod gdpr;
 pub mod governance;
 pub mod grants;
+pub mod scan;
 pub mod session;
 pub mod webhooks;
 
@@ -14,6 +15,7 @@ pub use audit::*;
 pub use gdpr::*;
 pub use governance::*;
 pub use grants::*;
+pub use scan::*;
 pub use session::*;
 pub use webhooks::*;
 

@@ -93,8 +93,11 @@ pub async fn facts(state: &AppState, s: &Subject, target: Stage) -> Result<Value
     let users: Vec<&str> = signatures.iter().filter(|s| s.kind == "user").map(|s| s.key_id.as_str()).collect();
     let datasets: Vec<Value> =
         card_json.pointer("/training/datasets").and_then(Value::as_array).cloned().unwrap_or_default();
+    let (_, scans) = state.store.version_scans(&s.model_ref, &sel).await?;
+    let card_license = card_json.pointer("/model/license").and_then(Value::as_str);
+    let scan = crate::scanning::facts(&scans, card_license);
     let v = &s.version;
-    Ok(json!({
+    let mut facts = json!({
         "model": {
             "name": s.model_ref.to_string(),
             "namespace": s.model.namespace,
@@ -135,7 +138,12 @@ pub async fn facts(state: &AppState, s: &Subject, target: Stage) -> Result<Value
             "training_job": v.training_job,
             "base_models": [],
         },
-    }))
+    });
+    // Absent for a version never scanned, so rules on it fail closed.
+    if let Some(scan) = scan {
+        facts["scan"] = scan;
+    }
+    Ok(facts)
 }
 
 /// Drift between the card's claims and the latest evaluation: for every metric both name,

@@ -108,6 +108,8 @@ pub struct Settings {
     pub metrics_token: Option<String>,
     /// On SIGTERM, keep serving this many seconds with `/readyz` answering 503 so load balancers stop sending traffic, before finishing in-flight requests (`CAIRN_SHUTDOWN_DRAIN_SECS`).
     pub shutdown_drain_secs: u64,
+    /// Scan every file of a new version for unsafe serialisation, malformed headers, secrets and licences before it is committed (`CAIRN_SCAN_ARTIFACTS`, default true; docs/SUPPLY_CHAIN.md).
+    pub scan_artifacts: bool,
 }
 
 impl Default for Settings {
@@ -153,6 +155,7 @@ impl Default for Settings {
             insecure_http: false,
             metrics_token: None,
             shutdown_drain_secs: 0,
+            scan_artifacts: true,
         }
     }
 }
@@ -202,6 +205,7 @@ impl fmt::Debug for Settings {
             .field("insecure_http", &self.insecure_http)
             .field("metrics_token", &redact(&self.metrics_token))
             .field("shutdown_drain_secs", &self.shutdown_drain_secs)
+            .field("scan_artifacts", &self.scan_artifacts)
             .finish()
     }
 }
@@ -342,6 +346,9 @@ pub struct SettingsOverrides {
     /// See [`Settings::shutdown_drain_secs`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub shutdown_drain_secs: Option<u64>,
+    /// See [`Settings::scan_artifacts`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan_artifacts: Option<bool>,
 }
 
 /// Settings could not be loaded.
@@ -542,6 +549,7 @@ const ENV_KEYS: &[&str] = &[
     "insecure_http",
     "metrics_token",
     "shutdown_drain_secs",
+    "scan_artifacts",
 ];
 
 #[cfg(test)]

@@ -194,6 +194,16 @@ impl Store {
         upload_row(&mut c.conn(), id).await
     }
 
+    /// The files an upload declares, sorted by path.
+    pub async fn upload_files(&self, id: &str) -> Result<Vec<FileEntry>, StoreError> {
+        let mut c = self.db.read().await?;
+        let rows: Vec<(String, i64, String)> =
+            c.conn().fetch_all("SELECT path, size, digest FROM upload_files WHERE upload_id = $1", params![id]).await?;
+        let mut files = rows.into_iter().map(|(p, s, d)| entry(p, s, d)).collect::<Result<Vec<_>, _>>()?;
+        files.sort_by(|a, b| a.path.cmp(&b.path));
+        Ok(files)
+    }
+
     /// The distinct blobs an upload needs, with what is present and which parts arrived.
     pub async fn upload_blobs(&self, id: &str) -> Result<Vec<BlobNeed>, StoreError> {
         let mut c = self.db.read().await?;
@@ -479,6 +489,7 @@ impl Store {
         let created = find_version(&mut conn, &model, &VersionSelector::Number(number)).await?;
         audit::record(&mut conn, ctx, now, "version.create", &target(&model, number), None::<&()>, Some(&created))
             .await?;
+        crate::scan::insert(&mut conn, ctx, now, version_id, &model, number, &new.scans, "version.scan").await?;
         for alias in aliases {
             upsert_alias(&mut conn, ctx, now, &model, alias, version_id).await?;
         }
@@ -554,6 +565,7 @@ impl Store {
         let created = find_version(&mut conn, model, &VersionSelector::Number(number)).await?;
         audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&created))
             .await?;
+        crate::scan::insert(&mut conn, ctx, now, version_id, model, number, &new.scans, "version.scan").await?;
         tx.commit().await?;
         Ok(created)
     }

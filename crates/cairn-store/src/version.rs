@@ -197,6 +197,8 @@ pub struct NewVersion {
     pub code_commit: String,
     /// Training job id or empty.
     pub training_job: String,
+    /// Scan results of its files (see [`crate::scan`]), stored with it.
+    pub scans: Vec<crate::scan::FileScan>,
 }
 
 /// What to change; `None` leaves a field as it is.

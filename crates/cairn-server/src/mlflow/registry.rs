@@ -435,6 +435,7 @@ async fn create_model_version(State(state): State<AppState>, caller: Caller, arg
     let v = if files.is_empty() {
         state.store.create_version(&caller.audit, &model, &new).await
     } else {
+        new.scans = crate::scanning::scan_files(&state, &files).await?;
         state.store.create_version_with_files(&caller.audit, &model, &new, files).await
     }
     .map_err(model_missing(&name))?;

@@ -280,6 +280,8 @@ pub async fn commit_upload(
                 uploads::complete(&state, &parse_digest(&need.digest)?, size).await?;
             }
         }
+        // Scanned before the transaction, stored in it: the version never exists unscanned.
+        new.scans = crate::scanning::scan_files(&state, &state.store.upload_files(&upload.id).await?).await?;
     }
     let (version, created) = state.store.commit_upload(&caller.audit, &upload.id, &new, &aliases).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };

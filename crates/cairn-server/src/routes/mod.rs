@@ -12,6 +12,7 @@ pub mod lifecycle;
 pub mod models;
 pub mod namespaces;
 pub mod policies;
+pub mod scan;
 pub mod session;
 pub mod users;
 pub mod versions;
@@ -74,6 +75,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(versions::get_version, versions::update_version, versions::delete_version))
         .routes(routes!(versions::set_version_tag, versions::delete_version_tag))
         .routes(routes!(versions::get_signatures))
+        .routes(routes!(scan::get_scan, scan::rescan))
         .routes(routes!(files::create_upload))
         .routes(routes!(files::get_upload, files::delete_upload))
         .routes(routes!(files::put_part))

@@ -1,0 +1,206 @@
+//! Artifact scanning through the server, on SQLite and PostgreSQL: a pushed version's files are
+//! scanned before it is committed, the results are served per file, audited in the same
+//! transaction, reused for unchanged files, fed to policies as `scan` facts, and can be
+//! refreshed by a rescan. With scanning switched off, rules on `scan` fail closed.
+
+use cairn_test_utils::{Backend, TestServer};
+use reqwest::{Method, StatusCode};
+use serde_json::{Value, json};
+
+/// `os.system("id")` as a protocol-4 pickle, with the names memoised as Python writes them.
+fn evil_pickle() -> Vec<u8> {
+    let mut b = vec![0x80, 4, 0x8c, 2];
+    b.extend_from_slice(b"os\x94\x8c\x06system\x94\x93\x94\x8c\x02id\x94\x85\x94R\x94.");
+    b
+}
+
+/// A valid safetensors file with one F32 tensor of two elements.
+fn safetensors() -> Vec<u8> {
+    let header = br#"{"w":{"dtype":"F32","shape":[2],"data_offsets":[0,8]}}"#;
+    let mut b = (header.len() as u64).to_le_bytes().to_vec();
+    b.extend_from_slice(header);
+    b.extend_from_slice(&[0u8; 8]);
+    b
+}
+
+const APACHE: &[u8] = b"                                 Apache License\n                           Version 2.0, January 2004\n                        http://www.apache.org/licenses/\n";
+
+const SCAN_POLICY: &str = r#"
+name: scanned-and-clean
+description: Nothing reaches review with unsafe files
+severity: critical
+scope:
+  stages: [submitted]
+rules:
+  - id: scan-clean
+    action: block
+    message: "artifact scanning must find nothing (scan.clean)"
+    condition: {field: scan.clean, op: equals, value: true}
+  - id: licence-known
+    action: block
+    condition: {field: scan.licenses, op: contains, value: Apache-2.0}
+"#;
+
+async fn call(s: &TestServer, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
+    let mut req = reqwest::Client::new().request(method, format!("{}{path}", s.url)).bearer_auth(token);
+    if let Some(b) = body {
+        req = req.json(&b);
+    }
+    let resp = req.send().await.unwrap();
+    let st = resp.status();
+    let bytes = resp.bytes().await.unwrap();
+    (st, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
+}
+
+async fn events(s: &TestServer, action: &str) -> Vec<Value> {
+    let (st, v) = s.call(Method::GET, &format!("/api/v1/audit/events?action={action}"), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    v["events"].as_array().unwrap().clone()
+}
+
+fn file<'a>(scan: &'a Value, path: &str) -> &'a Value {
+    scan["files"].as_array().unwrap().iter().find(|f| f["path"] == path).unwrap_or_else(|| panic!("{path} in {scan}"))
+}
+
+const M: &str = "/api/v1/models/vision/resnet/versions";
+
+async fn pushed_versions_are_scanned_audited_and_gated(s: &TestServer) {
+    let st_bytes = safetensors();
+    let evil = evil_pickle();
+    let v1 = s
+        .push(
+            "vision/resnet",
+            &[
+                ("model.pkl", &evil),
+                ("weights/model.safetensors", &st_bytes),
+                ("LICENSE", APACHE),
+                ("README.md", b"# resnet\n"),
+            ],
+        )
+        .await;
+    assert_eq!(v1["version"], 1);
+    let (st, scan) = s.call(Method::GET, &format!("{M}/1/scan"), None).await;
+    assert_eq!(st, StatusCode::OK, "{scan}");
+    assert_eq!(scan["digest"], v1["digest"]);
+    let sum = &scan["summary"];
+    assert_eq!(
+        (sum["scanned"].as_bool(), sum["files"].as_u64(), sum["clean"].as_bool(), sum["max_severity"].as_str()),
+        (Some(true), Some(4), Some(false), Some("critical")),
+        "{scan}"
+    );
+    assert_eq!(sum["findings"], json!({"critical": 1}));
+    assert_eq!(sum["licenses"], json!(["Apache-2.0"]));
+    let pkl = file(&scan, "model.pkl");
+    assert_eq!((pkl["format"].as_str(), pkl["status"].as_str()), (Some("pickle"), Some("scanned")));
+    assert_eq!(pkl["findings"][0]["rule"], "pickle.unsafe_import");
+    assert_eq!(pkl["findings"][0]["subject"], "os.system");
+    assert_eq!(pkl["imports"], json!(["os.system"]));
+    let w = file(&scan, "weights/model.safetensors");
+    assert_eq!(
+        (w["format"].as_str(), w["status"].as_str(), w["findings"].as_array().map(Vec::len)),
+        (Some("safetensors"), Some("scanned"), Some(0))
+    );
+    assert_eq!(file(&scan, "LICENSE")["license"], "Apache-2.0");
+
+    // Audited with the version, in the same transaction: counts, not the findings.
+    let scanned = events(s, "version.scan").await;
+    assert_eq!(scanned.len(), 1, "{scanned:?}");
+    assert_eq!(scanned[0]["target"], "version:vision/resnet:1");
+    assert_eq!(scanned[0]["after"]["findings_by_severity"], json!({"critical": 1}));
+
+    // Policies read the facts: the unsafe pickle blocks submission.
+    let (st, p) = s.call(Method::POST, "/api/v1/policies", Some(json!({"source": SCAN_POLICY}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{p}");
+    let (st, dry) = s.call(Method::POST, &format!("{M}/1/policy-check"), Some(json!({}))).await;
+    assert_eq!((st, dry["blocked"].as_bool()), (StatusCode::OK, Some(true)), "{dry}");
+    assert!(dry.to_string().contains("scan.clean"), "{dry}");
+
+    // A fixed version: the unchanged files' results are reused, not read again.
+    let v2 = s.push("vision/resnet", &[("weights/model.safetensors", &st_bytes), ("LICENSE", APACHE)]).await;
+    assert_eq!(v2["version"], 2);
+    let (_, scan2) = s.call(Method::GET, &format!("{M}/2/scan"), None).await;
+    assert_eq!(
+        (scan2["summary"]["clean"].as_bool(), scan2["summary"]["files"].as_u64()),
+        (Some(true), Some(2)),
+        "{scan2}"
+    );
+    assert_eq!(file(&scan2, "LICENSE")["scanned_at"], file(&scan, "LICENSE")["scanned_at"], "reused");
+    let (st, dry) = s.call(Method::POST, &format!("{M}/2/policy-check"), Some(json!({}))).await;
+    assert_eq!((st, dry["blocked"].as_bool()), (StatusCode::OK, Some(false)), "{dry}");
+
+    // A rescan replaces the results and is audited; the finding is still there.
+    let (st, re) = s.call(Method::POST, &format!("{M}/1/scan"), None).await;
+    assert_eq!(st, StatusCode::OK, "{re}");
+    assert_eq!(re["summary"]["findings"], json!({"critical": 1}));
+    assert_eq!(events(s, "version.rescan").await.len(), 1);
+
+    // Reading needs read access to the namespace; rescanning needs write access.
+    let (st, _) = s.call(Method::POST, "/api/v1/namespaces", Some(json!({"name": "other"}))).await;
+    assert_eq!(st, StatusCode::CREATED);
+    let outsider = s.service_account("outsider", &[("viewer", Some("other"))]).await;
+    let (st, _) = call(s, &outsider, Method::GET, &format!("{M}/1/scan"), None).await;
+    assert!(st == StatusCode::FORBIDDEN || st == StatusCode::NOT_FOUND, "{st}");
+    let viewer = s.service_account("viewer", &[("viewer", Some("vision"))]).await;
+    let (st, v) = call(s, &viewer, Method::GET, &format!("{M}/1/scan"), None).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let (st, _) = call(s, &viewer, Method::POST, &format!("{M}/1/scan"), None).await;
+    assert_eq!(st, StatusCode::FORBIDDEN);
+    let (st, _) = s.call(Method::GET, &format!("{M}/9/scan"), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
+async fn with_scanning_off_scan_rules_fail_closed(s: &TestServer) {
+    let evil = evil_pickle();
+    s.push("vision/resnet", &[("model.pkl", &evil), ("LICENSE", APACHE)]).await;
+    let (st, scan) = s.call(Method::GET, &format!("{M}/1/scan"), None).await;
+    assert_eq!(st, StatusCode::OK);
+    assert_eq!((scan["summary"]["scanned"].as_bool(), scan["files"].as_array().map(Vec::len)), (Some(false), Some(0)));
+    let (st, p) = s.call(Method::POST, "/api/v1/policies", Some(json!({"source": SCAN_POLICY}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{p}");
+    let (_, dry) = s.call(Method::POST, &format!("{M}/1/policy-check"), Some(json!({}))).await;
+    assert_eq!(dry["blocked"].as_bool(), Some(true), "no scan facts, so the rule fails closed: {dry}");
+    let (st, e) = s.call(Method::POST, &format!("{M}/1/scan"), None).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("scanning_off")), "{e}");
+    assert!(events(s, "version.scan").await.is_empty());
+}
+
+async fn start_off(backend: Backend, test: &str) -> Option<TestServer> {
+    TestServer::start_with(backend, test, |s| s.scan_artifacts = false).await
+}
+
+async fn start(backend: Backend, test: &str) -> Option<TestServer> {
+    TestServer::start(backend, test).await
+}
+
+macro_rules! both {
+    ($start:ident: $($name:ident),* $(,)?) => {
+        mod sqlite { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(s) = super::$start(cairn_test_utils::Backend::Sqlite, stringify!($name)).await {
+                    super::$name(&s).await;
+                    s.stop().await;
+                }
+            }
+        )* }
+        mod postgres { $(
+            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+            async fn $name() {
+                if let Some(s) = super::$start(cairn_test_utils::Backend::Postgres, stringify!($name)).await {
+                    super::$name(&s).await;
+                    s.stop().await;
+                }
+            }
+        )* }
+    };
+}
+
+mod on {
+    use super::*;
+    both!(start: pushed_versions_are_scanned_audited_and_gated);
+}
+
+mod off {
+    use super::*;
+    both!(start_off: with_scanning_off_scan_rules_fail_closed);
+}
