@@ -78,4 +78,19 @@ impl Client {
     pub async fn version_signatures(&self, model: &str, version: &str) -> Result<api::VersionSignatures, ClientError> {
         self.get(&format!("{}/versions/{}/signatures", model_path(model), seg(version))).await
     }
+
+    /// `GET …/versions/{v}/scan`: what artifact scanning found in each file of a version.
+    pub async fn version_scan(&self, model: &str, version: &str) -> Result<api::VersionScan, ClientError> {
+        self.get(&format!("{}/versions/{}/scan", model_path(model), seg(version))).await
+    }
+
+    /// `POST …/versions/{v}/scan`: scan a version's files again and replace the results.
+    pub async fn rescan_version(&self, model: &str, version: &str) -> Result<api::VersionScan, ClientError> {
+        self.write(
+            Method::POST,
+            &format!("{}/versions/{}/scan", model_path(model), seg(version)),
+            &serde_json::json!({}),
+        )
+        .await
+    }
 }

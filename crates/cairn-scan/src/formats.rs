@@ -112,8 +112,23 @@ fn merge(report: &mut FileReport, walk: Walk) {
 }
 
 pub fn pickle_file(r: &mut Reader<'_>, report: &mut FileReport) {
+    let mut head = [0u8; 2];
+    let compressed = r.read_exact(&mut head).is_ok()
+        && (head == [0x1f, 0x8b]
+            || (head[0] == 0x78 && (u16::from(head[0]) << 8 | u16::from(head[1])).is_multiple_of(31)));
+    r.seek_start();
     let mut walk = Walk::default();
-    pickle::walk(r, "", &mut walk);
+    if compressed {
+        // joblib's `compress=`: a zlib or gzip stream around the pickle, read as it inflates.
+        let (gzip, limit) = (head[0] == 0x1f, MAX_ARCHIVE_BYTES);
+        if gzip {
+            pickle::walk(&mut Stream::new(flate2::read::MultiGzDecoder::new(&mut *r).take(limit)), "", &mut walk);
+        } else {
+            pickle::walk(&mut Stream::new(flate2::read::ZlibDecoder::new(&mut *r).take(limit)), "", &mut walk);
+        }
+    } else {
+        pickle::walk(r, "", &mut walk);
+    }
     merge(report, walk);
 }
 

@@ -16,15 +16,78 @@ const MAX_NAME: u64 = 512;
 const MAX_LINE: usize = 64 * 1024;
 /// Bounds on the simulated unpickler, so a hostile stream cannot exhaust memory.
 const MAX_STACK: usize = 1 << 20;
-const MAX_MEMO: usize = 1 << 20;
+const MAX_MEMO: usize = 1 << 19;
+/// Tuples and dicts are tracked (for joblib's array wrappers) only while this small.
+const MAX_TRACKED: usize = 16;
+/// Pickles nested in pickles (joblib object arrays) are walked this deep.
+const MAX_NESTING: usize = 4;
 /// Distinct imports listed in a report.
 const MAX_IMPORTS: usize = 256;
 
+/// What the simulated stack knows about a value: names, small numbers, and the few objects
+/// whose meaning decides how the stream continues (joblib writes raw array bytes after a
+/// `NumpyArrayWrapper`, sized by its shape and NumPy dtype).
 #[derive(Clone)]
 enum V {
     Mark,
     Str(Rc<str>),
+    Int(i64),
+    Global(Rc<str>, Rc<str>),
+    Tuple(Rc<Vec<V>>),
+    Dict(Rc<Vec<(Rc<str>, V)>>),
+    /// A `numpy.dtype`: bytes per element, and whether elements are Python objects.
+    Dtype {
+        size: u64,
+        object: bool,
+    },
+    /// A `joblib.numpy_pickle.NumpyArrayWrapper` before its state is set.
+    Wrapper,
     Other,
+}
+
+impl V {
+    fn memoisable(&self) -> bool {
+        matches!(self, V::Str(_) | V::Global(..) | V::Dtype { .. })
+    }
+}
+
+/// What follows a `BUILD` in the stream, outside the pickle opcodes.
+enum After {
+    Nothing,
+    /// joblib: raw array bytes, after an optional padding-length byte and its padding.
+    Raw {
+        bytes: u64,
+        padded: bool,
+    },
+    /// joblib: an object array, pickled as a nested stream.
+    Nested,
+}
+
+fn dtype(args: &V) -> V {
+    let V::Tuple(items) = args else { return V::Other };
+    let Some(V::Str(s)) = items.first() else { return V::Other };
+    let digits: String = s.chars().skip_while(|c| !c.is_ascii_digit()).take_while(char::is_ascii_digit).collect();
+    V::Dtype { size: digits.parse().unwrap_or(0), object: s.starts_with('O') }
+}
+
+fn construct(callable: &V, args: &V) -> V {
+    match callable {
+        V::Global(m, n) if &**m == "numpy" && &**n == "dtype" => dtype(args),
+        V::Global(m, n) if &**m == "joblib.numpy_pickle" && &**n == "NumpyArrayWrapper" => V::Wrapper,
+        _ => V::Other,
+    }
+}
+
+fn tuple(items: Vec<V>) -> V {
+    if items.len() <= MAX_TRACKED && !items.iter().any(|v| matches!(v, V::Tuple(_) | V::Dict(_))) {
+        V::Tuple(Rc::new(items))
+    } else {
+        V::Other
+    }
+}
+
+fn field<'a>(d: &'a [(Rc<str>, V)], key: &str) -> Option<&'a V> {
+    d.iter().rev().find(|(k, _)| &**k == key).map(|(_, v)| v)
 }
 
 /// What a walk saw: findings, every distinct import, how many pickles, and why it stopped
@@ -136,9 +199,9 @@ fn bad(msg: impl Into<String>) -> io::Error {
 
 struct Machine {
     stack: Vec<V>,
-    /// Memo slots in use, with the string each holds (if it holds one). Its length is the
+    /// Memo slots in use, with the value each holds (if we track it). Its length is the
     /// index `MEMOIZE` uses, as in the unpickler.
-    memo: HashMap<u64, Option<Rc<str>>>,
+    memo: HashMap<u64, Option<V>>,
     /// The memo outgrew what we keep: later lookups may miss a name.
     memo_overflow: bool,
 }
@@ -185,10 +248,8 @@ impl Machine {
     }
 
     fn put(&mut self, idx: u64) -> io::Result<()> {
-        let value = match self.top()? {
-            V::Str(s) => Some(s),
-            _ => None,
-        };
+        let top = self.top()?;
+        let value = top.memoisable().then_some(top);
         if self.memo.len() < MAX_MEMO || self.memo.contains_key(&idx) {
             self.memo.insert(idx, value);
         } else {
@@ -199,10 +260,77 @@ impl Machine {
 
     fn get(&mut self, idx: u64) -> io::Result<()> {
         let v = match self.memo.get(&idx) {
-            Some(Some(s)) => V::Str(s.clone()),
+            Some(Some(v)) => v.clone(),
             _ => V::Other,
         };
         self.push(v)
+    }
+
+    /// `SETITEM(S)`: adds string-keyed pairs to the dict on top, while it is small.
+    fn set_items(&mut self, items: Vec<V>) -> io::Result<()> {
+        if !items.len().is_multiple_of(2) {
+            return Err(bad("SETITEMS with an odd number of items"));
+        }
+        let top = self.stack.last_mut().ok_or_else(|| bad("stack underflow"))?;
+        match top {
+            V::Mark => return Err(bad("stack underflow")),
+            V::Dict(d) => {
+                let mut pairs = items.into_iter();
+                while let (Some(k), Some(v)) = (pairs.next(), pairs.next()) {
+                    match k {
+                        V::Str(k) if d.len() < MAX_TRACKED && !matches!(v, V::Dict(_)) => Rc::make_mut(d).push((k, v)),
+                        _ => {
+                            *top = V::Other;
+                            break;
+                        }
+                    }
+                }
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// `BUILD`: sets the state of the object on top; for joblib's array wrapper, says which
+    /// raw bytes follow in the stream.
+    fn build(&mut self, state: V) -> io::Result<After> {
+        let top = self.stack.last_mut().ok_or_else(|| bad("stack underflow"))?;
+        let after = match (&*top, &state) {
+            (V::Mark, _) => return Err(bad("stack underflow")),
+            (V::Dtype { size, object }, V::Tuple(t)) => {
+                // (version, byte order, subarray, names, fields, elsize, alignment, flags)
+                let elsize = match t.get(5) {
+                    Some(V::Int(n)) if *n > 0 => *n as u64,
+                    _ => *size,
+                };
+                let has_object = *object || matches!(t.get(7), Some(V::Int(f)) if f & 1 == 1);
+                *top = V::Dtype { size: elsize, object: has_object };
+                return Ok(After::Nothing);
+            }
+            (V::Wrapper, V::Dict(d)) => {
+                let Some(V::Dtype { size, object }) = field(d, "dtype") else {
+                    return Err(bad("a joblib array without a dtype"));
+                };
+                if *object {
+                    After::Nested
+                } else {
+                    let count = match field(d, "shape") {
+                        Some(V::Tuple(dims)) => dims.iter().try_fold(1u64, |acc, d| match d {
+                            V::Int(n) if *n >= 0 => acc.checked_mul(*n as u64),
+                            _ => None,
+                        }),
+                        _ => None,
+                    }
+                    .ok_or_else(|| bad("a joblib array whose shape cannot be read"))?;
+                    let bytes = count.checked_mul(*size).ok_or_else(|| bad("a joblib array too large"))?;
+                    After::Raw { bytes, padded: field(d, "numpy_array_alignment_bytes").is_some() }
+                }
+            }
+            (V::Wrapper, _) => return Err(bad("a joblib array wrapper with an unreadable state")),
+            _ => After::Nothing,
+        };
+        *top = V::Other;
+        Ok(after)
     }
 }
 
@@ -317,8 +445,12 @@ impl Walker<'_> {
         }
     }
 
-    /// One pickle, from its first opcode to `STOP`.
-    fn one(&mut self, r: &mut dyn Input) -> io::Result<()> {
+    /// One pickle, from its first opcode to `STOP`. `depth` counts pickles nested in
+    /// pickles (joblib object arrays).
+    fn one(&mut self, r: &mut dyn Input, depth: usize) -> io::Result<()> {
+        if depth > MAX_NESTING {
+            return Err(bad("pickles nested deeper than the scanner follows"));
+        }
         let mut m = Machine::new();
         loop {
             let at = r.position();
@@ -334,8 +466,12 @@ impl Walker<'_> {
                     let v = m.top()?;
                     m.push(v)?;
                 }
-                // Text numbers and persistent ids.
-                b'F' | b'I' | b'L' | b'P' => {
+                b'I' => {
+                    let s = line_str(r)?;
+                    m.push(s.trim().parse().map_or(V::Other, V::Int))?;
+                }
+                // Text floats, longs and persistent ids.
+                b'F' | b'L' | b'P' => {
                     line(r)?;
                     m.push(V::Other)?;
                 }
@@ -349,37 +485,53 @@ impl Walker<'_> {
                     m.push(V::Str(Rc::from(s)))?;
                 }
                 b'J' => {
-                    r.skip(4)?;
-                    m.push(V::Other)?;
+                    let n = i32::from_le_bytes(array(r)?);
+                    m.push(V::Int(i64::from(n)))?;
                 }
                 b'K' => {
-                    r.skip(1)?;
-                    m.push(V::Other)?;
+                    let [n] = array::<1>(r)?;
+                    m.push(V::Int(i64::from(n)))?;
                 }
                 b'M' => {
-                    r.skip(2)?;
-                    m.push(V::Other)?;
+                    let n = u16::from_le_bytes(array(r)?);
+                    m.push(V::Int(i64::from(n)))?;
                 }
                 b'G' => {
                     r.skip(8)?;
                     m.push(V::Other)?;
                 }
-                b'N' | b'}' | b']' | b')' | 0x88 | 0x89 | 0x8f | 0x97 => m.push(V::Other)?,
-                b'Q' | 0x85 | 0x98 => {
+                b')' => m.push(V::Tuple(Rc::new(Vec::new())))?,
+                b'}' => m.push(V::Dict(Rc::new(Vec::new())))?,
+                b'N' | b']' | 0x88 | 0x89 | 0x8f | 0x97 => m.push(V::Other)?,
+                b'Q' | 0x98 => {
                     m.pop()?;
                     m.push(V::Other)?;
                 }
-                b'R' | 0x81 => {
-                    m.pop_n(2)?;
-                    m.push(V::Other)?;
+                0x85 => {
+                    let a = m.pop()?;
+                    m.push(tuple(vec![a]))?;
                 }
                 0x86 => {
-                    m.pop_n(2)?;
-                    m.push(V::Other)?;
+                    let b = m.pop()?;
+                    let a = m.pop()?;
+                    m.push(tuple(vec![a, b]))?;
                 }
-                0x87 | 0x92 => {
-                    m.pop_n(3)?;
-                    m.push(V::Other)?;
+                0x87 => {
+                    let c = m.pop()?;
+                    let b = m.pop()?;
+                    let a = m.pop()?;
+                    m.push(tuple(vec![a, b, c]))?;
+                }
+                b'R' | 0x81 => {
+                    let args = m.pop()?;
+                    let callable = m.pop()?;
+                    m.push(construct(&callable, &args))?;
+                }
+                0x92 => {
+                    m.pop()?;
+                    let args = m.pop()?;
+                    let cls = m.pop()?;
+                    m.push(construct(&cls, &args))?;
                 }
                 b'T' => {
                     let n = len_u32(r)?;
@@ -415,18 +567,56 @@ impl Walker<'_> {
                 }
                 0x8a => {
                     let [n] = array::<1>(r)?;
-                    skip_counted(r, u64::from(n), &mut m)?;
+                    if (1..=8).contains(&n) {
+                        let b = bytes(r, u64::from(n), 8, "a long")?;
+                        let mut le = [if b[b.len() - 1] & 0x80 != 0 { 0xff } else { 0 }; 8];
+                        le[..b.len()].copy_from_slice(&b);
+                        m.push(V::Int(i64::from_le_bytes(le)))?;
+                    } else {
+                        skip_counted(r, u64::from(n), &mut m)?;
+                    }
                 }
                 0x8b => {
                     let n = len_u32(r)?;
                     skip_counted(r, n, &mut m)?;
                 }
-                b'a' | b'b' => m.pop_n(1)?,
-                b's' => m.pop_n(2)?,
-                b'e' | b'u' | 0x90 => {
+                b'a' => m.pop_n(1)?,
+                b'b' => {
+                    let state = m.pop()?;
+                    match m.build(state)? {
+                        After::Nothing => {}
+                        After::Raw { bytes, padded } => {
+                            if padded {
+                                let [n] = array::<1>(r)?;
+                                r.skip(u64::from(n))?;
+                            }
+                            r.skip(bytes)?;
+                        }
+                        After::Nested => self.one(r, depth + 1)?,
+                    }
+                }
+                b's' => {
+                    let v = m.pop()?;
+                    let k = m.pop()?;
+                    m.set_items(vec![k, v])?;
+                }
+                b'u' => {
+                    let items = m.pop_mark()?;
+                    m.set_items(items)?;
+                }
+                b'e' | 0x90 => {
                     m.pop_mark()?;
                 }
-                b'd' | b'l' | b't' | 0x91 => {
+                b't' => {
+                    let items = m.pop_mark()?;
+                    m.push(tuple(items))?;
+                }
+                b'd' => {
+                    let items = m.pop_mark()?;
+                    m.push(V::Dict(Rc::new(Vec::new())))?;
+                    m.set_items(items)?;
+                }
+                b'l' | 0x91 => {
                     m.pop_mark()?;
                     m.push(V::Other)?;
                 }
@@ -441,7 +631,7 @@ impl Walker<'_> {
                     let module = line_str(r)?;
                     let name = line_str(r)?;
                     self.import(&module, &name, at);
-                    m.push(V::Other)?;
+                    m.push(V::Global(Rc::from(module), Rc::from(name)))?;
                 }
                 b'i' => {
                     let module = line_str(r)?;
@@ -454,11 +644,20 @@ impl Walker<'_> {
                     let name = m.pop()?;
                     let module = m.pop()?;
                     match (module, name) {
-                        (V::Str(module), V::Str(name)) => self.import(&module, &name, at),
-                        _ if m.memo_overflow => self.unresolved(at, "the memo outgrew the scanner"),
-                        _ => self.unresolved(at, "STACK_GLOBAL on values that are not strings"),
+                        (V::Str(module), V::Str(name)) => {
+                            self.import(&module, &name, at);
+                            m.push(V::Global(module, name))?;
+                        }
+                        _ => {
+                            let why = if m.memo_overflow {
+                                "the memo outgrew the scanner"
+                            } else {
+                                "STACK_GLOBAL on values that are not strings"
+                            };
+                            self.unresolved(at, why);
+                            m.push(V::Other)?;
+                        }
                     }
-                    m.push(V::Other)?;
                 }
                 0x82 => {
                     r.skip(1)?;
@@ -530,7 +729,7 @@ fn location(entry: &str, offset: u64) -> String {
 /// protocol-2+ pickle (legacy PyTorch files hold several, followed by raw tensor data).
 pub fn walk(r: &mut dyn Input, entry: &str, out: &mut Walk) {
     let mut w = Walker { out, entry };
-    if let Err(e) = w.one(r) {
+    if let Err(e) = w.one(r, 0) {
         w.out.error = Some(format!("{}: {e}", location(entry, r.position())));
         return;
     }
@@ -550,7 +749,7 @@ pub fn walk(r: &mut dyn Input, entry: &str, out: &mut Walk) {
         }
         // Put the PROTO opcode back in front, as part of the next pickle.
         let mut rest = Prefixed { head, at: 0, start, inner: r };
-        if let Err(e) = w.one(&mut rest) {
+        if let Err(e) = w.one(&mut rest, 0) {
             w.out.error = Some(format!("{}: {e}", location(entry, rest.position())));
             return;
         }

@@ -63,12 +63,7 @@ fn stored(path: String, digest: String, report: &FileReport) -> FileScan {
         path,
         digest,
         format: report.format.as_str().to_string(),
-        status: match report.status {
-            Status::Scanned => "scanned",
-            Status::Skipped => "skipped",
-            Status::Incomplete => "incomplete",
-        }
-        .to_string(),
+        status: status_str(report.status).to_string(),
         max_severity: report.max_severity().map(|s| s.as_str().to_string()),
         report: serde_json::to_string(report).unwrap_or_else(|_| "{}".into()),
         scanner: cairn_scan::SCANNER.to_string(),
@@ -125,43 +120,44 @@ fn report_of(s: &FileScan) -> FileReport {
     })
 }
 
-/// Totals over stored results.
-pub fn summary(scans: &[FileScan]) -> api::ScanSummary {
-    let mut s = api::ScanSummary { scanned: !scans.is_empty(), files: scans.len() as u64, ..Default::default() };
-    for scan in scans {
-        let r = report_of(scan);
-        match r.status {
-            Status::Skipped => s.skipped += 1,
-            Status::Incomplete => s.incomplete += 1,
-            Status::Scanned => {}
+/// Totals over results.
+pub fn summarize(files: &[api::FileScanResult]) -> api::ScanSummary {
+    let mut s = api::ScanSummary { scanned: !files.is_empty(), files: files.len() as u64, ..Default::default() };
+    let mut worst: Option<cairn_scan::Severity> = None;
+    for f in files {
+        match f.status.as_str() {
+            "skipped" => s.skipped += 1,
+            "incomplete" => s.incomplete += 1,
+            _ => {}
         }
-        for f in &r.findings {
-            *s.findings.entry(f.severity.as_str().to_string()).or_insert(0) += 1;
+        for x in &f.findings {
+            *s.findings.entry(x.severity.clone()).or_insert(0) += 1;
+            worst = worst.max(x.severity.parse().ok());
         }
-        let worst = r.max_severity();
-        if let Some(l) = r.license
-            && !s.licenses.contains(&l)
+        if let Some(l) = &f.license
+            && !s.licenses.contains(l)
         {
-            s.licenses.push(l);
-        }
-        let current = s.max_severity.as_deref().and_then(|m| m.parse::<cairn_scan::Severity>().ok());
-        if worst > current {
-            s.max_severity = worst.map(|w| w.as_str().to_string());
+            s.licenses.push(l.clone());
         }
     }
+    s.max_severity = worst.map(|w| w.as_str().to_string());
     s.clean = s.scanned && s.findings.is_empty() && s.incomplete == 0;
     s
 }
 
-/// The API's view of one stored result.
-pub fn file_result(s: &FileScan) -> api::FileScanResult {
-    let r = report_of(s);
+/// Totals over stored results.
+pub fn summary(scans: &[FileScan]) -> api::ScanSummary {
+    summarize(&scans.iter().map(file_result).collect::<Vec<_>>())
+}
+
+/// The API's view of one file's report.
+pub fn result(path: String, sha256: String, r: FileReport, scanner: String, scanned_at: String) -> api::FileScanResult {
     api::FileScanResult {
-        path: s.path.clone(),
-        sha256: s.digest.clone(),
-        format: s.format.clone(),
-        status: s.status.clone(),
-        max_severity: s.max_severity.clone(),
+        path,
+        sha256,
+        format: r.format.as_str().to_string(),
+        status: status_str(r.status).to_string(),
+        max_severity: r.max_severity().map(|s| s.as_str().to_string()),
         findings: r
             .findings
             .into_iter()
@@ -176,8 +172,21 @@ pub fn file_result(s: &FileScan) -> api::FileScanResult {
         imports: r.imports,
         license: r.license,
         error: r.error,
-        scanner: s.scanner.clone(),
-        scanned_at: crate::convert::rfc3339(s.scanned_at),
+        scanner,
+        scanned_at,
+    }
+}
+
+/// The API's view of one stored result.
+pub fn file_result(s: &FileScan) -> api::FileScanResult {
+    result(s.path.clone(), s.digest.clone(), report_of(s), s.scanner.clone(), crate::convert::rfc3339(s.scanned_at))
+}
+
+fn status_str(s: Status) -> &'static str {
+    match s {
+        Status::Scanned => "scanned",
+        Status::Skipped => "skipped",
+        Status::Incomplete => "incomplete",
     }
 }
 

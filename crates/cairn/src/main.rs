@@ -54,6 +54,8 @@ enum Command {
     Audit(cli::audit::AuditArgs),
     /// Check a version's signatures and that a directory (or the server's copy) holds exactly its files
     Verify(cli::verify::VerifyArgs),
+    /// Scan model files for unsafe pickles, Keras Lambda layers, malformed safetensors/GGUF/ONNX, secrets and licences (a local path offline, or a version on the server)
+    Scan(cli::scan::ScanArgs),
     /// Webhooks for lifecycle events: add, list, remove, deliveries, redeliver, ping
     Webhook(cli::webhook::WebhookArgs),
     /// Submit a draft version for review (active policies are checked first)
@@ -115,6 +117,7 @@ fn main() -> ExitCode {
                     Command::Pull(args) => cli::pull::run(args).await,
                     Command::Audit(args) => cli::audit::run(args).await,
                     Command::Verify(args) => cli::verify::run(args).await,
+                    Command::Scan(args) => cli::scan::run(args).await,
                     Command::Webhook(args) => cli::webhook::run(args).await,
                     Command::Submit(a) => cli::governance::run(LifecycleCommand::Submit(a)).await,
                     Command::Approve(a) => cli::governance::run(LifecycleCommand::Approve(a)).await,

@@ -13,6 +13,7 @@ pub mod ops;
 pub mod policy;
 pub mod pull;
 pub mod push;
+pub mod scan;
 pub mod serve;
 pub mod users;
 pub mod verify;

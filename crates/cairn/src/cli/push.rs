@@ -219,6 +219,12 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
         if let Some(key) = &sign_key {
             println!("Signed by {}", key.public().key_id());
         }
+        // What artifact scanning found; a push never fails on it (policies decide).
+        if let Ok(scan) = client.version_scan(&version.model, &version.version.to_string()).await
+            && scan.summary.scanned
+        {
+            println!("{}", super::scan::one_line(&scan, &format!("{}:{}", version.model, version.version)));
+        }
     }
     if let Some(put) = card {
         let reference = format!("{}:{}", version.model, version.version);

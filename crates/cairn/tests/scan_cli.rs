@@ -1,0 +1,106 @@
+//! `cairn scan` offline (a directory or a file, with the scanner the server runs) and online
+//! (a version's stored results, and a rescan), and the scan line `cairn push` prints.
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use cairn_test_utils::{Backend, TestServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cairn");
+
+fn run_as(cwd: &Path, server: Option<(String, String)>, args: &[String]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(cwd).stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CAIRN_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("CAIRN_CONFIG_DIR", cwd);
+    if let Some((url, token)) = server {
+        cmd.env("CAIRN_URL", url).env("CAIRN_TOKEN", token);
+    }
+    cmd.output().unwrap()
+}
+
+fn run(cwd: &Path, args: &[&str]) -> Output {
+    run_as(cwd, None, &args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
+}
+
+async fn cairn(cwd: &Path, s: &TestServer, args: &[&str]) -> Output {
+    let (cwd, args): (std::path::PathBuf, Vec<String>) =
+        (cwd.to_path_buf(), args.iter().map(|a| a.to_string()).collect());
+    let server = Some((s.url.clone(), s.token.clone()));
+    tokio::task::spawn_blocking(move || run_as(&cwd, server, &args)).await.unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[track_caller]
+fn exits(o: &Output, code: i32) -> String {
+    assert_eq!(o.status.code(), Some(code), "{}", text(o));
+    text(o)
+}
+
+/// `posix.system("id")` in protocol 2, as `pickle.dumps` writes it on Linux.
+const EVIL: &[u8] = b"\x80\x02cposix\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.";
+const KERAS_LAMBDA: &[u8] = b"\x89HDF\r\n\x1a\n{\"class_name\": \"Lambda\", \"config\": {}}";
+
+#[test]
+fn offline_scans_of_directories_and_files() {
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    std::fs::create_dir_all(dir.join("weights")).unwrap();
+    std::fs::write(dir.join("weights/model.pkl"), EVIL).unwrap();
+    std::fs::write(dir.join("README.md"), "# model\n").unwrap();
+    let out = run(tmp.path(), &["scan", dir.to_str().unwrap()]);
+    let said = exits(&out, 1);
+    assert!(said.contains("weights/model.pkl") && said.contains("posix.system") && said.contains("CRITICAL"), "{said}");
+
+    let out = run(tmp.path(), &["scan", dir.to_str().unwrap(), "--json"]);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(json["summary"]["findings"]["critical"], 1, "{json}");
+    assert_eq!(json["files"].as_array().unwrap().len(), 2);
+
+    // Findings below --fail-on pass; the same file fails with the default.
+    let h5 = tmp.path().join("model.h5");
+    std::fs::write(&h5, KERAS_LAMBDA).unwrap();
+    exits(&run(tmp.path(), &["scan", h5.to_str().unwrap(), "--fail-on", "high"]), 0);
+    exits(&run(tmp.path(), &["scan", h5.to_str().unwrap()]), 1);
+
+    std::fs::remove_file(dir.join("weights/model.pkl")).unwrap();
+    let said = exits(&run(tmp.path(), &["scan", dir.to_str().unwrap()]), 0);
+    assert!(said.contains("findings: none"), "{said}");
+
+    let said = exits(&run(tmp.path(), &["scan", "no/such:path:"]), 2);
+    assert!(said.contains("neither a file or directory"), "{said}");
+    let said = exits(&run(tmp.path(), &["scan", dir.to_str().unwrap(), "--fail-on", "severe"]), 2);
+    assert!(said.contains("unknown severity"), "{said}");
+    exits(&run(tmp.path(), &["scan", dir.to_str().unwrap(), "--rescan"]), 2);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn push_prints_the_scan_and_scan_shows_a_version() {
+    let Some(s) = TestServer::start(Backend::Sqlite, "push_prints_the_scan_and_scan_shows_a_version").await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let dir = tmp.path().join("model");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(dir.join("model.pkl"), EVIL).unwrap();
+    exits(&cairn(tmp.path(), &s, &["models", "create", "team/m"]).await, 0);
+    let said = exits(&cairn(tmp.path(), &s, &["push", "team/m", dir.to_str().unwrap(), "-q"]).await, 0);
+    assert!(said.contains("Scan: findings (1 critical) in model.pkl; details: cairn scan team/m:1"), "{said}");
+
+    let said = exits(&cairn(tmp.path(), &s, &["scan", "team/m:1"]).await, 1);
+    assert!(said.contains("posix.system"), "{said}");
+    let out = cairn(tmp.path(), &s, &["scan", "team/m:1", "--rescan", "--json"]).await;
+    exits(&out, 1);
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!((json["name"].as_str(), json["version"].as_i64()), (Some("m"), Some(1)), "{json}");
+    let said = exits(&cairn(tmp.path(), &s, &["scan", "team/m:7"]).await, 2);
+    assert!(said.contains("not_found") || said.contains("does not exist"), "{said}");
+    s.stop().await;
+}
