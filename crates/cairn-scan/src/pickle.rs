@@ -17,6 +17,12 @@ const MAX_LINE: usize = 64 * 1024;
 /// Bounds on the simulated unpickler, so a hostile stream cannot exhaust memory.
 const MAX_STACK: usize = 1 << 20;
 const MAX_MEMO: usize = 1 << 19;
+/// Bytes of names the memo keeps; past it, slots are kept without their value.
+const MAX_MEMO_BYTES: usize = 32 << 20;
+/// Past this depth, names pushed on the stack are kept as opaque values, so a long list of
+/// strings costs a slot each rather than its text (a name needed deeper than this makes the
+/// import unresolved, which is a finding).
+const DEEP_STACK: usize = 1 << 16;
 /// Tuples and dicts are tracked (for joblib's array wrappers) only while this small.
 const MAX_TRACKED: usize = 16;
 /// Pickles nested in pickles (joblib object arrays) are walked this deep.
@@ -202,19 +208,25 @@ struct Machine {
     /// Memo slots in use, with the value each holds (if we track it). Its length is the
     /// index `MEMOIZE` uses, as in the unpickler.
     memo: HashMap<u64, Option<V>>,
+    /// Bytes of the names in the memo.
+    memo_bytes: usize,
     /// The memo outgrew what we keep: later lookups may miss a name.
     memo_overflow: bool,
 }
 
 impl Machine {
     fn new() -> Self {
-        Self { stack: Vec::new(), memo: HashMap::new(), memo_overflow: false }
+        Self { stack: Vec::new(), memo: HashMap::new(), memo_bytes: 0, memo_overflow: false }
     }
 
     fn push(&mut self, v: V) -> io::Result<()> {
         if self.stack.len() >= MAX_STACK {
             return Err(bad("the pickle stack grows past the scanner's limit"));
         }
+        let v = match v {
+            V::Str(_) if self.stack.len() > DEEP_STACK => V::Other,
+            v => v,
+        };
         self.stack.push(v);
         Ok(())
     }
@@ -249,7 +261,20 @@ impl Machine {
 
     fn put(&mut self, idx: u64) -> io::Result<()> {
         let top = self.top()?;
-        let value = top.memoisable().then_some(top);
+        let cost = match &top {
+            V::Str(s) => s.len() + 32,
+            V::Global(m, n) => m.len() + n.len() + 32,
+            _ => 32,
+        };
+        let mut value = top.memoisable().then_some(top);
+        if value.is_some() {
+            if self.memo_bytes + cost > MAX_MEMO_BYTES {
+                value = None;
+                self.memo_overflow = true;
+            } else {
+                self.memo_bytes += cost;
+            }
+        }
         if self.memo.len() < MAX_MEMO || self.memo.contains_key(&idx) {
             self.memo.insert(idx, value);
         } else {

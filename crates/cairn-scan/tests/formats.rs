@@ -97,6 +97,23 @@ fn non_constant_imports_and_extension_codes_are_flagged() {
 }
 
 #[test]
+fn names_pushed_deep_in_the_stack_are_still_flagged() {
+    // 100,000 values under a mark, then an import: past the depth where names are kept, the
+    // import cannot be resolved, and that is itself a finding (never a silent pass).
+    let mut b = vec![0x80, 4, b'('];
+    for _ in 0..100_000 {
+        b.extend_from_slice(&[b'K', 1]);
+    }
+    b.extend_from_slice(&[0x8c, 2, b'o', b's', 0x8c, 6]);
+    b.extend_from_slice(b"system");
+    b.extend_from_slice(&[0x93, b')', b'R', b'l', b'.']);
+    let r = scan("deep.pkl", &b);
+    assert_eq!(r.status, Status::Scanned, "{r:?}");
+    assert_eq!(r.findings.len(), 1, "{r:?}");
+    assert_eq!((r.findings[0].rule.as_str(), r.findings[0].severity), ("pickle.unresolved_import", Severity::High));
+}
+
+#[test]
 fn malformed_pickles_are_incomplete_with_findings_kept() {
     let mut b = p4_call("os", "system", "id");
     b.pop(); // no STOP
