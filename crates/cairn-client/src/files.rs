@@ -194,6 +194,13 @@ impl Client {
         Ok(resp.bytes().await?.to_vec())
     }
 
+    /// `GET …/versions/{v}/sbom`: the version's CycloneDX 1.6 ML-BOM, as served.
+    pub async fn get_sbom(&self, model: &str, version: &str) -> Result<Vec<u8>, ClientError> {
+        let url = format!("{}{}/sbom", self.base, version_path(model, version));
+        let resp = self.check(self.authorised(self.http.get(url)).send().await?).await?;
+        Ok(resp.bytes().await?.to_vec())
+    }
+
     /// `GET …/versions/{v}/files/{path}`: starts a download, from byte `from` when it is
     /// not 0 (`Range: bytes=from-`). Check [`Download::offset`]: a server may answer a
     /// range request with the whole file.

@@ -79,6 +79,40 @@ pub fn detect_file(src: &dyn Source) -> Option<String> {
     detect_text(&String::from_utf8_lossy(&buf[..got])).map(str::to_string)
 }
 
+/// Whether `id` is one of the SPDX License List ids this module produces (the others are
+/// `LicenseRef-…` ids or ids passed through as written).
+pub fn is_spdx_id(id: &str) -> bool {
+    const IDS: &[&str] = &[
+        "Apache-2.0",
+        "MIT",
+        "BSD-3-Clause",
+        "BSD-2-Clause",
+        "BSD-3-Clause-Clear",
+        "ISC",
+        "BSL-1.0",
+        "EPL-2.0",
+        "MPL-2.0",
+        "GPL-3.0-only",
+        "GPL-3.0-or-later",
+        "GPL-2.0-only",
+        "GPL-2.0-or-later",
+        "LGPL-3.0-only",
+        "LGPL-2.1-only",
+        "AGPL-3.0-only",
+        "CC-BY-4.0",
+        "CC-BY-SA-4.0",
+        "CC-BY-NC-4.0",
+        "CC-BY-NC-SA-4.0",
+        "CC-BY-ND-4.0",
+        "CC-BY-NC-ND-4.0",
+        "CC0-1.0",
+        "Unlicense",
+        "WTFPL",
+        "Artistic-2.0",
+    ];
+    IDS.contains(&id)
+}
+
 /// The SPDX id for a model card's licence: a Hugging Face Hub licence id (`apache-2.0`), or an
 /// SPDX id already (any case). `None` for ids that name no particular licence (`other`).
 pub fn from_card(id: &str) -> Option<String> {

@@ -22,6 +22,7 @@ pub mod mlflow;
 pub mod page_token;
 pub mod rate_limit;
 pub mod routes;
+pub mod sbom;
 pub mod scanning;
 pub mod serve;
 pub mod session;

@@ -149,6 +149,85 @@ async fn pushed_versions_are_scanned_audited_and_gated(s: &TestServer) {
     assert_eq!(st, StatusCode::NOT_FOUND);
 }
 
+/// Validates `bom` against the CycloneDX 1.6 JSON schema shipped in cyclonedx-python-lib (the
+/// python of `.ci/setup-scan-python.sh`); `None` when that python is not configured.
+fn cyclonedx_errors(bom: &[u8]) -> Option<String> {
+    let py = match std::env::var_os("CAIRN_TEST_SCAN_PYTHON") {
+        Some(p) => p,
+        None if std::env::var("CAIRN_REQUIRE_ALL_TESTS").as_deref() == Ok("1") => {
+            panic!("CAIRN_REQUIRE_ALL_TESTS=1 but CAIRN_TEST_SCAN_PYTHON is unset: run .ci/setup-scan-python.sh")
+        }
+        None => {
+            eprintln!("SKIPPED: the CycloneDX schema check (set CAIRN_TEST_SCAN_PYTHON, see .ci/setup-scan-python.sh)");
+            return None;
+        }
+    };
+    let script = "import sys\nfrom cyclonedx.validation.json import JsonStrictValidator\nfrom cyclonedx.schema import SchemaVersion\n\
+                  e = JsonStrictValidator(SchemaVersion.V1_6).validate_str(sys.stdin.read())\nprint(e if e else 'VALID')\n";
+    let mut child = std::process::Command::new(py)
+        .args(["-c", script])
+        .stdin(std::process::Stdio::piped())
+        .stdout(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    use std::io::Write;
+    child.stdin.take().unwrap().write_all(bom).unwrap();
+    let out = child.wait_with_output().unwrap();
+    let said = String::from_utf8_lossy(&out.stdout).trim().to_string();
+    Some(if out.status.success() && said == "VALID" { String::new() } else { said })
+}
+
+const CARD: &str = "model:\n  name: resnet\n  license: mit\n  base_model: microsoft/resnet-50\n  pipeline_tag: image-classification\n  authors: [olga]\n\
+training:\n  datasets:\n    - name: imagenet-1k\n      link: https://image-net.org/\n      license: other\n\
+evaluation:\n  datasets:\n    - name: imagenet-val\n  metrics:\n    - name: accuracy\n      value: 0.81\n      confidence_interval: [0.8, 0.82]\n\
+limitations:\n  known: [low light]\n";
+
+async fn versions_have_a_cyclonedx_ml_bom(s: &TestServer) {
+    let st_bytes = safetensors();
+    let v = s.push("vision/resnet", &[("weights/model.safetensors", &st_bytes), ("LICENSE", APACHE)]).await;
+    let (st, info) =
+        s.call(Method::PUT, &format!("{M}/1/card"), Some(json!({"source_name": "card.yaml", "source": CARD}))).await;
+    assert_eq!(st, StatusCode::OK, "{info}");
+    let resp = reqwest::Client::new().get(format!("{}{M}/1/sbom", s.url)).bearer_auth(&s.token).send().await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    assert_eq!(resp.headers()["content-type"], "application/vnd.cyclonedx+json; version=1.6");
+    let bytes = resp.bytes().await.unwrap();
+    let bom: Value = serde_json::from_slice(&bytes).unwrap();
+    assert_eq!((bom["bomFormat"].as_str(), bom["specVersion"].as_str()), (Some("CycloneDX"), Some("1.6")));
+    let model = &bom["metadata"]["component"];
+    assert_eq!(
+        (model["type"].as_str(), model["group"].as_str(), model["name"].as_str(), model["version"].as_str()),
+        (Some("machine-learning-model"), Some("vision"), Some("resnet"), Some("1"))
+    );
+    assert_eq!(format!("sha256:{}", model["hashes"][0]["content"].as_str().unwrap()), v["digest"].as_str().unwrap());
+    let licences: Vec<&str> =
+        model["licenses"].as_array().unwrap().iter().map(|l| l["license"]["id"].as_str().unwrap()).collect();
+    assert_eq!(licences, ["Apache-2.0", "MIT"], "the licence file's and the card's");
+    let files = model["components"].as_array().unwrap();
+    let weights = files.iter().find(|f| f["name"] == "weights/model.safetensors").unwrap();
+    use sha2::Digest as _;
+    assert_eq!(weights["hashes"][0]["content"], hex::encode(sha2::Sha256::digest(&st_bytes)));
+    assert_eq!(model["modelCard"]["modelParameters"]["task"], "image-classification");
+    assert_eq!(model["modelCard"]["quantitativeAnalysis"]["performanceMetrics"][0]["value"], "0.81");
+    let names: Vec<&str> = bom["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["imagenet-1k", "imagenet-val", "microsoft/resnet-50"]);
+    let deps = &bom["dependencies"][0];
+    assert_eq!(deps["ref"], model["bom-ref"]);
+    assert_eq!(deps["dependsOn"].as_array().unwrap().len(), 3);
+    if let Some(errors) = cyclonedx_errors(&bytes) {
+        assert!(errors.is_empty(), "not valid CycloneDX 1.6: {errors}\n{bom:#}");
+    }
+    // Also without a card: still a valid BOM of the files.
+    s.push("vision/resnet", &[("model.bin", b"\0\0\0\0")]).await;
+    let resp = reqwest::Client::new().get(format!("{}{M}/2/sbom", s.url)).bearer_auth(&s.token).send().await.unwrap();
+    let bytes = resp.bytes().await.unwrap();
+    if let Some(errors) = cyclonedx_errors(&bytes) {
+        assert!(errors.is_empty(), "not valid CycloneDX 1.6: {errors}");
+    }
+    let (st, _) = s.call(Method::GET, &format!("{M}/7/sbom"), None).await;
+    assert_eq!(st, StatusCode::NOT_FOUND);
+}
+
 async fn with_scanning_off_scan_rules_fail_closed(s: &TestServer) {
     let evil = evil_pickle();
     s.push("vision/resnet", &[("model.pkl", &evil), ("LICENSE", APACHE)]).await;
@@ -197,7 +276,7 @@ macro_rules! both {
 
 mod on {
     use super::*;
-    both!(start: pushed_versions_are_scanned_audited_and_gated);
+    both!(start: pushed_versions_are_scanned_audited_and_gated, versions_have_a_cyclonedx_ml_bom);
 }
 
 mod off {

@@ -56,6 +56,8 @@ enum Command {
     Verify(cli::verify::VerifyArgs),
     /// Scan model files for unsafe pickles, Keras Lambda layers, malformed safetensors/GGUF/ONNX, secrets and licences (a local path offline, or a version on the server)
     Scan(cli::scan::ScanArgs),
+    /// A version's software bill of materials: CycloneDX 1.6 ML-BOM (JSON) with its files, datasets, base model and licences
+    Sbom(cli::scan::SbomArgs),
     /// Webhooks for lifecycle events: add, list, remove, deliveries, redeliver, ping
     Webhook(cli::webhook::WebhookArgs),
     /// Submit a draft version for review (active policies are checked first)
@@ -118,6 +120,7 @@ fn main() -> ExitCode {
                     Command::Audit(args) => cli::audit::run(args).await,
                     Command::Verify(args) => cli::verify::run(args).await,
                     Command::Scan(args) => cli::scan::run(args).await,
+                    Command::Sbom(args) => cli::scan::sbom(args).await,
                     Command::Webhook(args) => cli::webhook::run(args).await,
                     Command::Submit(a) => cli::governance::run(LifecycleCommand::Submit(a)).await,
                     Command::Approve(a) => cli::governance::run(LifecycleCommand::Approve(a)).await,

@@ -100,6 +100,11 @@ async fn push_prints_the_scan_and_scan_shows_a_version() {
     exits(&out, 1);
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
     assert_eq!((json["name"].as_str(), json["version"].as_i64()), (Some("m"), Some(1)), "{json}");
+    let bom_file = tmp.path().join("bom.json");
+    exits(&cairn(tmp.path(), &s, &["sbom", "team/m:1", "-o", bom_file.to_str().unwrap()]).await, 0);
+    let bom: serde_json::Value = serde_json::from_slice(&std::fs::read(&bom_file).unwrap()).unwrap();
+    assert_eq!(bom["metadata"]["component"]["components"][0]["name"], "model.pkl", "{bom}");
+    exits(&cairn(tmp.path(), &s, &["sbom", "team/m:9"]).await, 2);
     let said = exits(&cairn(tmp.path(), &s, &["scan", "team/m:7"]).await, 2);
     assert!(said.contains("not_found") || said.contains("does not exist"), "{said}");
     s.stop().await;

@@ -76,6 +76,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .routes(routes!(versions::set_version_tag, versions::delete_version_tag))
         .routes(routes!(versions::get_signatures))
         .routes(routes!(scan::get_scan, scan::rescan))
+        .routes(routes!(scan::get_sbom))
         .routes(routes!(files::create_upload))
         .routes(routes!(files::get_upload, files::delete_upload))
         .routes(routes!(files::put_part))

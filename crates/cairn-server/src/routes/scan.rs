@@ -4,6 +4,7 @@
 use axum::Json;
 use axum::extract::{Path, State};
 use axum::http::StatusCode;
+use axum::response::IntoResponse;
 use cairn_api_types as api;
 use cairn_core::{Permission, VersionSelector};
 use cairn_store::version::Version;
@@ -40,6 +41,42 @@ pub async fn get_scan(
     authorize_model(&state, &caller, Permission::ModelRead, &model, "version.scan").await?;
     let (v, scans) = state.store.version_scans(&model, &VersionSelector::parse(&version)?).await?;
     Ok(Json(answer(v, &scans)))
+}
+
+/// The version's software bill of materials: a CycloneDX 1.6 ML-BOM (JSON) listing the model
+/// with its manifest digest and licences, its model card, every file with its SHA-256, the
+/// datasets and base model its card names, and their dependencies.
+#[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/versions/{version}/sbom", tag = "versions",
+    params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path, description = "A number, @alias or semver label (1.4.2)")),
+    responses((status = 200, content_type = "application/vnd.cyclonedx+json", body = Object, description = "CycloneDX 1.6 JSON"), (status = 404, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("model.read"))))]
+pub async fn get_sbom(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path((namespace, name, version)): Path<(String, String, String)>,
+) -> ApiResult<axum::response::Response> {
+    let model = model_ref(&namespace, &name)?;
+    authorize_model(&state, &caller, Permission::ModelRead, &model, "version.sbom").await?;
+    let (v, files) = state.store.version_files(&model, &VersionSelector::parse(&version)?).await?;
+    let number = VersionSelector::Number(v.version);
+    let card = state.store.version_card(&model, &number).await?;
+    let card: Option<cairn_card::Card> = card.and_then(|c| serde_json::from_str(&c.card).ok());
+    let (_, scans) = state.store.version_scans(&model, &number).await?;
+    let summary = scanning::summary(&scans);
+    let bom = crate::sbom::build(&crate::sbom::Inputs {
+        version: &v,
+        files: &files,
+        card: card.as_ref(),
+        file_licenses: &summary.licenses,
+        scan_clean: summary.scanned.then_some(summary.clean),
+        timestamp: crate::convert::rfc3339(state.store.now()),
+        serial: uuid::Uuid::new_v4(),
+    });
+    Ok((
+        [(axum::http::header::CONTENT_TYPE, crate::sbom::MEDIA_TYPE)],
+        serde_json::to_vec(&bom).map_err(|e| ApiError::invalid(e.to_string()))?,
+    )
+        .into_response())
 }
 
 /// Scan a version's files again with this server's scanner and replace its results (for

@@ -68,6 +68,37 @@ async fn scan(args: &ScanArgs) -> anyhow::Result<ExitCode> {
     Ok(if failed { ExitCode::from(1) } else { ExitCode::SUCCESS })
 }
 
+/// Arguments of `cairn sbom`.
+#[derive(Args, Debug)]
+#[command(
+    after_help = "Examples:\n  cairn sbom vision/resnet:3 -o resnet-3.cdx.json\n  cairn sbom vision/resnet@champion"
+)]
+pub struct SbomArgs {
+    /// The version: namespace/name:N or namespace/name@alias
+    #[arg(value_name = "VERSION")]
+    pub reference: String,
+    /// Write it to this file instead of standard output
+    #[arg(short, long)]
+    pub output: Option<std::path::PathBuf>,
+}
+
+/// `cairn sbom`: a version's CycloneDX 1.6 ML-BOM.
+pub async fn sbom(args: SbomArgs) -> ExitCode {
+    let run = async {
+        let (model, version) = parse_reference(&args.reference)?;
+        let bom = super::client()?.get_sbom(&model, &version).await?;
+        match &args.output {
+            Some(path) => std::fs::write(path, &bom).with_context(|| format!("cannot write {}", path.display()))?,
+            None => println!("{}", String::from_utf8_lossy(&bom)),
+        }
+        anyhow::Ok(ExitCode::SUCCESS)
+    };
+    match run.await {
+        Ok(code) => code,
+        Err(e) => super::fail(&e),
+    }
+}
+
 /// `ns/name:3` or `ns/name@alias` → (`ns/name`, `3` | `@alias`).
 fn parse_reference(s: &str) -> Result<(String, String), UsageError> {
     let bad = || {
