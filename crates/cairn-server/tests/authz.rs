@@ -161,6 +161,7 @@ fn sample_body(method: &Method, template: &str, ns: Option<&str>, n: usize) -> O
             json!({ "decision": "comment", "role": "mrc", "rationale": "matrix" })
         }
         ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/policy-check") => json!({}),
+        ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/scan") => json!({}),
         ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/exceptions") => {
             json!({ "policy": "none", "justification": "the matrix needs a justification" })
         }
