@@ -112,7 +112,10 @@ impl<'a> Reader<'a> {
     }
 
     fn fill(&mut self) -> io::Result<()> {
-        let sequential = self.pos == self.buf_start + self.buf.len() as u64 && !self.buf.is_empty();
+        // Reading on from the end of the window, or a short skip past it, is sequential: the
+        // next window grows, so a remote source is asked few times. A seek elsewhere starts small.
+        let end = self.buf_start + self.buf.len() as u64;
+        let sequential = !self.buf.is_empty() && self.pos >= end && self.pos - end < self.window as u64;
         self.window = if sequential { (self.window * 2).min(MAX_WINDOW) } else { MIN_WINDOW };
         let want = usize::try_from(self.len.saturating_sub(self.pos)).unwrap_or(usize::MAX).min(self.window);
         self.buf.resize(want, 0);
@@ -238,6 +241,33 @@ pub(crate) fn bytes(r: &mut dyn Input, n: u64, cap: u64, what: &str) -> io::Resu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// Counts how often the source is asked.
+    struct Counting(Vec<u8>, std::sync::atomic::AtomicUsize);
+
+    impl Source for Counting {
+        fn len(&self) -> u64 {
+            self.0.len() as u64
+        }
+        fn read_at(&self, offset: u64, buf: &mut [u8]) -> io::Result<usize> {
+            self.1.fetch_add(1, std::sync::atomic::Ordering::Relaxed);
+            self.0.read_at(offset, buf)
+        }
+    }
+
+    #[test]
+    fn reading_on_with_short_skips_grows_the_window() {
+        // An opcode-dense pickle: one byte read, eight skipped, over 64 MiB.
+        let src = Counting(vec![0u8; 64 << 20], Default::default());
+        let mut r = Reader::new(&src);
+        let mut b = [0u8; 1];
+        while r.position() + 9 <= src.len() {
+            r.read_exact(&mut b).unwrap();
+            r.skip(8).unwrap();
+        }
+        let asked = src.1.load(std::sync::atomic::Ordering::Relaxed);
+        assert!(asked < 40, "64 MiB read in {asked} requests");
+    }
 
     #[test]
     fn reader_reads_seeks_and_skips_across_windows() {
