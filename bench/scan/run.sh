@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # What artifact scanning costs a push, side by side in one run: the same model directories
 # pushed with `cairn push` to two `cairn serve` on loopback, one scanning every file before
-# the commit (the default) and one with CAIRN_SCAN_ARTIFACTS=false. Four shapes of about
+# the commit (the default) and one with CAIRN_SCAN_ARTIFACTS=false; and the scanners alone,
+# `cairn scan DIR` against `modelscan -p DIR` (the reference tool) on the same directories. Four shapes of about
 # SIZE_MIB MiB each (bench/scan/make_models.py): a PyTorch zip checkpoint, a joblib dump of
 # NumPy arrays, an opcode-dense pickle (the scanner's worst case), a safetensors file.
 # Content is regenerated for every run, so nothing is deduplicated. Also: the offline
@@ -20,6 +21,7 @@ if [ -z "${CAIRN_BIN:-}" ]; then
   CAIRN_BIN="${CARGO_TARGET_DIR:-target}/release/cairn"
 fi
 PY="$(bash .ci/setup-scan-python.sh | tail -n1)"
+MODELSCAN="$(dirname "$PY")/modelscan"
 WORK=$(mktemp -d "${BENCH_TMP:-${TMPDIR:-/tmp}}/cairn-scanbench.XXXXXX")
 PIDS=()
 cleanup() {
@@ -56,14 +58,17 @@ for mode in on off; do
 done
 echo "machine: $(nproc) cores, $(awk '/MemTotal/ {printf "%.0f GiB", $2/1048576}' /proc/meminfo); cairn $("$CAIRN_BIN" --version | awk '{print $2}'); ~${SIZE_MIB} MiB per model, best of $RUNS" >&2
 
-declare -A T
+declare -A T MIB
 for run in $(seq 1 "$RUNS"); do
   "$PY" bench/scan/make_models.py "$WORK/models-$run" "$SIZE_MIB" "$run"
   for shape in "${SHAPES[@]}"; do
     dir="$WORK/models-$run/$shape"
     cat "$dir"/* >/dev/null
+    MIB[$shape]=$(du -sm "$dir" | cut -f1)
     t0=$(now); "$CAIRN_BIN" scan "$dir" >/dev/null; t1=$(now)
     T[scan,$shape]+="$(echo "$t1 - $t0" | bc) "
+    t0=$(now); "$MODELSCAN" -p "$dir" >/dev/null 2>&1 || true; t1=$(now)
+    T[modelscan,$shape]+="$(echo "$t1 - $t0" | bc) "
     # Alternate which server goes first, so neither always meets a warmer cache.
     order=(on off); [ $((run % 2)) = 0 ] && order=(off on)
     for mode in "${order[@]}"; do
@@ -74,11 +79,12 @@ for run in $(seq 1 "$RUNS"); do
   rm -rf "$WORK/models-$run"
 done
 
-printf '%-14s %9s %12s %12s %9s %14s\n' "shape" "size MiB" "push, scan" "push, off" "ratio" "cairn scan s"
+printf '%-14s %9s %11s %11s %7s %11s %11s %9s\n' "shape" "file MiB" "push, scan" "push, off" "ratio" "cairn scan" "modelscan" "ratio"
 for shape in "${SHAPES[@]}"; do
   on=$(printf '%s\n' ${T[on,$shape]} | best); off=$(printf '%s\n' ${T[off,$shape]} | best)
-  scan=$(printf '%s\n' ${T[scan,$shape]} | best)
-  printf '%-14s %9s %12.2f %12.2f %9.2f %14.2f\n' "$shape" "~$SIZE_MIB" "$on" "$off" "$(echo "scale=3; $on / $off" | bc)" "$scan"
+  scan=$(printf '%s\n' ${T[scan,$shape]} | best); ms=$(printf '%s\n' ${T[modelscan,$shape]} | best)
+  printf '%-14s %9s %11.2f %11.2f %7.2f %11.2f %11.2f %9.3f\n' "$shape" "${MIB[$shape]}" "$on" "$off" \
+    "$(echo "scale=3; $on / $off" | bc)" "$scan" "$ms" "$(echo "scale=4; $scan / $ms" | bc)"
 done
 printf 'server peak RSS after all pushes: scanning %s MiB, not scanning %s MiB\n' "$(peak_rss_mib "${PID[on]}")" "$(peak_rss_mib "${PID[off]}")"
 CAIRN_URL="${URL[on]}" "$CAIRN_BIN" scan bench/pickle:1 --json | python3 -c 'import json,sys; d=json.load(sys.stdin); print("scan of bench/pickle:1:", d["summary"])' || true

@@ -41,17 +41,6 @@ rules:
     condition: {field: scan.licenses, op: contains, value: Apache-2.0}
 "#;
 
-async fn call(s: &TestServer, token: &str, method: Method, path: &str, body: Option<Value>) -> (StatusCode, Value) {
-    let mut req = reqwest::Client::new().request(method, format!("{}{path}", s.url)).bearer_auth(token);
-    if let Some(b) = body {
-        req = req.json(&b);
-    }
-    let resp = req.send().await.unwrap();
-    let st = resp.status();
-    let bytes = resp.bytes().await.unwrap();
-    (st, serde_json::from_slice(&bytes).unwrap_or(Value::Null))
-}
-
 async fn events(s: &TestServer, action: &str) -> Vec<Value> {
     let (st, v) = s.call(Method::GET, &format!("/api/v1/audit/events?action={action}"), None).await;
     assert_eq!(st, StatusCode::OK, "{v}");
@@ -138,12 +127,12 @@ async fn pushed_versions_are_scanned_audited_and_gated(s: &TestServer) {
     let (st, _) = s.call(Method::POST, "/api/v1/namespaces", Some(json!({"name": "other"}))).await;
     assert_eq!(st, StatusCode::CREATED);
     let outsider = s.service_account("outsider", &[("viewer", Some("other"))]).await;
-    let (st, _) = call(s, &outsider, Method::GET, &format!("{M}/1/scan"), None).await;
+    let (st, _) = s.call_as(Some(&outsider), Method::GET, &format!("{M}/1/scan"), None).await;
     assert!(st == StatusCode::FORBIDDEN || st == StatusCode::NOT_FOUND, "{st}");
     let viewer = s.service_account("viewer", &[("viewer", Some("vision"))]).await;
-    let (st, v) = call(s, &viewer, Method::GET, &format!("{M}/1/scan"), None).await;
+    let (st, v) = s.call_as(Some(&viewer), Method::GET, &format!("{M}/1/scan"), None).await;
     assert_eq!(st, StatusCode::OK, "{v}");
-    let (st, _) = call(s, &viewer, Method::POST, &format!("{M}/1/scan"), None).await;
+    let (st, _) = s.call_as(Some(&viewer), Method::POST, &format!("{M}/1/scan"), None).await;
     assert_eq!(st, StatusCode::FORBIDDEN);
     let (st, _) = s.call(Method::GET, &format!("{M}/9/scan"), None).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
@@ -247,39 +236,12 @@ async fn start_off(backend: Backend, test: &str) -> Option<TestServer> {
     TestServer::start_with(backend, test, |s| s.scan_artifacts = false).await
 }
 
-async fn start(backend: Backend, test: &str) -> Option<TestServer> {
-    TestServer::start(backend, test).await
-}
-
-macro_rules! both {
-    ($start:ident: $($name:ident),* $(,)?) => {
-        mod sqlite { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(s) = super::$start(cairn_test_utils::Backend::Sqlite, stringify!($name)).await {
-                    super::$name(&s).await;
-                    s.stop().await;
-                }
-            }
-        )* }
-        mod postgres { $(
-            #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-            async fn $name() {
-                if let Some(s) = super::$start(cairn_test_utils::Backend::Postgres, stringify!($name)).await {
-                    super::$name(&s).await;
-                    s.stop().await;
-                }
-            }
-        )* }
-    };
-}
-
 mod on {
     use super::*;
-    both!(start: pushed_versions_are_scanned_audited_and_gated, versions_have_a_cyclonedx_ml_bom);
+    cairn_test_utils::both_backends!(pushed_versions_are_scanned_audited_and_gated, versions_have_a_cyclonedx_ml_bom);
 }
 
 mod off {
     use super::*;
-    both!(start_off: with_scanning_off_scan_rules_fail_closed);
+    cairn_test_utils::both_backends_with!(start_off: with_scanning_off_scan_rules_fail_closed);
 }

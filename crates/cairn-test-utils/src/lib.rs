@@ -247,7 +247,21 @@ impl TestServer {
         path: &str,
         body: Option<serde_json::Value>,
     ) -> (reqwest::StatusCode, serde_json::Value) {
-        let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.url)).bearer_auth(&self.token);
+        self.call_as(Some(&self.token), method, path, body).await
+    }
+
+    /// Like [`TestServer::call`], with another API key (or none).
+    pub async fn call_as(
+        &self,
+        token: Option<&str>,
+        method: reqwest::Method,
+        path: &str,
+        body: Option<serde_json::Value>,
+    ) -> (reqwest::StatusCode, serde_json::Value) {
+        let mut req = reqwest::Client::new().request(method, format!("{}{path}", self.url));
+        if let Some(t) = token {
+            req = req.bearer_auth(t);
+        }
         if let Some(b) = body {
             req = req.json(&b);
         }
@@ -428,10 +442,22 @@ pub fn concrete_path(template: &str, namespace: &str) -> String {
 #[macro_export]
 macro_rules! both_backends {
     ($($name:ident),* $(,)?) => {
+        $crate::both_backends_with!($crate::TestServer::start: $($name),*);
+    };
+}
+
+/// Like [`both_backends!`], with the server started by `start` (an
+/// `async fn(Backend, &str) -> Option<TestServer>` in scope of the calling module's parent,
+/// e.g. one that changes settings).
+#[macro_export]
+macro_rules! both_backends_with {
+    ($start:path: $($name:ident),* $(,)?) => {
         mod sqlite { $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                if let Some(s) = $crate::TestServer::start($crate::Backend::Sqlite, stringify!($name)).await {
+                #[allow(unused_imports)]
+                use super::*;
+                if let Some(s) = $start($crate::Backend::Sqlite, stringify!($name)).await {
                     super::$name(&s).await;
                     s.stop().await;
                 }
@@ -440,7 +466,9 @@ macro_rules! both_backends {
         mod postgres { $(
             #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
             async fn $name() {
-                if let Some(s) = $crate::TestServer::start($crate::Backend::Postgres, stringify!($name)).await {
+                #[allow(unused_imports)]
+                use super::*;
+                if let Some(s) = $start($crate::Backend::Postgres, stringify!($name)).await {
                     super::$name(&s).await;
                     s.stop().await;
                 }
