@@ -67,7 +67,7 @@ impl LocalBackend {
         format!("local {}", self.root.display())
     }
 
-    fn blob_path(&self, digest: &Digest) -> PathBuf {
+    pub(crate) fn blob_path(&self, digest: &Digest) -> PathBuf {
         self.root.join(crate::backend::blob_name(digest))
     }
 

@@ -486,6 +486,17 @@ impl BlobStore {
         Ok(BlobReader { size, stream })
     }
 
+    /// The file holding a committed blob's exact bytes, when there is one: a local store
+    /// without encryption. Readers that need random access at file speed (the artifact
+    /// scanner) read it directly; the bytes were verified when the blob was committed, and
+    /// committed blobs never change. `None` for S3 and for encrypted stores.
+    pub fn plaintext_file(&self, d: &Digest) -> Option<std::path::PathBuf> {
+        match (&*self.inner.backend, &self.inner.keyring) {
+            (Backend::Local(local), None) => Some(local.blob_path(d)),
+            _ => None,
+        }
+    }
+
     /// A time-limited URL to download the blob directly from S3, when that serves the exact
     /// bytes: S3 without encryption. `None` for local stores and encrypted stores.
     pub async fn presign_get(&self, d: &Digest, ttl: Duration) -> Result<Option<String>> {

@@ -1,6 +1,6 @@
 //! Scanning a version's files (`cairn-scan`) before the version is committed, so a version is
 //! never visible without its scan results: reading each blob through a bounded window on a
-//! blocking thread, reusing results for bytes already scanned at the same path, and turning
+//! blocking thread (straight from its file on a local unencrypted store), reusing results for bytes already scanned at the same path, and turning
 //! stored results into the API's answer and the policy engine's `scan` facts.
 
 use std::io;
@@ -105,8 +105,21 @@ async fn scan_one(state: &AppState, f: FileEntry, reuse: bool) -> Result<Option<
         Ok(None) | Err(_) => return Ok(None),
     }
     let src = BlobSource { blobs: state.blobs.clone(), digest, size: f.size, rt: tokio::runtime::Handle::current() };
+    let file = state.blobs.plaintext_file(&digest);
     let name = path.clone();
-    let report = tokio::task::spawn_blocking(move || scanner().scan(&name, &src)).await.map_err(|e| {
+    let report = tokio::task::spawn_blocking(move || {
+        // A local, unencrypted store: read the blob's file directly (at file speed); else
+        // through the store, a window at a time.
+        match file
+            .and_then(|p| cairn_scan::FileSource::open(&p).ok())
+            .filter(|f| cairn_scan::Source::len(f) == src.size)
+        {
+            Some(local) => scanner().scan(&name, &local),
+            None => scanner().scan(&name, &src),
+        }
+    })
+    .await
+    .map_err(|e| {
         ApiError::new(axum::http::StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("the scanner stopped: {e}"))
     })?;
     Ok(Some(stored(path, f.sha256, &report)))

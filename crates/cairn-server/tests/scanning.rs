@@ -232,6 +232,34 @@ async fn with_scanning_off_scan_rules_fail_closed(s: &TestServer) {
     assert!(events(s, "version.scan").await.is_empty());
 }
 
+/// S3 and encrypted at rest: the scanner reads blobs through the store, a window at a time.
+async fn start_s3_encrypted(backend: Backend, test: &str) -> Option<TestServer> {
+    let storage = cairn_test_utils::Storage { blobs: cairn_test_utils::BlobBackend::S3, encrypted: true };
+    TestServer::start_with_storage(backend, storage, test, |_| {}).await
+}
+
+async fn blobs_read_through_the_store_are_scanned_whole(s: &TestServer) {
+    // A pickle of 300,000 opcodes (about 2.7 MB, several read windows), the import at the end.
+    let mut big = vec![0x80, 4, b']', b'('];
+    for _ in 0..300_000 {
+        big.push(b'G');
+        big.extend_from_slice(&1.5f64.to_be_bytes());
+    }
+    big.extend_from_slice(&[b'e', b'0']);
+    big.extend_from_slice(&evil_pickle()[2..]);
+    assert!(s.state.blobs.plaintext_file(&"0".repeat(64).parse().unwrap()).is_none(), "not a local plain store");
+    s.push("vision/resnet", &[("model.pkl", &big), ("weights/model.safetensors", &safetensors())]).await;
+    let (st, scan) = s.call(Method::GET, &format!("{M}/1/scan"), None).await;
+    assert_eq!(st, StatusCode::OK, "{scan}");
+    let pkl = file(&scan, "model.pkl");
+    assert_eq!(
+        (pkl["status"].as_str(), pkl["findings"][0]["subject"].as_str()),
+        (Some("scanned"), Some("os.system")),
+        "{scan}"
+    );
+    assert!(file(&scan, "weights/model.safetensors")["findings"].as_array().unwrap().is_empty());
+}
+
 async fn start_off(backend: Backend, test: &str) -> Option<TestServer> {
     TestServer::start_with(backend, test, |s| s.scan_artifacts = false).await
 }
@@ -239,6 +267,11 @@ async fn start_off(backend: Backend, test: &str) -> Option<TestServer> {
 mod on {
     use super::*;
     cairn_test_utils::both_backends!(pushed_versions_are_scanned_audited_and_gated, versions_have_a_cyclonedx_ml_bom);
+}
+
+mod through_the_store {
+    use super::*;
+    cairn_test_utils::both_backends_with!(start_s3_encrypted: blobs_read_through_the_store_are_scanned_whole);
 }
 
 mod off {
