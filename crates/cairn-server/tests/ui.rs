@@ -527,6 +527,14 @@ async fn pages_are_small_safe_and_searchable(s: &TestServer) {
         "{}",
         v2.body
     );
+    // Its artifact scan is shown (a raw .bin is skipped, so nothing is found), with the ML-BOM;
+    // version 1 predates any file and was never scanned.
+    assert!(v2.body.contains("id=\"scan\"") && v2.body.contains("nothing found"), "{}", v2.body);
+    assert!(v2.body.contains("/versions/2/sbom\""), "{}", v2.body);
+    assert!(b.get(V1).await.body.contains("Not scanned"));
+    let bom = b.get("/api/v1/models/risk/fraud/versions/2/sbom").await;
+    assert_eq!(bom.status, StatusCode::OK);
+    assert!(bom.body.contains("\"specVersion\":\"1.6\""), "{}", bom.body);
     let file = b.get("/api/v1/models/risk/fraud/versions/2/files/weights/model%20two.bin").await;
     assert_eq!((file.status, file.body.as_bytes()), (StatusCode::OK, data.as_slice()));
     // The comparison shows both versions side by side.

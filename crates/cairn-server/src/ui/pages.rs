@@ -308,7 +308,7 @@ pub async fn version(
     // all at once: each read is an API handler with its own queries.
     let path = (namespace.clone(), name.clone(), v.version.to_string());
     let at = || Path(path.clone());
-    let (files, life, card, card_info, evals, policy, sigs) = tokio::join!(
+    let (files, life, card, card_info, evals, policy, sigs, scan) = tokio::join!(
         crate::routes::files::list_files(State(s.clone()), c.clone(), at()),
         lifecycle::get_lifecycle(State(s.clone()), c.clone(), at()),
         card_html(s, &viewer, path.clone()),
@@ -321,6 +321,7 @@ pub async fn version(
             ApiQuery(lifecycle::ResultsQuery { limit: Some(100) })
         ),
         versions::get_signatures(State(s.clone()), c.clone(), at()),
+        crate::routes::scan::get_scan(State(s.clone()), c.clone(), at()),
     );
     let files = ok_or_none(files)?;
     let axum::Json(life) = life?;
@@ -329,6 +330,7 @@ pub async fn version(
     let evals = ok_or_none(evals)?.map(|l| l.results).unwrap_or_default();
     let policy = ok_or_none(policy)?.unwrap_or_default();
     let sigs = ok_or_none(sigs)?;
+    let scan = ok_or_none(scan)?;
     let mut server_keys = vec![state.signing_key.public().key_id()];
     if sigs.as_ref().is_some_and(|x| !x.signatures.is_empty()) {
         server_keys.extend(state.store.signing_keys().await.map_err(ApiError::from)?.into_iter().map(|k| k.key_id));
@@ -367,7 +369,7 @@ pub async fn version(
         "version.html",
         context! {
             me, nav => "models", title, model => model_name, namespace, name, v, files, life, card, card_info,
-            evals, chart, policy, sigs, signatures, lineage, review_roles, actions, current_round, base,
+            evals, chart, policy, sigs, signatures, lineage, review_roles, actions, current_round, base, scan,
             notice => flash.notice, error => flash.error,
         },
     ))
