@@ -245,7 +245,7 @@ async fn blobs_read_through_the_store_are_scanned_whole(s: &TestServer) {
         big.push(b'G');
         big.extend_from_slice(&1.5f64.to_be_bytes());
     }
-    big.extend_from_slice(&[b'e', b'0']);
+    big.extend_from_slice(b"e0");
     big.extend_from_slice(&evil_pickle()[2..]);
     assert!(s.state.blobs.plaintext_file(&"0".repeat(64).parse().unwrap()).is_none(), "not a local plain store");
     s.push("vision/resnet", &[("model.pkl", &big), ("weights/model.safetensors", &safetensors())]).await;
