@@ -88,7 +88,7 @@ pub fn detect(path: &str, head: &[u8]) -> Format {
         "gguf" => Format::Gguf,
         "onnx" => Format::Onnx,
         e if TEXT_EXTENSIONS.contains(&e) => Format::Text,
-        _ if name == ".env" || name == "dockerfile" || name == "makefile" => Format::Text,
+        _ if matches!(name.as_str(), ".env" | "dockerfile" | "makefile" | "mlmodel") => Format::Text,
         _ if zip => Format::Zip,
         _ if pickle => Format::Pickle,
         _ => Format::Other,

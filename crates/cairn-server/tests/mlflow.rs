@@ -119,6 +119,29 @@ async fn client_scenarios(backend: Backend) {
     let (st, sig) = call(&s, &admin, Method::GET, "/api/v1/models/t1/flow-iris/versions/1/signatures", None).await;
     assert_eq!(st, StatusCode::OK);
     assert_eq!(sig["signatures"][0]["kind"], "server", "{sig}");
+    // Its files were scanned before it was committed: the scikit-learn model MLflow saved (a
+    // skops zip), its MLmodel and environment files; nothing found, nothing left unread.
+    let (st, scan) = call(&s, &admin, Method::GET, "/api/v1/models/t1/flow-iris/versions/1/scan", None).await;
+    assert_eq!(st, StatusCode::OK, "{scan}");
+    assert_eq!(
+        (
+            scan["summary"]["scanned"].as_bool(),
+            scan["summary"]["clean"].as_bool(),
+            scan["summary"]["incomplete"].as_u64()
+        ),
+        (Some(true), Some(true), Some(0)),
+        "{scan}"
+    );
+    let format = |path: &str| {
+        let f = scan["files"].as_array().unwrap().iter().find(|f| f["path"] == path);
+        f.map(|f| (f["format"].as_str().unwrap().to_owned(), f["status"].as_str().unwrap().to_owned()))
+    };
+    assert_eq!(format("MLmodel"), Some(("text".into(), "scanned".into())), "{scan}");
+    let model = scan["files"].as_array().unwrap().iter().find(|f| f["path"].as_str().unwrap().starts_with("model."));
+    assert!(
+        model.is_some_and(|m| m["status"] == "scanned" && m["format"] != "other"),
+        "the model file is read: {scan}"
+    );
     let (st, evals) = call(&s, &admin, Method::GET, "/api/v1/models/t1/flow-iris/versions/1/evaluations", None).await;
     assert_eq!(st, StatusCode::OK, "{evals}");
     let run_result = &evals["results"][0];
