@@ -219,15 +219,26 @@ impl Machine {
         Self { stack: Vec::new(), memo: HashMap::new(), memo_bytes: 0, memo_overflow: false }
     }
 
+    #[inline]
     fn push(&mut self, v: V) -> io::Result<()> {
-        if self.stack.len() >= MAX_STACK {
-            return Err(bad("the pickle stack grows past the scanner's limit"));
+        let depth = self.stack.len();
+        if depth > DEEP_STACK {
+            if depth >= MAX_STACK {
+                return Err(bad("the pickle stack grows past the scanner's limit"));
+            }
+            if matches!(v, V::Str(_)) {
+                self.stack.push(V::Other);
+                return Ok(());
+            }
         }
-        let v = match v {
-            V::Str(_) if self.stack.len() > DEEP_STACK => V::Other,
-            v => v,
-        };
         self.stack.push(v);
+        Ok(())
+    }
+
+    /// Pops everything down to and including the top mark, without keeping it.
+    fn discard_mark(&mut self) -> io::Result<()> {
+        let at = self.stack.iter().rposition(|v| matches!(v, V::Mark)).ok_or_else(|| bad("no mark on the stack"))?;
+        self.stack.truncate(at);
         Ok(())
     }
 
@@ -478,15 +489,12 @@ impl Walker<'_> {
         }
         let mut m = Machine::new();
         loop {
-            let at = r.position();
             let [op] = array::<1>(r).map_err(|e| eof_as(e, "the pickle ends without STOP"))?;
             match op {
                 b'.' => return Ok(()),
                 b'(' => m.push(V::Mark)?,
                 b'0' => m.pop_n(1)?,
-                b'1' => {
-                    m.pop_mark()?;
-                }
+                b'1' => m.discard_mark()?,
                 b'2' => {
                     let v = m.top()?;
                     m.push(v)?;
@@ -629,9 +637,7 @@ impl Walker<'_> {
                     let items = m.pop_mark()?;
                     m.set_items(items)?;
                 }
-                b'e' | 0x90 => {
-                    m.pop_mark()?;
-                }
+                b'e' | 0x90 => m.discard_mark()?,
                 b't' => {
                     let items = m.pop_mark()?;
                     m.push(tuple(items))?;
@@ -642,7 +648,7 @@ impl Walker<'_> {
                     m.set_items(items)?;
                 }
                 b'l' | 0x91 => {
-                    m.pop_mark()?;
+                    m.discard_mark()?;
                     m.push(V::Other)?;
                 }
                 b'o' => {
@@ -653,12 +659,14 @@ impl Walker<'_> {
                     m.push(V::Other)?;
                 }
                 b'c' => {
+                    let at = r.position() - 1;
                     let module = line_str(r)?;
                     let name = line_str(r)?;
                     self.import(&module, &name, at);
                     m.push(V::Global(Rc::from(module), Rc::from(name)))?;
                 }
                 b'i' => {
+                    let at = r.position() - 1;
                     let module = line_str(r)?;
                     let name = line_str(r)?;
                     self.import(&module, &name, at);
@@ -666,6 +674,7 @@ impl Walker<'_> {
                     m.push(V::Other)?;
                 }
                 0x93 => {
+                    let at = r.position() - 1;
                     let name = m.pop()?;
                     let module = m.pop()?;
                     match (module, name) {
@@ -685,16 +694,19 @@ impl Walker<'_> {
                     }
                 }
                 0x82 => {
+                    let at = r.position() - 1;
                     r.skip(1)?;
                     self.extension(at);
                     m.push(V::Other)?;
                 }
                 0x83 => {
+                    let at = r.position() - 1;
                     r.skip(2)?;
                     self.extension(at);
                     m.push(V::Other)?;
                 }
                 0x84 => {
+                    let at = r.position() - 1;
                     r.skip(4)?;
                     self.extension(at);
                     m.push(V::Other)?;

@@ -76,6 +76,10 @@ impl Source for FileSource {
 pub trait Input: Read {
     fn skip(&mut self, n: u64) -> io::Result<()>;
     fn position(&self) -> u64;
+    /// Fills `buf` exactly (the format walkers' hot path: opcodes and their arguments).
+    fn exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
+        self.read_exact(buf)
+    }
 }
 
 /// Smallest and largest read the buffered reader makes: sequential reads grow the window so a
@@ -166,6 +170,20 @@ impl Seek for Reader<'_> {
 }
 
 impl Input for Reader<'_> {
+    #[inline]
+    fn exact(&mut self, out: &mut [u8]) -> io::Result<()> {
+        // Straight from the window when it holds all of it.
+        if self.pos >= self.buf_start {
+            let at = (self.pos - self.buf_start) as usize;
+            if let Some(src) = self.buf.get(at..at + out.len()) {
+                out.copy_from_slice(src);
+                self.pos += out.len() as u64;
+                return Ok(());
+            }
+        }
+        self.read_exact(out)
+    }
+
     fn skip(&mut self, n: u64) -> io::Result<()> {
         let to = self.pos.checked_add(n).filter(|&to| to <= self.len);
         match to {
@@ -218,7 +236,7 @@ impl<R: Read> Input for Stream<R> {
 /// Reads exactly `N` bytes.
 pub(crate) fn array<const N: usize>(r: &mut dyn Input) -> io::Result<[u8; N]> {
     let mut b = [0u8; N];
-    r.read_exact(&mut b)?;
+    r.exact(&mut b)?;
     Ok(b)
 }
 
