@@ -102,7 +102,14 @@ async fn scan_one(state: &AppState, f: FileEntry, reuse: bool) -> Result<Option<
     let Ok(digest) = f.sha256.parse::<Digest>() else { return Ok(None) };
     match state.blobs.stat(&digest).await {
         Ok(Some(_)) => {}
-        Ok(None) | Err(_) => return Ok(None),
+        Ok(None) => return Ok(None),
+        Err(e) => {
+            // Never a silent pass: the file counts as unread, so `scan.clean` is false until a
+            // rescan reads it.
+            let mut report = FileReport::skipped();
+            report.fail(format!("the blob could not be read: {e}"));
+            return Ok(Some(stored(path, f.sha256, &report)));
+        }
     }
     let src = BlobSource { blobs: state.blobs.clone(), digest, size: f.size, rt: tokio::runtime::Handle::current() };
     let file = state.blobs.plaintext_file(&digest);

@@ -232,6 +232,26 @@ async fn with_scanning_off_scan_rules_fail_closed(s: &TestServer) {
     assert!(events(s, "version.scan").await.is_empty());
 }
 
+async fn unreadable_files_keep_a_version_unclean_and_are_read_again(s: &TestServer) {
+    let broken: &[u8] = b"\x80\x04\xff.";
+    s.push("vision/resnet", &[("model.pkl", broken)]).await;
+    s.push("vision/resnet", &[("model.pkl", broken), ("README.md", b"# r\n")]).await;
+    let mut at = Vec::new();
+    for v in [1, 2] {
+        let (_, scan) = s.call(Method::GET, &format!("{M}/{v}/scan"), None).await;
+        assert_eq!(
+            (scan["summary"]["clean"].as_bool(), scan["summary"]["incomplete"].as_u64()),
+            (Some(false), Some(1)),
+            "{scan}"
+        );
+        let f = file(&scan, "model.pkl");
+        assert_eq!(f["status"], "incomplete");
+        assert!(f["error"].as_str().unwrap().contains("unknown opcode 0xff"), "{f}");
+        at.push(f["scanned_at"].clone());
+    }
+    assert_ne!(at[0], at[1], "an incomplete result is read again, never reused");
+}
+
 /// S3 and encrypted at rest: the scanner reads blobs through the store, a window at a time.
 async fn start_s3_encrypted(backend: Backend, test: &str) -> Option<TestServer> {
     let storage = cairn_test_utils::Storage { blobs: cairn_test_utils::BlobBackend::S3, encrypted: true };
@@ -266,7 +286,11 @@ async fn start_off(backend: Backend, test: &str) -> Option<TestServer> {
 
 mod on {
     use super::*;
-    cairn_test_utils::both_backends!(pushed_versions_are_scanned_audited_and_gated, versions_have_a_cyclonedx_ml_bom);
+    cairn_test_utils::both_backends!(
+        pushed_versions_are_scanned_audited_and_gated,
+        versions_have_a_cyclonedx_ml_bom,
+        unreadable_files_keep_a_version_unclean_and_are_read_again
+    );
 }
 
 mod through_the_store {

@@ -123,13 +123,14 @@ impl Store {
     }
 
     /// A stored result for the same bytes at the same path from the same scanner, which a new
-    /// version can reuse instead of reading the file again.
+    /// version can reuse instead of reading the file again. Incomplete results are never
+    /// reused: what stopped the read may have been passing.
     pub async fn reusable_scan(&self, digest: &str, path: &str, scanner: &str) -> Result<Option<FileScan>, StoreError> {
         let mut c = self.db.read().await?;
         c.conn()
             .fetch_optional(
                 "SELECT path, digest, format, status, max_severity, report, scanner, scanned_at \
-                 FROM file_scans WHERE digest = $1 AND path = $2 AND scanner = $3 LIMIT 1",
+                 FROM file_scans WHERE digest = $1 AND path = $2 AND scanner = $3 AND status <> 'incomplete' LIMIT 1",
                 params![digest, path, scanner],
             )
             .await
