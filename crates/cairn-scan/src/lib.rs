@@ -28,45 +28,8 @@ pub use source::FileSource;
 /// (and reused only when they came from this one).
 pub const SCANNER: &str = "cairn-scan/1";
 
-/// How bad a finding is. Ordered: `low < medium < high < critical`.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
-#[serde(rename_all = "lowercase")]
-pub enum Severity {
-    Low,
-    Medium,
-    High,
-    Critical,
-}
-
-impl Severity {
-    pub fn as_str(self) -> &'static str {
-        match self {
-            Self::Low => "low",
-            Self::Medium => "medium",
-            Self::High => "high",
-            Self::Critical => "critical",
-        }
-    }
-}
-
-impl std::str::FromStr for Severity {
-    type Err = String;
-    fn from_str(s: &str) -> Result<Self, String> {
-        match s.to_ascii_lowercase().as_str() {
-            "low" => Ok(Self::Low),
-            "medium" => Ok(Self::Medium),
-            "high" => Ok(Self::High),
-            "critical" => Ok(Self::Critical),
-            other => Err(format!("unknown severity {other:?} (expected low, medium, high or critical)")),
-        }
-    }
-}
-
-impl std::fmt::Display for Severity {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.write_str(self.as_str())
-    }
-}
+/// How bad a finding is (`low < medium < high < critical`): the policy engine's severity.
+pub use cairn_core::policy::Severity;
 
 /// One thing a file would do on loading that it should not, or a way it is malformed.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
