@@ -7,6 +7,7 @@ pub mod audit;
 pub mod gdpr;
 pub mod governance;
 pub mod grants;
+pub mod lineage;
 pub mod scan;
 pub mod session;
 pub mod webhooks;
@@ -15,6 +16,7 @@ pub use audit::*;
 pub use gdpr::*;
 pub use governance::*;
 pub use grants::*;
+pub use lineage::*;
 pub use scan::*;
 pub use session::*;
 pub use webhooks::*;
@@ -218,6 +220,9 @@ pub struct CreateVersion {
     /// Training job id.
     #[serde(default)]
     pub training_job: String,
+    /// What it was made from: datasets, runs, code, base models (docs/SUPPLY_CHAIN.md).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<LineageInput>,
 }
 
 /// Body of `PATCH …/versions/{version}`.
@@ -708,6 +713,10 @@ pub struct CommitRequest {
     /// Training job id.
     #[serde(default, skip_serializing_if = "String::is_empty")]
     pub training_job: String,
+    /// What it was made from: datasets, runs, code, base models (docs/SUPPLY_CHAIN.md),
+    /// recorded in the same transaction as the version. At most 100.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<LineageInput>,
 }
 
 /// The answer to `GET …/versions/{version}/files`.

@@ -10,6 +10,7 @@ pub mod audit;
 pub mod files;
 pub mod gdpr;
 pub mod governance;
+pub mod lineage;
 pub mod login;
 pub mod webhooks;
 

@@ -8,11 +8,12 @@
 pub mod evaluation;
 pub mod filter;
 pub mod lifecycle;
+pub mod lineage;
 pub mod manifest;
 pub mod name;
 pub mod policy;
 pub mod principal;
 
 pub use manifest::{FileEntry, FilePath, Manifest, ManifestError};
-pub use name::{AliasName, ModelName, ModelRef, NameError, Namespace, TagKey, VersionSelector};
+pub use name::{AliasName, ModelName, ModelRef, NameError, Namespace, TagKey, VersionRef, VersionSelector};
 pub use principal::{AccountKind, Denied, Grant, NamespaceScope, Permission, Principal, Role, Scope};

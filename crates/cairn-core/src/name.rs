@@ -279,9 +279,59 @@ impl fmt::Display for VersionSelector {
     }
 }
 
+/// A version of a model as users write it: `ns/name:3`, `ns/name@alias` or `ns/name:1.4.2`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct VersionRef {
+    /// The model.
+    pub model: ModelRef,
+    /// Which of its versions.
+    pub selector: VersionSelector,
+}
+
+impl VersionRef {
+    /// Parses `namespace/name:VERSION` (a number or semver label) or `namespace/name@ALIAS`.
+    pub fn parse(s: &str) -> Result<Self, NameError> {
+        let (model, selector) = match (s.split_once('@'), s.rsplit_once(':')) {
+            (Some((m, a)), _) => (m, VersionSelector::Alias(AliasName::parse(a)?)),
+            (None, Some((m, v))) => (m, VersionSelector::parse(v)?),
+            (None, None) => {
+                return Err(invalid(
+                    "version",
+                    s,
+                    "must be written namespace/name:VERSION or namespace/name@ALIAS, e.g. team/classifier:3",
+                ));
+            }
+        };
+        Ok(Self { model: ModelRef::parse(model)?, selector })
+    }
+}
+
+impl fmt::Display for VersionRef {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match &self.selector {
+            VersionSelector::Alias(a) => write!(f, "{}@{a}", self.model),
+            other => write!(f, "{}:{other}", self.model),
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn version_refs() {
+        let r = VersionRef::parse("team/clf:3").unwrap();
+        assert_eq!((r.model.to_string(), r.selector.clone()), ("team/clf".into(), VersionSelector::Number(3)));
+        assert_eq!(r.to_string(), "team/clf:3");
+        let r = VersionRef::parse("team/clf@champion").unwrap();
+        assert_eq!(r.to_string(), "team/clf@champion");
+        assert!(matches!(VersionRef::parse("team/clf:1.4.2").unwrap().selector, VersionSelector::Label(_)));
+        for bad in ["team/clf", "team/clf:", "team/clf:0", "team/clf@", "team/clf@3", "clf:3", "Team/clf:3", "a/b/c:1"]
+        {
+            assert!(VersionRef::parse(bad).is_err(), "{bad}");
+        }
+    }
 
     #[test]
     fn namespaces() {

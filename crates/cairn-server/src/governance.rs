@@ -91,8 +91,24 @@ pub async fn facts(state: &AppState, s: &Subject, target: Stage) -> Result<Value
     }
     let drift = drift(&claimed, &results);
     let users: Vec<&str> = signatures.iter().filter(|s| s.kind == "user").map(|s| s.key_id.as_str()).collect();
-    let datasets: Vec<Value> =
+    let mut datasets: Vec<Value> =
         card_json.pointer("/training/datasets").and_then(Value::as_array).cloned().unwrap_or_default();
+    // Recorded lineage on top of what the card says.
+    let (_, recorded) = state.store.version_lineage(&s.model_ref, &sel).await?;
+    let mut runs: Vec<String> = if s.version.run_id.is_empty() { vec![] } else { vec![s.version.run_id.clone()] };
+    let (mut base_models, mut code) = (Vec::new(), Vec::new());
+    for e in &recorded {
+        match e.kind.as_str() {
+            "dataset" => {
+                datasets.push(json!({"name": e.name, "version": e.reference, "uri": e.uri, "digest": e.digest}))
+            }
+            "run" => runs.push(format!("{}:{}", e.platform, e.name)),
+            "code" => code.push(json!({"repository": e.name, "commit": e.reference})),
+            _ if e.parent_version_id.is_some() => base_models.push(format!("{}:{}", e.name, e.reference)),
+            _ if e.reference.is_empty() => base_models.push(e.name.clone()),
+            _ => base_models.push(format!("{}@{}", e.name, e.reference)),
+        }
+    }
     let (_, scans) = state.store.version_scans(&s.model_ref, &sel).await?;
     let card_license = card_json.pointer("/model/license").and_then(Value::as_str);
     let scan = crate::scanning::facts(&scans, card_license);
@@ -133,10 +149,11 @@ pub async fn facts(state: &AppState, s: &Subject, target: Stage) -> Result<Value
         "drift": drift,
         "lineage": {
             "datasets": datasets,
-            "runs": if v.run_id.is_empty() { vec![] } else { vec![v.run_id.clone()] },
+            "runs": runs,
             "code_commit": v.code_commit,
+            "code": code,
             "training_job": v.training_job,
-            "base_models": [],
+            "base_models": base_models,
         },
     });
     // Absent for a version never scanned, so rules on it fail closed.

@@ -19,6 +19,8 @@ pub struct Inputs<'a> {
     pub card: Option<&'a Card>,
     /// SPDX ids (or `LicenseRef-…`) from the licence files artifact scanning identified.
     pub file_licenses: &'a [String],
+    /// The inputs recorded as its lineage (datasets, runs, code, base models).
+    pub lineage: &'a [cairn_store::lineage::LineageEdge],
     /// Whether scanning found nothing (`None`: not scanned).
     pub scan_clean: Option<bool>,
     /// RFC 3339 time of generation.
@@ -53,8 +55,8 @@ pub fn build(i: &Inputs<'_>) -> Value {
     let mut components = Vec::new();
     let mut depends = Vec::new();
     let mut dataset_refs = Vec::new();
+    let mut seen = std::collections::BTreeSet::new();
     if let Some(card) = i.card {
-        let mut seen = std::collections::BTreeSet::new();
         for (d, purpose) in card
             .training
             .datasets
@@ -92,11 +94,62 @@ pub fn build(i: &Inputs<'_>) -> Value {
         }
         if let Some(base) = card.model.base_model.as_deref().filter(|b| !b.trim().is_empty()) {
             let bom_ref = format!("base-model:{}", slug(base));
+            seen.insert(bom_ref.clone());
             components.push(json!({
                 "type": "machine-learning-model", "bom-ref": bom_ref, "name": base,
                 "properties": [property("cairn:relation", "base_model")],
             }));
             depends.push(bom_ref);
+        }
+    }
+    // Recorded lineage: datasets and base models become components, runs and code properties.
+    let mut lineage_props = Vec::new();
+    for e in i.lineage {
+        match e.kind.as_str() {
+            "dataset" => {
+                let bom_ref = format!("dataset:{}", slug(&e.name));
+                if !seen.insert(bom_ref.clone()) {
+                    continue;
+                }
+                let mut c = json!({
+                    "type": "data", "bom-ref": bom_ref, "name": e.name,
+                    "data": [{"type": "dataset", "name": e.name}],
+                    "properties": [property("cairn:dataset.purpose", "training"), property("cairn:lineage", "recorded")],
+                });
+                if !e.reference.is_empty() {
+                    c["version"] = json!(e.reference);
+                }
+                if let Some(h) = hash(&e.digest) {
+                    c["hashes"] = json!([h]);
+                } else if !e.digest.is_empty() {
+                    c["properties"].as_array_mut().expect("an array").push(property("cairn:digest", &e.digest));
+                }
+                if !e.uri.is_empty() {
+                    c["externalReferences"] = json!([{"type": "distribution", "url": e.uri}]);
+                }
+                components.push(c);
+                dataset_refs.push(json!({"ref": bom_ref}));
+                depends.push(bom_ref);
+            }
+            "base_model" => {
+                let label = if e.reference.is_empty() { e.name.clone() } else { format!("{}@{}", e.name, e.reference) };
+                let bom_ref = format!("base-model:{}", slug(&label));
+                if !seen.insert(bom_ref.clone()) {
+                    continue;
+                }
+                let mut c = json!({
+                    "type": "machine-learning-model", "bom-ref": bom_ref, "name": e.name,
+                    "properties": [property("cairn:relation", "base_model"),
+                                   property("cairn:registry", e.parent_version_id.is_some())],
+                });
+                if !e.reference.is_empty() {
+                    c["version"] = json!(e.reference);
+                }
+                components.push(c);
+                depends.push(bom_ref);
+            }
+            "run" => lineage_props.push(property("cairn:lineage.run", format!("{}:{}", e.platform, e.name))),
+            _ => lineage_props.push(property("cairn:lineage.code", format!("{}@{}", e.name, e.reference))),
         }
     }
     let files: Vec<Value> = i
@@ -133,6 +186,7 @@ pub fn build(i: &Inputs<'_>) -> Value {
     if let Some(sv) = &v.semver {
         model["properties"].as_array_mut().expect("an array").push(property("cairn:semver", sv));
     }
+    model["properties"].as_array_mut().expect("an array").extend(lineage_props);
     if let Some(card) = i.card {
         model["modelCard"] = model_card(card, &dataset_refs);
         if !card.model.authors.is_empty() {
@@ -158,6 +212,20 @@ pub fn build(i: &Inputs<'_>) -> Value {
         "components": components,
         "dependencies": dependencies,
     })
+}
+
+/// A CycloneDX hash from `algorithm:hex`, for the algorithms CycloneDX names.
+fn hash(digest: &str) -> Option<Value> {
+    let (alg, hex) = digest.split_once(':')?;
+    let (name, len) = match alg {
+        "md5" => ("MD5", 32),
+        "sha1" => ("SHA-1", 40),
+        "sha256" => ("SHA-256", 64),
+        "sha384" => ("SHA-384", 96),
+        "sha512" => ("SHA-512", 128),
+        _ => return None,
+    };
+    (hex.len() == len).then(|| json!({"alg": name, "content": hex}))
 }
 
 fn model_card(card: &Card, datasets: &[Value]) -> Value {

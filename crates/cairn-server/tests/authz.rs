@@ -162,6 +162,9 @@ fn sample_body(method: &Method, template: &str, ns: Option<&str>, n: usize) -> O
         }
         ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/policy-check") => json!({}),
         ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/scan") => json!({}),
+        ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/lineage") => {
+            json!({ "inputs": [{ "kind": "dataset", "name": "matrix" }] })
+        }
         ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/exceptions") => {
             json!({ "policy": "none", "justification": "the matrix needs a justification" })
         }

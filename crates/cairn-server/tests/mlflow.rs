@@ -112,6 +112,16 @@ async fn client_scenarios(backend: Backend) {
     assert!(v1["source"].as_str().unwrap().starts_with("models:/m-"), "{v1}");
     assert_eq!(v1["run_id"].as_str().unwrap().len(), 32, "the run is the version's lineage: {v1}");
     assert!(v1["metadata"]["mlflow"]["run"]["params"].is_object(), "{v1}");
+    // The run is recorded as lineage too, with its parameters: walks and impact queries find it.
+    let (st, lineage) = call(&s, &admin, Method::GET, "/api/v1/models/t1/flow-iris/versions/1/lineage", None).await;
+    assert_eq!(st, StatusCode::OK, "{lineage}");
+    let run = &lineage["inputs"][0];
+    assert_eq!((run["kind"].as_str(), run["platform"].as_str()), (Some("run"), Some("mlflow")), "{lineage}");
+    assert_eq!(run["name"], v1["run_id"]);
+    assert_eq!(run["params"], v1["metadata"]["mlflow"]["run"]["params"], "{lineage}");
+    let run_ref = format!("mlflow:{}", v1["run_id"].as_str().unwrap());
+    let (_, impact) = call(&s, &admin, Method::GET, &format!("/api/v1/lineage/impact?run={run_ref}"), None).await;
+    assert_eq!(impact["versions"][0]["model"], "t1/flow-iris", "{impact}");
     let (st, files) = call(&s, &admin, Method::GET, "/api/v1/models/t1/flow-iris/versions/1/files", None).await;
     assert_eq!(st, StatusCode::OK);
     let paths: Vec<&str> = files["files"].as_array().unwrap().iter().map(|f| f["path"].as_str().unwrap()).collect();

@@ -490,6 +490,7 @@ impl Store {
         audit::record(&mut conn, ctx, now, "version.create", &target(&model, number), None::<&()>, Some(&created))
             .await?;
         crate::scan::insert(&mut conn, ctx, now, version_id, &model, number, &new.scans, "version.scan").await?;
+        crate::lineage::insert(&mut conn, ctx, now, version_id, &model, number, &new.lineage).await?;
         for alias in aliases {
             upsert_alias(&mut conn, ctx, now, &model, alias, version_id).await?;
         }
@@ -566,6 +567,7 @@ impl Store {
         audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&created))
             .await?;
         crate::scan::insert(&mut conn, ctx, now, version_id, model, number, &new.scans, "version.scan").await?;
+        crate::lineage::insert(&mut conn, ctx, now, version_id, model, number, &new.lineage).await?;
         tx.commit().await?;
         Ok(created)
     }

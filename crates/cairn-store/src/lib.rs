@@ -19,6 +19,7 @@ pub mod gdpr;
 pub mod grant;
 pub mod inbox;
 pub mod lifecycle;
+pub mod lineage;
 pub mod lockout;
 pub mod mfa;
 pub mod model;

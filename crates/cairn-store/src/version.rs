@@ -199,6 +199,8 @@ pub struct NewVersion {
     pub training_job: String,
     /// Scan results of its files (see [`crate::scan`]), stored with it.
     pub scans: Vec<crate::scan::FileScan>,
+    /// What it was made from (see [`crate::lineage`]), recorded with it.
+    pub lineage: Vec<cairn_core::lineage::Upstream>,
 }
 
 /// What to change; `None` leaves a field as it is.
@@ -438,6 +440,7 @@ impl Store {
             .await?;
         audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&version))
             .await?;
+        crate::lineage::insert(&mut conn, ctx, now, version_id, model, number, &new.lineage).await?;
         tx.commit().await?;
         Ok(version)
     }

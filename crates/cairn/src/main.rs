@@ -43,7 +43,7 @@ enum Command {
     /// Models, versions, aliases and tags on a server
     Models(cli::models::ModelsArgs),
     /// Upload a directory as the next version of a model (resumable)
-    Push(cli::push::PushArgs),
+    Push(Box<cli::push::PushArgs>),
     /// Download a version's files into a directory (resumable, verified)
     Pull(cli::pull::PullArgs),
     /// Model cards as code: init, generate, validate, check drift, diff (offline); show, attach and diff a version's card on a server
@@ -56,6 +56,8 @@ enum Command {
     Verify(cli::verify::VerifyArgs),
     /// Scan model files for unsafe pickles, Keras Lambda layers, malformed safetensors/GGUF/ONNX, secrets and licences (a local path offline, or a version on the server)
     Scan(cli::scan::ScanArgs),
+    /// Lineage: what a version was made from (--up), what derives from it (--down), impact of a dataset or model; add and remove inputs
+    Lineage(cli::lineage::LineageArgs),
     /// A version's software bill of materials: CycloneDX 1.6 ML-BOM (JSON) with its files, datasets, base model and licences
     Sbom(cli::scan::SbomArgs),
     /// Webhooks for lifecycle events: add, list, remove, deliveries, redeliver, ping
@@ -115,12 +117,13 @@ fn main() -> ExitCode {
                     Command::Whoami(args) => cli::keys::whoami(args).await,
                     Command::Keys(args) => cli::keys::run(args).await,
                     Command::Models(args) => cli::models::run(args).await,
-                    Command::Push(args) => cli::push::run(args).await,
+                    Command::Push(args) => cli::push::run(*args).await,
                     Command::Pull(args) => cli::pull::run(args).await,
                     Command::Audit(args) => cli::audit::run(args).await,
                     Command::Verify(args) => cli::verify::run(args).await,
                     Command::Scan(args) => cli::scan::run(args).await,
                     Command::Sbom(args) => cli::scan::sbom(args).await,
+                    Command::Lineage(args) => cli::lineage::run(args).await,
                     Command::Webhook(args) => cli::webhook::run(args).await,
                     Command::Submit(a) => cli::governance::run(LifecycleCommand::Submit(a)).await,
                     Command::Approve(a) => cli::governance::run(LifecycleCommand::Approve(a)).await,

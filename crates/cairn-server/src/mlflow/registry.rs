@@ -404,6 +404,7 @@ async fn create_model_version(State(state): State<AppState>, caller: Caller, arg
     }
     let mut metadata = serde_json::Map::new();
     let mut run_metrics = std::collections::BTreeMap::new();
+    let mut lineage = Vec::new();
     if !run_id.is_empty() {
         // The run's params and latest metrics travel with the version.
         if let Ok(run) = state.store.get_run(&run_id).await {
@@ -416,6 +417,16 @@ async fn create_model_version(State(state): State<AppState>, caller: Caller, arg
                 json!({"run_id": run.id, "experiment_id": run.experiment_id.to_string(), "name": run.name,
                        "params": run.params, "metrics": metrics}),
             );
+            // And the run is recorded as the version's training run (lineage), with the
+            // parameters a lineage run may keep.
+            let mut r = cairn_core::lineage::Run {
+                platform: "mlflow".into(),
+                id: run.id.clone(),
+                uri: String::new(),
+                params: run.params.clone(),
+            };
+            r.keep_valid_params();
+            lineage.push(cairn_core::lineage::Upstream::Run(r));
         }
     }
     if let Some(id) = &model_id {
@@ -424,6 +435,7 @@ async fn create_model_version(State(state): State<AppState>, caller: Caller, arg
     let mut new =
         new_version(description, source.clone(), run_id, json!({ "mlflow": metadata }), tags.into_iter().collect())?;
     new.training_job = String::new();
+    new.lineage = lineage;
     // Files uploaded under the source become the version's files, frozen in its manifest.
     let files = match source_dir(&state, &source).await? {
         Some(dir) if !dir.is_empty() => {

@@ -270,6 +270,7 @@ pub async fn commit_upload(
     new.semver = super::versions::parse_semver(body.semver.as_deref())?;
     new.code_commit = body.code_commit;
     new.training_job = body.training_job;
+    new.lineage = super::lineage::inputs(&caller, body.lineage)?;
     new.signatures = body.signatures.into_iter().map(convert::signature_in).collect();
     let aliases = body.aliases.iter().map(|a| AliasName::parse(a)).collect::<Result<Vec<_>, _>>()?;
     if upload.state == "open" {

@@ -9,6 +9,7 @@ pub mod gdpr;
 pub mod grants;
 pub mod health;
 pub mod lifecycle;
+pub mod lineage;
 pub mod models;
 pub mod namespaces;
 pub mod policies;
@@ -102,6 +103,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(webhooks::router())
         .merge(lifecycle::router())
         .merge(policies::router())
+        .merge(lineage::router())
 }
 
 /// The routes that need no credential (logging in), with their OpenAPI description.

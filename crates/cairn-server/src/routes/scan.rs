@@ -63,7 +63,9 @@ pub async fn get_sbom(
     let card: Option<cairn_card::Card> = card.and_then(|c| serde_json::from_str(&c.card).ok());
     let (_, scans) = state.store.version_scans(&model, &number).await?;
     let summary = scanning::summary(&scans);
+    let (_, lineage) = state.store.version_lineage(&model, &number).await?;
     let bom = crate::sbom::build(&crate::sbom::Inputs {
+        lineage: &lineage,
         version: &v,
         files: &files,
         card: card.as_ref(),

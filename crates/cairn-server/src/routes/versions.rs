@@ -107,6 +107,7 @@ pub async fn create_version(
     new.semver = parse_semver(body.semver.as_deref())?;
     new.code_commit = body.code_commit;
     new.training_job = body.training_job;
+    new.lineage = super::lineage::inputs(&caller, body.lineage)?;
     let v = state.store.create_version(&caller.audit, &model, &new).await?;
     Ok((StatusCode::CREATED, Json(convert::version(v))))
 }

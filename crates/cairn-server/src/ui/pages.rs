@@ -194,8 +194,20 @@ fn chart_bars(results: &[api::EvalResult]) -> Vec<Bar> {
     bars
 }
 
-fn lineage(model: &str, v: &api::Version) -> String {
+fn lineage(model: &str, v: &api::Version, recorded: &[api::LineageEdge]) -> String {
     let mut inputs = Vec::new();
+    for e in recorded {
+        let (kind, value) = match e.kind.as_str() {
+            "dataset" if !e.reference.is_empty() => ("dataset", format!("{}@{}", e.name, e.reference)),
+            "dataset" => ("dataset", e.name.clone()),
+            "run" => ("run", format!("{}:{}", e.platform, e.name)),
+            "code" => ("code", format!("{}@{}", e.name, e.reference.get(..12).unwrap_or(&e.reference))),
+            _ if e.from.starts_with("version:") => ("base model", format!("{}:{}", e.name, e.reference)),
+            _ if e.reference.is_empty() => ("base model", e.name.clone()),
+            _ => ("base model", format!("{}@{}", e.name, e.reference)),
+        };
+        inputs.push(Node { kind: kind.into(), value });
+    }
     if !v.code_commit.is_empty() {
         inputs.push(Node { kind: "code commit".into(), value: v.code_commit.clone() });
     }
@@ -308,7 +320,7 @@ pub async fn version(
     // all at once: each read is an API handler with its own queries.
     let path = (namespace.clone(), name.clone(), v.version.to_string());
     let at = || Path(path.clone());
-    let (files, life, card, card_info, evals, policy, sigs, scan) = tokio::join!(
+    let (files, life, card, card_info, evals, policy, sigs, scan, recorded) = tokio::join!(
         crate::routes::files::list_files(State(s.clone()), c.clone(), at()),
         lifecycle::get_lifecycle(State(s.clone()), c.clone(), at()),
         card_html(s, &viewer, path.clone()),
@@ -322,6 +334,7 @@ pub async fn version(
         ),
         versions::get_signatures(State(s.clone()), c.clone(), at()),
         crate::routes::scan::get_scan(State(s.clone()), c.clone(), at()),
+        crate::routes::lineage::get_lineage(State(s.clone()), c.clone(), at()),
     );
     let files = ok_or_none(files)?;
     let axum::Json(life) = life?;
@@ -331,6 +344,7 @@ pub async fn version(
     let policy = ok_or_none(policy)?.unwrap_or_default();
     let sigs = ok_or_none(sigs)?;
     let scan = ok_or_none(scan)?;
+    let recorded = ok_or_none(recorded)?.map(|l| l.inputs).unwrap_or_default();
     let mut server_keys = vec![state.signing_key.public().key_id()];
     if sigs.as_ref().is_some_and(|x| !x.signatures.is_empty()) {
         server_keys.extend(state.store.signing_keys().await.map_err(ApiError::from)?.into_iter().map(|k| k.key_id));
@@ -340,7 +354,7 @@ pub async fn version(
     let bars = chart_bars(&evals);
     let chart = (!bars.is_empty()).then(|| svg::metrics_chart("Latest evaluation of each suite", &bars));
     let model_name = format!("{namespace}/{name}");
-    let lineage = lineage(&model_name, &v);
+    let lineage = lineage(&model_name, &v, &recorded);
     let p = &viewer.caller.principal;
     // What to offer; the server decides again when a form arrives.
     let review_roles: Vec<&str> = if life.gate.is_some() && p.check(Permission::VersionReview, Some(&namespace)).is_ok()

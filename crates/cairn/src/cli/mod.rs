@@ -7,6 +7,7 @@ pub mod eval;
 pub mod gdpr;
 pub mod governance;
 pub mod keys;
+pub mod lineage;
 pub mod login;
 pub mod models;
 pub mod ops;

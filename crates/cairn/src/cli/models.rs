@@ -445,6 +445,7 @@ async fn versions(c: &Client, cmd: VersionsCommand) -> anyhow::Result<ExitCode> 
                         semver,
                         code_commit: code_commit.unwrap_or_default(),
                         training_job: training_job.unwrap_or_default(),
+                        lineage: Vec::new(),
                     },
                 )
                 .await?;

@@ -72,6 +72,8 @@ pub struct PushArgs {
     /// The training job that produced it
     #[arg(long, value_name = "ID", default_value = "")]
     training_job: String,
+    #[command(flatten)]
+    lineage: super::lineage::LineageFlags,
     /// Sign the push with this Ed25519 private key (PKCS#8 PEM, made by `cairn keygen`)
     #[arg(long, value_name = "FILE")]
     sign_key: Option<PathBuf>,
@@ -98,6 +100,7 @@ const FIRST_BACKOFF: Duration = Duration::from_millis(500);
 async fn push(args: PushArgs) -> anyhow::Result<()> {
     let tags = super::parse_tags(&args.tags)?;
     let metadata = super::parse_metadata(args.metadata.as_deref())?;
+    let lineage = args.lineage.inputs()?;
     // Read before any work, so a wrong key file fails at once.
     let sign_key = args.sign_key.as_deref().map(read_sign_key).transpose()?;
     // A broken card or results file fails before any upload.
@@ -196,6 +199,7 @@ async fn push(args: PushArgs) -> anyhow::Result<()> {
         semver: args.semver,
         code_commit: args.code_commit,
         training_job: args.training_job,
+        lineage,
     };
     let version = retry(|| client.commit_upload(&status.upload_id, &commit)).await?;
     if !version.digest.is_empty() && version.digest != digest {

@@ -1,0 +1,435 @@
+//! Lineage edges (`lineage_edges`): what each version was made from, and walks over them.
+//!
+//! Inputs arrive checked (`cairn_core::lineage`); a base model in this registry is resolved
+//! here, inside the transaction, to the version it names (an alias or label becomes its
+//! number), and refused if it would make the version its own ancestor. Every change is
+//! audited in the same transaction. Walks are one recursive query each way, on indexes built
+//! for them (migration 0014), so their cost grows with what they return, not with the
+//! registry.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use cairn_core::lineage::{BaseModel, Direction, InputKind, Upstream};
+use cairn_core::{ModelRef, VersionSelector};
+use serde::Serialize;
+
+use crate::db::{Conn, Param};
+use crate::version::{Version, find as find_version, target};
+use crate::{AuditContext, Store, StoreError, audit, params};
+
+/// One recorded input of a version.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct LineageEdge {
+    /// Its id (to remove it).
+    pub id: i64,
+    /// The version it is an input of (internal id).
+    #[serde(skip)]
+    pub version_id: i64,
+    /// `dataset`, `run`, `code` or `base_model`.
+    pub kind: String,
+    /// Dataset name, run id, repository, or model (`ns/name` here, `hf:org/name` elsewhere).
+    pub name: String,
+    /// Dataset version, commit, base model version number or revision; may be empty.
+    #[serde(rename = "ref")]
+    pub reference: String,
+    /// URI of a dataset or run.
+    pub uri: String,
+    /// Digest of a dataset.
+    pub digest: String,
+    /// Platform of a run.
+    pub platform: String,
+    /// Parameters of a run.
+    pub params: BTreeMap<String, String>,
+    /// The base model's version here (internal id), if it is one and still exists.
+    #[serde(skip)]
+    pub parent_version_id: Option<i64>,
+    /// Recorded at (ms).
+    pub created_at: i64,
+    /// Recorded by.
+    pub created_by: String,
+}
+
+#[derive(sqlx::FromRow)]
+struct EdgeRow {
+    id: i64,
+    version_id: i64,
+    kind: String,
+    name: String,
+    reference: String,
+    uri: String,
+    digest: String,
+    platform: String,
+    params: String,
+    parent_version_id: Option<i64>,
+    created_at: i64,
+    created_by: String,
+}
+
+impl From<EdgeRow> for LineageEdge {
+    fn from(r: EdgeRow) -> Self {
+        Self {
+            id: r.id,
+            version_id: r.version_id,
+            kind: r.kind,
+            name: r.name,
+            reference: r.reference,
+            uri: r.uri,
+            digest: r.digest,
+            platform: r.platform,
+            params: serde_json::from_str(&r.params).unwrap_or_default(),
+            parent_version_id: r.parent_version_id,
+            created_at: r.created_at,
+            created_by: r.created_by,
+        }
+    }
+}
+
+const EDGE_COLUMNS: &str = "e.id, e.version_id, e.kind, e.name, e.ref AS reference, e.uri, e.digest, e.platform, \
+                            e.params, e.parent_version_id, e.created_at, e.created_by";
+
+/// A version met on a walk.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+pub struct VersionNode {
+    /// Internal id.
+    #[serde(skip)]
+    pub id: i64,
+    /// The model's namespace.
+    pub namespace: String,
+    /// The model's full name.
+    pub model: String,
+    /// The version number.
+    pub number: i64,
+    /// Its lifecycle stage.
+    pub stage: String,
+    /// Its semantic version label.
+    pub semver: Option<String>,
+    /// Its manifest digest.
+    pub digest: String,
+}
+
+/// What a walk found: the edges, and every version they touch.
+#[derive(Debug, Clone, Default)]
+pub struct LineageWalk {
+    /// The version the walk started from, if it started from one.
+    pub root: Option<VersionNode>,
+    /// The edges, in the order they were recorded.
+    pub edges: Vec<LineageEdge>,
+    /// The versions at either end of an edge (and the root), by internal id.
+    pub versions: BTreeMap<i64, VersionNode>,
+    /// More edges than the limit were found; `edges` holds the first `limit`.
+    pub truncated: bool,
+}
+
+/// Where a downstream walk starts: from a version, or from every version with a given input.
+#[derive(Debug, Clone)]
+pub enum WalkFrom {
+    /// A version (and the direction to walk).
+    Version(ModelRef, VersionSelector, Direction),
+    /// Every version that records this input (`ref` empty: any version of it); downstream.
+    Input {
+        /// Its kind.
+        kind: InputKind,
+        /// Dataset name, run id, repository or external model id.
+        name: String,
+        /// Dataset version, commit or revision; empty matches any.
+        reference: String,
+    },
+}
+
+/// The stored form of one input: kind, name, ref, uri, digest, platform, params, parent.
+struct Row {
+    kind: InputKind,
+    name: String,
+    reference: String,
+    uri: String,
+    digest: String,
+    platform: String,
+    params: String,
+    parent: Option<i64>,
+}
+
+/// Turns a checked input into its row, resolving a base model here to its version.
+async fn row(conn: &mut Conn<'_>, version_id: i64, up: &Upstream) -> Result<Row, StoreError> {
+    up.check().map_err(|e| StoreError::Invalid(e.0))?;
+    let mut r = Row {
+        kind: up.kind(),
+        name: String::new(),
+        reference: String::new(),
+        uri: String::new(),
+        digest: String::new(),
+        platform: String::new(),
+        params: "{}".into(),
+        parent: None,
+    };
+    match up {
+        Upstream::Dataset(d) => {
+            (r.name, r.reference, r.uri, r.digest) =
+                (d.name.clone(), d.version.clone(), d.uri.clone(), d.digest.clone());
+        }
+        Upstream::Run(run) => {
+            (r.name, r.platform, r.uri) = (run.id.clone(), run.platform.clone(), run.uri.clone());
+            r.params = serde_json::to_string(&run.params).unwrap_or_else(|_| "{}".into());
+        }
+        Upstream::Code(c) => (r.name, r.reference) = (c.repository.clone(), c.commit.clone()),
+        Upstream::BaseModel(BaseModel::External { id, revision }) => {
+            (r.name, r.reference) = (id.clone(), revision.clone())
+        }
+        Upstream::BaseModel(BaseModel::Registry(vr)) => {
+            let parent = find_version(conn, &vr.model, &vr.selector).await.map_err(|e| match e {
+                StoreError::NotFound(m) => StoreError::Invalid(format!("base model {vr}: {m}")),
+                other => other,
+            })?;
+            if parent.id == version_id {
+                return Err(StoreError::Invalid(format!("base model {vr} is the version itself")));
+            }
+            // The parent must not already derive from this version: lineage stays acyclic.
+            let (cycle,): (i64,) = conn
+                .fetch_one(
+                    "WITH RECURSIVE walk(vid) AS (SELECT CAST($1 AS BIGINT) UNION \
+                     SELECT e.version_id FROM lineage_edges e JOIN walk w ON e.parent_version_id = w.vid) \
+                     SELECT COUNT(*) FROM walk WHERE vid = $2",
+                    params![version_id, parent.id],
+                )
+                .await?;
+            if cycle > 0 {
+                return Err(StoreError::Invalid(format!(
+                    "base model {vr} already derives from this version: lineage cannot go in a circle"
+                )));
+            }
+            (r.name, r.reference, r.parent) =
+                (format!("{}/{}", parent.namespace, parent.model), parent.version.to_string(), Some(parent.id));
+        }
+    }
+    Ok(r)
+}
+
+/// Records `inputs` for the version `version_id` inside the caller's transaction, with one
+/// `version.lineage.add` event listing what was new; inputs it already has are skipped.
+/// Returns how many were new.
+pub(crate) async fn insert(
+    conn: &mut Conn<'_>,
+    ctx: &AuditContext,
+    now: i64,
+    version_id: i64,
+    model: &ModelRef,
+    number: i64,
+    inputs: &[Upstream],
+) -> Result<usize, StoreError> {
+    if inputs.len() > cairn_core::lineage::MAX_INPUTS {
+        return Err(StoreError::Invalid(format!(
+            "at most {} lineage inputs may be recorded at once (got {})",
+            cairn_core::lineage::MAX_INPUTS,
+            inputs.len()
+        )));
+    }
+    let mut added = Vec::new();
+    for up in inputs {
+        let r = row(conn, version_id, up).await?;
+        let n = conn
+            .execute(
+                "INSERT INTO lineage_edges (version_id, kind, name, ref, uri, digest, platform, params, \
+                 parent_version_id, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+                 ON CONFLICT (version_id, kind, name, ref) DO NOTHING",
+                params![
+                    version_id,
+                    r.kind.as_str(),
+                    &r.name,
+                    &r.reference,
+                    &r.uri,
+                    &r.digest,
+                    &r.platform,
+                    &r.params,
+                    r.parent,
+                    now,
+                    &ctx.actor
+                ],
+            )
+            .await?;
+        if n == 1 {
+            added.push(serde_json::json!({"kind": r.kind.as_str(), "name": r.name, "ref": r.reference}));
+        }
+    }
+    if !added.is_empty() {
+        audit::record(conn, ctx, now, "version.lineage.add", &target(model, number), None::<&()>, Some(&added)).await?;
+    }
+    Ok(added.len())
+}
+
+async fn edges_of(conn: &mut Conn<'_>, version_id: i64) -> Result<Vec<LineageEdge>, StoreError> {
+    let rows: Vec<EdgeRow> = conn
+        .fetch_all(
+            sqlx::AssertSqlSafe(format!(
+                "SELECT {EDGE_COLUMNS} FROM lineage_edges e WHERE e.version_id = $1 ORDER BY e.id"
+            )),
+            params![version_id],
+        )
+        .await?;
+    Ok(rows.into_iter().map(LineageEdge::from).collect())
+}
+
+/// Stages in which recorded inputs may still be removed: before anyone has reviewed them.
+const EDITABLE_STAGES: [&str; 2] = ["draft", "changes_requested"];
+
+impl Store {
+    /// The inputs recorded for a version, in the order they were recorded.
+    pub async fn version_lineage(
+        &self,
+        model: &ModelRef,
+        selector: &VersionSelector,
+    ) -> Result<(Version, Vec<LineageEdge>), StoreError> {
+        let mut c = self.db.read().await?;
+        let mut conn = c.conn();
+        let v = find_version(&mut conn, model, selector).await?;
+        let edges = edges_of(&mut conn, v.id).await?;
+        Ok((v, edges))
+    }
+
+    /// Records more inputs for an existing version (audited as `version.lineage.add`); inputs
+    /// it already has are left as they are. Returns the version and all its inputs.
+    pub async fn add_lineage(
+        &self,
+        ctx: &AuditContext,
+        model: &ModelRef,
+        selector: &VersionSelector,
+        inputs: &[Upstream],
+    ) -> Result<(Version, Vec<LineageEdge>), StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let v = find_version(&mut conn, model, selector).await?;
+        insert(&mut conn, ctx, now, v.id, model, v.version, inputs).await?;
+        let edges = edges_of(&mut conn, v.id).await?;
+        tx.commit().await?;
+        Ok((v, edges))
+    }
+
+    /// Removes one recorded input (audited as `version.lineage.remove`). Only while the
+    /// version is a draft or sent back for changes: once reviewers have seen its lineage, it
+    /// stays as they saw it.
+    pub async fn remove_lineage(
+        &self,
+        ctx: &AuditContext,
+        model: &ModelRef,
+        selector: &VersionSelector,
+        edge_id: i64,
+    ) -> Result<(), StoreError> {
+        let now = self.now();
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        let v = find_version(&mut conn, model, selector).await?;
+        let edge = edges_of(&mut conn, v.id).await?.into_iter().find(|e| e.id == edge_id).ok_or_else(|| {
+            StoreError::NotFound(format!("version {model}:{} has no lineage input {edge_id}", v.version))
+        })?;
+        if !EDITABLE_STAGES.contains(&v.stage.as_str()) {
+            return Err(StoreError::Conflict(format!(
+                "version {model}:{} is {}: its lineage can be added to but no longer changed",
+                v.version, v.stage
+            )));
+        }
+        conn.execute("DELETE FROM lineage_edges WHERE id = $1", params![edge_id]).await?;
+        audit::record(
+            &mut conn,
+            ctx,
+            now,
+            "version.lineage.remove",
+            &target(model, v.version),
+            Some(&edge),
+            None::<&()>,
+        )
+        .await?;
+        tx.commit().await?;
+        Ok(())
+    }
+
+    /// Walks lineage up to `depth` steps, returning at most `limit` edges. Upstream from a
+    /// version: its inputs, its base models' inputs, and so on. Downstream: the versions
+    /// derived from it (or recording the input), theirs, and so on.
+    pub async fn walk_lineage(&self, from: &WalkFrom, depth: u32, limit: usize) -> Result<LineageWalk, StoreError> {
+        let mut c = self.db.read().await?;
+        let mut conn = c.conn();
+        let depth = i64::from(depth);
+        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
+        let mut walk = LineageWalk::default();
+        let rows: Vec<EdgeRow> = match from {
+            WalkFrom::Version(model, selector, direction) => {
+                let v = find_version(&mut conn, model, selector).await?;
+                let root = v.id;
+                let (step, edge_end) = match direction {
+                    // From a version to its parents; the edges are the inputs of every version met.
+                    Direction::Up => (
+                        "e.parent_version_id, w.depth + 1 FROM lineage_edges e JOIN walk w ON e.version_id = w.vid \
+                         WHERE e.parent_version_id IS NOT NULL AND",
+                        "version_id",
+                    ),
+                    // From a version to its children; the edges are those from every version met.
+                    Direction::Down => (
+                        "e.version_id, w.depth + 1 FROM lineage_edges e JOIN walk w ON e.parent_version_id = w.vid WHERE",
+                        "parent_version_id",
+                    ),
+                };
+                let rows = conn
+                    .fetch_all(
+                        sqlx::AssertSqlSafe(format!(
+                            "WITH RECURSIVE walk(vid, depth) AS (SELECT CAST($1 AS BIGINT), 0 UNION \
+                             SELECT {step} w.depth + 1 < $2) \
+                             SELECT {EDGE_COLUMNS} FROM lineage_edges e WHERE e.{edge_end} IN (SELECT vid FROM walk) \
+                             ORDER BY e.id LIMIT $3"
+                        )),
+                        params![root, depth, fetch],
+                    )
+                    .await?;
+                walk.root = Some(VersionNode {
+                    id: v.id,
+                    namespace: v.namespace.clone(),
+                    model: format!("{}/{}", v.namespace, v.model),
+                    number: v.version,
+                    stage: v.stage.clone(),
+                    semver: v.semver.clone(),
+                    digest: v.digest.clone(),
+                });
+                rows
+            }
+            WalkFrom::Input { kind, name, reference } => {
+                // Seeds: the versions recording the input (depth 1); then their descendants.
+                let seed = "e.kind = $1 AND e.name = $2 AND ($3 = '' OR e.ref = $3)";
+                conn.fetch_all(
+                    sqlx::AssertSqlSafe(format!(
+                        "WITH RECURSIVE walk(vid, depth) AS (SELECT e.version_id, 1 FROM lineage_edges e WHERE {seed} UNION \
+                         SELECT e.version_id, w.depth + 1 FROM lineage_edges e JOIN walk w ON e.parent_version_id = w.vid \
+                         WHERE w.depth + 1 <= $4) \
+                         SELECT * FROM (SELECT {EDGE_COLUMNS} FROM lineage_edges e WHERE {seed} UNION ALL \
+                         SELECT {EDGE_COLUMNS} FROM lineage_edges e WHERE e.parent_version_id IN \
+                         (SELECT vid FROM walk WHERE depth < $4)) found ORDER BY id LIMIT $5"
+                    )),
+                    params![kind.as_str(), name, reference, depth, fetch],
+                )
+                .await?
+            }
+        };
+        walk.truncated = rows.len() > limit;
+        walk.edges = rows.into_iter().take(limit).map(LineageEdge::from).collect();
+        let mut ids: BTreeSet<i64> =
+            walk.edges.iter().flat_map(|e| [Some(e.version_id), e.parent_version_id]).flatten().collect();
+        if let Some(r) = &walk.root {
+            ids.remove(&r.id);
+            walk.versions.insert(r.id, r.clone());
+        }
+        let ids: Vec<i64> = ids.into_iter().collect();
+        for chunk in ids.chunks(500) {
+            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+            let nodes: Vec<VersionNode> = conn
+                .fetch_all(
+                    sqlx::AssertSqlSafe(format!(
+                        "SELECT v.id, n.name AS namespace, m.full_name AS model, v.number, v.stage, v.semver, v.digest \
+                         FROM versions v JOIN models m ON m.id = v.model_id JOIN namespaces n ON n.id = m.namespace_id \
+                         WHERE v.id IN ({})",
+                        marks.join(", ")
+                    )),
+                    chunk.iter().map(|&i| Param::Int(i)).collect(),
+                )
+                .await?;
+            walk.versions.extend(nodes.into_iter().map(|n| (n.id, n)));
+        }
+        Ok(walk)
+    }
+}
