@@ -213,6 +213,33 @@ async fn versions_have_a_cyclonedx_ml_bom(s: &TestServer) {
     if let Some(errors) = cyclonedx_errors(&bytes) {
         assert!(errors.is_empty(), "not valid CycloneDX 1.6: {errors}");
     }
+    // With recorded lineage: datasets with hashes and URIs, base models here and elsewhere,
+    // the run and the commit as properties; still valid.
+    let id = s.upload("vision/resnet", &[("model.bin", b"\x01\x02\x03\x04")]).await;
+    let lineage = json!([
+        {"kind": "dataset", "name": "imagenet-21k", "version": "2021", "uri": "s3://data/in21k", "digest": format!("sha256:{}", "cd".repeat(32))},
+        {"kind": "dataset", "name": "dvc-set", "digest": format!("md5:{}", "ef".repeat(16))},
+        {"kind": "dataset", "name": "odd-digest", "digest": format!("blake9:{}", "01".repeat(16))},
+        {"kind": "base_model", "model": "vision/resnet:1"},
+        {"kind": "base_model", "model": "hf:microsoft/resnet-50", "revision": "main"},
+        {"kind": "run", "platform": "mlflow", "id": "4f2a"},
+        {"kind": "code", "repository": "https://git.example/vision", "commit": "ab".repeat(20)},
+    ]);
+    let (st, v3) =
+        s.call(Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({"lineage": lineage}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v3}");
+    let resp = reqwest::Client::new().get(format!("{}{M}/3/sbom", s.url)).bearer_auth(&s.token).send().await.unwrap();
+    let bytes = resp.bytes().await.unwrap();
+    let bom: Value = serde_json::from_slice(&bytes).unwrap();
+    let names: Vec<&str> = bom["components"].as_array().unwrap().iter().map(|c| c["name"].as_str().unwrap()).collect();
+    assert_eq!(names, ["imagenet-21k", "dvc-set", "odd-digest", "vision/resnet", "hf:microsoft/resnet-50"], "{bom:#}");
+    assert_eq!(bom["components"][1]["hashes"][0]["alg"], "MD5");
+    assert_eq!(bom["dependencies"][0]["dependsOn"].as_array().unwrap().len(), 5);
+    let props = bom["metadata"]["component"]["properties"].to_string();
+    assert!(props.contains("mlflow:4f2a") && props.contains("cairn:lineage.code"), "{props}");
+    if let Some(errors) = cyclonedx_errors(&bytes) {
+        assert!(errors.is_empty(), "not valid CycloneDX 1.6: {errors}\n{bom:#}");
+    }
     let (st, _) = s.call(Method::GET, &format!("{M}/7/sbom"), None).await;
     assert_eq!(st, StatusCode::NOT_FOUND);
 }

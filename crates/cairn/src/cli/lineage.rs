@@ -129,6 +129,7 @@ enum LineageCommand {
 }
 
 #[derive(Args, Debug)]
+#[command(disable_version_flag = true)]
 #[command(group(clap::ArgGroup::new("source").required(true).args(["dataset", "run", "code", "base_model", "version"])))]
 struct ImpactArgs {
     /// A dataset: NAME or NAME@VERSION
