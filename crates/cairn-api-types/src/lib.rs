@@ -4,6 +4,7 @@
 //! silently ignored setting. Times are RFC 3339 strings in UTC with milliseconds.
 
 pub mod audit;
+pub mod deploy;
 pub mod gdpr;
 pub mod governance;
 pub mod grants;
@@ -13,6 +14,7 @@ pub mod session;
 pub mod webhooks;
 
 pub use audit::*;
+pub use deploy::*;
 pub use gdpr::*;
 pub use governance::*;
 pub use grants::*;

@@ -47,7 +47,8 @@ pub struct CreateWebhook {
     /// An `http` or `https` URL without credentials, on a public address.
     pub url: String,
     /// Events to receive: `version.submitted`, `version.approved`, `version.rejected`,
-    /// `version.promoted`, `policy.violation`, `evaluation.failed`, or `*` for all.
+    /// `version.promoted`, `policy.violation`, `evaluation.failed`, `deployment.recorded`,
+    /// `deployment.rolled_back`, or `*` for all.
     pub events: Vec<String>,
 }
 

@@ -7,6 +7,7 @@
 
 pub mod accounts;
 pub mod audit;
+pub mod deploy;
 pub mod files;
 pub mod gdpr;
 pub mod governance;

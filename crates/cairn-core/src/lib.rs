@@ -5,6 +5,7 @@
 //! parses user filters to an AST and compiles them to parameterised SQL fragments that the
 //! store runs on SQLite or PostgreSQL; [`principal::Principal`] says who is calling and what
 //! they may do.
+pub mod deploy;
 pub mod evaluation;
 pub mod filter;
 pub mod lifecycle;

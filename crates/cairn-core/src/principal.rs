@@ -163,11 +163,15 @@ pub enum Permission {
     PolicyManage,
     /// Manage a namespace's webhooks and their deliveries.
     WebhookManage,
+    /// Record deployments of a namespace's versions, their status and SLO reports; roll them back.
+    Deploy,
+    /// Create and change deployment environments and their objectives.
+    EnvironmentManage,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 17] = [
+    pub const ALL: [Permission; 19] = [
         Permission::ModelRead,
         Permission::ModelWrite,
         Permission::ModelDelete,
@@ -185,6 +189,8 @@ impl Permission {
         Permission::PolicyRead,
         Permission::PolicyManage,
         Permission::WebhookManage,
+        Permission::Deploy,
+        Permission::EnvironmentManage,
     ];
 
     /// The permission table: the roles that hold this permission. `None` means every
@@ -206,6 +212,7 @@ impl Permission {
             Self::VersionPromote => &[ModelOwner, Sre, Admin],
             Self::PolicyManage => &[Security, Mrc, Admin],
             Self::WebhookManage => &[ModelOwner, Security, Admin],
+            Self::Deploy | Self::EnvironmentManage => &[Sre, Admin],
             Self::SelfBasic | Self::MfaManage | Self::SelfManage | Self::PolicyRead => return None,
         })
     }
@@ -220,6 +227,7 @@ impl Permission {
                 | Self::VersionReview
                 | Self::VersionPromote
                 | Self::WebhookManage
+                | Self::Deploy
         )
     }
 
@@ -237,7 +245,9 @@ impl Permission {
             | Self::VersionReview
             | Self::VersionPromote
             | Self::PolicyManage
-            | Self::WebhookManage => Scope::Write,
+            | Self::WebhookManage
+            | Self::Deploy
+            | Self::EnvironmentManage => Scope::Write,
             Self::NamespaceCreate
             | Self::NamespaceDelete
             | Self::UserManage
@@ -276,6 +286,8 @@ impl Permission {
             Self::PolicyRead => "policy.read",
             Self::PolicyManage => "policy.manage",
             Self::WebhookManage => "webhook.manage",
+            Self::Deploy => "deployment.write",
+            Self::EnvironmentManage => "environment.manage",
         }
     }
 }

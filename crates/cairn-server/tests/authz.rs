@@ -162,6 +162,15 @@ fn sample_body(method: &Method, template: &str, ns: Option<&str>, n: usize) -> O
         }
         ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/policy-check") => json!({}),
         ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/scan") => json!({}),
+        ("PUT", "/api/v1/environments/{environment}") => json!({ "description": "matrix" }),
+        ("POST", "/api/v1/environments/{environment}/deployments") => {
+            json!({ "model": format!("{ns}/m"), "version": "1" })
+        }
+        ("POST", "/api/v1/environments/{environment}/rollback") => {
+            json!({ "model": format!("{ns}/m"), "reason": "matrix" })
+        }
+        ("POST", "/api/v1/deployments/{id}/status") => json!({ "status": "failed" }),
+        ("POST", "/api/v1/deployments/{id}/slo-reports") => json!({ "error_rate": 0.5 }),
         ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/lineage") => {
             json!({ "inputs": [{ "kind": "dataset", "name": "matrix" }] })
         }
@@ -269,8 +278,14 @@ async fn matrix(s: &TestServer) {
     let mut checked = 0;
     let mut n = 0;
     for (method, template, permission) in &routes {
-        let namespaced = template.contains("{namespace}") || (method == Method::POST && template == "/api/v1/models");
-        let any_namespace = template.starts_with("/api/v1/uploads/");
+        // Requests whose body names the model (and so the namespace) are namespaced too.
+        let namespaced = template.contains("{namespace}")
+            || (method == Method::POST
+                && (template == "/api/v1/models"
+                    || template == "/api/v1/environments/{environment}/deployments"
+                    || template == "/api/v1/environments/{environment}/rollback"));
+        // Requests about an object by id need the permission in some namespace first.
+        let any_namespace = template.starts_with("/api/v1/uploads/") || template.starts_with("/api/v1/deployments/");
         let targets: &[Option<&str>] = if namespaced { &[Some(IN), Some(OUT)] } else { &[None] };
         for &target in targets {
             for who in &callers {

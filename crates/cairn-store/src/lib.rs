@@ -13,6 +13,7 @@ pub mod artifact;
 pub mod audit;
 pub mod backup;
 pub mod db;
+pub mod deploy;
 mod error;
 pub mod evaluation;
 pub mod gdpr;

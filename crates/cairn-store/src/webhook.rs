@@ -25,6 +25,8 @@ pub const WEBHOOK_EVENTS: &[&str] = &[
     "version.promoted",
     "policy.violation",
     "evaluation.failed",
+    "deployment.recorded",
+    "deployment.rolled_back",
 ];
 
 /// Subscribes to every event of [`WEBHOOK_EVENTS`].

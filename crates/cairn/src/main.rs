@@ -56,6 +56,12 @@ enum Command {
     Verify(cli::verify::VerifyArgs),
     /// Scan model files for unsafe pickles, Keras Lambda layers, malformed safetensors/GGUF/ONNX, secrets and licences (a local path offline, or a version on the server)
     Scan(cli::scan::ScanArgs),
+    /// Deployment environments and their service-level objectives: list, show, put
+    Env(cli::deploy::EnvArgs),
+    /// Deployment records: record, status, report (SLO), list
+    Deploy(cli::deploy::DeployArgs),
+    /// Roll a model back in an environment, to a given version or the one that ran before
+    Rollback(cli::deploy::RollbackArgs),
     /// Lineage: what a version was made from (--up), what derives from it (--down), impact of a dataset or model; add and remove inputs
     Lineage(cli::lineage::LineageArgs),
     /// A version's software bill of materials: CycloneDX 1.6 ML-BOM (JSON) with its files, datasets, base model and licences
@@ -124,6 +130,9 @@ fn main() -> ExitCode {
                     Command::Scan(args) => cli::scan::run(args).await,
                     Command::Sbom(args) => cli::scan::sbom(args).await,
                     Command::Lineage(args) => cli::lineage::run(args).await,
+                    Command::Env(args) => cli::deploy::env(args).await,
+                    Command::Deploy(args) => cli::deploy::deploy(args).await,
+                    Command::Rollback(args) => cli::deploy::rollback(args).await,
                     Command::Webhook(args) => cli::webhook::run(args).await,
                     Command::Submit(a) => cli::governance::run(LifecycleCommand::Submit(a)).await,
                     Command::Approve(a) => cli::governance::run(LifecycleCommand::Approve(a)).await,

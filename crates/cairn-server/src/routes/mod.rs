@@ -4,6 +4,7 @@
 pub mod account;
 pub mod aliases;
 pub mod audit;
+pub mod deploy;
 pub mod files;
 pub mod gdpr;
 pub mod grants;
@@ -49,6 +50,7 @@ use crate::error::ApiError;
         (name = "governance", description = "Lifecycle, reviews, policy checks, cards and evaluations of versions (docs/GOVERNANCE.md)"),
         (name = "policies", description = "Policies, policy exceptions and evaluation suites (docs/POLICIES.md)"),
         (name = "privacy", description = "Data-subject requests: access, portability, rectification, erasure; the personal-data inventory (docs/PRIVACY.md)"),
+        (name = "deployments", description = "Environments, deployment records, rollbacks and SLO reports (docs/DEPLOYMENTS.md)"),
         (name = "webhooks", description = "HTTP callbacks for lifecycle events, signed, with a delivery log (docs/WEBHOOKS.md)"),
     )
 )]
@@ -104,6 +106,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(lifecycle::router())
         .merge(policies::router())
         .merge(lineage::router())
+        .merge(deploy::router())
 }
 
 /// The routes that need no credential (logging in), with their OpenAPI description.

@@ -3,6 +3,7 @@
 pub mod admin;
 pub mod audit;
 pub mod card;
+pub mod deploy;
 pub mod eval;
 pub mod gdpr;
 pub mod governance;
