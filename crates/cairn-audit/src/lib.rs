@@ -10,11 +10,13 @@
 //!   signs at push time.
 //! - [`verify`]: a streaming verifier that reports the first break in a chain.
 //! - [`export`]: the JSON Lines export format that `cairn audit verify` reads.
+//! - [`evidence`]: evidence bundles (`tar.gz`) about one version, and their offline check.
 //!
 //! The formats are specified in `docs/AUDIT.md`.
 
 pub mod chain;
 pub mod checkpoint;
+pub mod evidence;
 pub mod export;
 pub mod keys;
 pub mod statement;

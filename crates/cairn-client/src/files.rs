@@ -194,6 +194,15 @@ impl Client {
         Ok(resp.bytes().await?.to_vec())
     }
 
+    /// `GET …/versions/{v}/evidence`: starts the download of the version's evidence bundle
+    /// (tar.gz), read with [`Download::chunk`].
+    pub async fn evidence(&self, model: &str, version: &str) -> Result<Download, ClientError> {
+        let url = format!("{}{}/evidence", self.base, version_path(model, version));
+        let resp = self.check(self.authorised(self.http.get(url)).send().await?).await?;
+        let length = resp.headers().get(CONTENT_LENGTH).and_then(|v| v.to_str().ok()).and_then(|v| v.parse().ok());
+        Ok(Download { resp, offset: 0, length, total: length })
+    }
+
     /// `GET …/versions/{v}/sbom`: the version's CycloneDX 1.6 ML-BOM, as served.
     pub async fn get_sbom(&self, model: &str, version: &str) -> Result<Vec<u8>, ClientError> {
         let url = format!("{}{}/sbom", self.base, version_path(model, version));

@@ -350,34 +350,14 @@ impl Store {
         let depth = i64::from(depth);
         let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
         let mut walk = LineageWalk::default();
-        let rows: Vec<EdgeRow> = match from {
+        // One recursive query whose rows are edges: (edge, the version to go on from, step).
+        // Every step is an index lookup (by version going up, by parent going down), and the
+        // edges found are read back by primary key, so the cost follows the answer.
+        let down_step = "SELECT e.id, e.version_id, w.depth + 1 FROM lineage_edges e \
+                         JOIN walk w ON e.parent_version_id = w.next WHERE w.depth < $2";
+        let (seed, step, params) = match from {
             WalkFrom::Version(model, selector, direction) => {
                 let v = find_version(&mut conn, model, selector).await?;
-                let root = v.id;
-                let (step, edge_end) = match direction {
-                    // From a version to its parents; the edges are the inputs of every version met.
-                    Direction::Up => (
-                        "e.parent_version_id, w.depth + 1 FROM lineage_edges e JOIN walk w ON e.version_id = w.vid \
-                         WHERE e.parent_version_id IS NOT NULL AND",
-                        "version_id",
-                    ),
-                    // From a version to its children; the edges are those from every version met.
-                    Direction::Down => (
-                        "e.version_id, w.depth + 1 FROM lineage_edges e JOIN walk w ON e.parent_version_id = w.vid WHERE",
-                        "parent_version_id",
-                    ),
-                };
-                let rows = conn
-                    .fetch_all(
-                        sqlx::AssertSqlSafe(format!(
-                            "WITH RECURSIVE walk(vid, depth) AS (SELECT CAST($1 AS BIGINT), 0 UNION \
-                             SELECT {step} w.depth + 1 < $2) \
-                             SELECT {EDGE_COLUMNS} FROM lineage_edges e WHERE e.{edge_end} IN (SELECT vid FROM walk) \
-                             ORDER BY e.id LIMIT $3"
-                        )),
-                        params![root, depth, fetch],
-                    )
-                    .await?;
                 walk.root = Some(VersionNode {
                     id: v.id,
                     namespace: v.namespace.clone(),
@@ -387,25 +367,40 @@ impl Store {
                     semver: v.semver.clone(),
                     digest: v.digest.clone(),
                 });
-                rows
+                match direction {
+                    // The version's inputs, then its base models' inputs, …
+                    Direction::Up => (
+                        "SELECT e.id, e.parent_version_id, 1 FROM lineage_edges e WHERE e.version_id = $1",
+                        "SELECT e.id, e.parent_version_id, w.depth + 1 FROM lineage_edges e \
+                         JOIN walk w ON e.version_id = w.next WHERE w.depth < $2",
+                        params![v.id, depth, fetch],
+                    ),
+                    // The versions derived from it, then theirs, …
+                    Direction::Down => (
+                        "SELECT e.id, e.version_id, 1 FROM lineage_edges e WHERE e.parent_version_id = $1",
+                        down_step,
+                        params![v.id, depth, fetch],
+                    ),
+                }
             }
-            WalkFrom::Input { kind, name, reference } => {
-                // Seeds: the versions recording the input (depth 1); then their descendants.
-                let seed = "e.kind = $1 AND e.name = $2 AND ($3 = '' OR e.ref = $3)";
-                conn.fetch_all(
-                    sqlx::AssertSqlSafe(format!(
-                        "WITH RECURSIVE walk(vid, depth) AS (SELECT e.version_id, 1 FROM lineage_edges e WHERE {seed} UNION \
-                         SELECT e.version_id, w.depth + 1 FROM lineage_edges e JOIN walk w ON e.parent_version_id = w.vid \
-                         WHERE w.depth + 1 <= $4) \
-                         SELECT * FROM (SELECT {EDGE_COLUMNS} FROM lineage_edges e WHERE {seed} UNION ALL \
-                         SELECT {EDGE_COLUMNS} FROM lineage_edges e WHERE e.parent_version_id IN \
-                         (SELECT vid FROM walk WHERE depth < $4)) found ORDER BY id LIMIT $5"
-                    )),
-                    params![kind.as_str(), name, reference, depth, fetch],
-                )
-                .await?
-            }
+            // The versions recording the input, then what derives from them.
+            WalkFrom::Input { kind, name, reference } => (
+                "SELECT e.id, e.version_id, 1 FROM lineage_edges e \
+                 WHERE e.kind = $4 AND e.name = $5 AND ($6 = '' OR e.ref = $6)",
+                down_step,
+                params![0i64, depth, fetch, kind.as_str(), name, reference],
+            ),
         };
+        let rows: Vec<EdgeRow> = conn
+            .fetch_all(
+                sqlx::AssertSqlSafe(format!(
+                    "WITH RECURSIVE walk(eid, next, depth) AS ({seed} UNION {step}) \
+                     SELECT {EDGE_COLUMNS} FROM lineage_edges e WHERE e.id IN (SELECT eid FROM walk) \
+                     ORDER BY e.id LIMIT $3"
+                )),
+                params,
+            )
+            .await?;
         walk.truncated = rows.len() > limit;
         walk.edges = rows.into_iter().take(limit).map(LineageEdge::from).collect();
         let mut ids: BTreeSet<i64> =

@@ -56,6 +56,8 @@ enum Command {
     Verify(cli::verify::VerifyArgs),
     /// Scan model files for unsafe pickles, Keras Lambda layers, malformed safetensors/GGUF/ONNX, secrets and licences (a local path offline, or a version on the server)
     Scan(cli::scan::ScanArgs),
+    /// Evidence bundles: export a version's signed bundle, verify one offline
+    Evidence(cli::evidence::EvidenceArgs),
     /// Deployment environments and their service-level objectives: list, show, put
     Env(cli::deploy::EnvArgs),
     /// Deployment records: record, status, report (SLO), list
@@ -131,6 +133,7 @@ fn main() -> ExitCode {
                     Command::Sbom(args) => cli::scan::sbom(args).await,
                     Command::Lineage(args) => cli::lineage::run(args).await,
                     Command::Env(args) => cli::deploy::env(args).await,
+                    Command::Evidence(args) => cli::evidence::run(args).await,
                     Command::Deploy(args) => cli::deploy::deploy(args).await,
                     Command::Rollback(args) => cli::deploy::rollback(args).await,
                     Command::Webhook(args) => cli::webhook::run(args).await,

@@ -5,6 +5,7 @@ pub mod account;
 pub mod aliases;
 pub mod audit;
 pub mod deploy;
+pub mod evidence;
 pub mod files;
 pub mod gdpr;
 pub mod grants;
@@ -107,6 +108,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(policies::router())
         .merge(lineage::router())
         .merge(deploy::router())
+        .merge(evidence::router())
 }
 
 /// The routes that need no credential (logging in), with their OpenAPI description.
