@@ -1,0 +1,81 @@
+//! `cairn evidence export` against a real server and `cairn evidence verify` offline: a bundle
+//! that verifies, one with a byte changed that does not (exit 1), and bad input (exit 2).
+
+use std::path::Path;
+use std::process::{Command, Output, Stdio};
+
+use cairn_test_utils::{Backend, TestServer};
+
+const BIN: &str = env!("CARGO_BIN_EXE_cairn");
+
+fn run_as(cwd: &Path, server: Option<(String, String)>, args: &[String]) -> Output {
+    let mut cmd = Command::new(BIN);
+    cmd.args(args).current_dir(cwd).stdin(Stdio::null());
+    for (k, _) in std::env::vars() {
+        if k.starts_with("CAIRN_") {
+            cmd.env_remove(k);
+        }
+    }
+    cmd.env("CAIRN_CONFIG_DIR", cwd);
+    if let Some((url, token)) = server {
+        cmd.env("CAIRN_URL", url).env("CAIRN_TOKEN", token);
+    }
+    cmd.output().unwrap()
+}
+
+async fn cairn(cwd: &Path, s: &TestServer, args: &[&str]) -> Output {
+    let (cwd, args): (std::path::PathBuf, Vec<String>) =
+        (cwd.to_path_buf(), args.iter().map(|a| a.to_string()).collect());
+    let server = Some((s.url.clone(), s.token.clone()));
+    tokio::task::spawn_blocking(move || run_as(&cwd, server, &args)).await.unwrap()
+}
+
+fn text(o: &Output) -> String {
+    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
+}
+
+#[track_caller]
+fn exits(o: &Output, code: i32) -> String {
+    assert_eq!(o.status.code(), Some(code), "{}", text(o));
+    text(o)
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn export_then_verify_offline() {
+    let Some(s) = TestServer::start(Backend::Sqlite, "export_then_verify_offline").await else {
+        return;
+    };
+    let tmp = tempfile::tempdir().unwrap();
+    let t = tmp.path();
+    s.push("team/m", &[("weights.bin", b"weights")]).await;
+    std::fs::write(t.join("registry.pub"), s.state.signing_key.public().to_pem()).unwrap();
+    std::fs::write(t.join("other.pub"), cairn_audit::SigningKey::generate().public().to_pem()).unwrap();
+
+    let out = cairn(t, &s, &["evidence", "export", "team/m:1", "-o", "b.tar.gz"]).await;
+    assert!(exits(&out, 0).contains("Wrote b.tar.gz"), "{}", text(&out));
+    assert!(!t.join("b.part").exists(), "no partial file is left");
+    let out = cairn(t, &s, &["evidence", "verify", "b.tar.gz", "--public-key", "registry.pub"]).await;
+    let said = exits(&out, 0);
+    assert!(said.contains("team/m:1") && said.contains("VERIFIED"), "{said}");
+    let out = cairn(t, &s, &["evidence", "verify", "b.tar.gz", "--public-key", "registry.pub", "--json"]).await;
+    let report: serde_json::Value = serde_json::from_str(&exits(&out, 0)).unwrap();
+    assert_eq!(report["ok"], true);
+
+    // Another key, a changed byte: exit 1.
+    let out = cairn(t, &s, &["evidence", "verify", "b.tar.gz", "--public-key", "other.pub"]).await;
+    assert!(exits(&out, 1).contains("FAIL"), "{}", text(&out));
+    let mut bytes = std::fs::read(t.join("b.tar.gz")).unwrap();
+    let mid = bytes.len() / 2;
+    bytes[mid] ^= 0x20;
+    std::fs::write(t.join("tampered.tar.gz"), &bytes).unwrap();
+    let out = cairn(t, &s, &["evidence", "verify", "tampered.tar.gz", "--public-key", "registry.pub"]).await;
+    exits(&out, 1);
+    // Bad input: exit 2.
+    let out = cairn(t, &s, &["evidence", "verify", "missing.tar.gz", "--public-key", "registry.pub"]).await;
+    exits(&out, 2);
+    let out = cairn(t, &s, &["evidence", "verify", "b.tar.gz"]).await;
+    exits(&out, 2);
+    let out = cairn(t, &s, &["evidence", "export", "team/m:7"]).await;
+    exits(&out, 2);
+    s.stop().await;
+}
