@@ -80,6 +80,13 @@ pub trait Input: Read {
     fn exact(&mut self, buf: &mut [u8]) -> io::Result<()> {
         self.read_exact(buf)
     }
+    /// The bytes already buffered from the current position on (possibly none), for walkers
+    /// that can go through runs of simple opcodes without a call per byte.
+    fn window(&self) -> &[u8] {
+        &[]
+    }
+    /// Moves past `n` bytes of [`Input::window`] (`n` at most its length).
+    fn advance(&mut self, _n: usize) {}
 }
 
 /// Smallest and largest read the buffered reader makes: sequential reads grow the window so a
@@ -182,6 +189,20 @@ impl Input for Reader<'_> {
             }
         }
         self.read_exact(out)
+    }
+
+    #[inline]
+    fn window(&self) -> &[u8] {
+        match self.pos.checked_sub(self.buf_start) {
+            Some(at) => self.buf.get(usize::try_from(at).unwrap_or(usize::MAX)..).unwrap_or(&[]),
+            None => &[],
+        }
+    }
+
+    #[inline]
+    fn advance(&mut self, n: usize) {
+        debug_assert!(n <= self.window().len());
+        self.pos += n as u64;
     }
 
     fn skip(&mut self, n: u64) -> io::Result<()> {

@@ -394,3 +394,52 @@ fn content_decides_over_the_extension() {
     assert_eq!(r.format, Format::Pickle, "an extension-less protocol 2+ pickle is still read");
     assert_eq!(r.max_severity(), Some(Severity::Critical));
 }
+
+#[test]
+fn long_runs_of_numbers_across_read_windows_keep_the_stack_exact() {
+    // Names memoised first, then a list of 300,000 numbers of every small kind appended in
+    // batches of 1,000 (as Python writes long lists) — far more than one read window — then
+    // the names fetched back for a STACK_GLOBAL. Miscounting the stack anywhere in the run
+    // would lose the import or break the walk.
+    let mut b = vec![0x80, 4];
+    for s in ["os", "system"] {
+        b.push(0x8c);
+        b.push(s.len() as u8);
+        b.extend_from_slice(s.as_bytes());
+        b.push(0x94); // MEMOIZE
+        b.push(b'0'); // POP
+    }
+    b.push(b']');
+    for batch in 0..300u32 {
+        b.push(b'(');
+        for i in 0..1000u32 {
+            match (batch + i) % 4 {
+                0 => b.extend_from_slice(&[b'K', (i % 256) as u8]),
+                1 => {
+                    b.push(b'M');
+                    b.extend_from_slice(&(i as u16).to_le_bytes());
+                }
+                2 => {
+                    b.push(b'J');
+                    b.extend_from_slice(&(-(i as i32)).to_le_bytes());
+                }
+                _ => {
+                    b.push(b'G');
+                    b.extend_from_slice(&f64::from(i).to_be_bytes());
+                }
+            }
+        }
+        b.push(b'e'); // APPENDS
+    }
+    b.extend_from_slice(&[b'N', b'a', 0x88, b'a', b'0']); // APPEND twice, POP the list
+    b.extend_from_slice(&[b'h', 0, b'h', 1, 0x93, b')', b'R', b'.']);
+    assert!(b.len() > 1 << 20, "{} bytes", b.len());
+    let r = scan("state.pkl", &b);
+    assert_eq!(r.status, Status::Scanned, "{:?}", r.error);
+    assert_eq!(rules(&r), ["pickle.unsafe_import:os.system"]);
+
+    // The same run with one APPENDS too many has no mark to close: the walk says so.
+    let mut broken = b[..b.len() - 13].to_vec();
+    broken.extend_from_slice(b"e.");
+    assert_eq!(scan("state.pkl", &broken).status, Status::Incomplete);
+}
