@@ -1,45 +1,13 @@
 //! `cairn push` with lineage flags, and `cairn lineage` (walks, add, remove, impact) against a
 //! real server: what users type, what they read back, and the exit codes of bad input.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use common::*;
 
 use cairn_test_utils::{Backend, TestServer};
 
-const BIN: &str = env!("CARGO_BIN_EXE_cairn");
 const SHA: &str = "0123456789abcdef0123456789abcdef01234567";
-
-fn run_as(cwd: &Path, server: Option<(String, String)>, args: &[String]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).current_dir(cwd).stdin(Stdio::null());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CAIRN_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("CAIRN_CONFIG_DIR", cwd);
-    if let Some((url, token)) = server {
-        cmd.env("CAIRN_URL", url).env("CAIRN_TOKEN", token);
-    }
-    cmd.output().unwrap()
-}
-
-async fn cairn(cwd: &Path, s: &TestServer, args: &[&str]) -> Output {
-    let (cwd, args): (std::path::PathBuf, Vec<String>) =
-        (cwd.to_path_buf(), args.iter().map(|a| a.to_string()).collect());
-    let server = Some((s.url.clone(), s.token.clone()));
-    tokio::task::spawn_blocking(move || run_as(&cwd, server, &args)).await.unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-#[track_caller]
-fn exits(o: &Output, code: i32) -> String {
-    assert_eq!(o.status.code(), Some(code), "{}", text(o));
-    text(o)
-}
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn push_with_lineage_then_walk_add_remove_and_impact() {

@@ -1,48 +1,11 @@
 //! `cairn scan` offline (a directory or a file, with the scanner the server runs) and online
 //! (a version's stored results, and a rescan), and the scan line `cairn push` prints.
 
-use std::path::Path;
-use std::process::{Command, Output, Stdio};
+mod common;
+
+use common::*;
 
 use cairn_test_utils::{Backend, TestServer};
-
-const BIN: &str = env!("CARGO_BIN_EXE_cairn");
-
-fn run_as(cwd: &Path, server: Option<(String, String)>, args: &[String]) -> Output {
-    let mut cmd = Command::new(BIN);
-    cmd.args(args).current_dir(cwd).stdin(Stdio::null());
-    for (k, _) in std::env::vars() {
-        if k.starts_with("CAIRN_") {
-            cmd.env_remove(k);
-        }
-    }
-    cmd.env("CAIRN_CONFIG_DIR", cwd);
-    if let Some((url, token)) = server {
-        cmd.env("CAIRN_URL", url).env("CAIRN_TOKEN", token);
-    }
-    cmd.output().unwrap()
-}
-
-fn run(cwd: &Path, args: &[&str]) -> Output {
-    run_as(cwd, None, &args.iter().map(|a| a.to_string()).collect::<Vec<_>>())
-}
-
-async fn cairn(cwd: &Path, s: &TestServer, args: &[&str]) -> Output {
-    let (cwd, args): (std::path::PathBuf, Vec<String>) =
-        (cwd.to_path_buf(), args.iter().map(|a| a.to_string()).collect());
-    let server = Some((s.url.clone(), s.token.clone()));
-    tokio::task::spawn_blocking(move || run_as(&cwd, server, &args)).await.unwrap()
-}
-
-fn text(o: &Output) -> String {
-    format!("{}{}", String::from_utf8_lossy(&o.stdout), String::from_utf8_lossy(&o.stderr))
-}
-
-#[track_caller]
-fn exits(o: &Output, code: i32) -> String {
-    assert_eq!(o.status.code(), Some(code), "{}", text(o));
-    text(o)
-}
 
 /// `posix.system("id")` in protocol 2, as `pickle.dumps` writes it on Linux.
 const EVIL: &[u8] = b"\x80\x02cposix\nsystem\nq\x00X\x02\x00\x00\x00idq\x01\x85q\x02Rq\x03.";
