@@ -17,7 +17,7 @@
 //! write outside anything nor exhaust memory or disk.
 
 use std::collections::{BTreeMap, BTreeSet};
-use std::io::{self, BufReader, Read, Seek, Write};
+use std::io::{self, BufReader, Read, Write};
 use std::path::Path;
 
 use serde::{Deserialize, Serialize};
@@ -400,7 +400,5 @@ fn gzip_header() -> Vec<u8> {
 
 /// Reads and verifies the bundle file at `path`.
 pub fn verify_file(path: &Path, trusted: &[PublicKey]) -> Result<BundleReport, BundleError> {
-    let mut f = std::fs::File::open(path)?;
-    f.rewind()?;
-    verify(BufReader::new(f), trusted)
+    verify(BufReader::new(std::fs::File::open(path)?), trusted)
 }

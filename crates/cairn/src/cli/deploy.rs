@@ -244,10 +244,7 @@ pub async fn deploy(args: DeployArgs) -> ExitCode {
             DeployCommand::Record { reference, environment, strategy, traffic_percent, config, status, json } => {
                 let r = VersionRef::parse(&reference).map_err(|e| UsageError(e.to_string()))?;
                 let config = super::parse_metadata(config.as_deref())?;
-                let version = match &r.selector {
-                    cairn_core::VersionSelector::Alias(a) => format!("@{a}"),
-                    other => other.to_string(),
-                };
+                let version = r.selector.to_string();
                 let req = api::RecordDeployment {
                     model: r.model.to_string(),
                     version,

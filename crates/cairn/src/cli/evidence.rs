@@ -63,10 +63,7 @@ pub async fn run(args: EvidenceArgs) -> ExitCode {
 
 async fn export(reference: &str, output: Option<PathBuf>) -> anyhow::Result<ExitCode> {
     let r = cairn_core::VersionRef::parse(reference).map_err(|e| UsageError(e.to_string()))?;
-    let version = match &r.selector {
-        cairn_core::VersionSelector::Alias(a) => format!("@{a}"),
-        other => other.to_string(),
-    };
+    let version = r.selector.to_string();
     let client = super::client()?;
     let mut download = client.evidence(&r.model.to_string(), &version).await?;
     let out = output.unwrap_or_else(|| {

@@ -168,10 +168,7 @@ pub async fn run(args: LineageArgs) -> ExitCode {
 
 fn reference(s: &str) -> Result<(String, String), UsageError> {
     let r = VersionRef::parse(s).map_err(|e| UsageError(e.to_string()))?;
-    let version = match &r.selector {
-        cairn_core::VersionSelector::Alias(a) => format!("@{a}"),
-        other => other.to_string(),
-    };
+    let version = r.selector.to_string();
     Ok((r.model.to_string(), version))
 }
 
