@@ -641,8 +641,33 @@ mod browser {
         }
     }
 
+    /// Reads an element's text. A click that submits a form can leave the old page in place for
+    /// a moment, so an element found there may go stale before it is read: look it up again.
     async fn text(c: &Client, css: &str) -> String {
-        c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await.unwrap().text().await.unwrap()
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let e = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await.unwrap();
+            match e.text().await {
+                Ok(t) => return t,
+                Err(err) if err.is_stale_element_reference() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(err) => panic!("reading {css}: {err}"),
+            }
+        }
+    }
+
+    /// Waits until the browser has navigated to a URL containing `part`.
+    async fn wait_for_url(c: &Client, part: &str) {
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = c.current_url().await.unwrap();
+            if url.as_str().contains(part) {
+                return;
+            }
+            assert!(Instant::now() < deadline, "still at {url}, expected a URL with {part}");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     async fn fill(c: &Client, css: &str, value: &str) {
@@ -652,7 +677,17 @@ mod browser {
     }
 
     async fn click(c: &Client, css: &str) {
-        c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await.unwrap().click().await.unwrap();
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let e = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await.unwrap();
+            match e.click().await {
+                Ok(()) => return,
+                Err(err) if err.is_stale_element_reference() && Instant::now() < deadline => {
+                    tokio::time::sleep(Duration::from_millis(50)).await
+                }
+                Err(err) => panic!("clicking {css}: {err}"),
+            }
+        }
     }
 
     async fn log_in(c: &Client, base: &str, name: &str) {
@@ -709,6 +744,7 @@ mod browser {
         click(&c, "#nav-audit").await;
         fill(&c, "#a-action", "version.review.approve").await;
         click(&c, "#audit-filter button[type=submit]").await;
+        wait_for_url(&c, "action=version.review.approve").await;
         let rows = text(&c, "#audit-events tbody").await;
         assert!(rows.contains("user:rita") && rows.contains("version:risk/fraud:1"), "{rows}");
         screenshot(&c, "audit").await;
