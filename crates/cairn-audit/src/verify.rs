@@ -3,13 +3,14 @@
 //! erased events, until an erasure record covers them), so memory does not grow with the
 //! chain's length, and stops at the first break.
 
-use std::collections::BTreeSet;
+use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
 use crate::chain::{AuditRecord, GENESIS, Hash, RedactedRecord, event_hash, parse_hash};
 use crate::checkpoint::Checkpoint;
 use crate::keys::PublicKey;
+use crate::retention::{PRUNE_ACTION, PRUNED_ACTOR, PruneRecord};
 
 /// The action whose after-state lists the events an erasure pseudonymised.
 pub const ERASE_ACTION: &str = "gdpr.erase";
@@ -51,7 +52,7 @@ pub enum BreakKind {
     Truncated,
     /// The anchor of a pruned chain or partial export is not vouched for.
     UnverifiedAnchor,
-    /// An event's details were removed without an erasure that lists it.
+    /// An event's details were removed without an erasure or a pruning that covers it.
     UnrecordedErasure,
 }
 
@@ -89,6 +90,8 @@ pub struct Report {
     /// Events whose details were erased under a recorded erasure (their details cannot be
     /// checked, their place in the chain can).
     pub erased: u64,
+    /// Events whose details were pruned after their retention, under a recorded pruning.
+    pub pruned: u64,
     /// The first break, if any.
     pub first_break: Option<Break>,
 }
@@ -157,6 +160,10 @@ pub struct Verifier {
     anchor_vouched: bool,
     erased: BTreeSet<i64>,
     covered: BTreeSet<i64>,
+    /// Pruned events not yet covered by a pruning record: per action, the first sequence
+    /// number and the latest time (a record covers them all once its cut-off passes that).
+    pruned: BTreeMap<String, (i64, i64)>,
+    pruned_count: u64,
     redacted: u64,
     first_break: Option<Break>,
 }
@@ -177,6 +184,8 @@ impl Verifier {
             anchor_vouched: anchor.seq == 0 && anchor.hash == GENESIS,
             erased: BTreeSet::new(),
             covered: BTreeSet::new(),
+            pruned: BTreeMap::new(),
+            pruned_count: 0,
             redacted: 0,
             first_break: None,
         }
@@ -233,6 +242,12 @@ impl Verifier {
         }
         let digest = match checked {
             DetailsCheck::Intact(d) => d,
+            DetailsCheck::Erased(d) if r.details.actor == PRUNED_ACTOR => {
+                let e = self.pruned.entry(r.action.clone()).or_insert((r.seq, r.time));
+                e.1 = e.1.max(r.time);
+                self.pruned_count += 1;
+                d
+            }
             DetailsCheck::Erased(d) => {
                 self.erased.insert(r.seq);
                 d
@@ -250,6 +265,18 @@ impl Verifier {
             && let Some(list) = v.get("erased_events").and_then(|l| l.as_array())
         {
             self.covered.extend(list.iter().filter_map(serde_json::Value::as_i64).filter(|s| *s < r.seq));
+        }
+        if r.action == PRUNE_ACTION
+            && r.outcome == "success"
+            && r.salt.is_some()
+            && let Some(after) = &r.details.after
+            && let Ok(record) = serde_json::from_str::<PruneRecord>(after)
+        {
+            for p in &record.pruned_details {
+                if self.pruned.get(&p.action).is_some_and(|(_, latest)| *latest < p.before) {
+                    self.pruned.remove(&p.action);
+                }
+            }
         }
         true
     }
@@ -397,6 +424,12 @@ impl Verifier {
                 format!("the details of event {seq} were removed, but no erasure lists it"),
             );
         }
+        if !self.broken()
+            && let Some((action, (seq, _))) = self.pruned.iter().min_by_key(|(_, (seq, _))| *seq)
+        {
+            let message = format!("the details of event {seq} ({action}) were pruned, but no pruning record covers it");
+            self.fail(*seq, BreakKind::UnrecordedErasure, message);
+        }
         Report {
             events: self.events,
             first_seq: self.first_seq,
@@ -407,6 +440,7 @@ impl Verifier {
             unsigned_tail: u64::try_from(self.last_seq - self.last_checkpoint_seq).unwrap_or(0),
             redacted: self.redacted,
             erased: u64::try_from(self.erased.len()).unwrap_or(0),
+            pruned: self.pruned_count,
             first_break: self.first_break,
         }
     }
@@ -563,6 +597,78 @@ mod tests {
         let r = run(&rs, &[], &key, None);
         assert!(r.ok(), "{r:?}");
         assert_eq!(r.erased, 1);
+    }
+
+    /// Events 1–6 at times 1001–1006; details of 2 and 4 (`model.create`) pruned.
+    fn pruned_chain() -> Vec<AuditRecord> {
+        let mut rs = chain(6);
+        for i in [1, 3] {
+            rs[i].details = EventDetails {
+                actor: PRUNED_ACTOR.into(),
+                key_id: None,
+                target: String::new(),
+                before: None,
+                after: None,
+                request_id: None,
+                source_ip: None,
+                user_agent: None,
+            };
+            rs[i].salt = None;
+        }
+        rs
+    }
+
+    fn append(rs: &mut Vec<AuditRecord>, action: &str, after: &str) {
+        let prev = parse_hash(&rs.last().unwrap().hash).unwrap();
+        let mut d = details(0);
+        d.after = Some(after.into());
+        let seq = rs.len() as i64 + 1;
+        rs.push(AuditRecord::seal(&prev, seq, 2000 + seq, action.into(), "success".into(), d));
+    }
+
+    #[test]
+    fn pruned_details_need_a_pruning_record_that_covers_their_time() {
+        let key = SigningKey::generate();
+        let rs = pruned_chain();
+        let r = run(&rs, &[], &key, None);
+        assert_eq!(kind(&r), Some((2, BreakKind::UnrecordedErasure)), "{r:?}");
+        assert!(r.first_break.unwrap().message.contains("pruned"));
+
+        // A record that covers model.create only up to 1003 leaves event 4 uncovered …
+        let mut short = rs.clone();
+        append(
+            &mut short,
+            PRUNE_ACTION,
+            r#"{"anchor_seq":0,"removed_events":0,"pruned_details":[{"action":"model.create","before":1003,"events":1}],"retention":[]}"#,
+        );
+        assert_eq!(kind(&run(&short, &[], &key, None)), Some((2, BreakKind::UnrecordedErasure)));
+        // … and a record about another action covers nothing.
+        let mut other = rs.clone();
+        append(
+            &mut other,
+            PRUNE_ACTION,
+            r#"{"anchor_seq":0,"removed_events":0,"pruned_details":[{"action":"auth.login","before":9999,"events":2}],"retention":[]}"#,
+        );
+        assert_eq!(kind(&run(&other, &[], &key, None)), Some((2, BreakKind::UnrecordedErasure)));
+
+        // A later pruning that reaches past 1004 covers both.
+        append(
+            &mut short,
+            PRUNE_ACTION,
+            r#"{"anchor_seq":0,"removed_events":0,"pruned_details":[{"action":"model.create","before":1005,"events":1}],"retention":[]}"#,
+        );
+        let r = run(&short, &[], &key, None);
+        assert!(r.ok(), "{r:?}");
+        assert_eq!((r.pruned, r.erased), (2, 0));
+
+        // A pruning record under another action name vouches for nothing.
+        let mut forged = rs;
+        append(
+            &mut forged,
+            "model.update",
+            r#"{"anchor_seq":0,"removed_events":0,"pruned_details":[{"action":"model.create","before":9999,"events":2}],"retention":[]}"#,
+        );
+        assert_eq!(kind(&run(&forged, &[], &key, None)), Some((2, BreakKind::UnrecordedErasure)));
     }
 
     #[test]

@@ -28,6 +28,7 @@ pub mod namespace;
 mod page;
 pub mod policy;
 pub mod rate_limit;
+pub mod retention;
 pub mod scan;
 pub mod secret;
 pub mod server_flags;
