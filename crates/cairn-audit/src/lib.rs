@@ -9,6 +9,7 @@
 //! - [`statement`]: what the server signs when a version is committed, and what a user
 //!   signs at push time.
 //! - [`verify`]: a streaming verifier that reports the first break in a chain.
+//! - [`report`]: how a version was decided (`cairn audit explain`) and compliance reports.
 //! - [`retention`]: how long events are kept, and what a pruning records.
 //! - [`export`]: the JSON Lines export format that `cairn audit verify` reads.
 //! - [`evidence`]: evidence bundles (`tar.gz`) about one version, and their offline check.
@@ -20,6 +21,7 @@ pub mod checkpoint;
 pub mod evidence;
 pub mod export;
 pub mod keys;
+pub mod report;
 pub mod retention;
 pub mod statement;
 pub mod verify;

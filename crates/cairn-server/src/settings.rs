@@ -56,6 +56,15 @@ pub struct Settings {
     /// Seconds between signed audit checkpoints (`CAIRN_AUDIT_CHECKPOINT_SECS`, default 300;
     /// 0 signs only on demand and at shutdown).
     pub audit_checkpoint_secs: u64,
+    /// How long audit events are kept, in days (`CAIRN_AUDIT_RETENTION_DAYS`, default 2555:
+    /// seven years); docs/AUDIT.md, "Retention".
+    pub audit_retention_days: u32,
+    /// Shorter or longer retention for some actions, `action=days` or `family.*=days`,
+    /// comma-separated (`CAIRN_AUDIT_RETENTION`, e.g. `auth.login=90,session.*=30`).
+    pub audit_retention: String,
+    /// Seconds between prunings of expired audit events (`CAIRN_AUDIT_PRUNE_SECS`, default
+    /// 86400; 0 prunes only on demand: `cairn audit prune`).
+    pub audit_prune_secs: u64,
     /// Largest total size of one push, in bytes (`CAIRN_MAX_UPLOAD_BYTES`, default 1 TiB).
     pub max_upload_bytes: u64,
     /// Part size of uploads in bytes, a multiple of 64 KiB, at least 5 MiB on S3 (`CAIRN_UPLOAD_PART_SIZE`).
@@ -130,6 +139,9 @@ impl Default for Settings {
             encryption_key_file: None,
             signing_key_file: None,
             audit_checkpoint_secs: 300,
+            audit_retention_days: cairn_audit::retention::DEFAULT_RETENTION_DAYS,
+            audit_retention: String::new(),
+            audit_prune_secs: 86_400,
             max_upload_bytes: 1 << 40,
             upload_part_size: 16 * 1024 * 1024,
             upload_expiry_secs: 86_400,
@@ -180,6 +192,9 @@ impl fmt::Debug for Settings {
             .field("encryption_key_file", &self.encryption_key_file)
             .field("signing_key_file", &self.signing_key_file)
             .field("audit_checkpoint_secs", &self.audit_checkpoint_secs)
+            .field("audit_retention_days", &self.audit_retention_days)
+            .field("audit_retention", &self.audit_retention)
+            .field("audit_prune_secs", &self.audit_prune_secs)
             .field("max_upload_bytes", &self.max_upload_bytes)
             .field("upload_part_size", &self.upload_part_size)
             .field("upload_expiry_secs", &self.upload_expiry_secs)
@@ -271,6 +286,15 @@ pub struct SettingsOverrides {
     /// See [`Settings::audit_checkpoint_secs`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub audit_checkpoint_secs: Option<u64>,
+    /// See [`Settings::audit_retention_days`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_retention_days: Option<u32>,
+    /// See [`Settings::audit_retention`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_retention: Option<String>,
+    /// See [`Settings::audit_prune_secs`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub audit_prune_secs: Option<u64>,
     /// See [`Settings::max_upload_bytes`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub max_upload_bytes: Option<u64>,
@@ -437,8 +461,16 @@ impl Settings {
         {
             return Err(SettingsError("metrics_token (CAIRN_METRICS_TOKEN) must be at least 32 characters".into()));
         }
+        self.audit_retention_policy()?;
         self.check_listen()?;
         Ok(())
+    }
+
+    /// The audit retention rules (`audit_retention_days` and `audit_retention`).
+    pub fn audit_retention_policy(&self) -> Result<cairn_audit::retention::RetentionPolicy, SettingsError> {
+        cairn_audit::retention::RetentionPolicy::parse(self.audit_retention_days, &self.audit_retention).map_err(|e| {
+            SettingsError(format!("audit_retention (CAIRN_AUDIT_RETENTION, CAIRN_AUDIT_RETENTION_DAYS): {e}"))
+        })
     }
 
     /// Whether the server speaks HTTPS.
@@ -524,6 +556,9 @@ const ENV_KEYS: &[&str] = &[
     "encryption_key_file",
     "signing_key_file",
     "audit_checkpoint_secs",
+    "audit_retention_days",
+    "audit_retention",
+    "audit_prune_secs",
     "max_upload_bytes",
     "upload_part_size",
     "upload_expiry_secs",

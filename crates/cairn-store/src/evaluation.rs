@@ -397,7 +397,9 @@ impl Store {
             "eval.result.submit",
             &target(model, v.version),
             None::<&()>,
-            Some(&serde_json::json!({"id": stored.id, "suite": stored.suite, "passed": stored.passed})),
+            Some(&serde_json::json!({
+                "id": stored.id, "suite": stored.suite, "passed": stored.passed, "metrics": stored.metrics,
+            })),
         )
         .await?;
         tx.commit().await?;

@@ -152,6 +152,20 @@ pub struct LifecycleChange {
 }
 
 /// The audit action of a lifecycle change.
+/// Policy results as the lifecycle event records them: each rule's policy, outcome and
+/// finding (the finding states the values compared).
+fn policy_summary(results: &[PolicyResultRecord]) -> Vec<serde_json::Value> {
+    results
+        .iter()
+        .map(|r| {
+            serde_json::json!({
+                "policy": r.policy, "policy_version": r.policy_version, "rule": r.rule_id, "severity": r.severity,
+                "action": r.action, "outcome": r.outcome, "message": r.message, "waived": r.waived, "blocked": r.blocked,
+            })
+        })
+        .collect()
+}
+
 fn audit_action(change: &LifecycleChange) -> String {
     match (&change.review, change.to) {
         (Some(r), _) => format!("version.review.{}", r.decision),
@@ -406,6 +420,9 @@ impl Store {
                 })),
                 "deprecated": replaced,
                 "policy_results": change.policy_results.len(),
+                // What the policies found, so the decision can be reconstructed from the
+                // chain alone (`cairn audit explain`).
+                "policies": policy_summary(&change.policy_results),
             })),
         )
         .await?;
@@ -449,7 +466,7 @@ impl Store {
             &target(model, number),
             "denied",
             Some(&serde_json::json!({"stage": version.stage})),
-            Some(&serde_json::json!({"refused": reason, "blocked_by": blocked})),
+            Some(&serde_json::json!({"refused": reason, "blocked_by": blocked, "policies": policy_summary(policy_results)})),
         )
         .await?;
         tx.commit().await
