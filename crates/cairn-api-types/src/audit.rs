@@ -96,3 +96,49 @@ pub struct SigningKeys {
     /// Every key the registry has signed with, oldest first.
     pub keys: Vec<SigningKeyInfo>,
 }
+
+/// Body of `POST /api/v1/audit/prune`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct AuditPruneRequest {
+    /// Only report what would be pruned.
+    #[serde(default)]
+    pub dry_run: bool,
+}
+
+/// Details of events of one action pruned.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct PrunedAction {
+    /// The action.
+    pub action: String,
+    /// Events of it before this time (RFC 3339) have no details any more.
+    pub before: String,
+    /// How many were pruned now.
+    pub events: u64,
+}
+
+/// A retention rule in force.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct RetentionRule {
+    /// An action, a family (`auth.*`) or `*` (the default).
+    pub actions: String,
+    /// Days kept.
+    pub days: u32,
+}
+
+/// What a pruning of the audit chain did (or, for a dry run, would do).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, ToSchema)]
+pub struct AuditPrune {
+    /// Whether nothing was changed.
+    pub dry_run: bool,
+    /// The chain's anchor afterwards: the event before the first one kept.
+    pub anchor_seq: i64,
+    /// Events removed from the start of the chain.
+    pub removed_events: u64,
+    /// Events whose details were pruned, per action.
+    pub pruned_details: Vec<PrunedAction>,
+    /// The retention in force.
+    pub retention: Vec<RetentionRule>,
+    /// Why expired events were kept, if some were.
+    pub note: Option<String>,
+}

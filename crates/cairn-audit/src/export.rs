@@ -94,6 +94,17 @@ pub enum ReadError {
 /// [`MAX_LINE`] and a few batches of lines whatever the file's length. Lines are read,
 /// parsed and their details checked on a second thread, ahead of the chain walk.
 pub fn verify_export(input: impl BufRead + Send, trusted: Vec<PublicKey>) -> Result<Report, ReadError> {
+    verify_export_observing(input, trusted, &mut |_| {})
+}
+
+/// [`verify_export`], handing every event with details to `observe` as it is verified (in
+/// chain order). What was observed is only as good as the report: use it when the report
+/// is [`Report::ok`].
+pub fn verify_export_observing(
+    input: impl BufRead + Send,
+    trusted: Vec<PublicKey>,
+    observe: &mut dyn FnMut(&AuditRecord),
+) -> Result<Report, ReadError> {
     const BATCH: usize = 512;
     type Batch = Vec<(u64, Line, Option<DetailsCheck>)>;
     let (tx, rx) = std::sync::mpsc::sync_channel::<Result<Batch, ReadError>>(8);
@@ -129,7 +140,7 @@ pub fn verify_export(input: impl BufRead + Send, trusted: Vec<PublicKey>) -> Res
             Ok(batch) => batch.into_iter().map(Ok).collect::<Vec<_>>(),
             Err(e) => vec![Err(e)],
         });
-        walk(&mut lines, trusted)
+        walk(&mut lines, trusted, observe)
         // Dropping the receiver here stops the reader if verification ended early.
     })
 }
@@ -137,6 +148,7 @@ pub fn verify_export(input: impl BufRead + Send, trusted: Vec<PublicKey>) -> Res
 fn walk(
     lines: &mut impl Iterator<Item = Result<(u64, Line, Option<DetailsCheck>), ReadError>>,
     trusted: Vec<PublicKey>,
+    observe: &mut dyn FnMut(&AuditRecord),
 ) -> Result<Report, ReadError> {
     let at = |line: u64, message: &str| ReadError::Line { line, message: message.to_owned() };
     let header = match lines.next().transpose()? {
@@ -163,7 +175,9 @@ fn walk(
             Line::Header(_) => return Err(at(n, "a second header")),
             Line::Event(r) => {
                 let checked = checked.unwrap_or_else(|| check_details(&r));
-                v.event_checked(&r, checked);
+                if v.event_checked(&r, checked) {
+                    observe(&r);
+                }
             }
             Line::Redacted(r) => {
                 v.redacted(&r);

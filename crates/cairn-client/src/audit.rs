@@ -67,6 +67,28 @@ impl Client {
         Ok(AuditExport { resp })
     }
 
+    /// `POST /api/v1/audit/prune`: applies the server's retention rules now (administrators;
+    /// with `dry_run`, only reports what would be pruned).
+    pub async fn audit_prune(&self, dry_run: bool) -> Result<api::AuditPrune, ClientError> {
+        self.write(Method::POST, "/api/v1/audit/prune", &api::AuditPruneRequest { dry_run }).await
+    }
+
+    /// `GET /api/v1/audit/report`: a compliance report over `[since, until)` (RFC 3339), as
+    /// `format` (`json` or `markdown`), returned as the server wrote it.
+    pub async fn audit_report(
+        &self,
+        since: Option<&str>,
+        until: Option<&str>,
+        format: &str,
+    ) -> Result<String, ClientError> {
+        let mut q = vec![("format", format)];
+        q.extend(since.map(|s| ("since", s)));
+        q.extend(until.map(|u| ("until", u)));
+        let req = self.authorised(self.http.get(format!("{}/api/v1/audit/report", self.base))).query(&q);
+        let resp = self.check(req.send().await?).await?;
+        Ok(resp.text().await?)
+    }
+
     /// `GET /.well-known/cairn/signing-keys`: every key the registry has signed with. No
     /// credential is needed; what it returns is only as trustworthy as the server.
     pub async fn signing_keys(&self) -> Result<api::SigningKeys, ClientError> {

@@ -151,6 +151,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let state = AppState::new(store.clone(), settings).await?;
     let sweeper = tokio::spawn(sweep_forever(state.clone()));
     let checkpointer = tokio::spawn(checkpoint_forever(state.clone()));
+    let pruner = tokio::spawn(prune_forever(state.clone()));
     let webhook_worker = crate::webhooks::Worker::spawn(
         state.store.clone(),
         crate::webhooks::WorkerConfig::from_settings(&state.settings),
@@ -203,7 +204,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
             }
         }
     }
-    for task in [Some(sweeper), Some(checkpointer), reloader].into_iter().flatten() {
+    for task in [Some(sweeper), Some(checkpointer), Some(pruner), reloader].into_iter().flatten() {
         task.abort();
     }
     if let Some(r) = redirector {
@@ -249,6 +250,35 @@ async fn checkpoint_forever(state: AppState) {
             Ok(Some(cp)) => tracing::debug!(seq = cp.seq, "audit checkpoint"),
             Ok(None) => {}
             Err(e) => tracing::warn!(error = %e, "could not sign an audit checkpoint"),
+        }
+    }
+}
+
+/// Applies the audit retention rules every `audit_prune_secs` (first after one interval).
+async fn prune_forever(state: AppState) {
+    let secs = state.settings.audit_prune_secs;
+    let Ok(policy) = state.settings.audit_retention_policy() else { return };
+    if secs == 0 {
+        return;
+    }
+    let mut tick =
+        tokio::time::interval_at(tokio::time::Instant::now() + Duration::from_secs(secs), Duration::from_secs(secs));
+    tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tick.tick().await;
+        match state.store.prune_audit(&cairn_store::AuditContext::system(), &policy, false).await {
+            Ok(out) if out.changed() => tracing::info!(
+                removed = out.record.removed_events,
+                pruned = out.record.pruned_details.iter().map(|p| p.events).sum::<u64>(),
+                anchor = out.record.anchor_seq,
+                "audit retention applied"
+            ),
+            Ok(out) => {
+                if let Some(note) = out.note {
+                    tracing::info!(note, "audit retention: nothing removed");
+                }
+            }
+            Err(e) => tracing::warn!(error = %e, "could not apply the audit retention"),
         }
     }
 }

@@ -127,6 +127,7 @@ fn sample_body(method: &Method, template: &str, ns: Option<&str>, n: usize) -> O
         ("POST", "/api/v1/uploads/{upload_id}/commit") => json!({}),
         ("PUT", "/api/v1/uploads/{upload_id}/blobs/{sha256}/parts/{part}") => Value::Null,
         ("POST", "/api/v1/namespaces") => json!({ "name": format!("space-{n}") }),
+        ("POST", "/api/v1/audit/prune") => json!({ "dry_run": true }),
         ("POST", "/api/v1/users") => json!({ "username": format!("made-{n}"), "kind": "service" }),
         ("POST", "/api/v1/keys") => json!({ "name": "matrix", "scopes": ["read"], "expires_in_days": 1 }),
         ("POST", "/api/v1/grants") => json!({ "username": "target", "role": "viewer", "namespace": OUT }),

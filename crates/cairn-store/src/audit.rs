@@ -655,6 +655,53 @@ impl Store {
         Ok(v.finish(Some((head.seq, &head.hash))))
     }
 
+    /// A compliance report over `[since, until)` from the chain's events (read in batches),
+    /// with who holds each role now.
+    pub async fn compliance_report(
+        &self,
+        since: Option<i64>,
+        until: Option<i64>,
+    ) -> Result<cairn_audit::report::ComplianceReport, StoreError> {
+        const BATCH: usize = 5_000;
+        let mut b = cairn_audit::report::ReportBuilder::new(since, until, self.now());
+        let (first, last): (Option<i64>, Option<i64>) = self
+            .db
+            .read()
+            .await?
+            .conn()
+            .fetch_one(
+                "SELECT MIN(seq), MAX(seq) FROM audit_events WHERE seq IS NOT NULL \
+                 AND ($1 IS NULL OR occurred_at >= $1) AND ($2 IS NULL OR occurred_at < $2)",
+                params![since, until],
+            )
+            .await?;
+        if let (Some(first), Some(last)) = (first, last) {
+            let mut after = first - 1;
+            while after < last {
+                let batch = self.audit_records(after, Some(last), BATCH).await?;
+                let Some(end) = batch.last().map(|r| r.seq) else { break };
+                for r in &batch {
+                    if since.is_none_or(|s| r.time >= s) && until.is_none_or(|u| r.time < u) {
+                        b.add(r);
+                    }
+                }
+                after = end;
+            }
+        }
+        let mut report = b.finish();
+        let mut roles: std::collections::BTreeMap<String, Vec<String>> = std::collections::BTreeMap::new();
+        for g in self.list_grants(None, None).await? {
+            let holder = match g.namespace {
+                Some(ns) => format!("{}@{ns}", g.username),
+                None => g.username,
+            };
+            roles.entry(g.role).or_default().push(holder);
+        }
+        report.roles =
+            roles.into_iter().map(|(role, holders)| cairn_audit::report::RoleHolders { role, holders }).collect();
+        Ok(report)
+    }
+
     /// Records that the server signs with `key` (idempotent).
     pub async fn announce_signing_key(&self, key: &cairn_audit::PublicKey) -> Result<(), StoreError> {
         let mut tx = self.db.begin().await?;

@@ -27,6 +27,8 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(chain))
         .routes(routes!(list_checkpoints, create_checkpoint))
         .routes(routes!(export))
+        .routes(routes!(prune))
+        .routes(routes!(report))
 }
 
 /// The routes anyone may call.
@@ -245,4 +247,96 @@ pub async fn signing_keys(State(state): State<AppState>) -> ApiResult<Json<api::
         })
         .collect();
     Ok(Json(api::SigningKeys { keys }))
+}
+
+/// Apply the retention rules now (the server also does so every `CAIRN_AUDIT_PRUNE_SECS`):
+/// events past their action's retention lose their details, and the start of the chain
+/// older than the longest retention is removed up to a signed checkpoint, which becomes the
+/// chain's anchor. Audited as `audit.prune` in the same transaction. Administrators only.
+#[utoipa::path(post, path = "/api/v1/audit/prune", tag = "audit", request_body = api::AuditPruneRequest,
+    responses((status = 200, body = api::AuditPrune), (status = 403, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("server.admin"))))]
+pub async fn prune(
+    State(state): State<AppState>,
+    caller: Caller,
+    crate::error::ApiJson(body): crate::error::ApiJson<api::AuditPruneRequest>,
+) -> ApiResult<Json<api::AuditPrune>> {
+    authorize(&state, &caller, Permission::ServerAdmin, None, "audit.prune", "audit").await?;
+    let policy = state.settings.audit_retention_policy().map_err(|e| internal(e.to_string()))?;
+    let out = state.store.prune_audit(&caller.audit, &policy, body.dry_run).await?;
+    Ok(Json(prune_view(out)))
+}
+
+/// The API view of a pruning.
+pub(crate) fn prune_view(out: cairn_store::retention::PruneOutcome) -> api::AuditPrune {
+    api::AuditPrune {
+        dry_run: out.dry_run,
+        anchor_seq: out.record.anchor_seq,
+        removed_events: out.record.removed_events,
+        pruned_details: out
+            .record
+            .pruned_details
+            .into_iter()
+            .map(|p| api::PrunedAction { action: p.action, before: convert::rfc3339(p.before), events: p.events })
+            .collect(),
+        retention: out
+            .record
+            .retention
+            .into_iter()
+            .map(|(actions, days)| api::RetentionRule { actions, days })
+            .collect(),
+        note: out.note,
+    }
+}
+
+/// Query of `GET /api/v1/audit/report`.
+#[derive(Debug, Deserialize, IntoParams)]
+#[serde(deny_unknown_fields)]
+pub struct ReportQuery {
+    /// Start of the period (RFC 3339, inclusive; default: the start of the chain).
+    pub since: Option<String>,
+    /// End of the period (RFC 3339, exclusive; default: now).
+    pub until: Option<String>,
+    /// `json` (default) or `markdown`.
+    pub format: Option<String>,
+}
+
+/// A compliance report over a period, from the audit chain: activity per action and actor,
+/// review decisions, promotions to production, refused requests and policy violations,
+/// exceptions, roles granted and revoked — and who holds each role now.
+#[utoipa::path(get, path = "/api/v1/audit/report", tag = "audit", params(ReportQuery),
+    responses((status = 200, body = Object, description = "the report (JSON), or Markdown with format=markdown"),
+        (status = 400, body = api::ErrorBody), (status = 403, body = api::ErrorBody)),
+    extensions(("x-cairn-permission" = json!("audit.read"))))]
+pub async fn report(
+    State(state): State<AppState>,
+    caller: Caller,
+    ApiQuery(q): ApiQuery<ReportQuery>,
+) -> ApiResult<Response<Body>> {
+    authorize(&state, &caller, Permission::AuditRead, None, "audit.report", "audit").await?;
+    let markdown = match q.format.as_deref() {
+        None | Some("json") => false,
+        Some("markdown" | "md") => true,
+        Some(other) => return Err(ApiError::invalid(format!("format must be json or markdown, not {other:?}"))),
+    };
+    let since = parse_time("since", q.since.as_deref())?;
+    let until = parse_time("until", q.until.as_deref())?;
+    if let (Some(a), Some(b)) = (since, until)
+        && a >= b
+    {
+        return Err(ApiError::invalid("since must be before until"));
+    }
+    let report = state.store.compliance_report(since, until).await?;
+    let (body, content_type) = if markdown {
+        (report.to_markdown(), "text/markdown; charset=utf-8")
+    } else {
+        (serde_json::to_string(&report).map_err(|e| internal(e.to_string()))?, "application/json")
+    };
+    let mut resp = Response::new(Body::from(body));
+    resp.headers_mut().insert(header::CONTENT_TYPE, HeaderValue::from_static(content_type));
+    Ok(resp)
+}
+
+fn internal(message: String) -> ApiError {
+    ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", message)
 }

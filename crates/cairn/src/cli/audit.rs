@@ -66,6 +66,67 @@ enum AuditCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Reconstruct how a version was decided — creation, submissions, policy findings,
+    /// evaluations, reviews, exceptions, promotion — from the verified audit chain alone
+    #[command(after_help = "The version's events are exported, the export is verified (pin the key with \
+                            --public-key), and only then read. With --file, an export made earlier is used \
+                            offline.\n\nExit status: 0 explained, 1 the chain does not verify, 2 bad input.\n\n\
+                            Examples:\n  cairn audit explain risk/fraud:3 --public-key cairn-signing.pub\n  \
+                            cairn audit explain risk/fraud@production --json\n  \
+                            cairn audit explain risk/fraud:3 --file audit.jsonl --public-key cairn-signing.pub")]
+    Explain(ExplainArgs),
+    /// A compliance report over a period: activity, approvals, promotions, policy violations,
+    /// exceptions and access, as Markdown or JSON
+    #[command(
+        after_help = "Examples:\n  cairn audit report --since 2026-07-01T00:00:00Z --until 2026-10-01T00:00:00Z \
+                            -o q3.md\n  cairn audit report --format json --since 2026-01-01T00:00:00Z"
+    )]
+    Report(ReportArgs),
+    /// Apply the retention rules now (administrators; the server also does so daily)
+    #[command(after_help = "Events past their action's retention lose their details; the start of the chain \
+                            older than the longest retention is removed up to a signed checkpoint, which becomes \
+                            the anchor. The pruning is itself an audit event.\n\nExamples:\n  \
+                            cairn audit prune --dry-run\n  cairn audit prune --json")]
+    Prune {
+        /// Only report what would be pruned
+        #[arg(long)]
+        dry_run: bool,
+        /// Print the result as JSON on stdout
+        #[arg(long)]
+        json: bool,
+    },
+}
+
+#[derive(Args, Debug)]
+struct ExplainArgs {
+    /// The version: ns/name:N, ns/name@alias or ns/name:1.4.2 (a number with --file)
+    #[arg(value_name = "VERSION")]
+    reference: String,
+    /// Read this export (`-` for stdin) instead of asking the server
+    #[arg(long, value_name = "FILE|-")]
+    file: Option<PathBuf>,
+    /// Trust checkpoints signed by this key (SPKI PEM, or the raw key in base64 or hex); repeatable
+    #[arg(long = "public-key", value_name = "FILE")]
+    public_keys: Vec<PathBuf>,
+    /// Print the verification and the explanation as JSON on stdout
+    #[arg(long)]
+    json: bool,
+}
+
+#[derive(Args, Debug)]
+struct ReportArgs {
+    /// Start of the period (RFC 3339, inclusive; default: the start of the chain)
+    #[arg(long, value_parser = rfc3339)]
+    since: Option<String>,
+    /// End of the period (RFC 3339, exclusive; default: now)
+    #[arg(long, value_parser = rfc3339)]
+    until: Option<String>,
+    /// markdown or json
+    #[arg(long, default_value = "markdown", value_parser = ["markdown", "json"])]
+    format: String,
+    /// Write the report here instead of stdout
+    #[arg(long, short = 'o', value_name = "FILE")]
+    output: Option<PathBuf>,
 }
 
 /// The event filters shared by `list` and `export`.
@@ -179,6 +240,9 @@ pub async fn run(args: AuditArgs) -> ExitCode {
         AuditCommand::Verify(a) => verify(a).await,
         AuditCommand::Checkpoint { json } => checkpoint(json).await.map(|()| ExitCode::SUCCESS),
         AuditCommand::Status { json } => status(json).await.map(|()| ExitCode::SUCCESS),
+        AuditCommand::Explain(a) => explain(a).await,
+        AuditCommand::Report(a) => report(a).await.map(|()| ExitCode::SUCCESS),
+        AuditCommand::Prune { dry_run, json } => prune(dry_run, json).await.map(|()| ExitCode::SUCCESS),
     };
     r.unwrap_or_else(|e| super::fail(&e))
 }
@@ -556,6 +620,126 @@ fn print_report(r: &Report) {
             println!("BROKEN at event {} ({kind}): {}", b.seq, b.message);
         }
     }
+}
+
+async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
+    let r = cairn_core::VersionRef::parse(&args.reference).map_err(|e| UsageError(e.to_string()))?;
+    let pinned = read_public_keys(&args.public_keys)?;
+    // The export to read: the given file, or the version's events fetched into a private
+    // temporary file (the rest of the chain between two checkpoints comes redacted).
+    let (path, target, _tmp) = match &args.file {
+        Some(file) => {
+            let cairn_core::VersionSelector::Number(n) = r.selector else {
+                bail!(UsageError("with --file, give the version by number (ns/name:3)".into()));
+            };
+            (file.clone(), format!("version:{}:{n}", r.model), None)
+        }
+        None => {
+            let client = super::client()?;
+            let v = client.get_version(&r.model.to_string(), &r.selector.to_string()).await?;
+            let target = format!("version:{}:{}", r.model, v.version);
+            let tmp = tempfile::NamedTempFile::new().context("cannot create a temporary file")?;
+            let mut out = std::io::BufWriter::new(tmp.reopen().context("cannot open the temporary file")?);
+            let mut stream = client.audit_export(&[("target", target.as_str())]).await?;
+            while let Some(chunk) = stream.chunk().await? {
+                out.write_all(&chunk).context("cannot write the temporary file")?;
+            }
+            out.flush().context("cannot write the temporary file")?;
+            (tmp.path().to_owned(), target, Some(tmp))
+        }
+    };
+    let mut input: Box<dyn BufRead + Send> = if path.as_os_str() == "-" {
+        Box::new(BufReader::new(std::io::stdin()))
+    } else {
+        Box::new(BufReader::new(
+            std::fs::File::open(&path).map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?,
+        ))
+    };
+    let unreadable = |e: ReadError| UsageError(format!("{} is not a readable export: {e}", path.display()));
+    let trusted = if pinned.is_empty() {
+        let mut first = Vec::new();
+        input
+            .by_ref()
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut first)
+            .map_err(|e| unreadable(ReadError::Io(e)))?;
+        let keys: Vec<PublicKey> = match serde_json::from_slice(&first) {
+            Ok(Line::Header(h)) => h.public_keys.iter().filter_map(|k| PublicKey::parse(k).ok()).collect(),
+            _ => Vec::new(),
+        };
+        warn_not_pinned("the export's header", &keys);
+        input = Box::new(std::io::Cursor::new(first).chain(input));
+        keys
+    } else {
+        pinned
+    };
+    let mut explanation = cairn_audit::report::Explanation::new(target.clone());
+    let report = cairn_audit::export::verify_export_observing(input, trusted, &mut |rec| explanation.add(rec))
+        .map_err(unreadable)?;
+    if !report.ok() {
+        if args.json {
+            super::print_json(&serde_json::json!({ "verification": report, "explanation": null }))?;
+        } else {
+            print_report(&report);
+            eprintln!("The chain does not verify: no explanation is given from it.");
+        }
+        return Ok(ExitCode::from(1));
+    }
+    if explanation.events == 0 {
+        bail!(UsageError(format!("the export holds no events about {}", target.trim_start_matches("version:"))));
+    }
+    if args.json {
+        super::print_json(&serde_json::json!({ "verification": report, "explanation": explanation }))?;
+    } else {
+        print!("{}", explanation.to_markdown());
+        let signed = report.last_checkpoint.as_ref().map_or_else(
+            || "no signed checkpoint".to_owned(),
+            |cp| format!("signed checkpoint at event {} by {}", cp.seq, cp.key_id),
+        );
+        println!("\n---\nVerified: {} events of the chain up to event {}, {signed}.", report.events, report.last_seq);
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
+async fn report(args: ReportArgs) -> anyhow::Result<()> {
+    let client = super::client()?;
+    let text = client.audit_report(args.since.as_deref(), args.until.as_deref(), &args.format).await?;
+    match &args.output {
+        Some(p) => {
+            std::fs::write(p, &text).map_err(|e| UsageError(format!("cannot write {}: {e}", p.display())))?;
+            println!("Wrote the report to {}", p.display());
+        }
+        None => {
+            print!("{text}");
+            if !text.ends_with('\n') {
+                println!();
+            }
+        }
+    }
+    Ok(())
+}
+
+async fn prune(dry_run: bool, json: bool) -> anyhow::Result<()> {
+    let client = super::client()?;
+    let out = client.audit_prune(dry_run).await?;
+    if json {
+        return super::print_json(&out);
+    }
+    let pruned: u64 = out.pruned_details.iter().map(|p| p.events).sum();
+    let verb = if out.dry_run { "Would prune" } else { "Pruned" };
+    println!(
+        "{verb} the details of {pruned} event(s) and remove {} event(s); the chain starts after event {}",
+        out.removed_events, out.anchor_seq
+    );
+    for p in &out.pruned_details {
+        println!("  {}: {} event(s) before {}", p.action, p.events, p.before);
+    }
+    if let Some(note) = &out.note {
+        println!("Note: {note}");
+    }
+    let rules: Vec<String> = out.retention.iter().map(|r| format!("{}={}d", r.actions, r.days)).collect();
+    println!("Retention: {}", rules.join(", "));
+    Ok(())
 }
 
 #[cfg(test)]
