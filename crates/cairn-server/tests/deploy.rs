@@ -303,7 +303,50 @@ async fn deploy_flow(s: &TestServer) {
         let (_, ev) = s.call(Method::GET, &format!("/api/v1/audit/events?action={action}"), None).await;
         assert!(!ev["events"].as_array().unwrap().is_empty(), "{action}");
     }
+    explained_and_reported(s, &viewer).await;
     let _ = admin;
+}
+
+/// How version 3 reached production, read back from a verified export of its events; and the
+/// period's compliance report, which lists its approvals and its promotion.
+async fn explained_and_reported(s: &TestServer, viewer: &str) {
+    let http = reqwest::Client::new();
+    let get = |path: &str, token: &str| http.get(format!("{}{path}", s.url)).bearer_auth(token.to_owned()).send();
+    let resp = get("/api/v1/audit/export?target=version:team/m:3", &s.token).await.unwrap();
+    assert_eq!(resp.status(), StatusCode::OK);
+    let export = resp.bytes().await.unwrap();
+    let (_, keys) = s.call(Method::GET, "/.well-known/cairn/signing-keys", None).await;
+    let key = cairn_audit::PublicKey::parse(keys["keys"][0]["public_key"].as_str().unwrap()).unwrap();
+    let mut e = cairn_audit::report::Explanation::new("version:team/m:3");
+    let report = cairn_audit::export::verify_export_observing(&export[..], vec![key], &mut |r| e.add(r)).unwrap();
+    assert!(report.ok(), "{report:?}");
+    let roles: Vec<&str> = e.reviews.iter().map(|r| r.role.as_str()).collect();
+    assert_eq!(roles, ["sre", "mrc", "security"], "{e:?}");
+    assert!(
+        e.reviews.iter().all(|r| r.rationale == "reviewed for the deployment test" && r.actor == "service:rex"),
+        "{:?}",
+        e.reviews
+    );
+    let production = e.production.as_ref().expect("the promotion to production");
+    assert_eq!((production.from.as_deref(), production.actor.as_str()), (Some("approved_prod"), "user:admin"));
+    let actions: Vec<&str> = e.steps.iter().map(|st| st.action.as_str()).collect();
+    assert_eq!(actions.first(), Some(&"version.submit"), "{actions:?}");
+    assert!(e.created.is_some());
+
+    let (st, r) = s.call(Method::GET, "/api/v1/audit/report", None).await;
+    assert_eq!(st, StatusCode::OK, "{r}");
+    let approvals = r["reviews"].as_array().unwrap().iter().filter(|x| x["target"] == "version:team/m:3").count();
+    assert_eq!(approvals, 3, "{r}");
+    assert!(r["promotions"].as_array().unwrap().iter().any(|p| p["action"] == "version.promote version:team/m:3"));
+    let resp = get("/api/v1/audit/report?format=markdown", &s.token).await.unwrap();
+    assert_eq!(resp.headers()["content-type"], "text/markdown; charset=utf-8");
+    let md = resp.text().await.unwrap();
+    assert!(md.contains("## Approvals and rejections") && md.contains("reviewed for the deployment test"), "{md}");
+    let (st, _) = s.call(Method::GET, "/api/v1/audit/report?format=xml", None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST);
+    let (st, _) = s.call(Method::GET, "/api/v1/audit/report?period=q3", None).await;
+    assert_eq!(st, StatusCode::BAD_REQUEST, "unknown parameters are refused");
+    assert_eq!(get("/api/v1/audit/report", viewer).await.unwrap().status(), StatusCode::FORBIDDEN);
 }
 
 cairn_test_utils::both_backends_delivering!(deploy_flow);
