@@ -208,14 +208,14 @@ const INVENTORY: &[PersonalDataField] = &[
         location: "audit_events.actor, audit_events.target, audit_events.before_state, audit_events.after_state",
         category: "identifier, account details, activity",
         legal_basis: OBLIGATION,
-        retention: "as long as the audit chain is kept; pseudonymised on erasure",
+        retention: "the action's audit retention (default seven years, CAIRN_AUDIT_RETENTION), then pruned; pseudonymised on erasure",
     },
     PersonalDataField {
         field: "audit events: client address and user agent",
         location: "audit_events.source_ip, audit_events.user_agent",
         category: "network address, device",
         legal_basis: OBLIGATION,
-        retention: "as long as the audit chain is kept; removed on erasure",
+        retention: "the action's audit retention (default seven years, CAIRN_AUDIT_RETENTION), then pruned; removed on erasure",
     },
     PersonalDataField {
         field: "data-subject requests",
