@@ -600,6 +600,18 @@ mod tests {
     }
 
     #[test]
+    fn a_bad_retention_rule_stops_the_start_with_the_rule_named() {
+        let s = Settings { audit_retention: "auth.login=90,session.*=soon".into(), ..Settings::default() };
+        let e = s.check().expect_err("soon is not a number of days").0;
+        assert!(e.contains("CAIRN_AUDIT_RETENTION") && e.contains("session.*=soon"), "{e}");
+        let s = Settings { audit_retention_days: 0, ..Settings::default() };
+        assert!(s.check().is_err());
+        let s = Settings { audit_retention: "auth.login=90".into(), ..Settings::default() };
+        let p = s.audit_retention_policy().unwrap();
+        assert_eq!((p.days_for("auth.login"), p.days_for("model.create")), (90, 2555));
+    }
+
+    #[test]
     fn redacts_database_passwords() {
         assert_eq!(redact_url("postgres://cairn:s3cret@localhost/cairn"), "postgres://cairn:***@localhost/cairn");
         assert_eq!(redact_url("sqlite://./x.db"), "sqlite://./x.db");
