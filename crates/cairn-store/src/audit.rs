@@ -5,9 +5,10 @@
 //! lock of the single `audit_head` row, so the order is total and gapless:
 //! - on SQLite the one writer (`BEGIN IMMEDIATE`, also across processes) already serialises
 //!   transactions, so an event is sealed as it is written;
-//! - on PostgreSQL events are written unsealed and sealed by [`seal_pending`] when their
-//!   transaction commits ([`crate::db::Tx::commit`]): the head's row lock is taken last and
-//!   held only until the commit, so it never takes part in a deadlock.
+//! - on PostgreSQL events are written unsealed, in the transaction of their change, and
+//!   sealed by [`seal_committed`] right after that transaction commits
+//!   ([`crate::db::Tx::commit`]): one sealer at a time seals, in one statement, every event
+//!   committed so far, so writers never hold the chain's lock across their own commit.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -193,9 +194,21 @@ struct Pending {
     user_agent: Option<String>,
 }
 
-/// Seals the events this transaction wrote (and, once after the upgrade that introduced the
-/// chain, every event written before it), in the order they were written.
-pub(crate) async fn seal_pending(conn: &mut Conn<'_>) -> Result<(), StoreError> {
+/// Whether `conn` sees unsealed events: ones its transaction wrote (PostgreSQL), or ones
+/// written before the chain existed.
+pub(crate) async fn has_unsealed(conn: &mut Conn<'_>) -> Result<bool, StoreError> {
+    if UNCHAINED.load(Ordering::Relaxed) {
+        return Ok(false);
+    }
+    let (any,): (bool,) =
+        conn.fetch_one("SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq IS NULL)", vec![]).await?;
+    Ok(any)
+}
+
+/// Seals every unsealed event `conn` sees, in the order they were written, under the head
+/// row's lock. On SQLite, where the one writer serialises transactions, this runs inside the
+/// transaction that wrote them (for events written before the chain existed).
+async fn seal_pending(conn: &mut Conn<'_>) -> Result<(), StoreError> {
     if UNCHAINED.load(Ordering::Relaxed) {
         return Ok(());
     }
@@ -213,38 +226,113 @@ pub(crate) async fn seal_pending(conn: &mut Conn<'_>) -> Result<(), StoreError> 
     let mut last = String::new();
     for p in pending {
         seq += 1;
-        let details = EventDetails {
-            actor: p.actor,
-            key_id: p.key_id,
-            target: p.target,
-            before: p.before_state,
-            after: p.after_state,
-            request_id: p.request_id,
-            source_ip: p.source_ip,
-            user_agent: p.user_agent,
-        };
-        let rec = AuditRecord::seal(&prev, seq, p.occurred_at, p.action, p.outcome, details);
-        // Rows read before the lock may have been sealed meanwhile by another transaction
-        // (only events written before the chain existed are visible to others unsealed):
-        // such a row is left as it is and takes no sequence number here.
-        let sealed = conn
-            .execute(
-                "UPDATE audit_events SET seq = $1, salt = $2, details_digest = $3, hash = $4 \
-                 WHERE id = $5 AND seq IS NULL",
-                params![seq, rec.salt, &rec.details_digest, &rec.hash, p.id],
-            )
-            .await?;
-        if sealed == 0 {
-            seq -= 1;
-            continue;
-        }
+        let rec = p.seal(&prev, seq);
+        conn.execute(
+            "UPDATE audit_events SET seq = $1, salt = $2, details_digest = $3, hash = $4 WHERE id = $5 AND seq IS NULL",
+            params![seq, rec.salt, &rec.details_digest, &rec.hash, p.id],
+        )
+        .await?;
         prev = parse_hash(&rec.hash).unwrap_or(prev);
         last = rec.hash;
     }
-    if last.is_empty() {
-        return Ok(());
-    }
     set_head(conn, seq, &last).await
+}
+
+impl Pending {
+    fn seal(&self, prev: &Hash, seq: i64) -> AuditRecord {
+        let details = EventDetails {
+            actor: self.actor.clone(),
+            key_id: self.key_id.clone(),
+            target: self.target.clone(),
+            before: self.before_state.clone(),
+            after: self.after_state.clone(),
+            request_id: self.request_id.clone(),
+            source_ip: self.source_ip.clone(),
+            user_agent: self.user_agent.clone(),
+        };
+        AuditRecord::seal(prev, seq, self.occurred_at, self.action.clone(), self.outcome.clone(), details)
+    }
+}
+
+/// The advisory lock that makes one PostgreSQL sealer run at a time (any value unique to
+/// this use; "cairn" in ASCII).
+const SEAL_LOCK: i64 = 0x63_6169_726e;
+
+/// Seals every committed, unsealed event on PostgreSQL, in the order they were written, in
+/// batches of its own transactions: called right after each transaction that wrote events
+/// commits (and at start, and before each checkpoint).
+///
+/// Sealers take turns on an advisory lock, which costs no write when there is nothing to
+/// seal; whoever holds it reads what is pending *after* getting it (a fresh snapshot, so
+/// every commit before, including the previous sealer's, is seen), then locks the head row,
+/// assigns the next sequence numbers and hashes in one statement and moves the head. Writers
+/// never hold the chain's lock across their own commit, so their commits group; one sealer
+/// seals what several writers committed meanwhile. Returns how many events it sealed.
+pub(crate) async fn seal_committed(pool: &sqlx::PgPool) -> Result<u64, StoreError> {
+    const BATCH: i64 = 5_000;
+    if UNCHAINED.load(Ordering::Relaxed) {
+        return Ok(0);
+    }
+    let mut total = 0u64;
+    loop {
+        let mut tx = pool.begin().await?;
+        sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEAL_LOCK).execute(&mut *tx).await?;
+        let mut conn = Conn::Postgres(&mut tx);
+        let pending: Vec<Pending> = conn
+            .fetch_all(
+                "SELECT id, occurred_at, actor, key_id, action, target, outcome, before_state, after_state, \
+                 request_id, source_ip, user_agent FROM audit_events WHERE seq IS NULL ORDER BY id LIMIT $1",
+                params![BATCH],
+            )
+            .await?;
+        if pending.is_empty() {
+            tx.commit().await?;
+            return Ok(total);
+        }
+        let (mut seq, mut prev) = head(&mut conn, true).await?;
+        let n = pending.len();
+        let (mut ids, mut seqs, mut salts, mut digests, mut hashes) = (
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+            Vec::with_capacity(n),
+        );
+        for p in &pending {
+            seq += 1;
+            let rec = p.seal(&prev, seq);
+            prev = parse_hash(&rec.hash).unwrap_or(prev);
+            ids.push(p.id);
+            seqs.push(seq);
+            salts.push(rec.salt.unwrap_or_default());
+            digests.push(rec.details_digest);
+            hashes.push(rec.hash);
+        }
+        let last = hashes.last().cloned().unwrap_or_default();
+        let sealed = sqlx::query(
+            "UPDATE audit_events a SET seq = v.seq, salt = v.salt, details_digest = v.digest, hash = v.hash \
+             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[]) AS v(id, seq, salt, digest, hash) \
+             WHERE a.id = v.id AND a.seq IS NULL",
+        )
+        .bind(&ids)
+        .bind(&seqs)
+        .bind(&salts)
+        .bind(&digests)
+        .bind(&hashes)
+        .execute(&mut *tx)
+        .await?
+        .rows_affected();
+        if sealed != n as u64 {
+            // Only this lock's holder seals, so this cannot happen short of someone else
+            // writing the table: leave everything as it was.
+            return Err(StoreError::Conflict(format!(
+                "sealing audit events: {sealed} of {n} were still unsealed; nothing was sealed"
+            )));
+        }
+        set_head(&mut Conn::Postgres(&mut tx), seq, &last).await?;
+        tx.commit().await?;
+        total += n as u64;
+    }
 }
 
 fn json<T: Serialize + ?Sized>(v: &T) -> String {
@@ -358,6 +446,9 @@ impl Store {
     /// Seals events written before the chain existed (once, after the upgrade that adds
     /// it). A no-op when every event is sealed.
     pub(crate) async fn seal_legacy_events(&self) -> Result<(), StoreError> {
+        if let crate::db::Db::Postgres(pool) = &self.db {
+            return seal_committed(pool).await.map(|_| ());
+        }
         let mut tx = self.db.begin().await?;
         seal_pending(&mut tx.conn()).await?;
         tx.commit().await
@@ -529,6 +620,10 @@ impl Store {
         &self,
         key: &cairn_audit::SigningKey,
     ) -> Result<Option<Checkpoint>, StoreError> {
+        // Events committed but left unsealed (a sealing that failed) join the chain first.
+        if let crate::db::Db::Postgres(pool) = &self.db {
+            seal_committed(pool).await?;
+        }
         let head = self.audit_head().await?;
         if head.seq == 0 {
             return Ok(None);

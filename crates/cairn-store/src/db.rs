@@ -199,7 +199,7 @@ impl Db {
             // IMMEDIATE takes the write lock up front, so a transaction never fails half-way
             // on a lock upgrade when another process shares the file.
             Self::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
-            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?),
+            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?, pool.clone()),
         })
     }
 
@@ -235,8 +235,8 @@ impl Db {
 pub enum Tx {
     /// On SQLite.
     Sqlite(Transaction<'static, sqlx::Sqlite>),
-    /// On PostgreSQL.
-    Postgres(Transaction<'static, sqlx::Postgres>),
+    /// On PostgreSQL, with the pool its audit events are sealed through after the commit.
+    Postgres(Transaction<'static, sqlx::Postgres>, PgPool),
 }
 
 impl Tx {
@@ -244,19 +244,28 @@ impl Tx {
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
             Self::Sqlite(tx) => Conn::Sqlite(tx),
-            Self::Postgres(tx) => Conn::Postgres(tx),
+            Self::Postgres(tx, _) => Conn::Postgres(tx),
         }
     }
 
     /// Commits. On PostgreSQL the audit events the transaction wrote are sealed into the
-    /// chain first (see [`crate::audit`]).
-    pub async fn commit(mut self) -> Result<(), StoreError> {
-        if let Self::Postgres(_) = self {
-            crate::audit::seal_pending(&mut self.conn()).await?;
-        }
+    /// chain right after it commits (see [`crate::audit`]): the change and its events are
+    /// durable together, and the chain's lock is never held across this commit.
+    pub async fn commit(self) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(tx) => tx.commit().await?,
-            Self::Postgres(tx) => tx.commit().await?,
+            Self::Postgres(mut tx, pool) => {
+                let wrote = crate::audit::has_unsealed(&mut Conn::Postgres(&mut tx)).await?;
+                tx.commit().await?;
+                if wrote {
+                    // The change is committed: a failure to seal now must not report it as
+                    // failed. Its events stay unsealed until the next sealing (the next
+                    // write, the checkpoint timer, or the next start).
+                    if let Err(e) = crate::audit::seal_committed(&pool).await {
+                        tracing::warn!(error = %e, "could not seal audit events after a commit; the next write will");
+                    }
+                }
+            }
         }
         Ok(())
     }

@@ -28,6 +28,12 @@ async fn export_then_verify_offline() {
     let report: serde_json::Value = serde_json::from_str(&exits(&out, 0)).unwrap();
     assert_eq!(report["ok"], true);
 
+    // The bundle's audit trail is an ordinary export: the decision reads out of it offline.
+    let untar = std::process::Command::new("tar").args(["-xzf", "b.tar.gz", "audit.jsonl"]).current_dir(t).status();
+    assert!(untar.unwrap().success());
+    let out = run(t, &["audit", "explain", "team/m:1", "--file", "audit.jsonl", "--public-key", "registry.pub"]);
+    assert!(exits(&out, 0).contains("# How team/m:1 was decided"), "{}", text(&out));
+
     // Another key, a changed byte: exit 1.
     let out = cairn(t, &s, &["evidence", "verify", "b.tar.gz", "--public-key", "other.pub"]).await;
     assert!(exits(&out, 1).contains("FAIL"), "{}", text(&out));
