@@ -254,6 +254,82 @@ impl Pending {
     }
 }
 
+/// Group sealing on PostgreSQL, per process: a writer that committed events takes a ticket
+/// and waits for a sealing that *started* after its ticket. One sealing runs at a time; the
+/// writers that committed while it ran are all covered by the next one, which the first of
+/// them runs while the others find their tickets covered and return without a query.
+#[derive(Debug)]
+pub struct Sealer {
+    pool: sqlx::PgPool,
+    issued: std::sync::atomic::AtomicU64,
+    covered: std::sync::atomic::AtomicU64,
+    run: tokio::sync::Mutex<()>,
+}
+
+impl Sealer {
+    pub(crate) fn new(pool: sqlx::PgPool) -> Self {
+        Self {
+            pool,
+            issued: std::sync::atomic::AtomicU64::new(0),
+            covered: std::sync::atomic::AtomicU64::new(0),
+            run: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Seals (or waits for a sealing of) everything committed before this call.
+    pub(crate) async fn seal_after_commit(&self) -> Result<(), StoreError> {
+        let ticket = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+        let _turn = self.run.lock().await;
+        if self.covered.load(Ordering::SeqCst) >= ticket {
+            return Ok(());
+        }
+        // Every ticket issued so far belongs to a commit that is done: this sealing, which
+        // reads what is pending after this point, covers them all.
+        let covers = self.issued.load(Ordering::SeqCst);
+        seal_committed(&self.pool).await?;
+        self.covered.fetch_max(covers, Ordering::SeqCst);
+        Ok(())
+    }
+}
+
+/// The chain head and one pending event (none when nothing is pending).
+#[derive(sqlx::FromRow)]
+struct PendingWithHead {
+    head_seq: i64,
+    head_hash: String,
+    id: Option<i64>,
+    occurred_at: Option<i64>,
+    actor: Option<String>,
+    key_id: Option<String>,
+    action: Option<String>,
+    target: Option<String>,
+    outcome: Option<String>,
+    before_state: Option<String>,
+    after_state: Option<String>,
+    request_id: Option<String>,
+    source_ip: Option<String>,
+    user_agent: Option<String>,
+}
+
+impl PendingWithHead {
+    fn pending(self) -> Option<Pending> {
+        Some(Pending {
+            id: self.id?,
+            occurred_at: self.occurred_at?,
+            actor: self.actor?,
+            key_id: self.key_id,
+            action: self.action?,
+            target: self.target?,
+            outcome: self.outcome?,
+            before_state: self.before_state,
+            after_state: self.after_state,
+            request_id: self.request_id,
+            source_ip: self.source_ip,
+            user_agent: self.user_agent,
+        })
+    }
+}
+
 /// The advisory lock that makes one PostgreSQL sealer run at a time (any value unique to
 /// this use; "cairn" in ASCII).
 const SEAL_LOCK: i64 = 0x63_6169_726e;
@@ -277,19 +353,29 @@ pub(crate) async fn seal_committed(pool: &sqlx::PgPool) -> Result<u64, StoreErro
     loop {
         let mut tx = pool.begin().await?;
         sqlx::query("SELECT pg_advisory_xact_lock($1)").bind(SEAL_LOCK).execute(&mut *tx).await?;
-        let mut conn = Conn::Postgres(&mut tx);
-        let pending: Vec<Pending> = conn
-            .fetch_all(
-                "SELECT id, occurred_at, actor, key_id, action, target, outcome, before_state, after_state, \
-                 request_id, source_ip, user_agent FROM audit_events WHERE seq IS NULL ORDER BY id LIMIT $1",
-                params![BATCH],
-            )
-            .await?;
+        // The head is read with what is pending, in one statement. No row lock is needed
+        // on it: only the advisory lock's holder moves `seq`/`hash` (a pruning moves only the
+        // anchor columns, and an UPDATE re-reads the row it waited for).
+        let rows: Vec<PendingWithHead> = sqlx::query_as(
+            "SELECT h.seq AS head_seq, h.hash AS head_hash, e.id, e.occurred_at, e.actor, e.key_id, e.action, \
+             e.target, e.outcome, e.before_state, e.after_state, e.request_id, e.source_ip, e.user_agent \
+             FROM audit_head h LEFT JOIN LATERAL (SELECT * FROM audit_events WHERE seq IS NULL ORDER BY id LIMIT $1) e \
+             ON true WHERE h.id = 1 ORDER BY e.id",
+        )
+        .bind(BATCH)
+        .fetch_all(&mut *tx)
+        .await?;
+        let Some(first) = rows.first() else {
+            return Err(StoreError::Invalid("the audit chain has no head row".into()));
+        };
+        let mut seq = first.head_seq;
+        let mut prev = parse_hash(&first.head_hash)
+            .ok_or_else(|| StoreError::Invalid("the audit chain head is not a hash".into()))?;
+        let pending: Vec<Pending> = rows.into_iter().filter_map(PendingWithHead::pending).collect();
         if pending.is_empty() {
             tx.commit().await?;
             return Ok(total);
         }
-        let (mut seq, mut prev) = head(&mut conn, true).await?;
         let n = pending.len();
         let (mut ids, mut seqs, mut salts, mut digests, mut hashes) = (
             Vec::with_capacity(n),
@@ -309,27 +395,31 @@ pub(crate) async fn seal_committed(pool: &sqlx::PgPool) -> Result<u64, StoreErro
             hashes.push(rec.hash);
         }
         let last = hashes.last().cloned().unwrap_or_default();
-        let sealed = sqlx::query(
-            "UPDATE audit_events a SET seq = v.seq, salt = v.salt, details_digest = v.digest, hash = v.hash \
-             FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[]) AS v(id, seq, salt, digest, hash) \
-             WHERE a.id = v.id AND a.seq IS NULL",
+        // The events and the head move in one statement; the head only if every event was
+        // still unsealed (only this lock's holder seals, so anything else means someone wrote
+        // the table behind the registry's back: then nothing moves).
+        let moved = sqlx::query(
+            "WITH sealed AS (UPDATE audit_events a SET seq = v.seq, salt = v.salt, details_digest = v.digest, \
+             hash = v.hash FROM unnest($1::bigint[], $2::bigint[], $3::text[], $4::text[], $5::text[]) \
+             AS v(id, seq, salt, digest, hash) WHERE a.id = v.id AND a.seq IS NULL RETURNING 1) \
+             UPDATE audit_head SET seq = $6, hash = $7 WHERE id = 1 AND (SELECT count(*) FROM sealed) = $8",
         )
         .bind(&ids)
         .bind(&seqs)
         .bind(&salts)
         .bind(&digests)
         .bind(&hashes)
+        .bind(seq)
+        .bind(&last)
+        .bind(i64::try_from(n).unwrap_or(i64::MAX))
         .execute(&mut *tx)
         .await?
         .rows_affected();
-        if sealed != n as u64 {
-            // Only this lock's holder seals, so this cannot happen short of someone else
-            // writing the table: leave everything as it was.
+        if moved != 1 {
             return Err(StoreError::Conflict(format!(
-                "sealing audit events: {sealed} of {n} were still unsealed; nothing was sealed"
+                "sealing audit events: some of {n} were sealed meanwhile by something else; nothing was sealed"
             )));
         }
-        set_head(&mut Conn::Postgres(&mut tx), seq, &last).await?;
         tx.commit().await?;
         total += n as u64;
     }
@@ -446,7 +536,7 @@ impl Store {
     /// Seals events written before the chain existed (once, after the upgrade that adds
     /// it). A no-op when every event is sealed.
     pub(crate) async fn seal_legacy_events(&self) -> Result<(), StoreError> {
-        if let crate::db::Db::Postgres(pool) = &self.db {
+        if let crate::db::Db::Postgres(pool, _) = &self.db {
             return seal_committed(pool).await.map(|_| ());
         }
         let mut tx = self.db.begin().await?;
@@ -621,7 +711,7 @@ impl Store {
         key: &cairn_audit::SigningKey,
     ) -> Result<Option<Checkpoint>, StoreError> {
         // Events committed but left unsealed (a sealing that failed) join the chain first.
-        if let crate::db::Db::Postgres(pool) = &self.db {
+        if let crate::db::Db::Postgres(pool, _) = &self.db {
             seal_committed(pool).await?;
         }
         let head = self.audit_head().await?;

@@ -103,7 +103,7 @@ impl Store {
     /// export goes through, so tables, row counts and the blob inventory are of one instant
     /// while servers keep writing.
     pub async fn begin_export(&self) -> Result<PgExport, StoreError> {
-        let Db::Postgres(pool) = &self.db else {
+        let Db::Postgres(pool, _) = &self.db else {
             return Err(StoreError::Config("COPY exports PostgreSQL databases only".into()));
         };
         let tx = pool.begin_with("BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY").await?;

@@ -116,7 +116,7 @@ pub enum Db {
         reader: SqlitePool,
     },
     /// PostgreSQL: one pool.
-    Postgres(PgPool),
+    Postgres(PgPool, std::sync::Arc<crate::audit::Sealer>),
 }
 
 /// Connection settings beyond the URL.
@@ -166,7 +166,8 @@ impl Db {
                 .acquire_timeout(opts.acquire_timeout)
                 .connect_with(options)
                 .await?;
-            Ok(Self::Postgres(pool))
+            let sealer = std::sync::Arc::new(crate::audit::Sealer::new(pool.clone()));
+            Ok(Self::Postgres(pool, sealer))
         } else {
             Err(StoreError::Config("database URL must start with sqlite:// or postgres://".into()))
         }
@@ -176,7 +177,7 @@ impl Db {
     pub fn backend(&self) -> Backend {
         match self {
             Self::Sqlite { .. } => Backend::Sqlite,
-            Self::Postgres(_) => Backend::Postgres,
+            Self::Postgres(..) => Backend::Postgres,
         }
     }
 
@@ -186,7 +187,7 @@ impl Db {
             Self::Sqlite { writer, .. } => {
                 sqlx::migrate!("migrations/sqlite").run(writer).await?;
             }
-            Self::Postgres(pool) => {
+            Self::Postgres(pool, _) => {
                 sqlx::migrate!("migrations/postgres").run(pool).await?;
             }
         }
@@ -199,7 +200,7 @@ impl Db {
             // IMMEDIATE takes the write lock up front, so a transaction never fails half-way
             // on a lock upgrade when another process shares the file.
             Self::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
-            Self::Postgres(pool) => Tx::Postgres(pool.begin().await?, pool.clone()),
+            Self::Postgres(pool, sealer) => Tx::Postgres(pool.begin().await?, sealer.clone()),
         })
     }
 
@@ -207,7 +208,7 @@ impl Db {
     pub async fn read(&self) -> Result<ReadConn, StoreError> {
         Ok(match self {
             Self::Sqlite { reader, .. } => ReadConn::Sqlite(reader.acquire().await?),
-            Self::Postgres(pool) => ReadConn::Postgres(pool.acquire().await?),
+            Self::Postgres(pool, _) => ReadConn::Postgres(pool.acquire().await?),
         })
     }
 
@@ -218,7 +219,7 @@ impl Db {
                 reader.close().await;
                 writer.close().await;
             }
-            Self::Postgres(pool) => pool.close().await,
+            Self::Postgres(pool, _) => pool.close().await,
         }
     }
 
@@ -226,7 +227,7 @@ impl Db {
     pub fn pool_stats(&self) -> (u32, usize) {
         match self {
             Self::Sqlite { writer, reader } => (writer.size() + reader.size(), writer.num_idle() + reader.num_idle()),
-            Self::Postgres(pool) => (pool.size(), pool.num_idle()),
+            Self::Postgres(pool, _) => (pool.size(), pool.num_idle()),
         }
     }
 }
@@ -235,8 +236,8 @@ impl Db {
 pub enum Tx {
     /// On SQLite.
     Sqlite(Transaction<'static, sqlx::Sqlite>),
-    /// On PostgreSQL, with the pool its audit events are sealed through after the commit.
-    Postgres(Transaction<'static, sqlx::Postgres>, PgPool),
+    /// On PostgreSQL, with the sealer its audit events are sealed by after the commit.
+    Postgres(Transaction<'static, sqlx::Postgres>, std::sync::Arc<crate::audit::Sealer>),
 }
 
 impl Tx {
@@ -254,14 +255,14 @@ impl Tx {
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(tx) => tx.commit().await?,
-            Self::Postgres(mut tx, pool) => {
+            Self::Postgres(mut tx, sealer) => {
                 let wrote = crate::audit::has_unsealed(&mut Conn::Postgres(&mut tx)).await?;
                 tx.commit().await?;
                 if wrote {
                     // The change is committed: a failure to seal now must not report it as
                     // failed. Its events stay unsealed until the next sealing (the next
                     // write, the checkpoint timer, or the next start).
-                    if let Err(e) = crate::audit::seal_committed(&pool).await {
+                    if let Err(e) = sealer.seal_after_commit().await {
                         tracing::warn!(error = %e, "could not seal audit events after a commit; the next write will");
                     }
                 }
