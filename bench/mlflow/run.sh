@@ -37,6 +37,9 @@ CLIENTS=${BENCH_CLIENTS:-8}
 TIMEOUT=${BENCH_TIMEOUT:-570}
 JSON=${BENCH_JSON:-${TMPDIR:-/tmp}/cairn-mlflow-bench.json}
 
+# MLflow's telemetry would reach out to the network: off for the server and the clients.
+export MLFLOW_DISABLE_TELEMETRY=true DO_NOT_TRACK=true
+
 mkdir -p "$CACHE_DIR"
 if [ ! -x "$PY" ]; then
   echo "creating $VENV" >&2

@@ -149,9 +149,12 @@ pub async fn export(
         st.checkpoints =
             st.store.audit_checkpoints(st.after + 1, last, BATCH).await.map_err(std::io::Error::other)?.into();
         for r in batch {
-            // Erasure records are always shown in full: they vouch for the erased events
-            // that the export may show, whatever the filter.
-            if st.filter.matches(&r, st.from, st.to) || r.action == cairn_audit::verify::ERASE_ACTION {
+            // Erasure and pruning records are always shown in full: they vouch for the
+            // erased and pruned events that the export may show, whatever the filter.
+            if st.filter.matches(&r, st.from, st.to)
+                || r.action == cairn_audit::verify::ERASE_ACTION
+                || r.action == cairn_audit::retention::PRUNE_ACTION
+            {
                 push_line(&mut out, &Line::Event(r.clone()));
             } else {
                 push_line(&mut out, &Line::Redacted(r.redact()));

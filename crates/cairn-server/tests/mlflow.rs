@@ -43,6 +43,10 @@ async fn scenario(py: &PathBuf, s: &TestServer, token: Option<&str>, args: &[&st
         .env("CAIRN_MLFLOW_TARGET", "cairn")
         .env("CAIRN_MLFLOW_PREFIX", "t1")
         .env("PYTHONDONTWRITEBYTECODE", "1")
+        // MLflow's telemetry would reach out to the network, and its thread rewrites the
+        // environment while `requests` iterates it (a KeyError seen in CI).
+        .env("MLFLOW_DISABLE_TELEMETRY", "true")
+        .env("DO_NOT_TRACK", "true")
         .env_remove("MLFLOW_TRACKING_USERNAME")
         .env_remove("MLFLOW_TRACKING_PASSWORD");
     match token {
