@@ -17,7 +17,8 @@ use cairn_core::{AliasName, ModelRef, TagKey, VersionSelector};
 use cairn_store::audit::{AuditEvent, AuditQuery, ChainHead};
 use cairn_store::model::{ModelPatch, NewModel};
 use cairn_store::version::NewVersion;
-use cairn_store::{AuditContext, DbOptions, Param, Store, StoreError, params};
+use cairn_store::{AuditContext, DbOptions, Store, StoreError, params};
+use cairn_test_utils::raw_sql as sql;
 use cairn_test_utils::{Backend, database_url};
 
 struct Fixture {
@@ -105,23 +106,6 @@ fn mref(s: &str) -> ModelRef {
 
 fn new_model(s: &str) -> NewModel {
     NewModel { description: format!("about {s}"), ..NewModel::named(mref(s)) }
-}
-
-/// Runs one statement behind the store's back. On PostgreSQL it runs on a pooled connection in
-/// autocommit, not through `Tx::commit`, which would seal rows left with a NULL `seq`.
-async fn sql(store: &Store, statement: &str, params: Vec<Param>) -> u64 {
-    let statement = sqlx::AssertSqlSafe(statement.to_owned());
-    match store.backend() {
-        cairn_store::Backend::Postgres => {
-            store.db().read().await.unwrap().conn().execute(statement, params).await.unwrap()
-        }
-        cairn_store::Backend::Sqlite => {
-            let mut tx = store.db().begin().await.unwrap();
-            let n = tx.conn().execute(statement, params).await.unwrap();
-            tx.commit().await.unwrap();
-            n
-        }
-    }
 }
 
 async fn head(store: &Store) -> ChainHead {

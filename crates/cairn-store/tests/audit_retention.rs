@@ -9,7 +9,8 @@ use std::sync::atomic::{AtomicI64, Ordering};
 
 use cairn_audit::retention::{DAY_MS, PRUNE_ACTION, PRUNED_ACTOR, PruneRecord, RetentionPolicy};
 use cairn_audit::{AuditRecord, BreakKind, Report, SigningKey};
-use cairn_store::{AuditContext, Clock, DbOptions, Param, Store, params};
+use cairn_store::{AuditContext, Clock, DbOptions, Store, params};
+use cairn_test_utils::raw_sql as sql;
 use cairn_test_utils::{Backend, database_url};
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01
@@ -104,22 +105,6 @@ async fn verify(store: &Store, key: &SigningKey) -> Report {
 
 fn first_break(r: &Report) -> Option<(i64, BreakKind)> {
     r.first_break.as_ref().map(|b| (b.seq, b.kind))
-}
-
-/// Runs one statement behind the store's back (as someone with database access would).
-async fn sql(store: &Store, statement: &str, params: Vec<Param>) -> u64 {
-    let statement = sqlx::AssertSqlSafe(statement.to_owned());
-    match store.backend() {
-        cairn_store::Backend::Postgres => {
-            store.db().read().await.unwrap().conn().execute(statement, params).await.unwrap()
-        }
-        cairn_store::Backend::Sqlite => {
-            let mut tx = store.db().begin().await.unwrap();
-            let n = tx.conn().execute(statement, params).await.unwrap();
-            tx.commit().await.unwrap();
-            n
-        }
-    }
 }
 
 /// Day 0: three logins and a model (seq 1–4), checkpoint at 4. Day 1: two logins and a

@@ -11,7 +11,8 @@ use cairn_store::model::NewModel;
 use cairn_store::session::NewSession;
 use cairn_store::user::{NewApiKey, NewUser, UserProfile};
 use cairn_store::version::NewVersion;
-use cairn_store::{AuditContext, DbOptions, Param, Store, StoreError, params};
+use cairn_store::{AuditContext, DbOptions, Store, StoreError, params};
+use cairn_test_utils::raw_sql as sql;
 use cairn_test_utils::{Backend, database_url};
 
 struct Fixture {
@@ -82,22 +83,6 @@ fn root() -> AuditContext {
 
 fn new_model(s: &str) -> NewModel {
     NewModel { description: "a model".into(), ..NewModel::named(ModelRef::parse(s).unwrap()) }
-}
-
-/// Runs one statement behind the store's back (PostgreSQL: autocommit, not `Tx::commit`).
-async fn sql(store: &Store, statement: &str, params: Vec<Param>) -> u64 {
-    let statement = sqlx::AssertSqlSafe(statement.to_owned());
-    match store.backend() {
-        cairn_store::Backend::Postgres => {
-            store.db().read().await.unwrap().conn().execute(statement, params).await.unwrap()
-        }
-        cairn_store::Backend::Sqlite => {
-            let mut tx = store.db().begin().await.unwrap();
-            let n = tx.conn().execute(statement, params).await.unwrap();
-            tx.commit().await.unwrap();
-            n
-        }
-    }
 }
 
 /// An administrator `root`, a person `alice` with everything a person can leave behind, and

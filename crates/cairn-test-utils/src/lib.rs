@@ -571,3 +571,21 @@ macro_rules! both_backends_delivering {
         )* }
     };
 }
+
+/// Runs one statement behind the store's back, as someone with write access to the database
+/// would (tampering tests). On PostgreSQL it runs on a pooled connection in autocommit, not
+/// through the store's transactions, which would seal rows left with a NULL `seq`.
+pub async fn raw_sql(store: &cairn_store::Store, statement: &str, params: Vec<cairn_store::Param>) -> u64 {
+    let statement = sqlx::AssertSqlSafe(statement.to_owned());
+    match store.backend() {
+        cairn_store::Backend::Postgres => {
+            store.db().read().await.unwrap().conn().execute(statement, params).await.unwrap()
+        }
+        cairn_store::Backend::Sqlite => {
+            let mut tx = store.db().begin().await.unwrap();
+            let n = tx.conn().execute(statement, params).await.unwrap();
+            tx.commit().await.unwrap();
+            n
+        }
+    }
+}

@@ -499,6 +499,16 @@ async fn verify(args: VerifyArgs) -> anyhow::Result<ExitCode> {
 }
 
 fn verify_file(file: &Path, pinned: Vec<PublicKey>) -> anyhow::Result<Report> {
+    verify_file_observing(file, pinned, &mut |_| {})
+}
+
+/// Verifies the export in `file` (`-`: stdin) against `pinned`, or — with none pinned — the
+/// keys its header names (with a warning), handing every verified event to `observe`.
+fn verify_file_observing(
+    file: &Path,
+    pinned: Vec<PublicKey>,
+    observe: &mut dyn FnMut(&cairn_audit::AuditRecord),
+) -> anyhow::Result<Report> {
     let mut input: Box<dyn BufRead + Send> = if file.as_os_str() == "-" {
         Box::new(BufReader::new(std::io::stdin()))
     } else {
@@ -507,18 +517,25 @@ fn verify_file(file: &Path, pinned: Vec<PublicKey>) -> anyhow::Result<Report> {
         ))
     };
     let unreadable = |e: ReadError| UsageError(format!("{} is not a readable export: {e}", file.display()));
-    if !pinned.is_empty() {
-        return cairn_audit::export::verify_export(input, pinned).map_err(|e| unreadable(e).into());
-    }
-    // The header names the keys: read it first, then hand it back to the verifier.
-    let mut first = Vec::new();
-    input.by_ref().take(MAX_LINE as u64 + 1).read_until(b'\n', &mut first).map_err(|e| unreadable(ReadError::Io(e)))?;
-    let keys: Vec<PublicKey> = match serde_json::from_slice(&first) {
-        Ok(Line::Header(h)) => h.public_keys.iter().filter_map(|k| PublicKey::parse(k).ok()).collect(),
-        _ => Vec::new(),
+    let trusted = if pinned.is_empty() {
+        // The header names the keys: read it first, then hand it back to the verifier.
+        let mut first = Vec::new();
+        input
+            .by_ref()
+            .take(MAX_LINE as u64 + 1)
+            .read_until(b'\n', &mut first)
+            .map_err(|e| unreadable(ReadError::Io(e)))?;
+        let keys: Vec<PublicKey> = match serde_json::from_slice(&first) {
+            Ok(Line::Header(h)) => h.public_keys.iter().filter_map(|k| PublicKey::parse(k).ok()).collect(),
+            _ => Vec::new(),
+        };
+        warn_not_pinned("the export's header", &keys);
+        input = Box::new(std::io::Cursor::new(first).chain(input));
+        keys
+    } else {
+        pinned
     };
-    warn_not_pinned("the export's header", &keys);
-    cairn_audit::export::verify_export(std::io::Cursor::new(first).chain(input), keys).map_err(|e| unreadable(e).into())
+    cairn_audit::export::verify_export_observing(input, trusted, observe).map_err(|e| unreadable(e).into())
 }
 
 /// Creates (or replaces) `p` readable by its owner only.
@@ -648,34 +665,8 @@ async fn explain(args: ExplainArgs) -> anyhow::Result<ExitCode> {
             (tmp.path().to_owned(), target, Some(tmp))
         }
     };
-    let mut input: Box<dyn BufRead + Send> = if path.as_os_str() == "-" {
-        Box::new(BufReader::new(std::io::stdin()))
-    } else {
-        Box::new(BufReader::new(
-            std::fs::File::open(&path).map_err(|e| UsageError(format!("cannot read {}: {e}", path.display())))?,
-        ))
-    };
-    let unreadable = |e: ReadError| UsageError(format!("{} is not a readable export: {e}", path.display()));
-    let trusted = if pinned.is_empty() {
-        let mut first = Vec::new();
-        input
-            .by_ref()
-            .take(MAX_LINE as u64 + 1)
-            .read_until(b'\n', &mut first)
-            .map_err(|e| unreadable(ReadError::Io(e)))?;
-        let keys: Vec<PublicKey> = match serde_json::from_slice(&first) {
-            Ok(Line::Header(h)) => h.public_keys.iter().filter_map(|k| PublicKey::parse(k).ok()).collect(),
-            _ => Vec::new(),
-        };
-        warn_not_pinned("the export's header", &keys);
-        input = Box::new(std::io::Cursor::new(first).chain(input));
-        keys
-    } else {
-        pinned
-    };
     let mut explanation = cairn_audit::report::Explanation::new(target.clone());
-    let report = cairn_audit::export::verify_export_observing(input, trusted, &mut |rec| explanation.add(rec))
-        .map_err(unreadable)?;
+    let report = verify_file_observing(&path, pinned, &mut |rec| explanation.add(rec))?;
     if !report.ok() {
         if args.json {
             super::print_json(&serde_json::json!({ "verification": report, "explanation": null }))?;
