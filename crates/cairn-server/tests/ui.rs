@@ -671,7 +671,8 @@ mod browser {
     }
 
     async fn fill(c: &Client, css: &str, value: &str) {
-        let e = c.find(Locator::Css(css)).await.unwrap();
+        // Waits for the field: the page a click leads to may still be loading.
+        let e = c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css(css)).await.unwrap();
         e.clear().await.unwrap();
         e.send_keys(value).await.unwrap();
     }
@@ -717,6 +718,8 @@ mod browser {
         totp::wait_for_fresh_step().await;
         fill(&c, "#mfa-code", &totp::code(&secret, 0)).await;
         click(&c, "#mfa-confirm").await;
+        // The next page may not be there yet: wait for its codes before counting them.
+        c.wait().at_most(Duration::from_secs(10)).for_element(Locator::Css("#recovery-codes li")).await.unwrap();
         assert_eq!(c.find_all(Locator::Css("#recovery-codes li")).await.unwrap().len(), 10);
 
         // Browse to the model and read its card.
