@@ -378,16 +378,17 @@ impl Explanation {
                 "\n## Lifecycle\n\n| event | time | who | action | from | to | reason |\n|---|---|---|---|---|---|---|"
             );
             for s in &self.steps {
-                let _ = writeln!(
-                    m,
-                    "| {} | {} | {} | {} | {} | {} | {} |",
-                    s.seq,
-                    iso(s.time),
-                    cell(&s.actor),
-                    cell(&s.action),
-                    cell(s.from.as_deref().unwrap_or("")),
-                    cell(s.to.as_deref().unwrap_or("")),
-                    cell(s.reason.as_deref().unwrap_or(""))
+                row(
+                    &mut m,
+                    &[
+                        &s.seq,
+                        &iso(s.time),
+                        &cell(&s.actor),
+                        &cell(&s.action),
+                        &cell(s.from.as_deref().unwrap_or("")),
+                        &cell(s.to.as_deref().unwrap_or("")),
+                        &cell(s.reason.as_deref().unwrap_or("")),
+                    ],
                 );
             }
         }
@@ -397,16 +398,17 @@ impl Explanation {
                 "\n## Reviews\n\n| event | time | reviewer | role | gate | decision | rationale |\n|---|---|---|---|---|---|---|"
             );
             for r in &self.reviews {
-                let _ = writeln!(
-                    m,
-                    "| {} | {} | {} | {} | {} | {} | {} |",
-                    r.seq,
-                    iso(r.time),
-                    cell(&r.actor),
-                    cell(&r.role),
-                    cell(&r.gate),
-                    cell(&r.decision),
-                    cell(&r.rationale)
+                row(
+                    &mut m,
+                    &[
+                        &r.seq,
+                        &iso(r.time),
+                        &cell(&r.actor),
+                        &cell(&r.role),
+                        &cell(&r.gate),
+                        &cell(&r.decision),
+                        &cell(&r.rationale),
+                    ],
                 );
             }
         }
@@ -424,15 +426,8 @@ impl Explanation {
                         outcome.push_str(" (blocked)");
                     }
                     let version = f.policy_version.map(|v| format!(" v{v}")).unwrap_or_default();
-                    let _ = writeln!(
-                        m,
-                        "| {}{} | {} | {} | {} |",
-                        cell(&f.policy),
-                        version,
-                        cell(&f.rule),
-                        cell(&outcome),
-                        cell(&f.message)
-                    );
+                    let policy = format!("{}{version}", cell(&f.policy));
+                    row(&mut m, &[&policy, &cell(&f.rule), &cell(&outcome), &cell(&f.message)]);
                 }
                 m.push('\n');
             }
@@ -453,16 +448,17 @@ impl Explanation {
                 "\n## Exceptions\n\n| event | time | who | action | policy | status | justification |\n|---|---|---|---|---|---|---|"
             );
             for x in &self.exceptions {
-                let _ = writeln!(
-                    m,
-                    "| {} | {} | {} | {} | {} | {} | {} |",
-                    x.seq,
-                    iso(x.time),
-                    cell(&x.actor),
-                    cell(&x.action),
-                    cell(x.policy.as_deref().unwrap_or("")),
-                    cell(x.status.as_deref().unwrap_or("")),
-                    cell(x.justification.as_deref().unwrap_or(""))
+                row(
+                    &mut m,
+                    &[
+                        &x.seq,
+                        &iso(x.time),
+                        &cell(&x.actor),
+                        &cell(&x.action),
+                        &cell(x.policy.as_deref().unwrap_or("")),
+                        &cell(x.status.as_deref().unwrap_or("")),
+                        &cell(x.justification.as_deref().unwrap_or("")),
+                    ],
                 );
             }
         }
@@ -472,15 +468,16 @@ impl Explanation {
                 "\n## Refused requests\n\n| event | time | who | action | reason | blocked by |\n|---|---|---|---|---|---|"
             );
             for x in &self.refusals {
-                let _ = writeln!(
-                    m,
-                    "| {} | {} | {} | {} | {} | {} |",
-                    x.seq,
-                    iso(x.time),
-                    cell(&x.actor),
-                    cell(&x.action),
-                    cell(&x.reason),
-                    cell(&x.blocked_by.join(", "))
+                row(
+                    &mut m,
+                    &[
+                        &x.seq,
+                        &iso(x.time),
+                        &cell(&x.actor),
+                        &cell(&x.action),
+                        &cell(&x.reason),
+                        &cell(&x.blocked_by.join(", ")),
+                    ],
                 );
             }
         }
@@ -698,11 +695,11 @@ impl ComplianceReport {
         );
         let _ = writeln!(m, "## Activity\n\n| action | succeeded | refused | failed |\n|---|---:|---:|---:|");
         for a in &self.activity {
-            let _ = writeln!(m, "| {} | {} | {} | {} |", cell(&a.action), a.success, a.denied, a.failure);
+            row(&mut m, &[&cell(&a.action), &a.success, &a.denied, &a.failure]);
         }
         let _ = writeln!(m, "\n## Actors\n\n| actor | events | refused |\n|---|---:|---:|");
         for a in &self.actors {
-            let _ = writeln!(m, "| {} | {} | {} |", cell(&a.actor), a.events, a.denied);
+            row(&mut m, &[&cell(&a.actor), &a.events, &a.denied]);
         }
         let _ = writeln!(m, "\n## Approvals and rejections\n");
         if self.reviews.is_empty() {
@@ -713,17 +710,18 @@ impl ComplianceReport {
                 "| event | time | reviewer | version | role | gate | decision | rationale |\n|---|---|---|---|---|---|---|---|"
             );
             for r in &self.reviews {
-                let _ = writeln!(
-                    m,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                    r.seq,
-                    iso(r.time),
-                    cell(&r.actor),
-                    cell(r.target.trim_start_matches("version:")),
-                    cell(&r.role),
-                    cell(&r.gate),
-                    cell(&r.decision),
-                    cell(&r.rationale)
+                row(
+                    &mut m,
+                    &[
+                        &r.seq,
+                        &iso(r.time),
+                        &cell(&r.actor),
+                        &cell(r.target.trim_start_matches("version:")),
+                        &cell(&r.role),
+                        &cell(&r.gate),
+                        &cell(&r.decision),
+                        &cell(&r.rationale),
+                    ],
                 );
             }
         }
@@ -743,16 +741,17 @@ impl ComplianceReport {
                 "| event | time | who | version | action | reason | blocked by |\n|---|---|---|---|---|---|---|"
             );
             for x in &self.policy_violations {
-                let _ = writeln!(
-                    m,
-                    "| {} | {} | {} | {} | {} | {} | {} |",
-                    x.seq,
-                    iso(x.time),
-                    cell(&x.actor),
-                    cell(x.target.trim_start_matches("version:")),
-                    cell(&x.action),
-                    cell(&x.reason),
-                    cell(&x.blocked_by.join(", "))
+                row(
+                    &mut m,
+                    &[
+                        &x.seq,
+                        &iso(x.time),
+                        &cell(&x.actor),
+                        &cell(x.target.trim_start_matches("version:")),
+                        &cell(&x.action),
+                        &cell(&x.reason),
+                        &cell(&x.blocked_by.join(", ")),
+                    ],
                 );
             }
         }
@@ -765,17 +764,18 @@ impl ComplianceReport {
                 "| event | time | who | version | action | policy | status | justification |\n|---|---|---|---|---|---|---|---|"
             );
             for x in &self.exceptions {
-                let _ = writeln!(
-                    m,
-                    "| {} | {} | {} | {} | {} | {} | {} | {} |",
-                    x.seq,
-                    iso(x.time),
-                    cell(&x.actor),
-                    cell(x.target.trim_start_matches("version:")),
-                    cell(&x.action),
-                    cell(x.policy.as_deref().unwrap_or("")),
-                    cell(x.status.as_deref().unwrap_or("")),
-                    cell(x.justification.as_deref().unwrap_or(""))
+                row(
+                    &mut m,
+                    &[
+                        &x.seq,
+                        &iso(x.time),
+                        &cell(&x.actor),
+                        &cell(x.target.trim_start_matches("version:")),
+                        &cell(&x.action),
+                        &cell(x.policy.as_deref().unwrap_or("")),
+                        &cell(x.status.as_deref().unwrap_or("")),
+                        &cell(x.justification.as_deref().unwrap_or("")),
+                    ],
                 );
             }
         }
@@ -799,7 +799,7 @@ impl ComplianceReport {
         if !self.roles.is_empty() {
             let _ = writeln!(m, "\nWho holds each role now:\n\n| role | holders |\n|---|---|");
             for r in &self.roles {
-                let _ = writeln!(m, "| {} | {} |", cell(&r.role), cell(&r.holders.join(", ")));
+                row(&mut m, &[&cell(&r.role), &cell(&r.holders.join(", "))]);
             }
         }
         m
@@ -814,6 +814,14 @@ pub fn iso(ms: i64) -> String {
         .ok()
         .and_then(|t| t.format(FORMAT).ok())
         .unwrap_or_else(|| format!("{ms} ms"))
+}
+
+/// Writes one Markdown table row (cells already made safe with [`cell`] where needed).
+fn row(m: &mut String, cells: &[&dyn std::fmt::Display]) {
+    for c in cells {
+        let _ = write!(m, "| {c} ");
+    }
+    m.push_str("|\n");
 }
 
 /// Text safe inside a Markdown table cell: one line, no column breaks.
