@@ -389,3 +389,155 @@ pub struct EvalResultList {
     /// Oldest first.
     pub results: Vec<EvalResult>,
 }
+
+/// An evaluation job: a suite to run on a version (docs/GOVERNANCE.md#evaluation-jobs).
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EvalJob {
+    /// Id.
+    pub id: String,
+    /// `namespace/name`.
+    pub model: String,
+    /// Version number.
+    pub version: i64,
+    /// The suite to run.
+    pub suite: String,
+    /// Higher runs first.
+    pub priority: i64,
+    /// `queued`, `running`, `succeeded`, `failed` or `cancelled`.
+    pub state: String,
+    /// Claims so far.
+    pub attempts: i64,
+    /// Claims allowed.
+    pub max_attempts: i64,
+    /// A failed attempt is retried from then on.
+    pub not_before: String,
+    /// The worker running it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub worker: Option<String>,
+    /// The account that worker runs as.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub claimed_by: Option<String>,
+    /// Until when the worker holds it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_until: Option<String>,
+    /// Why the last attempt failed, or why it was cancelled.
+    #[serde(default, skip_serializing_if = "String::is_empty")]
+    pub error: String,
+    /// The evaluation result it produced.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub result_id: Option<String>,
+    /// Created.
+    pub created_at: String,
+    /// By (`system` when queued by a submission).
+    pub created_by: String,
+    /// Last change.
+    pub updated_at: String,
+    /// Ended.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub finished_at: Option<String>,
+}
+
+/// Evaluation jobs, newest first.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct EvalJobList {
+    /// The jobs.
+    pub jobs: Vec<EvalJob>,
+    /// Pass as `before` for the next page.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub next_before: Option<String>,
+}
+
+/// Body of `POST …/versions/{version}/eval-jobs`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct QueueEvalJob {
+    /// The suite to run (of the model's namespace).
+    pub suite: String,
+    /// Higher runs first (default 0).
+    #[serde(default)]
+    pub priority: i64,
+    /// Claims allowed, 1–20 (default 3).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub max_attempts: Option<i64>,
+}
+
+/// Body of `POST /api/v1/eval-jobs/claim`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct ClaimEvalJob {
+    /// The worker's name (host, pod …), 1–128 characters.
+    pub worker: String,
+    /// Only jobs of these namespaces (default: every namespace the caller may run jobs in).
+    #[serde(default)]
+    pub namespaces: Vec<String>,
+    /// Only these suites (default: any).
+    #[serde(default)]
+    pub suites: Vec<String>,
+    /// How long the lease lasts before it must be renewed, 10–3600 s (default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<u64>,
+}
+
+/// A claimed job and the suite to run.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct ClaimedEvalJob {
+    /// The job, now `running` under the caller's lease.
+    pub job: EvalJob,
+    /// The suite's definition: metrics, dataset, harness.
+    #[schema(value_type = Object)]
+    pub suite: serde_json::Value,
+}
+
+/// Body of `POST /api/v1/eval-jobs/{id}/heartbeat`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct EvalJobHeartbeat {
+    /// The worker's name, as it claimed the job.
+    pub worker: String,
+    /// How long the renewed lease lasts, 10–3600 s (default 120).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub lease_secs: Option<u64>,
+}
+
+/// Body of `POST /api/v1/eval-jobs/{id}/complete`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CompleteEvalJob {
+    /// The worker's name, as it claimed the job.
+    pub worker: String,
+    /// `{"accuracy": 0.93}` or a list of `{name, value, …}` records.
+    #[schema(value_type = Object)]
+    pub results: serde_json::Value,
+    /// What it ran with (dataset, harness, hardware …).
+    #[serde(default)]
+    #[schema(value_type = Object)]
+    pub config: serde_json::Value,
+}
+
+/// A completed job and the evaluation result it stored.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+pub struct CompletedEvalJob {
+    /// The job, now `succeeded`.
+    pub job: EvalJob,
+    /// The result, judged against the suite.
+    pub result: EvalResult,
+}
+
+/// Body of `POST /api/v1/eval-jobs/{id}/fail`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct FailEvalJob {
+    /// The worker's name, as it claimed the job.
+    pub worker: String,
+    /// What went wrong (at most 2000 characters are kept).
+    pub error: String,
+}
+
+/// Body of `POST /api/v1/eval-jobs/{id}/cancel`.
+#[derive(Debug, Clone, Serialize, Deserialize, ToSchema)]
+#[serde(deny_unknown_fields)]
+pub struct CancelEvalJob {
+    /// Why (at most 2000 bytes).
+    #[serde(default)]
+    pub reason: String,
+}

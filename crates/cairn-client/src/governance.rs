@@ -282,6 +282,80 @@ impl Client {
     }
 }
 
+/// Filters of the evaluation job list.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct EvalJobQuery {
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub namespace: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub model: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub version: Option<i64>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub state: Option<String>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub limit: Option<usize>,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub before: Option<String>,
+}
+
+fn job_path(id: &str, action: &str) -> String {
+    format!("/api/v1/eval-jobs/{}/{action}", seg(id))
+}
+
+/// Evaluation jobs (docs/GOVERNANCE.md#evaluation-jobs).
+impl Client {
+    /// `POST …/versions/{v}/eval-jobs`: queues a suite to run on a version (or returns the job
+    /// already queued or running for it).
+    pub async fn queue_eval_job(
+        &self,
+        model: &str,
+        version: &str,
+        req: &api::QueueEvalJob,
+    ) -> Result<api::EvalJob, ClientError> {
+        self.post(&format!("{}/eval-jobs", version_path(model, version)), req).await
+    }
+
+    /// `GET /api/v1/eval-jobs`.
+    pub async fn eval_jobs(&self, q: &EvalJobQuery) -> Result<api::EvalJobList, ClientError> {
+        self.get_q("/api/v1/eval-jobs", q).await
+    }
+
+    /// `GET /api/v1/eval-jobs/{id}`.
+    pub async fn eval_job(&self, id: &str) -> Result<api::EvalJob, ClientError> {
+        self.get(&format!("/api/v1/eval-jobs/{}", seg(id))).await
+    }
+
+    /// `POST /api/v1/eval-jobs/claim`: the next job to run, or `None` when there is none.
+    pub async fn claim_eval_job(&self, req: &api::ClaimEvalJob) -> Result<Option<api::ClaimedEvalJob>, ClientError> {
+        self.send::<_, (), _>(Method::POST, "/api/v1/eval-jobs/claim", None, Some(req)).await
+    }
+
+    /// `POST /api/v1/eval-jobs/{id}/heartbeat`: renews the lease; returns the job as it is.
+    pub async fn heartbeat_eval_job(&self, id: &str, req: &api::EvalJobHeartbeat) -> Result<api::EvalJob, ClientError> {
+        self.post(&job_path(id, "heartbeat"), req).await
+    }
+
+    /// `POST /api/v1/eval-jobs/{id}/complete`.
+    pub async fn complete_eval_job(
+        &self,
+        id: &str,
+        req: &api::CompleteEvalJob,
+    ) -> Result<api::CompletedEvalJob, ClientError> {
+        self.post(&job_path(id, "complete"), req).await
+    }
+
+    /// `POST /api/v1/eval-jobs/{id}/fail`.
+    pub async fn fail_eval_job(&self, id: &str, req: &api::FailEvalJob) -> Result<api::EvalJob, ClientError> {
+        self.post(&job_path(id, "fail"), req).await
+    }
+
+    /// `POST /api/v1/eval-jobs/{id}/cancel`.
+    pub async fn cancel_eval_job(&self, id: &str, req: &api::CancelEvalJob) -> Result<api::EvalJob, ClientError> {
+        self.post(&job_path(id, "cancel"), req).await
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -83,12 +83,23 @@ pub enum Role {
     Auditor,
     /// Administers the server, its users and their grants.
     Admin,
+    /// Runs evaluation jobs (`cairn eval worker`): reads models, submits the results of the
+    /// jobs it claims, and nothing more.
+    Evaluator,
 }
 
 impl Role {
     /// Every role.
-    pub const ALL: [Role; 7] =
-        [Role::Viewer, Role::ModelOwner, Role::Mrc, Role::Security, Role::Sre, Role::Auditor, Role::Admin];
+    pub const ALL: [Role; 8] = [
+        Role::Viewer,
+        Role::ModelOwner,
+        Role::Mrc,
+        Role::Security,
+        Role::Sre,
+        Role::Auditor,
+        Role::Admin,
+        Role::Evaluator,
+    ];
 
     /// The role's wire name.
     pub fn as_str(self) -> &'static str {
@@ -100,6 +111,7 @@ impl Role {
             Self::Sre => "sre",
             Self::Auditor => "auditor",
             Self::Admin => "admin",
+            Self::Evaluator => "evaluator",
         }
     }
 
@@ -167,11 +179,13 @@ pub enum Permission {
     Deploy,
     /// Create and change deployment environments and their objectives.
     EnvironmentManage,
+    /// Claim a namespace's evaluation jobs and submit their results (workers).
+    EvalRun,
 }
 
 impl Permission {
     /// Every permission.
-    pub const ALL: [Permission; 19] = [
+    pub const ALL: [Permission; 20] = [
         Permission::ModelRead,
         Permission::ModelWrite,
         Permission::ModelDelete,
@@ -191,6 +205,7 @@ impl Permission {
         Permission::WebhookManage,
         Permission::Deploy,
         Permission::EnvironmentManage,
+        Permission::EvalRun,
     ];
 
     /// The permission table: the roles that hold this permission. `None` means every
@@ -198,7 +213,7 @@ impl Permission {
     pub fn roles(self) -> Option<&'static [Role]> {
         use Role::*;
         Some(match self {
-            Self::ModelRead => &[Viewer, ModelOwner, Mrc, Security, Sre, Auditor, Admin],
+            Self::ModelRead => &[Viewer, ModelOwner, Mrc, Security, Sre, Auditor, Admin, Evaluator],
             Self::ModelWrite | Self::ModelDelete => &[ModelOwner, Admin],
             Self::AuditRead => &[Auditor, Admin],
             Self::NamespaceCreate
@@ -213,6 +228,7 @@ impl Permission {
             Self::PolicyManage => &[Security, Mrc, Admin],
             Self::WebhookManage => &[ModelOwner, Security, Admin],
             Self::Deploy | Self::EnvironmentManage => &[Sre, Admin],
+            Self::EvalRun => &[Evaluator, ModelOwner, Admin],
             Self::SelfBasic | Self::MfaManage | Self::SelfManage | Self::PolicyRead => return None,
         })
     }
@@ -228,6 +244,7 @@ impl Permission {
                 | Self::VersionPromote
                 | Self::WebhookManage
                 | Self::Deploy
+                | Self::EvalRun
         )
     }
 
@@ -247,7 +264,8 @@ impl Permission {
             | Self::PolicyManage
             | Self::WebhookManage
             | Self::Deploy
-            | Self::EnvironmentManage => Scope::Write,
+            | Self::EnvironmentManage
+            | Self::EvalRun => Scope::Write,
             Self::NamespaceCreate
             | Self::NamespaceDelete
             | Self::UserManage
@@ -288,6 +306,7 @@ impl Permission {
             Self::WebhookManage => "webhook.manage",
             Self::Deploy => "deployment.write",
             Self::EnvironmentManage => "environment.manage",
+            Self::EvalRun => "eval.run",
         }
     }
 }

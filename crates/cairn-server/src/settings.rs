@@ -101,6 +101,9 @@ pub struct Settings {
     /// First retry delay of a failed delivery, in seconds; doubled per attempt up to an hour
     /// (`CAIRN_WEBHOOK_RETRY_BASE_SECS`).
     pub webhook_retry_base_secs: u64,
+    /// First retry delay of a failed evaluation job, in seconds; doubled per attempt up to an
+    /// hour (`CAIRN_EVAL_RETRY_BASE_SECS`, default 60).
+    pub eval_retry_base_secs: u64,
     /// Attempts before a delivery is given up as failed (`CAIRN_WEBHOOK_MAX_ATTEMPTS`).
     pub webhook_max_attempts: u32,
     /// PEM certificate chain for HTTPS (`CAIRN_TLS_CERT_FILE`); with `tls_key_file` the server speaks only TLS 1.2/1.3.
@@ -159,6 +162,7 @@ impl Default for Settings {
             webhook_allow_private_networks: false,
             webhook_poll_ms: 1000,
             webhook_retry_base_secs: 10,
+            eval_retry_base_secs: 60,
             webhook_max_attempts: 8,
             tls_cert_file: None,
             tls_key_file: None,
@@ -212,6 +216,7 @@ impl fmt::Debug for Settings {
             .field("webhook_allow_private_networks", &self.webhook_allow_private_networks)
             .field("webhook_poll_ms", &self.webhook_poll_ms)
             .field("webhook_retry_base_secs", &self.webhook_retry_base_secs)
+            .field("eval_retry_base_secs", &self.eval_retry_base_secs)
             .field("webhook_max_attempts", &self.webhook_max_attempts)
             .field("tls_cert_file", &self.tls_cert_file)
             .field("tls_key_file", &self.tls_key_file)
@@ -346,6 +351,9 @@ pub struct SettingsOverrides {
     /// See [`Settings::webhook_retry_base_secs`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_retry_base_secs: Option<u64>,
+    /// See [`Settings::eval_retry_base_secs`].
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub eval_retry_base_secs: Option<u64>,
     /// See [`Settings::webhook_max_attempts`].
     #[serde(skip_serializing_if = "Option::is_none")]
     pub webhook_max_attempts: Option<u32>,
@@ -575,6 +583,7 @@ const ENV_KEYS: &[&str] = &[
     "webhook_allow_private_networks",
     "webhook_poll_ms",
     "webhook_retry_base_secs",
+    "eval_retry_base_secs",
     "webhook_max_attempts",
     "rate_limit_block_secs",
     "tls_cert_file",

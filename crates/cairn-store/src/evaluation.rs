@@ -5,7 +5,8 @@
 use cairn_core::{ModelRef, Namespace, VersionSelector};
 use serde::Serialize;
 
-use crate::version::{find, target};
+use crate::db::Conn;
+use crate::version::{Version, find, target};
 use crate::{AuditContext, Store, StoreError, audit, namespace, params};
 
 /// A version's model card.
@@ -359,49 +360,7 @@ impl Store {
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
         let v = find(&mut conn, model, selector).await?;
-        let id = uuid::Uuid::now_v7().to_string();
-        conn.execute(
-            "INSERT INTO eval_results (id, version_id, suite, passed, metrics, config, submitted_by, submitted_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
-            params![
-                &id,
-                v.id,
-                &result.suite,
-                result.passed,
-                result.metrics.to_string(),
-                result.config.to_string(),
-                &result.submitted_by,
-                now
-            ],
-        )
-        .await?;
-        let stored = EvalResult {
-            id,
-            suite: result.suite.clone(),
-            passed: result.passed,
-            metrics: result.metrics.clone(),
-            config: result.config.clone(),
-            submitted_by: result.submitted_by.clone(),
-            submitted_at: now,
-        };
-        if !result.passed {
-            let payload = serde_json::json!({
-                "model": model.to_string(), "version": v.version, "suite": result.suite, "metrics": result.metrics,
-            });
-            crate::webhook::enqueue(&mut conn, now, model.namespace.as_str(), "evaluation.failed", &payload).await?;
-        }
-        audit::record(
-            &mut conn,
-            ctx,
-            now,
-            "eval.result.submit",
-            &target(model, v.version),
-            None::<&()>,
-            Some(&serde_json::json!({
-                "id": stored.id, "suite": stored.suite, "passed": stored.passed, "metrics": stored.metrics,
-            })),
-        )
-        .await?;
+        let stored = insert_result(&mut conn, ctx, now, model, &v, result).await?;
         tx.commit().await?;
         Ok(stored)
     }
@@ -424,6 +383,62 @@ impl Store {
             .await?;
         Ok(rows.into_iter().map(EvalResult::from).collect())
     }
+}
+
+/// Stores a judged result for version `v` with its `evaluation.failed` webhook event (when it
+/// fails) and its `eval.result.submit` audit record, in the caller's transaction.
+pub(crate) async fn insert_result(
+    conn: &mut Conn<'_>,
+    ctx: &AuditContext,
+    now: i64,
+    model: &ModelRef,
+    v: &Version,
+    result: &NewEvalResult,
+) -> Result<EvalResult, StoreError> {
+    let id = uuid::Uuid::now_v7().to_string();
+    conn.execute(
+        "INSERT INTO eval_results (id, version_id, suite, passed, metrics, config, submitted_by, submitted_at) \
+         VALUES ($1, $2, $3, $4, $5, $6, $7, $8)",
+        params![
+            &id,
+            v.id,
+            &result.suite,
+            result.passed,
+            result.metrics.to_string(),
+            result.config.to_string(),
+            &result.submitted_by,
+            now
+        ],
+    )
+    .await?;
+    let stored = EvalResult {
+        id,
+        suite: result.suite.clone(),
+        passed: result.passed,
+        metrics: result.metrics.clone(),
+        config: result.config.clone(),
+        submitted_by: result.submitted_by.clone(),
+        submitted_at: now,
+    };
+    if !result.passed {
+        let payload = serde_json::json!({
+            "model": model.to_string(), "version": v.version, "suite": result.suite, "metrics": result.metrics,
+        });
+        crate::webhook::enqueue(conn, now, model.namespace.as_str(), "evaluation.failed", &payload).await?;
+    }
+    audit::record(
+        conn,
+        ctx,
+        now,
+        "eval.result.submit",
+        &target(model, v.version),
+        None::<&()>,
+        Some(&serde_json::json!({
+            "id": stored.id, "suite": stored.suite, "passed": stored.passed, "metrics": stored.metrics,
+        })),
+    )
+    .await?;
+    Ok(stored)
 }
 
 #[cfg(test)]

@@ -198,7 +198,7 @@ const INVENTORY: &[PersonalDataField] = &[
         field: "governance decisions and ownership",
         location: "model_owners.username; versions.submitted_by; version_transitions.actor; approvals.reviewer; \
                    policies, eval_suites: created_by, updated_by; policy_exceptions.requested_by, decided_by; \
-                   version_cards.created_by; eval_results.submitted_by",
+                   version_cards.created_by; eval_results.submitted_by; eval_jobs: created_by, claimed_by",
         category: "identifier (actor), activity",
         legal_basis: OBLIGATION,
         retention: "as long as the version or policy; pseudonymised on erasure",
@@ -298,6 +298,8 @@ const AUTHORSHIP: &[(&str, &str)] = &[
     ("eval_suites", "created_by"),
     ("eval_suites", "updated_by"),
     ("eval_results", "submitted_by"),
+    ("eval_jobs", "created_by"),
+    ("eval_jobs", "claimed_by"),
     ("gdpr_requests", "requested_by"),
 ];
 

@@ -14,6 +14,7 @@ pub mod audit;
 pub mod backup;
 pub mod db;
 pub mod deploy;
+pub mod eval_job;
 mod error;
 pub mod evaluation;
 pub mod gdpr;

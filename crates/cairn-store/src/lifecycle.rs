@@ -403,6 +403,12 @@ impl Store {
         for (event, payload) in &change.events {
             crate::webhook::enqueue(&mut conn, now, model.namespace.as_str(), event, payload).await?;
         }
+        // A submission queues the required suites a worker can run (docs/GOVERNANCE.md).
+        let queued = if change.to == Some(Stage::Submitted) && change.from != Stage::Submitted {
+            crate::eval_job::queue_required(&mut conn, ctx, now, model, &version).await?
+        } else {
+            Vec::new()
+        };
         let after = view(&mut conn, version.id, number).await?;
         audit::record(
             &mut conn,
@@ -423,6 +429,7 @@ impl Store {
                 // What the policies found, so the decision can be reconstructed from the
                 // chain alone (`cairn audit explain`).
                 "policies": policy_summary(&change.policy_results),
+                "eval_jobs": queued.iter().map(|j| &j.suite).collect::<Vec<_>>(),
             })),
         )
         .await?;

@@ -41,9 +41,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_evaluations, submit_evaluation))
 }
 
-type VersionPath = Path<(String, String, String)>;
+pub(super) type VersionPath = Path<(String, String, String)>;
 
-async fn subject(
+pub(super) async fn subject(
     state: &AppState,
     caller: &Caller,
     (namespace, name, version): (String, String, String),
@@ -582,7 +582,7 @@ pub async fn card_diff(
     })))
 }
 
-fn eval_result(r: cairn_store::evaluation::EvalResult) -> api::EvalResult {
+pub(super) fn eval_result(r: cairn_store::evaluation::EvalResult) -> api::EvalResult {
     api::EvalResult {
         id: r.id,
         suite: r.suite,
@@ -622,25 +622,37 @@ pub async fn submit_evaluation(
     ApiJson(body): ApiJson<api::SubmitEvaluation>,
 ) -> ApiResult<(StatusCode, Json<api::EvalResult>)> {
     let s = subject(&state, &caller, p, Permission::ModelWrite, "eval.result.submit").await?;
-    let suite = state.store.get_eval_suite(&s.model_ref.namespace, &body.suite).await?;
-    let def: cairn_core::evaluation::SuiteDef = serde_json::from_value(suite.definition).map_err(|e| {
-        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("stored suite unreadable: {e}"))
-    })?;
-    if !(body.config.is_object() || body.config.is_null()) {
-        return Err(ApiError::invalid("config must be a JSON object"));
-    }
-    let values = governance::metric_values(&body.results)?;
-    let verdict = def.judge(&values);
-    let new = NewEvalResult {
-        suite: body.suite,
-        passed: verdict.passed,
-        metrics: serde_json::to_value(&verdict.metrics).unwrap_or_default(),
-        config: if body.config.is_null() { serde_json::json!({}) } else { body.config },
-        submitted_by: caller.principal.username.clone(),
-    };
+    let new = judged(&state, &caller, &s.model_ref.namespace, body.suite, &body.results, body.config).await?;
     let stored = state
         .store
         .submit_eval_result(&caller.audit, &s.model_ref, &VersionSelector::Number(s.version.version), &new)
         .await?;
     Ok((StatusCode::CREATED, Json(eval_result(stored))))
+}
+
+/// Results judged against the suite `suite` of `namespace`, ready to store.
+pub(super) async fn judged(
+    state: &AppState,
+    caller: &Caller,
+    namespace: &cairn_core::Namespace,
+    suite: String,
+    results: &serde_json::Value,
+    config: serde_json::Value,
+) -> Result<NewEvalResult, ApiError> {
+    let stored = state.store.get_eval_suite(namespace, &suite).await?;
+    let def: cairn_core::evaluation::SuiteDef = serde_json::from_value(stored.definition).map_err(|e| {
+        ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, "internal", format!("stored suite unreadable: {e}"))
+    })?;
+    if !(config.is_object() || config.is_null()) {
+        return Err(ApiError::invalid("config must be a JSON object"));
+    }
+    let values = governance::metric_values(results)?;
+    let verdict = def.judge(&values);
+    Ok(NewEvalResult {
+        suite,
+        passed: verdict.passed,
+        metrics: serde_json::to_value(&verdict.metrics).unwrap_or_default(),
+        config: if config.is_null() { serde_json::json!({}) } else { config },
+        submitted_by: caller.principal.username.clone(),
+    })
 }

@@ -5,6 +5,7 @@ pub mod account;
 pub mod aliases;
 pub mod audit;
 pub mod deploy;
+pub mod eval_jobs;
 pub mod evidence;
 pub mod files;
 pub mod gdpr;
@@ -105,6 +106,7 @@ pub fn api() -> OpenApiRouter<AppState> {
         .merge(gdpr::router())
         .merge(webhooks::router())
         .merge(lifecycle::router())
+        .merge(eval_jobs::router())
         .merge(policies::router())
         .merge(lineage::router())
         .merge(deploy::router())

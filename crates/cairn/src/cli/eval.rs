@@ -5,6 +5,7 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 use cairn_api_types as api;
+use cairn_client::governance::EvalJobQuery;
 use clap::{Args, Subcommand};
 
 use super::governance::{fail, input_policy, parse_version_ref, read_results};
@@ -42,6 +43,63 @@ enum EvalCommand {
         #[arg(long)]
         json: bool,
     },
+    /// Queue a suite to run on a version by an evaluation worker
+    Queue {
+        /// namespace/name:VERSION
+        #[arg(value_name = "MODEL:VERSION")]
+        reference: String,
+        /// The suite to run
+        #[arg(long)]
+        suite: String,
+        /// Higher runs first
+        #[arg(long, default_value_t = 0, allow_negative_numbers = true)]
+        priority: i64,
+        /// Attempts before the job fails for good (1–20) [default: 3]
+        #[arg(long)]
+        max_attempts: Option<i64>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Evaluation jobs, newest first
+    Jobs {
+        /// Only this namespace
+        #[arg(long)]
+        namespace: Option<String>,
+        /// Only this model (namespace/name)
+        #[arg(long)]
+        model: Option<String>,
+        /// Only this version of --model
+        #[arg(long, requires = "model")]
+        version: Option<i64>,
+        /// Only in this state: queued, running, succeeded, failed, cancelled
+        #[arg(long)]
+        state: Option<String>,
+        /// At most this many
+        #[arg(long, default_value_t = 100)]
+        limit: usize,
+        /// Jobs older than this id (the next page)
+        #[arg(long)]
+        before: Option<String>,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Cancel a queued or running job (its worker stops the harness)
+    Cancel {
+        /// The job's id
+        id: String,
+        /// Why
+        #[arg(long, default_value = "")]
+        reason: String,
+        /// Print JSON
+        #[arg(long)]
+        json: bool,
+    },
+    /// Claim evaluation jobs and run their suites' harness commands on this machine
+    Worker(super::eval_jobs::WorkerArgs),
+    /// Run an evaluation command for a version and submit the results it writes
+    Run(super::eval_jobs::RunArgs),
     /// The evaluation results of a version, oldest first
     List {
         /// namespace/name:VERSION
@@ -128,6 +186,31 @@ fn print_metrics(r: &api::EvalResult) {
     print!("{}", table::render(&["METRIC", "GROUP", "VALUE", "AT LEAST", "AT MOST", "RESULT"], &rows));
 }
 
+/// Prints a submitted result; exit 1 when it fails its suite.
+fn report(reference: &str, r: &api::EvalResult, json: bool) -> anyhow::Result<ExitCode> {
+    if json {
+        print_json(r)?;
+    } else {
+        print_metrics(r);
+        if r.passed {
+            println!("{reference} passes suite {}", r.suite);
+        }
+    }
+    if !r.passed {
+        let failed: Vec<String> = r
+            .metrics
+            .as_array()
+            .into_iter()
+            .flatten()
+            .filter(|m| m.get("passed").and_then(|v| v.as_bool()) != Some(true))
+            .map(|m| m.get("message").and_then(|v| v.as_str()).unwrap_or_default().to_owned())
+            .collect();
+        eprintln!("error: {reference} fails suite {}: {}", r.suite, failed.join("; "));
+        return Ok(ExitCode::from(1));
+    }
+    Ok(ExitCode::SUCCESS)
+}
+
 async fn eval(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
     let c = client()?;
     match cmd {
@@ -178,26 +261,34 @@ async fn eval(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
             };
             let results = read_results(&results, &input_policy()?)?;
             let r = c.submit_evaluation(&model, &version, &api::SubmitEvaluation { suite, results, config }).await?;
+            return report(&reference, &r, json);
+        }
+        EvalCommand::Queue { reference, suite, priority, max_attempts, json } => {
+            let (model, version) = parse_version_ref(&reference)?;
+            let j = c.queue_eval_job(&model, &version, &api::QueueEvalJob { suite, priority, max_attempts }).await?;
             if json {
-                print_json(&r)?;
+                print_json(&j)?;
             } else {
-                print_metrics(&r);
-                if r.passed {
-                    println!("{reference} passes suite {}", r.suite);
-                }
+                println!("Job {} runs suite {} on {}:{} ({})", j.id, j.suite, j.model, j.version, j.state);
             }
-            if !r.passed {
-                let failed: Vec<String> = r
-                    .metrics
-                    .as_array()
-                    .into_iter()
-                    .flatten()
-                    .filter(|m| m.get("passed").and_then(|v| v.as_bool()) != Some(true))
-                    .map(|m| m.get("message").and_then(|v| v.as_str()).unwrap_or_default().to_owned())
-                    .collect();
-                eprintln!("error: {reference} fails suite {}: {}", r.suite, failed.join("; "));
-                return Ok(ExitCode::from(1));
+        }
+        EvalCommand::Jobs { namespace, model, version, state, limit, before, json } => {
+            let q = EvalJobQuery { namespace, model, version, state, limit: Some(limit), before };
+            return super::eval_jobs::list(&c, q, json).await;
+        }
+        EvalCommand::Cancel { id, reason, json } => {
+            let j = c.cancel_eval_job(&id, &api::CancelEvalJob { reason }).await?;
+            if json {
+                print_json(&j)?;
+            } else {
+                println!("Job {} is {}", j.id, j.state);
             }
+        }
+        EvalCommand::Worker(args) => return super::eval_jobs::worker(&c, args).await,
+        EvalCommand::Run(args) => {
+            let (json, reference) = (args.json, args.reference.clone());
+            let r = super::eval_jobs::run(&c, args).await?;
+            return report(&reference, &r, json);
         }
         EvalCommand::List { reference, json } => {
             let (model, version) = parse_version_ref(&reference)?;

@@ -5,6 +5,7 @@ pub mod audit;
 pub mod card;
 pub mod deploy;
 pub mod eval;
+pub mod eval_jobs;
 pub mod evidence;
 pub mod gdpr;
 pub mod governance;

@@ -129,24 +129,85 @@ async fn pull(args: PullArgs) -> anyhow::Result<()> {
             }
         }
     };
-    let version = number.to_string();
-    let listing = client.list_version_files(&model, &version).await?;
-    let manifest = checked_manifest(&listing)?;
-
     let out = match args.output {
         Some(o) => o,
         None => PathBuf::from(model.rsplit('/').next().unwrap_or(&model)),
     };
-    tokio::fs::create_dir_all(&out).await.with_context(|| format!("cannot create {}", out.display()))?;
+    let version = number.to_string();
+    let Pulled { listing, manifest, out, present, present_bytes, downloaded, downloaded_bytes } =
+        pull_into(&client, &model, number, &out, args.jobs, &bars).await?;
+
+    if args.json {
+        let summary = serde_json::json!({
+            "model": model,
+            "version": number,
+            "digest": listing.digest,
+            "directory": out,
+            "files": manifest.files().len(),
+            "size": manifest.total_size(),
+            "downloaded": downloaded,
+            "downloaded_bytes": downloaded_bytes,
+            "already_present": present,
+        });
+        println!("{}", serde_json::to_string_pretty(&summary)?);
+    } else {
+        if present > 0 {
+            bars.println(&format!("{present} files ({}) already present, kept", human_bytes(present_bytes)));
+        }
+        println!(
+            "Pulled {model}:{version} into {} ({} files, {} downloaded), digest {}",
+            out.display(),
+            manifest.files().len(),
+            human_bytes(downloaded_bytes),
+            listing.digest
+        );
+    }
+    Ok(())
+}
+
+/// What [`pull_into`] did.
+pub struct Pulled {
+    /// The server's file list.
+    pub listing: api::VersionFiles,
+    /// The verified manifest.
+    pub manifest: Manifest,
+    /// The directory, canonical.
+    pub out: PathBuf,
+    /// Files already there and kept.
+    pub present: u64,
+    /// Their bytes.
+    pub present_bytes: u64,
+    /// Files downloaded.
+    pub downloaded: u64,
+    /// Their bytes.
+    pub downloaded_bytes: u64,
+}
+
+/// Downloads version `number` of `model` into `out` (created if needed), `jobs` files at a
+/// time, each verified while it streams, and checks the whole tree against the version's
+/// digest. Files already there with the right digest are kept.
+pub async fn pull_into(
+    client: &Client,
+    model: &str,
+    number: i64,
+    out: &Path,
+    jobs: u16,
+    bars: &Bars,
+) -> anyhow::Result<Pulled> {
+    let version = number.to_string();
+    let listing = client.list_version_files(model, &version).await?;
+    let manifest = checked_manifest(&listing)?;
+
+    tokio::fs::create_dir_all(out).await.with_context(|| format!("cannot create {}", out.display()))?;
     let out = out.canonicalize().with_context(|| format!("cannot resolve {}", out.display()))?;
 
     let total = bars.total("downloading", manifest.total_size());
-    let sem = Arc::new(tokio::sync::Semaphore::new(usize::from(args.jobs)));
+    let sem = Arc::new(tokio::sync::Semaphore::new(usize::from(jobs)));
     let mut tasks = tokio::task::JoinSet::new();
     for entry in manifest.files().iter().cloned() {
         let permit = sem.clone().acquire_owned().await.context("the pull was stopped")?;
         let (client, model, version, out, total, bars) =
-            (client.clone(), model.clone(), version.clone(), out.clone(), total.clone(), bars.clone());
+            (client.clone(), model.to_owned(), version.clone(), out.clone(), total.clone(), bars.clone());
         tasks.spawn(async move {
             let _permit = permit;
             let r = fetch_file(&client, &model, &version, &out, &entry, &total, &bars).await;
@@ -180,7 +241,7 @@ async fn pull(args: PullArgs) -> anyhow::Result<()> {
 
     // The whole tree against the version digest: the manifest the server serves must be
     // exactly the canonical form of the files just verified.
-    let served = client.get_manifest(&model, &version).await?;
+    let served = client.get_manifest(model, &version).await?;
     let served_digest = format!("sha256:{}", hex::encode(Sha256::digest(&served)));
     if served != manifest.canonical_json().as_bytes() || served_digest != listing.digest {
         bail!(
@@ -190,32 +251,7 @@ async fn pull(args: PullArgs) -> anyhow::Result<()> {
         );
     }
 
-    if args.json {
-        let summary = serde_json::json!({
-            "model": model,
-            "version": number,
-            "digest": listing.digest,
-            "directory": out,
-            "files": manifest.files().len(),
-            "size": manifest.total_size(),
-            "downloaded": downloaded,
-            "downloaded_bytes": downloaded_bytes,
-            "already_present": present,
-        });
-        println!("{}", serde_json::to_string_pretty(&summary)?);
-    } else {
-        if present > 0 {
-            bars.println(&format!("{present} files ({}) already present, kept", human_bytes(present_bytes)));
-        }
-        println!(
-            "Pulled {model}:{version} into {} ({} files, {} downloaded), digest {}",
-            out.display(),
-            manifest.files().len(),
-            human_bytes(downloaded_bytes),
-            listing.digest
-        );
-    }
-    Ok(())
+    Ok(Pulled { listing, manifest, out, present, present_bytes, downloaded, downloaded_bytes })
 }
 
 /// The server's file list as a checked manifest whose digest is the one it announced.
