@@ -2,24 +2,13 @@
 //! full, so an export filtered to pruned events still verifies offline; an export after the
 //! start of the chain was removed starts at the new anchor with its checkpoint.
 
-use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use cairn_audit::SigningKey;
 use cairn_audit::retention::{DAY_MS, RetentionPolicy};
 use cairn_server::audit_export::{ExportFilter, export};
-use cairn_store::{AuditContext, Clock, DbOptions, Store};
+use cairn_store::{AuditContext, DbOptions, Store};
 use cairn_test_utils::{Backend, database_url};
 use futures::StreamExt as _;
-
-#[derive(Debug)]
-struct ManualClock(AtomicI64);
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 const T0: i64 = 1_767_225_600_000;
 
@@ -39,7 +28,7 @@ async fn exported(store: &Store, key: &SigningKey, filter: ExportFilter) -> Vec<
 async fn exports_after_pruning(backend: Backend, test: &str) {
     let dir = tempfile::tempdir().unwrap();
     let Some(url) = database_url(backend, dir.path(), test).await else { return };
-    let clock = Arc::new(ManualClock(AtomicI64::new(T0)));
+    let clock = cairn_test_utils::ManualClock::at(T0);
     let store = Store::open(&url, &DbOptions::default()).await.unwrap().with_clock(clock.clone());
     let key = SigningKey::generate();
     for who in ["alice", "bob", "carol"] {
@@ -47,13 +36,13 @@ async fn exports_after_pruning(backend: Backend, test: &str) {
     }
     store.record_event(&ctx("alice"), "model.create", "model:team/m", "success").await.unwrap();
     store.checkpoint_audit_chain(&key).await.unwrap();
-    clock.0.store(T0 + 5 * DAY_MS, Ordering::SeqCst);
+    clock.set(T0 + 5 * DAY_MS);
     store.record_event(&ctx("dave"), "auth.login", "user:dave", "success").await.unwrap();
     store.record_event(&ctx("dave"), "model.update", "model:team/m", "success").await.unwrap();
     store.checkpoint_audit_chain(&key).await.unwrap();
 
     // Day 7: the day-0 logins lose their details.
-    clock.0.store(T0 + 7 * DAY_MS, Ordering::SeqCst);
+    clock.set(T0 + 7 * DAY_MS);
     let policy = RetentionPolicy::parse(30, "auth.login=2").unwrap();
     let out = store.prune_audit(&ctx("admin"), &policy, false).await.unwrap();
     assert_eq!(out.record.pruned_details[0].events, 3);
@@ -70,7 +59,7 @@ async fn exports_after_pruning(backend: Backend, test: &str) {
 
     // Day 40: everything is past thirty days; it goes up to the checkpoint the exports above
     // signed at the head (the first pruning's own event, 7).
-    clock.0.store(T0 + 40 * DAY_MS, Ordering::SeqCst);
+    clock.set(T0 + 40 * DAY_MS);
     let out = store.prune_audit(&ctx("admin"), &policy, false).await.unwrap();
     assert_eq!((out.record.anchor_seq, out.record.removed_events), (7, 7));
     let bytes = exported(&store, &key, ExportFilter::default()).await;

@@ -171,6 +171,11 @@ fn sample_body(method: &Method, template: &str, ns: Option<&str>, n: usize) -> O
             json!({ "model": format!("{ns}/m"), "reason": "matrix" })
         }
         ("POST", "/api/v1/deployments/{id}/status") => json!({ "status": "failed" }),
+        ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/eval-jobs") => json!({ "suite": "none" }),
+        ("POST", "/api/v1/eval-jobs/claim" | "/api/v1/eval-jobs/{id}/heartbeat") => json!({ "worker": "matrix" }),
+        ("POST", "/api/v1/eval-jobs/{id}/complete") => json!({ "worker": "matrix", "results": { "accuracy": 1.0 } }),
+        ("POST", "/api/v1/eval-jobs/{id}/fail") => json!({ "worker": "matrix", "error": "matrix" }),
+        ("POST", "/api/v1/eval-jobs/{id}/cancel") => json!({ "reason": "matrix" }),
         ("POST", "/api/v1/deployments/{id}/slo-reports") => json!({ "error_rate": 0.5 }),
         ("POST", "/api/v1/models/{namespace}/{name}/versions/{version}/lineage") => {
             json!({ "inputs": [{ "kind": "dataset", "name": "matrix" }] })
@@ -286,7 +291,9 @@ async fn matrix(s: &TestServer) {
                     || template == "/api/v1/environments/{environment}/deployments"
                     || template == "/api/v1/environments/{environment}/rollback"));
         // Requests about an object by id need the permission in some namespace first.
-        let any_namespace = template.starts_with("/api/v1/uploads/") || template.starts_with("/api/v1/deployments/");
+        let any_namespace = template.starts_with("/api/v1/uploads/")
+            || template.starts_with("/api/v1/deployments/")
+            || template.starts_with("/api/v1/eval-jobs/");
         let targets: &[Option<&str>] = if namespaced { &[Some(IN), Some(OUT)] } else { &[None] };
         for &target in targets {
             for who in &callers {

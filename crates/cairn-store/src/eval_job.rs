@@ -209,9 +209,9 @@ pub(crate) async fn queue_required(
         if !runnable {
             continue;
         }
-        let passed: Option<(i64,)> = conn
+        let passed: Option<(String,)> = conn
             .fetch_optional(
-                "SELECT 1 FROM eval_results WHERE version_id = $1 AND suite = $2 AND passed LIMIT 1",
+                "SELECT id FROM eval_results WHERE version_id = $1 AND suite = $2 AND passed LIMIT 1",
                 params![v.id, &name],
             )
             .await?;
@@ -513,7 +513,8 @@ impl Store {
         let j = held(&mut conn, ctx, id, worker).await?;
         let error: String = error.chars().filter(|c| !c.is_control() || *c == '\n').take(2000).collect();
         let last = j.attempts >= j.max_attempts;
-        let (state, not_before) = if last { ("failed", now) } else { ("queued", now + backoff_ms(j.attempts, base_ms)) };
+        let (state, not_before) =
+            if last { ("failed", now) } else { ("queued", now + backoff_ms(j.attempts, base_ms)) };
         conn.execute(
             "UPDATE eval_jobs SET state = $1, error = $2, worker = NULL, lease_until = NULL, not_before = $3, \
              updated_at = $4, finished_at = $5 WHERE id = $6",

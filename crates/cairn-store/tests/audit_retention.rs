@@ -5,24 +5,14 @@
 //! back is still found.
 
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, Ordering};
 
 use cairn_audit::retention::{DAY_MS, PRUNE_ACTION, PRUNED_ACTOR, PruneRecord, RetentionPolicy};
 use cairn_audit::{AuditRecord, BreakKind, Report, SigningKey};
-use cairn_store::{AuditContext, Clock, DbOptions, Store, params};
+use cairn_store::{AuditContext, DbOptions, Store, params};
 use cairn_test_utils::raw_sql as sql;
-use cairn_test_utils::{Backend, database_url};
+use cairn_test_utils::{Backend, ManualClock, database_url};
 
 const T0: i64 = 1_767_225_600_000; // 2026-01-01
-
-#[derive(Debug)]
-struct ManualClock(AtomicI64);
-
-impl Clock for ManualClock {
-    fn now_ms(&self) -> i64 {
-        self.0.load(Ordering::SeqCst)
-    }
-}
 
 struct Fixture {
     store: Store,
@@ -33,14 +23,14 @@ struct Fixture {
 impl Fixture {
     /// Sets the clock to `days` (and `ms`) after T0.
     fn at(&self, days: i64, ms: i64) {
-        self.clock.0.store(T0 + days * DAY_MS + ms, Ordering::SeqCst);
+        self.clock.set(T0 + days * DAY_MS + ms);
     }
 }
 
 async fn open(backend: Backend, test: &str) -> Option<Fixture> {
     let dir = tempfile::tempdir().unwrap();
     let url = database_url(backend, dir.path(), test).await?;
-    let clock = Arc::new(ManualClock(AtomicI64::new(T0)));
+    let clock = ManualClock::at(T0);
     let store = Store::open(&url, &DbOptions::default()).await.unwrap().with_clock(clock.clone());
     Some(Fixture { store, clock, _dir: dir })
 }

@@ -572,6 +572,33 @@ macro_rules! both_backends_delivering {
     };
 }
 
+/// A clock the test moves by hand (milliseconds since the Unix epoch).
+#[derive(Debug)]
+pub struct ManualClock(std::sync::atomic::AtomicI64);
+
+impl ManualClock {
+    /// A clock showing `ms`.
+    pub fn at(ms: i64) -> std::sync::Arc<Self> {
+        std::sync::Arc::new(Self(std::sync::atomic::AtomicI64::new(ms)))
+    }
+
+    /// Sets it to `ms`.
+    pub fn set(&self, ms: i64) {
+        self.0.store(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+
+    /// Moves it on by `ms`.
+    pub fn advance(&self, ms: i64) {
+        self.0.fetch_add(ms, std::sync::atomic::Ordering::SeqCst);
+    }
+}
+
+impl cairn_store::Clock for ManualClock {
+    fn now_ms(&self) -> i64 {
+        self.0.load(std::sync::atomic::Ordering::SeqCst)
+    }
+}
+
 /// Runs one statement behind the store's back, as someone with write access to the database
 /// would (tampering tests). On PostgreSQL it runs on a pooled connection in autocommit, not
 /// through the store's transactions, which would seal rows left with a NULL `seq`.

@@ -173,7 +173,11 @@ async fn visible(
 #[utoipa::path(get, path = "/api/v1/eval-jobs/{id}", tag = "governance", params(("id" = String, Path)),
     responses((status = 200, body = api::EvalJob), (status = 404, body = api::ErrorBody)),
     extensions(("x-cairn-permission" = json!("model.read"))))]
-pub async fn get_job(State(state): State<AppState>, caller: Caller, Path(id): Path<String>) -> ApiResult<Json<api::EvalJob>> {
+pub async fn get_job(
+    State(state): State<AppState>,
+    caller: Caller,
+    Path(id): Path<String>,
+) -> ApiResult<Json<api::EvalJob>> {
     Ok(Json(job(visible(&state, &caller, &id, Permission::ModelRead, "eval.job.get").await?)))
 }
 

@@ -66,12 +66,9 @@ enum EvalCommand {
         /// Only this namespace
         #[arg(long)]
         namespace: Option<String>,
-        /// Only this model (namespace/name)
-        #[arg(long)]
+        /// Only this model (namespace/name) or version (namespace/name:N)
+        #[arg(long, value_name = "MODEL[:N]")]
         model: Option<String>,
-        /// Only this version of --model
-        #[arg(long, requires = "model")]
-        version: Option<i64>,
         /// Only in this state: queued, running, succeeded, failed, cancelled
         #[arg(long)]
         state: Option<String>,
@@ -272,7 +269,16 @@ async fn eval(cmd: EvalCommand) -> anyhow::Result<ExitCode> {
                 println!("Job {} runs suite {} on {}:{} ({})", j.id, j.suite, j.model, j.version, j.state);
             }
         }
-        EvalCommand::Jobs { namespace, model, version, state, limit, before, json } => {
+        EvalCommand::Jobs { namespace, model, state, limit, before, json } => {
+            let (model, version) = match model {
+                Some(m) if m.contains(':') => {
+                    let (m, v) = parse_version_ref(&m)?;
+                    let n =
+                        v.parse::<i64>().map_err(|_| UsageError(format!("--model {m}:{v}: give a version number")))?;
+                    (Some(m), Some(n))
+                }
+                other => (other, None),
+            };
             let q = EvalJobQuery { namespace, model, version, state, limit: Some(limit), before };
             return super::eval_jobs::list(&c, q, json).await;
         }

@@ -117,6 +117,9 @@ impl HarnessRun<'_> {
         let mut cmd = tokio::process::Command::new(&argv[0]);
         cmd.args(&argv[1..]).current_dir(self.workdir).stdin(Stdio::null()).stdout(Stdio::piped());
         cmd.stderr(Stdio::piped()).kill_on_drop(true);
+        // Its own process group, so that stopping it stops what it started too.
+        #[cfg(unix)]
+        cmd.process_group(0);
         for (k, _) in std::env::vars_os() {
             if k.to_str().is_some_and(|k| k.starts_with("CAIRN_")) {
                 cmd.env_remove(k);
@@ -154,8 +157,12 @@ impl HarnessRun<'_> {
             } => Err(HarnessError::Stopped(why)),
         };
         if outcome.is_err() {
-            // Stop it, and wait so no process outlives the job.
+            // Stop it and everything it started, and wait, so no process outlives the job.
+            kill_group(&child);
             let _ = child.kill().await;
+        } else {
+            // It exited; a process it left behind must not keep the job going.
+            kill_group(&child);
         }
         let _ = out.await;
         let tail = err.await.unwrap_or_default();
@@ -174,6 +181,16 @@ impl HarnessRun<'_> {
             format!("the harness {how}: {tail}")
         }))
     }
+}
+
+/// Kills the process group the harness leads.
+fn kill_group(child: &tokio::process::Child) {
+    #[cfg(unix)]
+    if let Some(pid) = child.id().and_then(|p| i32::try_from(p).ok()) {
+        let _ = nix::sys::signal::killpg(nix::unistd::Pid::from_raw(pid), nix::sys::signal::Signal::SIGKILL);
+    }
+    #[cfg(not(unix))]
+    let _ = child;
 }
 
 /// Copies a child's output to stderr, line by line with `label`, keeping the last `keep`
@@ -237,10 +254,7 @@ pub fn print_jobs(jobs: &[api::EvalJob]) {
             ]
         })
         .collect();
-    print!(
-        "{}",
-        table::render(&["ID", "VERSION", "SUITE", "STATE", "ATTEMPTS", "PRIORITY", "WORKER", "ERROR"], &rows)
-    );
+    print!("{}", table::render(&["ID", "VERSION", "SUITE", "STATE", "ATTEMPTS", "PRIORITY", "WORKER", "ERROR"], &rows));
 }
 
 /// Lists one page of jobs (`next_before` says where the next one starts).
@@ -317,9 +331,9 @@ fn host_name() -> String {
 
 /// Whether `program` may run on a worker that allows `allowed`.
 fn program_allowed(program: &str, allowed: &[String], any: bool) -> bool {
-    any || allowed.iter().any(|a| {
-        a == program || (!a.contains('/') && Path::new(program).file_name().is_some_and(|f| f == a.as_str()))
-    })
+    any || allowed
+        .iter()
+        .any(|a| a == program || (!a.contains('/') && Path::new(program).file_name().is_some_and(|f| f == a.as_str())))
 }
 
 /// Runs `cairn eval worker`.
