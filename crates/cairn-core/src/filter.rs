@@ -68,6 +68,8 @@ pub enum Target {
     Field(String),
     /// A tag, by key (`tags.task`, ``tags.`my key` ``).
     Tag(String),
+    /// A metric, by name (`metrics.accuracy`, ``metrics.`f1 macro` ``).
+    Metric(String),
 }
 
 /// A comparison operator.
@@ -166,6 +168,8 @@ pub enum FieldKind {
     Integer,
     /// Milliseconds since the Unix epoch; accepts a number or an RFC 3339 string.
     Timestamp,
+    /// A floating-point number (metric values).
+    Real,
 }
 
 /// A searchable field of an entity.
@@ -239,6 +243,25 @@ pub struct TagSpec {
     pub value_column: &'static str,
 }
 
+/// Where the metric values of an entity (or of its versions) are stored: one row per
+/// entity and metric name.
+///
+/// `metrics.k op v` compiles to `EXISTS (SELECT 1 FROM {from} WHERE {link} AND {name} = k AND
+/// {value} op v)`: it holds when the metric is there with a value that compares so, as a tag
+/// does (`!=` needs the metric present with another value); `metrics.k IS NULL` holds when it
+/// is not there at all.
+#[derive(Debug, Clone, Copy)]
+pub struct MetricSpec {
+    /// The subquery's `FROM` clause, with its own table aliases (`version_metrics fm`).
+    pub from: &'static str,
+    /// The condition tying its rows to the outer row (`fm.version_id = v.id`).
+    pub link: &'static str,
+    /// The metric name column.
+    pub name_column: &'static str,
+    /// The value column.
+    pub value_column: &'static str,
+}
+
 /// What one entity offers to filters.
 #[derive(Debug, Clone, Copy)]
 pub struct FilterSchema {
@@ -248,6 +271,8 @@ pub struct FilterSchema {
     pub fields: &'static [FieldSpec],
     /// Its tags, if it has any.
     pub tags: Option<TagSpec>,
+    /// Its metrics, if it has any.
+    pub metrics: Option<MetricSpec>,
 }
 
 impl FilterSchema {
@@ -546,10 +571,11 @@ impl Parser {
         };
         match prefix.as_str() {
             "tags" | "tag" => Ok((pos, Target::Tag(rest))),
+            "metrics" | "metric" => Ok((pos, Target::Metric(rest))),
             "attribute" | "attributes" => Ok((pos, Target::Field(rest))),
             _ => Err(FilterError::at(
                 pos,
-                format!("unknown prefix '{prefix}' in '{word}': use tags.<key> or attributes.<field>"),
+                format!("unknown prefix '{prefix}' in '{word}': use tags.<key>, metrics.<name> or attributes.<field>"),
             )),
         }
     }
@@ -788,6 +814,27 @@ impl Compiler<'_> {
                     }
                 }
             }
+            Target::Metric(name) => {
+                let Some(metrics) = self.schema.metrics else {
+                    return Err(FilterError::at(
+                        c.position,
+                        format!("a {} has no metrics to filter on", self.schema.entity),
+                    ));
+                };
+                let name_param = self.bind(SqlValue::Text(name.clone()));
+                let head = format!(
+                    "SELECT 1 FROM {} WHERE {} AND {} = {name_param}",
+                    metrics.from, metrics.link, metrics.name_column
+                );
+                match c.op {
+                    Op::IsNull => Ok(format!("NOT EXISTS ({head})")),
+                    Op::IsNotNull => Ok(format!("EXISTS ({head})")),
+                    _ => {
+                        let pred = self.predicate(metrics.value_column, FieldKind::Real, c)?;
+                        Ok(format!("EXISTS ({head} AND {pred})"))
+                    }
+                }
+            }
         }
     }
 
@@ -795,6 +842,7 @@ impl Compiler<'_> {
         let what = match &c.target {
             Target::Field(n) => format!("field '{n}'"),
             Target::Tag(k) => format!("tag '{k}'"),
+            Target::Metric(k) => format!("metric '{k}'"),
         };
         match (kind, lit) {
             (FieldKind::Text, Literal::Text(s)) => Ok(SqlValue::Text(s.clone())),
@@ -802,6 +850,12 @@ impl Compiler<'_> {
             (FieldKind::Text | FieldKind::TextIgnoreCase, Literal::Number(n)) => {
                 Err(FilterError::at(c.position, format!("{what} holds text: quote the value ('{n}')")))
             }
+            (FieldKind::Real, Literal::Number(n) | Literal::Text(n)) => n
+                .parse::<f64>()
+                .ok()
+                .filter(|f| f.is_finite())
+                .map(SqlValue::Real)
+                .ok_or_else(|| FilterError::at(c.position, format!("{what} holds numbers, not '{n}'"))),
             (FieldKind::Integer, Literal::Number(n) | Literal::Text(n)) => n
                 .parse::<i64>()
                 .map(SqlValue::Integer)
@@ -950,6 +1004,12 @@ mod tests {
             key_column: "key",
             value_column: "value",
         }),
+        metrics: Some(MetricSpec {
+            from: "version_metrics fm JOIN versions fmv ON fmv.id = fm.version_id",
+            link: "fmv.model_id = m.id",
+            name_column: "fm.name",
+            value_column: "fm.value",
+        }),
     };
 
     fn sql(f: &str, d: Dialect) -> CompiledFilter {
@@ -1062,6 +1122,32 @@ mod tests {
     }
 
     #[test]
+    fn metrics_compile_to_exists_subqueries_over_numbers() {
+        let c = sql("metrics.accuracy > 0.9", Dialect::Postgres);
+        assert_eq!(
+            c.sql,
+            "EXISTS (SELECT 1 FROM version_metrics fm JOIN versions fmv ON fmv.id = fm.version_id \
+             WHERE fmv.model_id = m.id AND fm.name = $1 AND fm.value > $2)"
+        );
+        assert_eq!(c.params, vec![SqlValue::Text("accuracy".into()), SqlValue::Real(0.9)]);
+        // Quoted numbers, integers, negative and exponent forms are numbers too.
+        assert_eq!(sql("metric.`f1 macro` <= '1'", Dialect::Sqlite).params[1], SqlValue::Real(1.0));
+        assert_eq!(sql("metrics.loss IN (1, -2.5, 3e-2)", Dialect::Sqlite).params.len(), 4);
+        let c = sql("metrics.toxicity IS NULL", Dialect::Sqlite);
+        assert!(c.sql.starts_with("NOT EXISTS (") && !c.sql.contains("fm.value"), "{}", c.sql);
+        assert!(sql("metrics.toxicity IS NOT NULL", Dialect::Sqlite).sql.starts_with("EXISTS ("));
+        // `!=` needs the metric, with another value, as for tags.
+        let c = sql("metrics.accuracy != 0.5", Dialect::Sqlite);
+        assert!(c.sql.starts_with("EXISTS (") && c.sql.ends_with("fm.value <> $2)"), "{}", c.sql);
+        assert!(err("metrics.accuracy = 'high'").message.contains("holds numbers"));
+        assert!(err("metrics.accuracy = 'NaN'").message.contains("holds numbers"));
+        assert!(err("metrics.accuracy LIKE '0.9%'").message.contains("text only"));
+        let schema = FilterSchema { metrics: None, ..SCHEMA };
+        let e = compile(&parse("metrics.a > 1").unwrap(), &schema, Dialect::Sqlite, 1).unwrap_err();
+        assert!(e.message.contains("has no metrics"), "{e}");
+    }
+
+    #[test]
     fn tags_on_an_entity_without_tags_are_refused() {
         let schema = FilterSchema { tags: None, ..SCHEMA };
         let e = compile(&parse("tags.a = 'b'").unwrap(), &schema, Dialect::Sqlite, 1).unwrap_err();
@@ -1095,6 +1181,7 @@ mod tests {
             FieldSpec::new("spdx", "c.license", FieldKind::TextIgnoreCase),
         ],
         tags: None,
+        metrics: None,
     };
 
     fn with_versions(f: &str, d: Dialect) -> CompiledFilter {

@@ -57,19 +57,10 @@ pub async fn facts(state: &AppState, s: &Subject, target: Stage) -> Result<Value
         ),
         None => (Value::Null, Value::Null),
     };
-    // Metrics: the card's (without dataset/split/slice qualifiers first), then the latest
-    // evaluation result of each suite on top.
-    let mut metrics = serde_json::Map::new();
-    if let Some(list) = card_json.pointer("/evaluation/metrics").and_then(Value::as_array) {
-        for m in list {
-            if let (Some(name), Some(value)) = (m.get("name").and_then(Value::as_str), m.get("value")) {
-                let qualified = ["dataset", "split", "slice"].iter().any(|k| m.get(*k).is_some_and(|v| !v.is_null()));
-                if !qualified || !metrics.contains_key(name) {
-                    metrics.insert(name.to_owned(), value.clone());
-                }
-            }
-        }
-    }
+    // Metrics: the card's (an entry without dataset/split/slice qualifiers first, as search
+    // reads them), then the latest evaluation result of each suite on top.
+    let mut metrics: serde_json::Map<String, Value> =
+        cairn_store::evaluation::card_metrics(&card_json).into_iter().map(|(k, v)| (k, json!(v))).collect();
     // What the card claims, before evaluation results are layered on: drift is measured
     // against it.
     let claimed = metrics.clone();

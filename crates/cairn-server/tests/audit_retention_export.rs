@@ -2,7 +2,6 @@
 //! full, so an export filtered to pruned events still verifies offline; an export after the
 //! start of the chain was removed starts at the new anchor with its checkpoint.
 
-
 use cairn_audit::SigningKey;
 use cairn_audit::retention::{DAY_MS, RetentionPolicy};
 use cairn_server::audit_export::{ExportFilter, export};

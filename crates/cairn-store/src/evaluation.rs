@@ -2,10 +2,12 @@
 //! completeness and findings, checked by `cairn-card` before it gets here), the evaluation
 //! suites of its namespace, and the evaluation results submitted for it.
 
+use std::collections::BTreeMap;
+
 use cairn_core::{ModelRef, Namespace, VersionSelector};
 use serde::Serialize;
 
-use crate::db::Conn;
+use crate::db::{Conn, Param};
 use crate::version::{Version, find, target};
 use crate::{AuditContext, Store, StoreError, audit, namespace, params};
 
@@ -55,6 +57,28 @@ impl CardFacts {
         };
         Self { license: text("/model/license"), task: text("/model/pipeline_tag").or_else(|| text("/evaluation/task")) }
     }
+}
+
+/// The metric values a card claims, as search and the policy facts read them: by name, an
+/// entry without dataset, split or slice first, else the first entry of that name.
+pub fn card_metrics(card: &serde_json::Value) -> BTreeMap<String, f64> {
+    let mut out: BTreeMap<String, (f64, bool)> = BTreeMap::new();
+    for m in card.pointer("/evaluation/metrics").and_then(serde_json::Value::as_array).into_iter().flatten() {
+        let (Some(name), Some(value)) =
+            (m.get("name").and_then(|v| v.as_str()), m.get("value").and_then(|v| v.as_f64()))
+        else {
+            continue;
+        };
+        let qualified = ["dataset", "split", "slice"].iter().any(|k| m.get(*k).is_some_and(|v| !v.is_null()));
+        match out.get(name) {
+            Some((_, false)) => {}
+            Some((_, true)) if qualified => {}
+            _ => {
+                out.insert(name.to_owned(), (value, qualified));
+            }
+        }
+    }
+    out.into_iter().filter(|(_, (v, _))| v.is_finite()).map(|(k, (v, _))| (k, v)).collect()
 }
 
 /// An evaluation suite of a namespace.
@@ -192,6 +216,17 @@ impl Store {
             conn.fetch_optional("SELECT digest FROM version_cards WHERE version_id = $1", params![v.id]).await?;
         conn.execute("DELETE FROM version_cards WHERE version_id = $1", params![v.id]).await?;
         let facts = CardFacts::of(&card.card);
+        // The card's claims stand for the metrics no evaluation has measured.
+        conn.execute("DELETE FROM version_metrics WHERE version_id = $1 AND source = 'card'", params![v.id]).await?;
+        let claimed = serde_json::from_str(&card.card).map(|c| card_metrics(&c)).unwrap_or_default();
+        for (name, value) in &claimed {
+            conn.execute(
+                "INSERT INTO version_metrics (version_id, name, value, source, at) VALUES ($1, $2, $3, 'card', $4) \
+                 ON CONFLICT (version_id, name) DO NOTHING",
+                params![v.id, name, Param::Real(*value), now],
+            )
+            .await?;
+        }
         conn.execute(
             "INSERT INTO version_cards (version_id, source_name, source, digest, card, completeness, findings, \
              created_at, created_by, license, task) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
@@ -411,6 +446,23 @@ pub(crate) async fn insert_result(
         ],
     )
     .await?;
+    // What it measured is now the version's value of each metric.
+    for m in result.metrics.as_array().into_iter().flatten() {
+        let (Some(name), Some(value)) =
+            (m.get("name").and_then(|v| v.as_str()), m.get("value").and_then(|v| v.as_f64()))
+        else {
+            continue;
+        };
+        if !value.is_finite() {
+            continue;
+        }
+        conn.execute(
+            "INSERT INTO version_metrics (version_id, name, value, source, at) VALUES ($1, $2, $3, 'evaluation', $4) \
+             ON CONFLICT (version_id, name) DO UPDATE SET value = excluded.value, source = 'evaluation', at = excluded.at",
+            params![v.id, name, Param::Real(value), now],
+        )
+        .await?;
+    }
     let stored = EvalResult {
         id,
         suite: result.suite.clone(),

@@ -2,7 +2,7 @@
 
 use std::collections::BTreeMap;
 
-use cairn_core::filter::{self, Dialect, FieldKind, FieldSpec, Filter, FilterSchema, Related, TagSpec};
+use cairn_core::filter::{self, Dialect, FieldKind, FieldSpec, Filter, FilterSchema, MetricSpec, Related, TagSpec};
 use cairn_core::lifecycle::RiskTier;
 use cairn_core::{ModelRef, TagKey};
 use serde::Serialize;
@@ -128,6 +128,14 @@ pub const MODEL_FILTER: FilterSchema = FilterSchema {
         outer_id: "m.id",
         key_column: "key",
         value_column: "value",
+    }),
+    // A model has a metric when any of its versions does (`metrics.accuracy > 0.9`: some
+    // version measured above 0.9).
+    metrics: Some(MetricSpec {
+        from: "version_metrics fm JOIN versions fmv ON fmv.id = fm.version_id",
+        link: "fmv.model_id = m.id",
+        name_column: "fm.name",
+        value_column: "fm.value",
     }),
 };
 

@@ -3,7 +3,7 @@
 use std::collections::BTreeMap;
 
 use cairn_audit::statement::SignatureEnvelope;
-use cairn_core::filter::{self, FieldKind, FieldSpec, Filter, FilterSchema, TagSpec};
+use cairn_core::filter::{self, FieldKind, FieldSpec, Filter, FilterSchema, MetricSpec, TagSpec};
 use cairn_core::lifecycle::Semver;
 use cairn_core::{AliasName, ModelRef, TagKey, VersionSelector};
 use serde::Serialize;
@@ -172,6 +172,13 @@ pub const VERSION_FILTER: FilterSchema = FilterSchema {
         outer_id: "v.id",
         key_column: "key",
         value_column: "value",
+    }),
+    // The version's latest measured value of each metric, else the value its card claims.
+    metrics: Some(MetricSpec {
+        from: "version_metrics fm",
+        link: "fm.version_id = v.id",
+        name_column: "fm.name",
+        value_column: "fm.value",
     }),
 };
 

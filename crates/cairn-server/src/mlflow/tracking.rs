@@ -604,8 +604,8 @@ async fn metric_history(State(state): State<AppState>, caller: Caller, args: Arg
 fn run_clauses(filter: &str) -> MlflowResult<Vec<RunClause>> {
     use cairn_core::filter::{Filter, Literal, Op, Target};
     let bad = |why: &str| MlflowError::invalid(format!("Invalid filter '{filter}': {why}"));
-    // The shared grammar knows `tags.` but not `metrics.`/`params.`: spell those as tags with
-    // a marker first, then sort them out.
+    // The shared grammar knows `tags.` and `metrics.` but not `params.`: spell those as tags
+    // with a marker first, then sort them out.
     let marked = mark_prefixes(filter);
     let parsed = cairn_core::filter::parse(&marked).map_err(|e| bad(&e.message))?;
     let items = match parsed {
@@ -624,6 +624,7 @@ fn run_clauses(filter: &str) -> MlflowResult<Vec<RunClause>> {
                 Some(("p", key)) => (RunField::Param, key.to_owned()),
                 _ => (RunField::Tag, k.clone()),
             },
+            Target::Metric(k) => (RunField::Metric, k.clone()),
             Target::Field(f) => {
                 let f = f.strip_prefix("attributes.").or_else(|| f.strip_prefix("attribute.")).unwrap_or(f);
                 let f = match f {
