@@ -41,9 +41,9 @@ pub fn router() -> OpenApiRouter<AppState> {
         .routes(routes!(list_evaluations, submit_evaluation))
 }
 
-pub(super) type VersionPath = Path<(String, String, String)>;
+type VersionPath = Path<(String, String, String)>;
 
-pub(super) async fn subject(
+async fn subject(
     state: &AppState,
     caller: &Caller,
     (namespace, name, version): (String, String, String),

@@ -10,7 +10,7 @@
 //! | placeholder   | variable                 | value |
 //! |---------------|--------------------------|-------|
 //! | `{model_dir}` | `CAIRN_EVAL_MODEL_DIR`   | the version's files |
-//! | `{results}`   | `CAIRN_EVAL_RESULTS`     | where to write the results (JSON, YAML or CSV by extension) |
+//! | `{results}`   | `CAIRN_EVAL_RESULTS`     | where to write the results (`results.json` for the worker; `eval run --results` may name `.yaml` or `.csv`) |
 //! | `{model}`     | `CAIRN_EVAL_MODEL`       | `namespace/name` |
 //! | `{version}`   | `CAIRN_EVAL_VERSION`     | the version number |
 //! | `{suite}`     | `CAIRN_EVAL_SUITE`       | the suite's name |
@@ -584,13 +584,8 @@ pub struct RunArgs {
 pub async fn run(c: &Client, args: RunArgs) -> anyhow::Result<api::EvalResult> {
     let (model, version) = super::governance::parse_version_ref(&args.reference)?;
     let number = c.get_version(&model, &version).await?.version;
-    let suite = c
-        .list_eval_suites(model.split('/').next().unwrap_or_default())
-        .await?
-        .suites
-        .into_iter()
-        .find(|s| s.name == args.suite)
-        .ok_or_else(|| UsageError(format!("{model}'s namespace has no evaluation suite {:?}", args.suite)))?;
+    let namespace = model.split('/').next().unwrap_or_default();
+    let suite = c.get_eval_suite(namespace, &args.suite).await?;
     let def: cairn_core::evaluation::SuiteDef =
         serde_json::from_value(suite.definition).context("the suite's definition is unreadable")?;
     let dir = tempfile::Builder::new().prefix("cairn-eval-run-").tempdir()?;
