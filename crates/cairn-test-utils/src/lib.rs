@@ -84,13 +84,80 @@ pub fn postgres_base_url(test: &str) -> Option<String> {
     }
 }
 
+/// The prefix of every database the tests create.
+const TEST_DB_PREFIX: &str = "cairn_test_";
+
+/// Test databases older than this are dropped by the next test process that creates one
+/// (unless something is still connected to them).
+const TEST_DB_MAX_AGE_SECS: u64 = 6 * 3600;
+
+/// When a test database was created, from its name (`cairn_test_<unix secs>_<random>`);
+/// `None` for a name in an older format, which carried no time.
+fn test_database_created(name: &str) -> Option<u64> {
+    let rest = name.strip_prefix(TEST_DB_PREFIX)?;
+    let (secs, random) = rest.split_once('_')?;
+    (!random.is_empty()).then_some(())?;
+    secs.parse().ok()
+}
+
+/// Whether the sweep may drop `name`: a test database that is old, or whose name does not
+/// say when it was made (left by an older version of these helpers).
+fn test_database_is_stale(name: &str, now: u64) -> bool {
+    name.starts_with(TEST_DB_PREFIX)
+        && test_database_created(name).is_none_or(|t| now.saturating_sub(t) > TEST_DB_MAX_AGE_SECS)
+}
+
+fn unix_now() -> u64 {
+    std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
+}
+
+/// Drops, once per process, the test databases that earlier runs left behind (a test that
+/// panics, or never stops its server, leaves its database). A database still in use is
+/// refused by PostgreSQL and kept; errors are ignored.
+async fn sweep_stale_test_databases(conn: &mut sqlx::PgConnection) {
+    static SWEPT: std::sync::atomic::AtomicBool = std::sync::atomic::AtomicBool::new(false);
+    if SWEPT.swap(true, std::sync::atomic::Ordering::SeqCst) {
+        return;
+    }
+    let names: Vec<(String,)> = sqlx::query_as("SELECT datname FROM pg_database WHERE datname LIKE 'cairn\\_test\\_%'")
+        .fetch_all(&mut *conn)
+        .await
+        .unwrap_or_default();
+    let now = unix_now();
+    for (name,) in names.into_iter().filter(|(n,)| test_database_is_stale(n, now)) {
+        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+            let _ =
+                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&mut *conn).await;
+        }
+    }
+}
+
+/// Drops the test database at `url` (one [`fresh_postgres_database`] made), closing any
+/// connection still open to it. Errors are ignored: the next sweep retries.
+pub async fn drop_test_database(url: &str) {
+    let Ok(opts) = sqlx::postgres::PgConnectOptions::from_str(url) else { return };
+    let Some(name) = opts.get_database().map(str::to_owned) else { return };
+    if !name.starts_with(TEST_DB_PREFIX) || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+        return;
+    }
+    // Connected to the server's base database, never to the one being dropped.
+    let base =
+        std::env::var("CAIRN_TEST_DATABASE_URL").ok().and_then(|b| sqlx::postgres::PgConnectOptions::from_str(&b).ok());
+    let Some(base) = base.filter(|b| b.get_database() != Some(name.as_str())) else { return };
+    let Ok(mut conn) = base.connect().await else { return };
+    let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)")))
+        .execute(&mut conn)
+        .await;
+}
+
 /// Creates an empty database on the test server and returns its URL.
 pub async fn fresh_postgres_database(base: &str) -> String {
     let opts = sqlx::postgres::PgConnectOptions::from_str(base).expect("CAIRN_TEST_DATABASE_URL is a valid URL");
     let mut conn = opts.connect().await.expect("connect to the test PostgreSQL");
+    sweep_stale_test_databases(&mut conn).await;
     let mut suffix = [0u8; 8];
     rand::fill(&mut suffix);
-    let name = format!("cairn_test_{}", hex::encode(suffix));
+    let name = format!("{TEST_DB_PREFIX}{}_{}", unix_now(), hex::encode(suffix));
     sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
         .execute(&mut conn)
         .await
@@ -382,6 +449,9 @@ impl TestServer {
             let _ = t.await;
         }
         self.state.store.close().await;
+        if self.database_url.starts_with("postgres") {
+            drop_test_database(&self.database_url).await;
+        }
     }
 }
 
@@ -614,5 +684,23 @@ pub async fn raw_sql(store: &cairn_store::Store, statement: &str, params: Vec<ca
             tx.commit().await.unwrap();
             n
         }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn stale_test_databases_are_old_or_undated_and_only_ours() {
+        let now = 1_800_000_000;
+        assert!(!test_database_is_stale(&format!("cairn_test_{now}_0011aabb"), now));
+        assert!(!test_database_is_stale(&format!("cairn_test_{}_0011aabb", now - 3600), now));
+        assert!(test_database_is_stale(&format!("cairn_test_{}_0011aabb", now - 7 * 3600), now));
+        assert!(test_database_is_stale("cairn_test_0011aabbccddeeff", now), "the older format says no time");
+        assert!(!test_database_is_stale("cairn", now));
+        assert!(!test_database_is_stale("cairn_prod", now));
+        assert_eq!(test_database_created("cairn_test_1700000000_ab"), Some(1_700_000_000));
+        assert_eq!(test_database_created("cairn_test_1700000000_"), None);
     }
 }
