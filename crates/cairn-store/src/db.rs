@@ -161,9 +161,16 @@ impl Db {
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)
                 .map_err(|e| StoreError::Config(format!("invalid PostgreSQL URL: {e}")))?;
+            let port = options.get_port();
             let pool = PgPoolOptions::new()
                 .max_connections(opts.max_connections.max(2))
                 .acquire_timeout(opts.acquire_timeout)
+                .after_connect(move |_conn, _meta| {
+                    Box::pin(async move {
+                        crate::nodelay::set_on_connections_to(port);
+                        Ok(())
+                    })
+                })
                 .connect_with(options)
                 .await?;
             let sealer = std::sync::Arc::new(crate::audit::Sealer::new(pool.clone()));

@@ -26,6 +26,7 @@ pub mod lockout;
 pub mod mfa;
 pub mod model;
 pub mod namespace;
+mod nodelay;
 mod page;
 pub mod policy;
 pub mod rate_limit;
