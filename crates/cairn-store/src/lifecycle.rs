@@ -226,23 +226,47 @@ async fn insert_transition(
     Ok(())
 }
 
-/// Rows per multi-row insert of policy results (13 parameters each). PostgreSQL binds by
-/// position, so large batches save round trips (50 policies of 5 rules: 3 statements, not
-/// 250). SQLite through sqlx looks each parameter up by name, a cost that grows with the
-/// square of the parameters in a statement; there small batches are fastest.
-fn result_rows_per_insert(b: crate::db::Backend) -> usize {
-    match b {
-        crate::db::Backend::Postgres => 100,
-        crate::db::Backend::Sqlite => 10,
-    }
-}
+/// Rows per multi-row insert of policy results on SQLite (13 parameters each). sqlx looks
+/// each SQLite parameter up by name, a cost that grows with the square of the parameters in
+/// a statement; there small batches are fastest.
+const SQLITE_RESULT_ROWS_PER_INSERT: usize = 10;
 
 pub(crate) async fn insert_policy_results(
     conn: &mut Conn<'_>,
     version_id: i64,
     results: &[PolicyResultRecord],
 ) -> Result<(), StoreError> {
-    for chunk in results.chunks(result_rows_per_insert(conn.backend())) {
+    if results.is_empty() {
+        return Ok(());
+    }
+    if let Conn::Postgres(pg) = conn {
+        // One statement whatever the number of results: a column per array, unpacked in
+        // order by the database.
+        let col = |f: fn(&PolicyResultRecord) -> &str| results.iter().map(|r| f(r).to_owned()).collect::<Vec<_>>();
+        sqlx::query(
+            "INSERT INTO policy_results (version_id, evaluation, target_stage, policy, policy_version, severity, \
+             rule_id, action, outcome, message, waived, blocked, at) \
+             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], \
+             $8::text[], $9::text[], $10::text[], $11::boolean[], $12::boolean[], $13::bigint[])",
+        )
+        .bind(version_id)
+        .bind(col(|r| &r.evaluation))
+        .bind(col(|r| &r.target_stage))
+        .bind(col(|r| &r.policy))
+        .bind(results.iter().map(|r| r.policy_version).collect::<Vec<_>>())
+        .bind(col(|r| &r.severity))
+        .bind(col(|r| &r.rule_id))
+        .bind(col(|r| &r.action))
+        .bind(col(|r| &r.outcome))
+        .bind(col(|r| &r.message))
+        .bind(results.iter().map(|r| r.waived).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| r.blocked).collect::<Vec<_>>())
+        .bind(results.iter().map(|r| r.at).collect::<Vec<_>>())
+        .execute(&mut **pg)
+        .await?;
+        return Ok(());
+    }
+    for chunk in results.chunks(SQLITE_RESULT_ROWS_PER_INSERT) {
         let mut sql = String::from(
             "INSERT INTO policy_results (version_id, evaluation, target_stage, policy, policy_version, severity, \
              rule_id, action, outcome, message, waived, blocked, at) VALUES ",
