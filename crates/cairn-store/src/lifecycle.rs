@@ -154,16 +154,51 @@ pub struct LifecycleChange {
 /// The audit action of a lifecycle change.
 /// Policy results as the lifecycle event records them: each rule's policy, outcome and
 /// finding (the finding states the values compared).
-fn policy_summary(results: &[PolicyResultRecord]) -> Vec<serde_json::Value> {
+/// One rule's finding as the lifecycle audit events record it (`cairn audit explain` reads
+/// them back).
+#[derive(Serialize)]
+struct Finding<'a> {
+    policy: &'a str,
+    policy_version: i64,
+    rule: &'a str,
+    severity: &'a str,
+    action: &'a str,
+    outcome: &'a str,
+    message: &'a str,
+    waived: bool,
+    blocked: bool,
+}
+
+fn policy_summary(results: &[PolicyResultRecord]) -> Vec<Finding<'_>> {
     results
         .iter()
-        .map(|r| {
-            serde_json::json!({
-                "policy": r.policy, "policy_version": r.policy_version, "rule": r.rule_id, "severity": r.severity,
-                "action": r.action, "outcome": r.outcome, "message": r.message, "waived": r.waived, "blocked": r.blocked,
-            })
+        .map(|r| Finding {
+            policy: &r.policy,
+            policy_version: r.policy_version,
+            rule: &r.rule_id,
+            severity: &r.severity,
+            action: &r.action,
+            outcome: &r.outcome,
+            message: &r.message,
+            waived: r.waived,
+            blocked: r.blocked,
         })
         .collect()
+}
+
+/// What a lifecycle audit event records after the change. A struct rather than a JSON value:
+/// with 50 policies it carries 250 findings, serialised straight into the event.
+#[derive(Serialize)]
+struct LifecycleAfter<'a> {
+    stage: &'a str,
+    round: i64,
+    reason: &'a str,
+    review: Option<serde_json::Value>,
+    deprecated: Option<i64>,
+    policy_results: usize,
+    /// What the policies found, so the decision can be reconstructed from the chain alone.
+    policies: Vec<Finding<'a>>,
+    eval_jobs: Vec<&'a str>,
 }
 
 fn audit_action(change: &LifecycleChange) -> String {
@@ -231,6 +266,23 @@ async fn insert_transition(
 /// a statement; there small batches are fastest.
 const SQLITE_RESULT_ROWS_PER_INSERT: usize = 10;
 
+/// `INSERT INTO policy_results … VALUES ($1, …, $13), ($14, …)` for `rows` rows.
+fn insert_results_sql(rows: usize) -> String {
+    use std::fmt::Write as _;
+    let mut sql = String::from(
+        "INSERT INTO policy_results (version_id, evaluation, target_stage, policy, policy_version, severity, \
+         rule_id, action, outcome, message, waived, blocked, at) VALUES ",
+    );
+    for i in 0..rows {
+        sql.push_str(if i == 0 { "(" } else { ", (" });
+        for k in 1..=13 {
+            let _ = write!(sql, "{}${}", if k == 1 { "" } else { ", " }, i * 13 + k);
+        }
+        sql.push(')');
+    }
+    sql
+}
+
 pub(crate) async fn insert_policy_results(
     conn: &mut Conn<'_>,
     version_id: i64,
@@ -266,20 +318,15 @@ pub(crate) async fn insert_policy_results(
         .await?;
         return Ok(());
     }
+    static FULL_CHUNK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
     for chunk in results.chunks(SQLITE_RESULT_ROWS_PER_INSERT) {
-        let mut sql = String::from(
-            "INSERT INTO policy_results (version_id, evaluation, target_stage, policy, policy_version, severity, \
-             rule_id, action, outcome, message, waived, blocked, at) VALUES ",
-        );
+        let sql = if chunk.len() == SQLITE_RESULT_ROWS_PER_INSERT {
+            FULL_CHUNK.get_or_init(|| insert_results_sql(SQLITE_RESULT_ROWS_PER_INSERT)).clone()
+        } else {
+            insert_results_sql(chunk.len())
+        };
         let mut params = Vec::with_capacity(chunk.len() * 13);
-        for (i, r) in chunk.iter().enumerate() {
-            if i > 0 {
-                sql.push_str(", ");
-            }
-            let b = i * 13;
-            sql.push('(');
-            sql.push_str(&(1..=13).map(|k| format!("${}", b + k)).collect::<Vec<_>>().join(", "));
-            sql.push(')');
+        for r in chunk {
             params.extend(params![
                 version_id,
                 &r.evaluation,
@@ -441,20 +488,20 @@ impl Store {
             &audit_action(change),
             &target(model, number),
             Some(&serde_json::json!({"stage": before.stage, "round": before.review_round})),
-            Some(&serde_json::json!({
-                "stage": after.stage,
-                "round": after.review_round,
-                "reason": change.reason,
-                "review": change.review.as_ref().map(|r| serde_json::json!({
-                    "gate": r.gate.as_str(), "role": r.role, "decision": r.decision, "rationale": r.rationale,
-                })),
-                "deprecated": replaced,
-                "policy_results": change.policy_results.len(),
-                // What the policies found, so the decision can be reconstructed from the
-                // chain alone (`cairn audit explain`).
-                "policies": policy_summary(&change.policy_results),
-                "eval_jobs": queued.iter().map(|j| &j.suite).collect::<Vec<_>>(),
-            })),
+            Some(&LifecycleAfter {
+                stage: after.stage.as_str(),
+                round: after.review_round,
+                reason: &change.reason,
+                review: change.review.as_ref().map(|r| {
+                    serde_json::json!({
+                        "gate": r.gate.as_str(), "role": r.role, "decision": r.decision, "rationale": r.rationale,
+                    })
+                }),
+                deprecated: replaced,
+                policy_results: change.policy_results.len(),
+                policies: policy_summary(&change.policy_results),
+                eval_jobs: queued.iter().map(|j| j.suite.as_str()).collect(),
+            }),
         )
         .await?;
         tx.commit().await?;
