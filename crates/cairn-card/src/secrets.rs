@@ -251,6 +251,14 @@ fn ascii(pattern: &str) -> String {
 }
 
 impl Scanner {
+    /// One scanner for the whole process, for servers that scan many inputs: its literal
+    /// matcher is built once, and the full rule set compiles once, on the first input that
+    /// needs it, instead of once per input.
+    pub fn shared() -> &'static Scanner {
+        static SHARED: OnceLock<Scanner> = OnceLock::new();
+        SHARED.get_or_init(Scanner::new)
+    }
+
     pub fn new() -> Self {
         // Aho-Corasick builds in microseconds, where a case-insensitive regex alternation
         // costs milliseconds of start-up.

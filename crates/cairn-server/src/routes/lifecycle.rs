@@ -503,8 +503,7 @@ pub async fn put_card(
     let results = body.results.clone();
     let digest = format!("sha256:{}", hex::encode(<sha2::Sha256 as sha2::Digest>::digest(source.as_bytes())));
     let built = tokio::task::spawn_blocking(move || -> Result<VersionCard, ApiError> {
-        let scanner = cairn_card::secrets::Scanner::new();
-        let secrets = scanner.scan_str(&name, &source);
+        let secrets = cairn_card::secrets::Scanner::shared().scan_str(&name, &source);
         if !secrets.is_empty() {
             let found: Vec<String> = secrets.iter().map(|f| f.to_string()).collect();
             return Err(ApiError::new(
