@@ -409,18 +409,23 @@ impl Store {
             ids.remove(&r.id);
             walk.versions.insert(r.id, r.clone());
         }
-        let ids: Vec<i64> = ids.into_iter().collect();
-        for chunk in ids.chunks(500) {
-            let marks: Vec<String> = (1..=chunk.len()).map(|i| format!("${i}")).collect();
+        // The nodes in one statement, their ids as one JSON array parameter: SQLite binds
+        // parameters by name (a cost that grows with the square of their number), and an
+        // impact query can name thousands of versions.
+        if !ids.is_empty() {
+            let list = serde_json::to_string(&ids.into_iter().collect::<Vec<i64>>()).unwrap_or_else(|_| "[]".into());
+            let ids_sql = match conn.backend() {
+                crate::db::Backend::Sqlite => "SELECT value FROM json_each($1)",
+                crate::db::Backend::Postgres => "SELECT jsonb_array_elements_text($1::jsonb)::bigint",
+            };
             let nodes: Vec<VersionNode> = conn
                 .fetch_all(
                     sqlx::AssertSqlSafe(format!(
                         "SELECT v.id, n.name AS namespace, m.full_name AS model, v.number, v.stage, v.semver, v.digest \
                          FROM versions v JOIN models m ON m.id = v.model_id JOIN namespaces n ON n.id = m.namespace_id \
-                         WHERE v.id IN ({})",
-                        marks.join(", ")
+                         WHERE v.id IN ({ids_sql})"
                     )),
-                    chunk.iter().map(|&i| Param::Int(i)).collect(),
+                    vec![Param::Text(list)],
                 )
                 .await?;
             walk.versions.extend(nodes.into_iter().map(|n| (n.id, n)));
