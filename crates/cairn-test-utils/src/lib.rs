@@ -575,7 +575,9 @@ macro_rules! store_suite {
             #[tokio::test(flavor = "multi_thread", worker_threads = 4)]
             async fn $name() {
                 if let Some((store, url, _dir)) = $crate::open_store($crate::Backend::Postgres, concat!("postgres::", stringify!($name))).await {
+                    let database = url.clone();
                     super::$name(store, url).await;
+                    $crate::drop_test_database(&database).await;
                 }
             }
         )* }
