@@ -7,7 +7,9 @@
 //! statement. sqlx offers no hook on its sockets, so after each new connection this looks up
 //! the process's TCP sockets whose peer is the database's port and sets the option through a
 //! duplicate of the descriptor (`pidfd_getfd` on this process: the duplicate shares the
-//! socket, the original is not touched otherwise). Best effort: where `/proc` or
+//! socket, the original is not touched otherwise). Only descriptors that `/proc` shows as
+//! sockets are duplicated: closing a duplicate of a file would drop the process's POSIX
+//! locks on it. Best effort: where `/proc` or
 //! `pidfd_getfd` is not available, nothing changes but latency.
 //!
 //! Remove when the sqlx in use sets the option itself.
@@ -24,9 +26,21 @@ pub(crate) fn set_on_connections_to(port: u16) -> usize {
     let mut set = 0;
     for entry in dir.flatten() {
         let Some(target) = entry.file_name().to_str().and_then(|n| n.parse::<i32>().ok()) else { continue };
-        let Ok(fd) = pidfd_getfd(&pidfd, target, PidfdGetfdFlags::empty()) else { continue };
-        if sockopt::socket_type(&fd).ok() != Some(SocketType::STREAM) {
+        // Sockets only. Closing a duplicate of a *file* would release every POSIX lock this
+        // process holds on it (SQLite's locks among them).
+        if !std::fs::read_link(entry.path()).is_ok_and(|l| l.to_string_lossy().starts_with("socket:")) {
             continue;
+        }
+        let Ok(fd) = pidfd_getfd(&pidfd, target, PidfdGetfdFlags::empty()) else { continue };
+        match sockopt::socket_type(&fd) {
+            Ok(SocketType::STREAM) => {}
+            Ok(_) => continue,
+            // Not a socket after all: the number was closed and reused since it was listed.
+            // The duplicate is left open rather than closed, for the reason above.
+            Err(_) => {
+                std::mem::forget(fd);
+                continue;
+            }
         }
         let peer = rustix::net::getpeername(&fd)
             .ok()
