@@ -413,7 +413,7 @@ impl Store {
         // parameters by name (a cost that grows with the square of their number), and an
         // impact query can name thousands of versions.
         if !ids.is_empty() {
-            let list = serde_json::to_string(&ids.into_iter().collect::<Vec<i64>>()).unwrap_or_else(|_| "[]".into());
+            let list = serde_json::to_string(&ids).map_err(|e| StoreError::Invalid(e.to_string()))?;
             let ids_sql = match conn.backend() {
                 crate::db::Backend::Sqlite => "SELECT value FROM json_each($1)",
                 crate::db::Backend::Postgres => "SELECT jsonb_array_elements_text($1::jsonb)::bigint",

@@ -9,8 +9,8 @@
 //! duplicate of the descriptor (`pidfd_getfd` on this process: the duplicate shares the
 //! socket, the original is not touched otherwise). Only descriptors that `/proc` shows as
 //! sockets are duplicated: closing a duplicate of a file would drop the process's POSIX
-//! locks on it. Best effort: where `/proc` or
-//! `pidfd_getfd` is not available, nothing changes but latency.
+//! locks on it. Best effort: where `/proc` or `pidfd_getfd` is not available, nothing
+//! changes but latency.
 //!
 //! Remove when the sqlx in use sets the option itself.
 

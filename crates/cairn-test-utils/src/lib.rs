@@ -107,6 +107,11 @@ fn test_database_is_stale(name: &str, now: u64) -> bool {
         && test_database_created(name).is_none_or(|t| now.saturating_sub(t) > TEST_DB_MAX_AGE_SECS)
 }
 
+/// A name the tests made, safe to splice into `DROP DATABASE`.
+fn is_test_database_name(name: &str) -> bool {
+    name.starts_with(TEST_DB_PREFIX) && name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+}
+
 fn unix_now() -> u64 {
     std::time::SystemTime::now().duration_since(std::time::UNIX_EPOCH).map_or(0, |d| d.as_secs())
 }
@@ -124,11 +129,8 @@ async fn sweep_stale_test_databases(conn: &mut sqlx::PgConnection) {
         .await
         .unwrap_or_default();
     let now = unix_now();
-    for (name,) in names.into_iter().filter(|(n,)| test_database_is_stale(n, now)) {
-        if name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
-            let _ =
-                sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&mut *conn).await;
-        }
+    for (name,) in names.into_iter().filter(|(n,)| is_test_database_name(n) && test_database_is_stale(n, now)) {
+        let _ = sqlx::query(sqlx::AssertSqlSafe(format!("DROP DATABASE IF EXISTS {name}"))).execute(&mut *conn).await;
     }
 }
 
@@ -137,7 +139,7 @@ async fn sweep_stale_test_databases(conn: &mut sqlx::PgConnection) {
 pub async fn drop_test_database(url: &str) {
     let Ok(opts) = sqlx::postgres::PgConnectOptions::from_str(url) else { return };
     let Some(name) = opts.get_database().map(str::to_owned) else { return };
-    if !name.starts_with(TEST_DB_PREFIX) || !name.chars().all(|c| c.is_ascii_alphanumeric() || c == '_') {
+    if !is_test_database_name(&name) {
         return;
     }
     // Connected to the server's base database, never to the one being dropped.
