@@ -3,11 +3,11 @@
 //! Inputs arrive checked (`cairn_core::lineage`); a base model in this registry is resolved
 //! here, inside the transaction, to the version it names (an alias or label becomes its
 //! number), and refused if it would make the version its own ancestor. Every change is
-//! audited in the same transaction. Walks are one recursive query each way, on indexes built
-//! for them (migration 0014), so their cost grows with what they return, not with the
-//! registry.
+//! audited in the same transaction. Walks go level by level, one indexed query per level over
+//! the whole frontier (migration 0014's indexes), and expand each version once, so their cost
+//! grows with what they return, not with the registry or the number of paths.
 
-use std::collections::{BTreeMap, BTreeSet};
+use std::collections::{BTreeMap, BTreeSet, HashSet};
 
 use cairn_core::lineage::{BaseModel, Direction, InputKind, Upstream};
 use cairn_core::{ModelRef, VersionSelector};
@@ -116,7 +116,8 @@ pub struct LineageWalk {
     pub edges: Vec<LineageEdge>,
     /// The versions at either end of an edge (and the root), by internal id.
     pub versions: BTreeMap<i64, VersionNode>,
-    /// More edges than the limit were found; `edges` holds the first `limit`.
+    /// More edges than the limit were found; `edges` holds the `limit` nearest (fewest steps
+    /// from the start, then in recording order).
     pub truncated: bool,
 }
 
@@ -267,6 +268,33 @@ async fn edges_of(conn: &mut Conn<'_>, version_id: i64) -> Result<Vec<LineageEdg
     Ok(rows.into_iter().map(LineageEdge::from).collect())
 }
 
+fn fetch_limit(limit: usize) -> i64 {
+    i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)
+}
+
+/// One level of a walk: the edges of the versions `ids` (going up: their inputs; going down:
+/// the edges naming them as base model), in the order they were recorded, at most `fetch`.
+async fn edges_next_to(conn: &mut Conn<'_>, up: bool, ids: &[i64], fetch: usize) -> Result<Vec<EdgeRow>, StoreError> {
+    let list = serde_json::to_string(ids).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    let column = if up { "e.version_id" } else { "e.parent_version_id" };
+    let ids_sql = json_ids(conn);
+    conn.fetch_all(
+        sqlx::AssertSqlSafe(format!(
+            "SELECT {EDGE_COLUMNS} FROM lineage_edges e WHERE {column} IN ({ids_sql}) ORDER BY e.id LIMIT $2"
+        )),
+        vec![Param::Text(list), Param::Int(i64::try_from(fetch).unwrap_or(i64::MAX))],
+    )
+    .await
+}
+
+/// A subquery listing the integers of the JSON array in parameter `$1`.
+fn json_ids(conn: &Conn<'_>) -> &'static str {
+    match conn.backend() {
+        crate::db::Backend::Sqlite => "SELECT value FROM json_each($1)",
+        crate::db::Backend::Postgres => "SELECT jsonb_array_elements_text($1::jsonb)::bigint",
+    }
+}
+
 /// Stages in which recorded inputs may still be removed: before anyone has reviewed them.
 const EDITABLE_STAGES: [&str; 2] = ["draft", "changes_requested"];
 
@@ -347,15 +375,12 @@ impl Store {
     pub async fn walk_lineage(&self, from: &WalkFrom, depth: u32, limit: usize) -> Result<LineageWalk, StoreError> {
         let mut c = self.db.read().await?;
         let mut conn = c.conn();
-        let depth = i64::from(depth);
-        let fetch = i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1);
         let mut walk = LineageWalk::default();
-        // One recursive query whose rows are edges: (edge, the version to go on from, step).
-        // Every step is an index lookup (by version going up, by parent going down), and the
-        // edges found are read back by primary key, so the cost follows the answer.
-        let down_step = "SELECT e.id, e.version_id, w.depth + 1 FROM lineage_edges e \
-                         JOIN walk w ON e.parent_version_id = w.next WHERE w.depth < $2";
-        let (seed, step, params) = match from {
+        // Level by level: each level is one indexed query over the whole frontier (its ids as
+        // one JSON array parameter), and a version is expanded once however many paths reach
+        // it, so the cost follows the answer. A recursive query cannot remember what it has
+        // visited: it walked an edge again for every path length that reached it.
+        let (up, mut level) = match from {
             WalkFrom::Version(model, selector, direction) => {
                 let v = find_version(&mut conn, model, selector).await?;
                 walk.root = Some(VersionNode {
@@ -367,42 +392,49 @@ impl Store {
                     semver: v.semver.clone(),
                     digest: v.digest.clone(),
                 });
-                match direction {
-                    // The version's inputs, then its base models' inputs, …
-                    Direction::Up => (
-                        "SELECT e.id, e.parent_version_id, 1 FROM lineage_edges e WHERE e.version_id = $1",
-                        "SELECT e.id, e.parent_version_id, w.depth + 1 FROM lineage_edges e \
-                         JOIN walk w ON e.version_id = w.next WHERE w.depth < $2",
-                        params![v.id, depth, fetch],
-                    ),
-                    // The versions derived from it, then theirs, …
-                    Direction::Down => (
-                        "SELECT e.id, e.version_id, 1 FROM lineage_edges e WHERE e.parent_version_id = $1",
-                        down_step,
-                        params![v.id, depth, fetch],
-                    ),
-                }
+                let up = matches!(direction, Direction::Up);
+                (up, edges_next_to(&mut conn, up, &[v.id], limit.saturating_add(1)).await?)
             }
             // The versions recording the input, then what derives from them.
-            WalkFrom::Input { kind, name, reference } => (
-                "SELECT e.id, e.version_id, 1 FROM lineage_edges e \
-                 WHERE e.kind = $4 AND e.name = $5 AND ($6 = '' OR e.ref = $6)",
-                down_step,
-                params![0i64, depth, fetch, kind.as_str(), name, reference],
-            ),
+            WalkFrom::Input { kind, name, reference } => {
+                let rows: Vec<EdgeRow> = conn
+                    .fetch_all(
+                        sqlx::AssertSqlSafe(format!(
+                            "SELECT {EDGE_COLUMNS} FROM lineage_edges e \
+                             WHERE e.kind = $1 AND e.name = $2 AND ($3 = '' OR e.ref = $3) ORDER BY e.id LIMIT $4"
+                        )),
+                        params![kind.as_str(), name, reference, fetch_limit(limit)],
+                    )
+                    .await?;
+                (false, rows)
+            }
         };
-        let rows: Vec<EdgeRow> = conn
-            .fetch_all(
-                sqlx::AssertSqlSafe(format!(
-                    "WITH RECURSIVE walk(eid, next, depth) AS ({seed} UNION {step}) \
-                     SELECT {EDGE_COLUMNS} FROM lineage_edges e WHERE e.id IN (SELECT eid FROM walk) \
-                     ORDER BY e.id LIMIT $3"
-                )),
-                params,
-            )
-            .await?;
-        walk.truncated = rows.len() > limit;
-        walk.edges = rows.into_iter().take(limit).map(LineageEdge::from).collect();
+        let mut visited: HashSet<i64> = walk.root.iter().map(|r| r.id).collect();
+        let mut seen_edges = HashSet::new();
+        let mut found: Vec<EdgeRow> = Vec::new();
+        for step in 1..=depth.max(1) {
+            let mut frontier = Vec::new();
+            for e in level {
+                if !seen_edges.insert(e.id) {
+                    continue;
+                }
+                if found.len() == limit {
+                    walk.truncated = true;
+                    break;
+                }
+                let next = if up { e.parent_version_id } else { Some(e.version_id) };
+                if let Some(next) = next.filter(|n| visited.insert(*n)) {
+                    frontier.push(next);
+                }
+                found.push(e);
+            }
+            if walk.truncated || frontier.is_empty() || step == depth {
+                break;
+            }
+            level = edges_next_to(&mut conn, up, &frontier, limit - found.len() + 1).await?;
+        }
+        found.sort_unstable_by_key(|e| e.id);
+        walk.edges = found.into_iter().map(LineageEdge::from).collect();
         let mut ids: BTreeSet<i64> =
             walk.edges.iter().flat_map(|e| [Some(e.version_id), e.parent_version_id]).flatten().collect();
         if let Some(r) = &walk.root {
@@ -414,10 +446,7 @@ impl Store {
         // impact query can name thousands of versions.
         if !ids.is_empty() {
             let list = serde_json::to_string(&ids).map_err(|e| StoreError::Invalid(e.to_string()))?;
-            let ids_sql = match conn.backend() {
-                crate::db::Backend::Sqlite => "SELECT value FROM json_each($1)",
-                crate::db::Backend::Postgres => "SELECT jsonb_array_elements_text($1::jsonb)::bigint",
-            };
+            let ids_sql = json_ids(&conn);
             let nodes: Vec<VersionNode> = conn
                 .fetch_all(
                     sqlx::AssertSqlSafe(format!(

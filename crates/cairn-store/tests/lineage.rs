@@ -5,7 +5,7 @@
 use cairn_core::lineage::{BaseModel, Code, Dataset, Direction, InputKind, Run, Upstream};
 use cairn_core::{AliasName, ModelRef, VersionRef, VersionSelector};
 use cairn_store::audit::AuditQuery;
-use cairn_store::lineage::WalkFrom;
+use cairn_store::lineage::{LineageWalk, WalkFrom};
 use cairn_store::model::NewModel;
 use cairn_store::version::NewVersion;
 use cairn_store::{AuditContext, DbOptions, Store, StoreError};
@@ -49,6 +49,7 @@ suite!(
     a_bad_input_creates_nothing,
     lineage_never_goes_in_a_circle,
     removal_and_deleted_parents,
+    a_version_reached_by_several_paths_is_walked_once,
     walks_up_down_and_from_inputs,
 );
 
@@ -197,6 +198,34 @@ async fn removal_and_deleted_parents(store: Store) {
     );
 }
 
+async fn a_version_reached_by_several_paths_is_walked_once(store: Store) {
+    // 1 ← 2 ← 3 ← 4 and 1 ← 3, 1 ← 4, 2 ← 4: versions reached by paths of different lengths.
+    model(&store, "team/d").await;
+    version(&store, "team/d", vec![dataset("root-data", "v1")]).await.unwrap();
+    version(&store, "team/d", vec![base("team/d:1")]).await.unwrap();
+    version(&store, "team/d", vec![base("team/d:2"), base("team/d:1")]).await.unwrap();
+    version(&store, "team/d", vec![base("team/d:3"), base("team/d:2"), base("team/d:1")]).await.unwrap();
+    let from = |n: i64, d: Direction| WalkFrom::Version(mref("team/d"), num(n), d);
+    let ids = |w: &LineageWalk| {
+        let mut ids: Vec<i64> = w.edges.iter().map(|e| e.id).collect();
+        ids.dedup();
+        ids
+    };
+    let up = store.walk_lineage(&from(4, Direction::Up), 10, 100).await.unwrap();
+    assert_eq!(up.edges.len(), 7, "every edge once: {:?}", up.edges);
+    assert_eq!(ids(&up).len(), 7);
+    assert!(up.edges.windows(2).all(|w| w[0].id < w[1].id), "in recording order");
+    let down = store.walk_lineage(&from(1, Direction::Down), 10, 100).await.unwrap();
+    assert_eq!(down.edges.len(), 6);
+    assert_eq!(ids(&down).len(), 6);
+    let input = WalkFrom::Input { kind: InputKind::Dataset, name: "root-data".into(), reference: String::new() };
+    let impact = store.walk_lineage(&input, 10, 100).await.unwrap();
+    assert_eq!(impact.edges.len(), 7);
+    assert_eq!(impact.versions.values().map(|v| v.number).collect::<Vec<_>>(), [1, 2, 3, 4]);
+    // One step down from 1 reaches 2, 3 and 4 directly.
+    assert_eq!(store.walk_lineage(&from(1, Direction::Down), 1, 100).await.unwrap().edges.len(), 3);
+}
+
 async fn walks_up_down_and_from_inputs(store: Store) {
     // A line of 15 versions, each fine-tuned from the one before on a dataset of its own.
     model(&store, "team/line").await;
@@ -236,10 +265,16 @@ async fn walks_up_down_and_from_inputs(store: Store) {
     assert!(store.walk_lineage(&input("d10", "v2"), 50, 10_000).await.unwrap().edges.is_empty());
     assert!(store.walk_lineage(&input("nothing", ""), 50, 10_000).await.unwrap().edges.is_empty());
 
-    // The size limit: the first edges and a flag.
+    // The size limit: the nearest edges and a flag — here the inputs of 15, 14 and one of 13.
     let capped = store.walk_lineage(&from(15, Direction::Up), 50, 5).await.unwrap();
     assert_eq!(capped.edges.len(), 5);
     assert!(capped.truncated);
+    let mut near: Vec<i64> = capped.edges.iter().map(|e| capped.versions[&e.version_id].number).collect();
+    near.sort_unstable();
+    assert_eq!(near, [13, 14, 14, 15, 15]);
+    // Exactly the limit is not truncated.
+    let exact = store.walk_lineage(&from(15, Direction::Up), 2, 4).await.unwrap();
+    assert_eq!((exact.edges.len(), exact.truncated), (4, false));
 
     // A missing version is not found, not an empty walk.
     assert!(matches!(store.walk_lineage(&from(99, Direction::Up), 3, 10).await, Err(StoreError::NotFound(_))));
