@@ -13,6 +13,12 @@
 //!    what a client of a registry without graph queries must do — fetch a version's inputs,
 //!    then each base model's, one request per version, 10 levels (`GET …/lineage`).
 //!
+//! 4. **A line that merges checkpoints** (`--merge-versions` versions of one model, each
+//!    derived from the five before it): 50 levels down from its first version and up from its
+//!    last, through the store, and — side by side, on the same database — the recursive query
+//!    walks used before (`UNION` over (edge, version, depth) rows), which walks an edge again
+//!    for every path length that reaches it.
+//!
 //! Each measurement runs `--queries` times on random starting points; p50, p95 and max are
 //! reported in milliseconds.
 
@@ -48,6 +54,9 @@ struct Args {
     /// Run on PostgreSQL: a server URL whose user may create databases
     #[arg(long)]
     postgres: Option<String>,
+    /// Versions of the merging line (each derived from the five before it)
+    #[arg(long, default_value_t = 1000)]
+    merge_versions: usize,
     /// Write the results as JSON here
     #[arg(long)]
     json: Option<PathBuf>,
@@ -137,6 +146,46 @@ async fn fill(store: &Store, models: usize, per_model: usize, tasks: usize) -> R
     Ok(())
 }
 
+fn merge_model() -> ModelRef {
+    ModelRef::new(Namespace::parse("merges").unwrap(), ModelName::parse("line").unwrap())
+}
+
+/// The merging line: version `v` derives from versions `v-5` … `v-1`.
+async fn fill_merges(store: &Store, versions: usize) -> Result<()> {
+    let ctx = AuditContext { actor: "user:bench".into(), ..AuditContext::default() };
+    store.create_model(&ctx, &NewModel::named(merge_model())).await?;
+    for v in 1..=versions {
+        let lineage = (v.saturating_sub(5).max(1)..v)
+            .map(|p| {
+                Upstream::BaseModel(BaseModel::Registry(VersionRef {
+                    model: merge_model(),
+                    selector: VersionSelector::Number(i64::try_from(p).unwrap()),
+                }))
+            })
+            .collect();
+        store.create_version(&ctx, &merge_model(), &NewVersion { lineage, ..NewVersion::default() }).await?;
+    }
+    Ok(())
+}
+
+/// The recursive query walks used before (down from version `first`), on the database
+/// directly: its rows, and how many distinct edges they name.
+async fn recursive_walk(database_url: &str, first: i64, depth: i64) -> Result<(f64, i64, i64)> {
+    const SQL: &str = "WITH RECURSIVE walk(eid, next, depth) AS (\
+        SELECT e.id, e.version_id, 1 FROM lineage_edges e WHERE e.parent_version_id = $1 UNION \
+        SELECT e.id, e.version_id, w.depth + 1 FROM lineage_edges e JOIN walk w ON e.parent_version_id = w.next \
+        WHERE w.depth < $2) SELECT (SELECT COUNT(*) FROM walk), COUNT(DISTINCT eid) FROM walk";
+    let started = Instant::now();
+    let (rows, edges): (i64, i64) = if database_url.starts_with("sqlite:") {
+        let mut c = <sqlx::SqliteConnection as sqlx::Connection>::connect(database_url).await?;
+        sqlx::query_as(SQL).bind(first).bind(depth).fetch_one(&mut c).await?
+    } else {
+        let mut c = <sqlx::PgConnection as sqlx::Connection>::connect(database_url).await?;
+        sqlx::query_as(SQL).bind(first).bind(depth).fetch_one(&mut c).await?
+    };
+    Ok((started.elapsed().as_secs_f64() * 1000.0, rows, edges))
+}
+
 #[derive(Debug)]
 struct Stats {
     p50: f64,
@@ -165,12 +214,21 @@ fn show(name: &str, s: &Stats) -> Value {
 }
 
 async fn time_walks(store: &Store, make: impl Fn(&mut Rng) -> WalkFrom, queries: usize) -> Result<Stats> {
+    time_walks_depth(store, make, queries, 10).await
+}
+
+async fn time_walks_depth(
+    store: &Store,
+    make: impl Fn(&mut Rng) -> WalkFrom,
+    queries: usize,
+    depth: u32,
+) -> Result<Stats> {
     let mut rng = Rng(0x9e37_79b9_7f4a_7c15);
     let (mut ms, mut edges) = (Vec::new(), Vec::new());
     for _ in 0..queries {
         let from = make(&mut rng);
         let started = Instant::now();
-        let walk = store.walk_lineage(&from, 10, 10_000).await?;
+        let walk = store.walk_lineage(&from, depth, 10_000).await?;
         ms.push(started.elapsed().as_secs_f64() * 1000.0);
         edges.push(walk.edges.len());
     }
@@ -258,6 +316,29 @@ async fn main() -> Result<()> {
     )
     .await?;
     out["store_impact_dataset_10"] = show("store: impact of a dataset, 10 levels", &impact);
+
+    // The merging line: many paths of different lengths to every version.
+    let n = args.merge_versions;
+    fill_merges(&store, n).await?;
+    let line = |v: usize, d: Direction| WalkFrom::Version(merge_model(), VersionSelector::Number(v as i64), d);
+    let down50 = time_walks_depth(&store, |_| line(1, Direction::Down), args.queries.min(50), 50).await?;
+    out["merges_down_50"] = show("merging line: 50 levels down from v1", &down50);
+    let up50 = time_walks_depth(&store, |_| line(n, Direction::Up), args.queries.min(50), 50).await?;
+    out["merges_up_50"] = show("merging line: 50 levels up from the last", &up50);
+    let first: i64 = store.get_version(&merge_model(), &VersionSelector::Number(1)).await?.id;
+    let url = settings.database_url.clone().unwrap_or_default();
+    let mut old = Vec::new();
+    let mut old_rows = (0, 0);
+    for _ in 0..args.queries.min(10) {
+        let (ms, rows, edges) = recursive_walk(&url, first, 50).await?;
+        old.push(ms);
+        old_rows = (rows, edges);
+    }
+    let old = stats(old, &[usize::try_from(old_rows.1).unwrap_or(0)]);
+    out["merges_down_50_recursive_query"] = show("  the recursive query used before, same walk", &old);
+    println!("  (it produced {} rows for {} distinct edges)", old_rows.0, old_rows.1);
+    out["merges_recursive_rows"] = json!(old_rows.0);
+    println!("recursive query / store walk (p50): {:.1}x", old.p50 / down50.p50);
 
     // Over HTTP: the same application the server runs.
     let state = cairn_server::AppState::new(store.clone(), settings).await?;
