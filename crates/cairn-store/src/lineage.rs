@@ -105,7 +105,7 @@ const EDGE_COLUMNS: &str = "e.id, e.version_id, e.kind, e.name, e.ref AS referen
                             e.params, e.parent_version_id, e.created_at, e.created_by";
 
 /// A version met on a walk.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct VersionNode {
     /// Internal id.
     #[serde(skip)]
@@ -322,7 +322,8 @@ async fn fetch_rows_as_json<T: serde::de::DeserializeOwned>(
         }
     };
     let (json,): (String,) = conn.fetch_one(sqlx::AssertSqlSafe(outer), params).await?;
-    serde_json::from_str(&json).map_err(|e| StoreError::Invalid(format!("reading lineage rows: {e}")))
+    // Rows the database built that do not parse are a fault of this code, not of the request.
+    serde_json::from_str(&json).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
 }
 
 /// A subquery listing the integers of the JSON array in parameter `$1`.
