@@ -285,10 +285,6 @@ async fn edges_of(conn: &mut Conn<'_>, version_id: i64) -> Result<Vec<LineageEdg
     Ok(rows.into_iter().map(LineageEdge::from).collect())
 }
 
-fn fetch_limit(limit: usize) -> i64 {
-    i64::try_from(limit).unwrap_or(i64::MAX).saturating_add(1)
-}
-
 /// One level of a walk: the edges of the versions `ids` (going up: their inputs; going down:
 /// the edges naming them as base model), in the order they were recorded, at most `fetch`.
 async fn edges_next_to(conn: &mut Conn<'_>, up: bool, ids: &[i64], fetch: usize) -> Result<Vec<EdgeRow>, StoreError> {
@@ -297,10 +293,18 @@ async fn edges_next_to(conn: &mut Conn<'_>, up: bool, ids: &[i64], fetch: usize)
     let ids_sql = json_ids(conn);
     let sql =
         format!("SELECT {EDGE_COLUMNS} FROM lineage_edges e WHERE {column} IN ({ids_sql}) ORDER BY e.id LIMIT $2");
-    let params = vec![Param::Text(list), Param::Int(i64::try_from(fetch).unwrap_or(i64::MAX))];
-    let mut rows: Vec<EdgeRow> = fetch_rows_as_json(conn, &sql, &EDGE_NAMES, params).await?;
+    fetch_edges(conn, &sql, vec![Param::Text(list), Param::Int(row_limit(fetch))]).await
+}
+
+/// The edges `sql` (selecting `EDGE_COLUMNS`) finds, in recording order.
+async fn fetch_edges(conn: &mut Conn<'_>, sql: &str, params: Vec<Param>) -> Result<Vec<EdgeRow>, StoreError> {
+    let mut rows: Vec<EdgeRow> = fetch_rows_as_json(conn, sql, &EDGE_NAMES, params).await?;
     rows.sort_unstable_by_key(|e| e.id);
     Ok(rows)
+}
+
+fn row_limit(n: usize) -> i64 {
+    i64::try_from(n).unwrap_or(i64::MAX)
 }
 
 /// Runs `sql`, whose columns are named `names`, and returns its rows, handed over as one JSON
@@ -440,10 +444,8 @@ impl Store {
                     "SELECT {EDGE_COLUMNS} FROM lineage_edges e \
                      WHERE e.kind = $1 AND e.name = $2 AND ($3 = '' OR e.ref = $3) ORDER BY e.id LIMIT $4"
                 );
-                let params = params![kind.as_str(), name, reference, fetch_limit(limit)];
-                let mut rows: Vec<EdgeRow> = fetch_rows_as_json(&mut conn, &sql, &EDGE_NAMES, params).await?;
-                rows.sort_unstable_by_key(|e| e.id);
-                (false, rows)
+                let params = params![kind.as_str(), name, reference, row_limit(limit.saturating_add(1))];
+                (false, fetch_edges(&mut conn, &sql, params).await?)
             }
         };
         let mut visited: HashSet<i64> = walk.root.iter().map(|r| r.id).collect();
