@@ -23,9 +23,23 @@ use crate::rate_limit::{self, RateLimiter};
 use crate::settings::Settings;
 use crate::{auth, routes};
 
-/// Shared state of every request.
+/// Shared state of every request: one reference-counted pointer, so that the clone axum
+/// makes for every middleware layer of every request is one atomic increment (cloning a
+/// struct of a dozen `Arc`s cost 18% of a version read's CPU time under load).
 #[derive(Clone, Debug)]
-pub struct AppState {
+pub struct AppState(Arc<Shared>);
+
+impl std::ops::Deref for AppState {
+    type Target = Shared;
+
+    fn deref(&self) -> &Shared {
+        &self.0
+    }
+}
+
+/// What [`AppState`] points at.
+#[derive(Debug)]
+pub struct Shared {
     /// Metadata.
     pub store: Store,
     /// Signs page tokens.
@@ -112,7 +126,7 @@ impl AppState {
         store.announce_signing_key(&signing_key.public()).await?;
         let store = store.with_signer(signing_key.clone());
         let rate_limits = Arc::new(RateLimiter::new(store.clone(), &settings));
-        Ok(Self {
+        Ok(Self(Arc::new(Shared {
             signing_key,
             store,
             page_tokens: PageTokens::new(page_key.bytes().to_vec()),
@@ -125,7 +139,7 @@ impl AppState {
             metrics: Arc::default(),
             maintenance: Arc::default(),
             draining: Arc::default(),
-        })
+        })))
     }
 }
 
