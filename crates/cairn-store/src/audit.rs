@@ -105,8 +105,7 @@ pub(crate) async fn record_outcome(
         Backend::Sqlite if !unchained => {
             let (seq, prev) = head(conn, false).await?;
             let rec = AuditRecord::seal(&prev, seq + 1, now, action.to_owned(), outcome.to_owned(), details);
-            insert(conn, &rec).await?;
-            set_head(conn, rec.seq, &rec.hash).await
+            insert_at_head(conn, &rec).await
         }
         Backend::Sqlite | Backend::Postgres => {
             conn.execute(
@@ -149,31 +148,43 @@ async fn set_head(conn: &mut Conn<'_>, seq: i64, hash: &str) -> Result<(), Store
     Ok(())
 }
 
-async fn insert(conn: &mut Conn<'_>, r: &AuditRecord) -> Result<(), StoreError> {
+/// Appends a sealed event and moves the head to it (SQLite). Both statements go to the
+/// connection's thread as one call: on the single writer every call is a round trip that
+/// every other writer waits behind, and every audited change makes this one. `$1` and `$15`
+/// (sequence and hash) are bound in both statements.
+async fn insert_at_head(conn: &mut Conn<'_>, r: &AuditRecord) -> Result<(), StoreError> {
     let d = &r.details;
-    conn.execute(
-        "INSERT INTO audit_events (seq, occurred_at, actor, key_id, action, target, outcome, \
-         before_state, after_state, request_id, source_ip, user_agent, salt, details_digest, hash) \
-         VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)",
-        params![
-            r.seq,
-            r.time,
-            &d.actor,
-            d.key_id.clone(),
-            &r.action,
-            &d.target,
-            &r.outcome,
-            d.before.clone(),
-            d.after.clone(),
-            d.request_id.clone(),
-            d.source_ip.clone(),
-            d.user_agent.clone(),
-            r.salt.clone(),
-            &r.details_digest,
-            &r.hash
-        ],
-    )
-    .await?;
+    let changed = conn
+        .execute(
+            "INSERT INTO audit_events (seq, occurred_at, actor, key_id, action, target, outcome, \
+             before_state, after_state, request_id, source_ip, user_agent, salt, details_digest, hash) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15); \
+             UPDATE audit_head SET seq = $1, hash = $15 WHERE id = 1",
+            params![
+                r.seq,
+                r.time,
+                &d.actor,
+                d.key_id.clone(),
+                &r.action,
+                &d.target,
+                &r.outcome,
+                d.before.clone(),
+                d.after.clone(),
+                d.request_id.clone(),
+                d.source_ip.clone(),
+                d.user_agent.clone(),
+                r.salt.clone(),
+                &r.details_digest,
+                &r.hash
+            ],
+        )
+        .await?;
+    if changed != 2 {
+        // The head row is missing: a damaged database, not the caller's input.
+        return Err(StoreError::Database(sqlx::Error::Protocol(format!(
+            "appending to the audit chain changed {changed} rows, not 2"
+        ))));
+    }
     Ok(())
 }
 

@@ -147,13 +147,19 @@ impl Db {
                 .synchronous(SqliteSynchronous::Normal)
                 .foreign_keys(true)
                 .busy_timeout(opts.busy_timeout);
+            // No ping before handing out a connection: a SQLite connection is a file in this
+            // process and cannot drop like a network one, and sqlx's ping is a round trip to
+            // the connection's thread — one more hop for every read, and one more that
+            // writers queue behind on the single writer.
             let writer = SqlitePoolOptions::new()
                 .max_connections(1)
+                .test_before_acquire(false)
                 .acquire_timeout(opts.acquire_timeout)
                 .connect_with(base.clone())
                 .await?;
             let reader = SqlitePoolOptions::new()
                 .max_connections(opts.max_connections.max(1))
+                .test_before_acquire(false)
                 .acquire_timeout(opts.acquire_timeout)
                 .connect_with(base.read_only(true))
                 .await?;

@@ -416,6 +416,39 @@ pub(crate) async fn insert_version(
     Ok((id, number))
 }
 
+/// The digest of a version without files (the schema's default for the column).
+static EMPTY_MANIFEST_DIGEST: std::sync::LazyLock<String> = std::sync::LazyLock::new(|| {
+    cairn_core::manifest::Manifest::new(Vec::new()).map(|m| m.digest()).unwrap_or_default()
+});
+
+/// The version [`insert_version`] stored, as [`find`] would read it back: no files (the empty
+/// manifest), no aliases, in `draft`.
+fn inserted(ctx: &AuditContext, now: i64, model: &ModelRef, id: i64, number: i64, new: &NewVersion) -> Version {
+    Version {
+        id,
+        namespace: model.namespace.as_str().to_owned(),
+        model: model.name.as_str().to_owned(),
+        version: number,
+        description: new.description.clone(),
+        source: new.source.clone(),
+        run_id: new.run_id.clone(),
+        metadata: if new.metadata.is_null() { serde_json::json!({}) } else { new.metadata.clone() },
+        digest: EMPTY_MANIFEST_DIGEST.clone(),
+        file_count: 0,
+        size: 0,
+        tags: new.tags.iter().map(|(k, v)| (k.as_str().to_owned(), v.clone())).collect(),
+        aliases: Vec::new(),
+        semver: new.semver.as_ref().map(|s| s.as_str().to_owned()),
+        code_commit: new.code_commit.to_ascii_lowercase(),
+        training_job: new.training_job.clone(),
+        stage: "draft".to_owned(),
+        created_at: now,
+        created_by: ctx.actor.clone(),
+        updated_at: now,
+        updated_by: ctx.actor.clone(),
+    }
+}
+
 pub(crate) fn target(model: &ModelRef, number: i64) -> String {
     format!("version:{model}:{number}")
 }
@@ -442,7 +475,9 @@ impl Store {
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
         let (version_id, number) = insert_version(&mut conn, ctx, now, model, new).await?;
-        let version = find(&mut conn, model, &VersionSelector::Number(number)).await?;
+        // What was just inserted, without reading it back: on SQLite's single writer every
+        // statement of this transaction is a round trip that other writers queue behind.
+        let version = inserted(ctx, now, model, version_id, number, new);
         signatures::attach(&mut conn, self.signer(), now, version_id, model, number, &version.digest, &new.signatures)
             .await?;
         audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&version))

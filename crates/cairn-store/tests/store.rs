@@ -79,7 +79,43 @@ suite!(
     namespaces_lifecycle,
     secrets_are_created_once,
     ping_answers,
+    a_created_version_reads_back_as_answered,
 );
+
+/// The creation answers (and audits) the version without reading it back: what it answers
+/// must be exactly what a later read finds, with and without optional fields.
+async fn a_created_version_reads_back_as_answered(store: Store) {
+    store.create_model(&ctx("a"), &new_model("team/rb")).await.unwrap();
+    let full = NewVersion {
+        description: "fine-tuned".into(),
+        source: "s3://bucket/run-7".into(),
+        run_id: "run-7".into(),
+        metadata: serde_json::json!({"f1": 0.91, "nested": {"k": [1, 2]}}),
+        tags: [(TagKey::parse("task").unwrap(), "nlp".to_owned()), (TagKey::parse("team").unwrap(), "x".to_owned())]
+            .into(),
+        semver: Some(cairn_core::lifecycle::Semver::parse("1.4.2").unwrap()),
+        code_commit: "ABCDEF0123456789ABCDEF0123456789ABCDEF01".into(),
+        training_job: "job-3".into(),
+        ..NewVersion::default()
+    };
+    for new in [NewVersion::default(), full] {
+        let created = store.create_version(&ctx("a"), &mref("team/rb"), &new).await.unwrap();
+        let read = store.get_version(&mref("team/rb"), &VersionSelector::Number(created.version)).await.unwrap();
+        assert_eq!(created, read);
+        let target = format!("version:team/rb:{}", created.version);
+        let events = store
+            .list_audit_events(&AuditQuery {
+                action: Some("version.create".into()),
+                target: Some(target),
+                limit: 10,
+                ..AuditQuery::default()
+            })
+            .await
+            .unwrap();
+        let after: serde_json::Value = serde_json::from_str(events.items[0].after_state.as_deref().unwrap()).unwrap();
+        assert_eq!(after, serde_json::to_value(&read).unwrap(), "the audit event records the stored version");
+    }
+}
 
 /// Readiness probes call this; it must work on both backends.
 async fn ping_answers(store: Store) {
