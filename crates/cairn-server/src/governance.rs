@@ -38,8 +38,7 @@ impl Subject {
 
 /// Loads a version with its model and lifecycle.
 pub async fn load(state: &AppState, model: &ModelRef, selector: &VersionSelector) -> Result<Subject, ApiError> {
-    let m = state.store.get_model(model).await?;
-    let version = state.store.get_version(model, selector).await?;
+    let (m, version) = tokio::try_join!(state.store.get_model(model), state.store.get_version(model, selector))?;
     let lifecycle = state.store.version_lifecycle(model, &VersionSelector::Number(version.version)).await?;
     Ok(Subject { model_ref: model.clone(), model: m, version, lifecycle })
 }
@@ -47,9 +46,14 @@ pub async fn load(state: &AppState, model: &ModelRef, selector: &VersionSelector
 /// The facts document policies are evaluated against (docs/POLICIES.md).
 pub async fn facts(state: &AppState, s: &Subject, target: Stage) -> Result<Value, ApiError> {
     let sel = VersionSelector::Number(s.version.version);
-    let card = state.store.version_card(&s.model_ref, &sel).await?;
-    let results = state.store.eval_results(&s.model_ref, &sel).await?;
-    let signatures = state.store.version_signatures(&s.model_ref, &sel).await?;
+    // Independent reads, at once: on PostgreSQL each is a round trip to the server.
+    let (card, results, signatures, (_, recorded), (_, scans)) = tokio::try_join!(
+        state.store.version_card(&s.model_ref, &sel),
+        state.store.eval_results(&s.model_ref, &sel),
+        state.store.version_signatures(&s.model_ref, &sel),
+        state.store.version_lineage(&s.model_ref, &sel),
+        state.store.version_scans(&s.model_ref, &sel),
+    )?;
     let (card_json, completeness) = match &card {
         Some(c) => (
             serde_json::from_str::<Value>(&c.card).unwrap_or(Value::Null),
@@ -85,7 +89,6 @@ pub async fn facts(state: &AppState, s: &Subject, target: Stage) -> Result<Value
     let mut datasets: Vec<Value> =
         card_json.pointer("/training/datasets").and_then(Value::as_array).cloned().unwrap_or_default();
     // Recorded lineage on top of what the card says.
-    let (_, recorded) = state.store.version_lineage(&s.model_ref, &sel).await?;
     let mut runs: Vec<String> = if s.version.run_id.is_empty() { vec![] } else { vec![s.version.run_id.clone()] };
     let (mut base_models, mut code) = (Vec::new(), Vec::new());
     for e in &recorded {
@@ -100,7 +103,6 @@ pub async fn facts(state: &AppState, s: &Subject, target: Stage) -> Result<Value
             _ => base_models.push(format!("{}@{}", e.name, e.reference)),
         }
     }
-    let (_, scans) = state.store.version_scans(&s.model_ref, &sel).await?;
     let card_license = card_json.pointer("/model/license").and_then(Value::as_str);
     let scan = crate::scanning::facts(&scans, card_license);
     let v = &s.version;
