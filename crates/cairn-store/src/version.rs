@@ -370,31 +370,41 @@ pub(crate) async fn insert_version(
         cairn_core::name::check_tag_value(v).map_err(|e| StoreError::Invalid(e.to_string()))?;
     }
     let metadata = if new.metadata.is_null() { "{}".to_owned() } else { new.metadata.to_string() };
-    let number: Option<(i64, i64)> = conn
-        .fetch_optional(
-            "UPDATE models SET latest_version = latest_version + 1, updated_at = $1, updated_by = $2 \
-             WHERE full_name = $3 RETURNING id, latest_version",
-            params![now, &ctx.actor, model.to_string()],
-        )
-        .await?;
-    let Some((model_id, number)) = number else {
-        return Err(StoreError::NotFound(format!("model \"{model}\" does not exist")));
-    };
-    let (id,): (i64,) = conn
-        .fetch_one(
-            "INSERT INTO versions (model_id, number, description, source, run_id, metadata, \
+    // The model's counter moves and the version is inserted with its new value in one call:
+    // one statement on PostgreSQL (the update as a data-modifying CTE), two sent together on
+    // SQLite. No row back means the model does not exist (the update matched nothing).
+    let sql = match conn.backend() {
+        Backend::Postgres => {
+            "WITH m AS (UPDATE models SET latest_version = latest_version + 1, updated_at = $1, updated_by = $2 \
+             WHERE full_name = $3 RETURNING id, latest_version) \
+             INSERT INTO versions (model_id, number, description, source, run_id, metadata, \
              created_at, created_by, updated_at, updated_by, semver, semver_key, code_commit, training_job, \
              stage, stage_changed_at) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $7, $8, $9, $10, $11, $12, 'draft', $7) RETURNING id",
+             SELECT m.id, m.latest_version, $4, $5, $6, $7, $1, $2, $1, $2, $8, $9, $10, $11, 'draft', $1 FROM m \
+             RETURNING id, number"
+        }
+        Backend::Sqlite => {
+            "UPDATE models SET latest_version = latest_version + 1, updated_at = $1, updated_by = $2 \
+             WHERE full_name = $3; \
+             INSERT INTO versions (model_id, number, description, source, run_id, metadata, \
+             created_at, created_by, updated_at, updated_by, semver, semver_key, code_commit, training_job, \
+             stage, stage_changed_at) \
+             SELECT m.id, m.latest_version, $4, $5, $6, $7, $1, $2, $1, $2, $8, $9, $10, $11, 'draft', $1 \
+             FROM models m WHERE m.full_name = $3 \
+             RETURNING id, number"
+        }
+    };
+    let inserted: Option<(i64, i64)> = conn
+        .fetch_optional(
+            sql,
             params![
-                model_id,
-                number,
+                now,
+                &ctx.actor,
+                model.to_string(),
                 &new.description,
                 &new.source,
                 &new.run_id,
                 metadata,
-                now,
-                &ctx.actor,
                 new.semver.as_ref().map(|s| s.as_str().to_owned()),
                 new.semver.as_ref().map(Semver::sort_key),
                 new.code_commit.to_ascii_lowercase(),
@@ -406,6 +416,9 @@ pub(crate) async fn insert_version(
             Some(l) => semver_taken(model, l)(e),
             None => e,
         })?;
+    let Some((id, number)) = inserted else {
+        return Err(StoreError::NotFound(format!("model \"{model}\" does not exist")));
+    };
     for (k, v) in &new.tags {
         conn.execute(
             "INSERT INTO version_tags (version_id, key, value) VALUES ($1, $2, $3)",
