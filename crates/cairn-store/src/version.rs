@@ -394,7 +394,7 @@ pub(crate) async fn insert_version(
              RETURNING id, number"
         }
     };
-    let inserted: Option<(i64, i64)> = conn
+    let row: Option<(i64, i64)> = conn
         .fetch_optional(
             sql,
             params![
@@ -416,7 +416,7 @@ pub(crate) async fn insert_version(
             Some(l) => semver_taken(model, l)(e),
             None => e,
         })?;
-    let Some((id, number)) = inserted else {
+    let Some((id, number)) = row else {
         return Err(StoreError::NotFound(format!("model \"{model}\" does not exist")));
     };
     for (k, v) in &new.tags {
