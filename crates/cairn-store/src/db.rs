@@ -7,14 +7,20 @@
 //!
 //! SQLite runs with one writer connection and a pool of readers: WAL lets readers proceed
 //! while the single writer serialises every write transaction, so version numbers and audit
-//! records are assigned in a total order without `SQLITE_BUSY` retries.
+//! records are assigned in a total order without `SQLITE_BUSY` retries. The writer is not a
+//! pool of one but a connection behind a lock ([`Writer`]): sqlx's pool sends a ping to a
+//! connection's thread whenever it comes back, and on the writer every other writer waited
+//! for that round trip.
 
 use std::str::FromStr;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{PgConnection, PgPool, SqlStr, SqliteConnection, SqlitePool, Transaction};
+use sqlx::{Connection, PgConnection, PgPool, SqlStr, SqliteConnection, SqlitePool, Transaction};
+use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 use crate::StoreError;
 
@@ -111,7 +117,7 @@ pub enum Db {
     /// SQLite: one writer, several readers.
     Sqlite {
         /// The single writer connection.
-        writer: SqlitePool,
+        writer: Arc<Writer>,
         /// Read-only work.
         reader: SqlitePool,
     },
@@ -151,12 +157,7 @@ impl Db {
             // process and cannot drop like a network one, and sqlx's ping is a round trip to
             // the connection's thread — one more hop for every read, and one more that
             // writers queue behind on the single writer.
-            let writer = SqlitePoolOptions::new()
-                .max_connections(1)
-                .test_before_acquire(false)
-                .acquire_timeout(opts.acquire_timeout)
-                .connect_with(base.clone())
-                .await?;
+            let writer = Arc::new(Writer::connect(&base, opts.acquire_timeout).await?);
             let reader = SqlitePoolOptions::new()
                 .max_connections(opts.max_connections.max(1))
                 .test_before_acquire(false)
@@ -198,7 +199,12 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Self::Sqlite { writer, .. } => {
-                sqlx::migrate!("migrations/sqlite").run(writer).await?;
+                // On a pool of its own for the duration: the migrator's future is not `Send`
+                // over a borrowed connection. SQLite's own locking orders it with the writer.
+                let pool = SqlitePoolOptions::new().max_connections(1).connect_with(writer.options.clone()).await?;
+                let migrated = sqlx::migrate!("migrations/sqlite").run(&pool).await;
+                pool.close().await;
+                migrated?;
             }
             Self::Postgres(pool, _) => {
                 sqlx::migrate!("migrations/postgres").run(pool).await?;
@@ -212,7 +218,7 @@ impl Db {
         Ok(match self {
             // IMMEDIATE takes the write lock up front, so a transaction never fails half-way
             // on a lock upgrade when another process shares the file.
-            Self::Sqlite { writer, .. } => Tx::Sqlite(writer.begin_with("BEGIN IMMEDIATE").await?),
+            Self::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
             Self::Postgres(pool, sealer) => Tx::Postgres(pool.begin().await?, sealer.clone()),
         })
     }
@@ -239,8 +245,111 @@ impl Db {
     /// Pool statistics: (connections open, idle).
     pub fn pool_stats(&self) -> (u32, usize) {
         match self {
-            Self::Sqlite { writer, reader } => (writer.size() + reader.size(), writer.num_idle() + reader.num_idle()),
+            Self::Sqlite { writer, reader } => {
+                let (open, idle) = writer.stats();
+                (open + reader.size(), idle + reader.num_idle())
+            }
             Self::Postgres(pool, _) => (pool.size(), pool.num_idle()),
+        }
+    }
+}
+
+/// SQLite's one writer connection, behind a lock that a write transaction holds from its
+/// `BEGIN IMMEDIATE` to its end.
+///
+/// Not a pool of one: sqlx's pool pings a connection's thread each time the connection comes
+/// back, and on the single writer every queued writer waited for that extra round trip.
+#[derive(Debug)]
+pub struct Writer {
+    /// `None` once closed.
+    conn: Arc<Mutex<Option<SqliteConnection>>>,
+    /// A transaction was dropped without commit and is still open on the connection: the
+    /// next holder of the lock rolls it back first.
+    dirty: AtomicBool,
+    /// How long to wait for the lock (as a pool waits for a connection).
+    acquire_timeout: Duration,
+    /// How the connection was opened.
+    options: SqliteConnectOptions,
+}
+
+impl Writer {
+    async fn connect(options: &SqliteConnectOptions, acquire_timeout: Duration) -> Result<Self, StoreError> {
+        let conn = SqliteConnection::connect_with(options).await?;
+        Ok(Self {
+            conn: Arc::new(Mutex::new(Some(conn))),
+            dirty: AtomicBool::new(false),
+            acquire_timeout,
+            options: options.clone(),
+        })
+    }
+
+    /// Takes the connection: waits at most the acquire timeout, and rolls back what a dropped
+    /// transaction left open.
+    async fn lock(&self) -> Result<OwnedMappedMutexGuard<Option<SqliteConnection>, SqliteConnection>, StoreError> {
+        let guard = tokio::time::timeout(self.acquire_timeout, self.conn.clone().lock_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?;
+        let mut conn = OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| sqlx::Error::PoolClosed)?;
+        if self.dirty.swap(false, Ordering::AcqRel) {
+            // SQLite may have rolled back already (some errors end the transaction), and
+            // then says so: either way nothing is open afterwards.
+            if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                tracing::debug!(error = %e, "rollback of an abandoned write transaction");
+            }
+        }
+        Ok(conn)
+    }
+
+    /// Begins a write transaction. IMMEDIATE takes the database's write lock up front, so a
+    /// transaction never fails half-way on a lock upgrade when another process shares the file.
+    async fn begin(self: &Arc<Self>) -> Result<SqliteTx, StoreError> {
+        let mut conn = self.lock().await?;
+        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+        Ok(SqliteTx { conn, writer: self.clone(), open: true })
+    }
+
+    async fn close(&self) {
+        let mut slot = self.conn.lock().await;
+        if let Some(mut conn) = slot.take() {
+            if self.dirty.swap(false, Ordering::AcqRel) {
+                let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
+            }
+            if let Err(e) = conn.close().await {
+                tracing::warn!(error = %e, "closing the SQLite writer connection");
+            }
+        }
+    }
+
+    /// (connections open, idle).
+    fn stats(&self) -> (u32, usize) {
+        match self.conn.try_lock() {
+            Ok(slot) => (u32::from(slot.is_some()), usize::from(slot.is_some())),
+            Err(_) => (1, 0),
+        }
+    }
+}
+
+/// A write transaction on SQLite's one writer connection, holding its lock. Dropped without
+/// [`Tx::commit`] (an error, or a request cancelled half-way), it is rolled back before the
+/// connection serves anyone else.
+pub struct SqliteTx {
+    conn: OwnedMappedMutexGuard<Option<SqliteConnection>, SqliteConnection>,
+    writer: Arc<Writer>,
+    open: bool,
+}
+
+impl Drop for SqliteTx {
+    fn drop(&mut self) {
+        if self.open {
+            self.writer.dirty.store(true, Ordering::Release);
+            // Roll back now rather than when the next writer comes, so another process
+            // sharing the file is not kept waiting on this one's write lock meanwhile.
+            if let Ok(rt) = tokio::runtime::Handle::try_current() {
+                let writer = self.writer.clone();
+                rt.spawn(async move {
+                    let _ = writer.lock().await;
+                });
+            }
         }
     }
 }
@@ -248,7 +357,7 @@ impl Db {
 /// A write transaction on either backend.
 pub enum Tx {
     /// On SQLite.
-    Sqlite(Transaction<'static, sqlx::Sqlite>),
+    Sqlite(SqliteTx),
     /// On PostgreSQL, with the sealer its audit events are sealed by after the commit.
     Postgres(Transaction<'static, sqlx::Postgres>, std::sync::Arc<crate::audit::Sealer>),
 }
@@ -257,7 +366,7 @@ impl Tx {
     /// The transaction as a connection to run queries on.
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            Self::Sqlite(tx) => Conn::Sqlite(tx),
+            Self::Sqlite(tx) => Conn::Sqlite(&mut tx.conn),
             Self::Postgres(tx, _) => Conn::Postgres(tx),
         }
     }
@@ -267,7 +376,10 @@ impl Tx {
     /// durable together, and the chain's lock is never held across this commit.
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
-            Self::Sqlite(tx) => tx.commit().await?,
+            Self::Sqlite(mut tx) => {
+                sqlx::query("COMMIT").execute(&mut *tx.conn).await?;
+                tx.open = false;
+            }
             Self::Postgres(mut tx, sealer) => {
                 let wrote = crate::audit::has_unsealed(&mut Conn::Postgres(&mut tx)).await?;
                 tx.commit().await?;

@@ -1,0 +1,118 @@
+//! SQLite's one writer connection is held by a lock, not a pool: a write transaction that
+//! ends without a commit (an error, a cancelled request) must still be rolled back at once —
+//! before this process's next writer and without keeping another process sharing the file
+//! waiting on its write lock — and a writer waiting for the lock gives up after the acquire
+//! timeout as it did waiting for a pooled connection.
+
+use std::time::{Duration, Instant};
+
+use cairn_store::{Db, DbOptions, StoreError, params};
+
+fn options(acquire_timeout: Duration) -> DbOptions {
+    DbOptions { max_connections: 2, busy_timeout: Duration::from_secs(2), acquire_timeout }
+}
+
+async fn open(dir: &tempfile::TempDir, acquire_timeout: Duration) -> Db {
+    let url = format!("sqlite://{}", dir.path().join("w.db").display());
+    Db::connect(&url, &options(acquire_timeout)).await.unwrap()
+}
+
+async fn count(db: &Db) -> i64 {
+    let mut c = db.read().await.unwrap();
+    let (n,): (i64,) = c.conn().fetch_one("SELECT COUNT(*) FROM t", params![]).await.unwrap();
+    n
+}
+
+async fn with_table(dir: &tempfile::TempDir) -> Db {
+    let db = open(dir, Duration::from_secs(10)).await;
+    let mut tx = db.begin().await.unwrap();
+    tx.conn().execute("CREATE TABLE t (x INTEGER NOT NULL)", params![]).await.unwrap();
+    tx.commit().await.unwrap();
+    db
+}
+
+#[tokio::test]
+async fn a_dropped_transaction_is_rolled_back_and_frees_the_file_for_other_processes() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_table(&dir).await;
+    {
+        let mut tx = db.begin().await.unwrap();
+        tx.conn().execute("INSERT INTO t (x) VALUES (1)", params![]).await.unwrap();
+        // Dropped here without a commit.
+    }
+    // Another process's connections (a second Db on the same file) can write within its
+    // busy timeout: this process's abandoned transaction no longer holds the write lock,
+    // although no other writer of this process came along to roll it back.
+    let other = open(&dir, Duration::from_secs(10)).await;
+    let started = Instant::now();
+    let mut tx = other.begin().await.expect("the abandoned transaction still holds the write lock");
+    tx.conn().execute("INSERT INTO t (x) VALUES (2)", params![]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert!(started.elapsed() < Duration::from_secs(2), "waited {:?} for the write lock", started.elapsed());
+    other.close().await;
+
+    assert_eq!(count(&db).await, 1, "the dropped insert must be gone and the other one kept");
+    let mut tx = db.begin().await.unwrap();
+    tx.conn().execute("INSERT INTO t (x) VALUES (3)", params![]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(&db).await, 2);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_request_cancelled_inside_its_transaction_leaves_nothing_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_table(&dir).await;
+    // A handler cancelled (its client went away) after writing, before committing.
+    let cancelled = tokio::time::timeout(Duration::from_millis(100), async {
+        let mut tx = db.begin().await.unwrap();
+        tx.conn().execute("INSERT INTO t (x) VALUES (1)", params![]).await.unwrap();
+        std::future::pending::<()>().await;
+    })
+    .await;
+    assert!(cancelled.is_err());
+    // The next writer of this process starts on a clean connection: a transaction left open
+    // would make its BEGIN fail ("cannot start a transaction within a transaction").
+    let mut tx = db.begin().await.unwrap();
+    tx.conn().execute("INSERT INTO t (x) VALUES (2)", params![]).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut c = db.read().await.unwrap();
+    let xs: Vec<(i64,)> = c.conn().fetch_all("SELECT x FROM t ORDER BY x", params![]).await.unwrap();
+    assert_eq!(xs, vec![(2,)]);
+    drop(c);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_failed_statement_does_not_commit_the_rest_of_its_transaction() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_table(&dir).await;
+    let mut tx = db.begin().await.unwrap();
+    tx.conn().execute("INSERT INTO t (x) VALUES (1)", params![]).await.unwrap();
+    let err = tx.conn().execute("INSERT INTO t (x) VALUES (NULL)", params![]).await.unwrap_err();
+    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+    drop(tx);
+    assert_eq!(count(&db).await, 0);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_writer_waiting_for_the_lock_gives_up_after_the_acquire_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(with_table(&dir).await);
+    let db = open(&dir, Duration::from_millis(200)).await;
+    let held = db.begin().await.unwrap();
+    let started = Instant::now();
+    let err = match db.begin().await {
+        Ok(_) => panic!("a second write transaction began while the first held the writer"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, StoreError::Database(sqlx::Error::PoolTimedOut)), "{err:?}");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    held.commit().await.unwrap();
+    // Free again once the holder is done.
+    db.begin().await.unwrap().commit().await.unwrap();
+    db.close().await;
+    // Closed: no more write transactions.
+    assert!(matches!(db.begin().await, Err(StoreError::Database(sqlx::Error::PoolClosed))));
+}
