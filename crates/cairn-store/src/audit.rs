@@ -103,9 +103,20 @@ pub(crate) async fn record_outcome(
     let unchained = UNCHAINED.load(Ordering::Relaxed);
     match conn.backend() {
         Backend::Sqlite if !unchained => {
-            let (seq, prev) = head(conn, false).await?;
+            let (seq, prev) = match conn.sqlite_chain().and_then(|chain| chain.head) {
+                Some(known) => known,
+                None => head(conn, false).await?,
+            };
             let rec = AuditRecord::seal(&prev, seq + 1, now, action.to_owned(), outcome.to_owned(), details);
-            insert_at_head(conn, &rec).await
+            match conn.sqlite_chain() {
+                // Sent with the transaction's next statement or its COMMIT, in the same call.
+                Some(chain) => {
+                    chain.head = Some((rec.seq, parse_hash(&rec.hash).unwrap_or(prev)));
+                    chain.pending.push(rec);
+                    Ok(())
+                }
+                None => insert_at_head(conn, &rec).await,
+            }
         }
         Backend::Sqlite | Backend::Postgres => {
             conn.execute(
@@ -145,40 +156,47 @@ async fn head(conn: &mut Conn<'_>, lock: bool) -> Result<(i64, Hash), StoreError
 
 async fn set_head(conn: &mut Conn<'_>, seq: i64, hash: &str) -> Result<(), StoreError> {
     conn.execute("UPDATE audit_head SET seq = $1, hash = $2 WHERE id = 1", params![seq, hash]).await?;
+    if let Some(chain) = conn.sqlite_chain() {
+        chain.head = parse_hash(hash).map(|h| (seq, h));
+    }
     Ok(())
 }
 
-/// Appends a sealed event and moves the head to it (SQLite). Both statements go to the
-/// connection's thread as one call: on the single writer every call is a round trip that
-/// every other writer waits behind, and every audited change makes this one. `$1` and `$15`
-/// (sequence and hash) are bound in both statements.
-async fn insert_at_head(conn: &mut Conn<'_>, r: &AuditRecord) -> Result<(), StoreError> {
+/// Appends one sealed event and moves the head to it (SQLite); `$1` and `$15` (sequence and
+/// hash) are bound in both statements.
+const INSERT_AT_HEAD: &str = "INSERT INTO audit_events (seq, occurred_at, actor, key_id, action, target, outcome, \
+     before_state, after_state, request_id, source_ip, user_agent, salt, details_digest, hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15); \
+     UPDATE audit_head SET seq = $1, hash = $15 WHERE id = 1";
+
+/// [`INSERT_AT_HEAD`] and the commit, as one call.
+const INSERT_AT_HEAD_AND_COMMIT: &str = "INSERT INTO audit_events (seq, occurred_at, actor, key_id, action, target, \
+     outcome, before_state, after_state, request_id, source_ip, user_agent, salt, details_digest, hash) \
+     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15); \
+     UPDATE audit_head SET seq = $1, hash = $15 WHERE id = 1; COMMIT";
+
+fn insert_params(r: &AuditRecord) -> Vec<crate::db::Param> {
     let d = &r.details;
-    let changed = conn
-        .execute(
-            "INSERT INTO audit_events (seq, occurred_at, actor, key_id, action, target, outcome, \
-             before_state, after_state, request_id, source_ip, user_agent, salt, details_digest, hash) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15); \
-             UPDATE audit_head SET seq = $1, hash = $15 WHERE id = 1",
-            params![
-                r.seq,
-                r.time,
-                &d.actor,
-                d.key_id.clone(),
-                &r.action,
-                &d.target,
-                &r.outcome,
-                d.before.clone(),
-                d.after.clone(),
-                d.request_id.clone(),
-                d.source_ip.clone(),
-                d.user_agent.clone(),
-                r.salt.clone(),
-                &r.details_digest,
-                &r.hash
-            ],
-        )
-        .await?;
+    params![
+        r.seq,
+        r.time,
+        &d.actor,
+        d.key_id.clone(),
+        &r.action,
+        &d.target,
+        &r.outcome,
+        d.before.clone(),
+        d.after.clone(),
+        d.request_id.clone(),
+        d.source_ip.clone(),
+        d.user_agent.clone(),
+        r.salt.clone(),
+        &r.details_digest,
+        &r.hash
+    ]
+}
+
+fn check_appended(changed: u64) -> Result<(), StoreError> {
     if changed != 2 {
         // The head row is missing: a damaged database, not the caller's input.
         return Err(StoreError::Database(sqlx::Error::Protocol(format!(
@@ -186,6 +204,54 @@ async fn insert_at_head(conn: &mut Conn<'_>, r: &AuditRecord) -> Result<(), Stor
         ))));
     }
     Ok(())
+}
+
+/// What a SQLite write transaction knows of the audit chain. Its one writer holds the
+/// database's write lock from `BEGIN IMMEDIATE` to the end, so nothing else moves the head
+/// meanwhile: the head is read with the `BEGIN`, and the events the transaction seals wait to
+/// go with its next statement or its `COMMIT`. On the single writer every call to the
+/// connection's thread is a round trip that every other writer queues behind; an audited
+/// change that records its event last makes none for it.
+#[derive(Debug, Default)]
+pub struct SqliteChain {
+    /// The head, counting `pending`, once known.
+    head: Option<(i64, Hash)>,
+    /// Sealed events not sent yet, in order.
+    pending: Vec<AuditRecord>,
+}
+
+impl SqliteChain {
+    /// Knowing the head as the transaction's `BEGIN` read it (`None`: read when needed).
+    pub(crate) fn new(head: Option<(i64, String)>) -> Self {
+        Self { head: head.and_then(|(seq, hash)| parse_hash(&hash).map(|h| (seq, h))), pending: Vec::new() }
+    }
+
+    /// Sends the pending events, before a statement that may depend on them.
+    pub(crate) async fn flush(&mut self, c: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+        for rec in std::mem::take(&mut self.pending) {
+            check_appended(crate::db::sqlite_execute(c, INSERT_AT_HEAD, insert_params(&rec)).await?)?;
+        }
+        Ok(())
+    }
+
+    /// Commits, sending the last pending event in the same call. The head row's presence,
+    /// which [`INSERT_AT_HEAD`]'s count of changed rows checks, was established when this
+    /// transaction read the head (a missing row fails that read).
+    pub(crate) async fn commit(&mut self, c: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+        let last = self.pending.pop();
+        self.flush(c).await?;
+        match last {
+            Some(rec) => crate::db::sqlite_execute(c, INSERT_AT_HEAD_AND_COMMIT, insert_params(&rec)).await?,
+            None => crate::db::sqlite_execute(c, "COMMIT", Vec::new()).await?,
+        };
+        Ok(())
+    }
+}
+
+/// Appends a sealed event and moves the head to it (SQLite), outside a write transaction's
+/// [`SqliteChain`].
+async fn insert_at_head(conn: &mut Conn<'_>, r: &AuditRecord) -> Result<(), StoreError> {
+    check_appended(conn.execute(INSERT_AT_HEAD, insert_params(r)).await?)
 }
 
 /// An unsealed row.
@@ -966,4 +1032,67 @@ fn decode_batch(doc: &str) -> Result<Vec<AuditRecord>, StoreError> {
             hash: r.14.unwrap_or_default(),
         })
         .collect())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::{DbOptions, Store};
+
+    async fn store(dir: &tempfile::TempDir) -> Store {
+        Store::open(&format!("sqlite://{}", dir.path().join("a.db").display()), &DbOptions::default()).await.unwrap()
+    }
+
+    fn ctx(actor: &str) -> AuditContext {
+        AuditContext { actor: actor.to_owned(), ..AuditContext::default() }
+    }
+
+    async fn count(conn: &mut Conn<'_>) -> i64 {
+        let (n,): (i64,) = conn.fetch_one("SELECT COUNT(*) FROM audit_events", vec![]).await.unwrap();
+        n
+    }
+
+    /// Events held back for the next call (SQLite) are there for any later statement of the
+    /// same transaction, in order, and the chain they form verifies.
+    #[tokio::test]
+    async fn held_back_events_are_written_before_the_next_statement_and_with_the_commit() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let before = store.audit_head().await.unwrap().seq;
+        let mut tx = store.db.begin().await.unwrap();
+        let mut conn = tx.conn();
+        let n0 = count(&mut conn).await;
+        record(&mut conn, &ctx("user:a"), 1, "test.one", "t:1", None::<&()>, None::<&()>).await.unwrap();
+        assert_eq!(count(&mut conn).await, n0 + 1, "a read after the event sees it");
+        record(&mut conn, &ctx("user:a"), 2, "test.two", "t:2", None::<&()>, None::<&()>).await.unwrap();
+        record(&mut conn, &ctx("user:a"), 3, "test.three", "t:3", None::<&()>, None::<&()>).await.unwrap();
+        tx.commit().await.unwrap();
+        let head = store.audit_head().await.unwrap();
+        assert_eq!(head.seq, before + 3);
+        let records = store.audit_records(before, None, 10).await.unwrap();
+        let actions: Vec<&str> = records.iter().map(|r| r.action.as_str()).collect();
+        assert_eq!(actions, ["test.one", "test.two", "test.three"]);
+        assert_eq!(records.last().map(|r| r.hash.as_str()), Some(head.hash.as_str()));
+        let report = store.verify_audit_chain(Vec::new()).await.unwrap();
+        assert!(report.ok(), "{report:?}");
+    }
+
+    /// A transaction dropped with events held back leaves neither them nor a moved head, and
+    /// the next one continues the chain from where it was.
+    #[tokio::test]
+    async fn held_back_events_of_a_dropped_transaction_leave_no_trace() {
+        let dir = tempfile::tempdir().unwrap();
+        let store = store(&dir).await;
+        let before = store.audit_head().await.unwrap();
+        {
+            let mut tx = store.db.begin().await.unwrap();
+            record(&mut tx.conn(), &ctx("user:gone"), 1, "test.gone", "t:1", None::<&()>, None::<&()>).await.unwrap();
+        }
+        assert_eq!(store.audit_head().await.unwrap(), before);
+        store.record_event(&ctx("user:b"), "test.kept", "t:2", "success").await.unwrap();
+        let records = store.audit_records(before.seq, None, 10).await.unwrap();
+        assert_eq!(records.len(), 1);
+        assert_eq!((records[0].seq, records[0].action.as_str()), (before.seq + 1, "test.kept"));
+        assert!(store.verify_audit_chain(Vec::new()).await.unwrap().ok());
+    }
 }

@@ -138,7 +138,7 @@ impl SqliteSnapshot {
 
     /// The newest migration applied to the copy.
     pub async fn migration_version(&mut self) -> Result<i64, StoreError> {
-        migration_version(&mut Conn::Sqlite(&mut self.conn)).await
+        migration_version(&mut Conn::Sqlite(&mut self.conn, None)).await
     }
 
     /// Every table of the copy with its number of rows, by name (SQLite's own tables and
@@ -162,7 +162,7 @@ impl SqliteSnapshot {
 
     /// Stored blobs, in digest order, `limit` at a time after `after`.
     pub async fn blobs_after(&mut self, after: &str, limit: i64) -> Result<Vec<InventoryEntry>, StoreError> {
-        Conn::Sqlite(&mut self.conn).fetch_all(INVENTORY_PAGE_SQL, params![after, limit]).await
+        Conn::Sqlite(&mut self.conn, None).fetch_all(INVENTORY_PAGE_SQL, params![after, limit]).await
     }
 
     /// Closes the file.

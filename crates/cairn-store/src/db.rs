@@ -23,6 +23,7 @@ use sqlx::{Connection, PgConnection, PgPool, SqlStr, SqliteConnection, SqlitePoo
 use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
 
 use crate::StoreError;
+use crate::audit::SqliteChain;
 
 /// A bound query parameter, portable across both backends.
 #[derive(Debug, Clone, PartialEq)]
@@ -199,12 +200,14 @@ impl Db {
     pub async fn migrate(&self) -> Result<(), StoreError> {
         match self {
             Self::Sqlite { writer, .. } => {
+                writer.chain_ready.store(false, Ordering::Release);
                 // On a pool of its own for the duration: the migrator's future is not `Send`
                 // over a borrowed connection. SQLite's own locking orders it with the writer.
                 let pool = SqlitePoolOptions::new().max_connections(1).connect_with(writer.options.clone()).await?;
                 let migrated = sqlx::migrate!("migrations/sqlite").run(&pool).await;
                 pool.close().await;
                 migrated?;
+                writer.chain_ready.store(true, Ordering::Release);
             }
             Self::Postgres(pool, _) => {
                 sqlx::migrate!("migrations/postgres").run(pool).await?;
@@ -270,6 +273,8 @@ pub struct Writer {
     acquire_timeout: Duration,
     /// How the connection was opened.
     options: SqliteConnectOptions,
+    /// The schema is migrated: a transaction reads the audit chain's head with its `BEGIN`.
+    chain_ready: AtomicBool,
 }
 
 impl Writer {
@@ -280,6 +285,7 @@ impl Writer {
             dirty: AtomicBool::new(false),
             acquire_timeout,
             options: options.clone(),
+            chain_ready: AtomicBool::new(false),
         })
     }
 
@@ -302,10 +308,30 @@ impl Writer {
 
     /// Begins a write transaction. IMMEDIATE takes the database's write lock up front, so a
     /// transaction never fails half-way on a lock upgrade when another process shares the file.
+    /// With the schema in place, the audit chain's head is read in the same call (see
+    /// [`SqliteChain`]).
     async fn begin(self: &Arc<Self>) -> Result<SqliteTx, StoreError> {
         let mut conn = self.lock().await?;
-        sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
-        Ok(SqliteTx { conn, writer: self.clone(), open: true })
+        let head = if self.chain_ready.load(Ordering::Acquire) {
+            let begun: Result<Option<(i64, String)>, _> =
+                sqlx::query_as("BEGIN IMMEDIATE; SELECT seq, hash FROM audit_head WHERE id = 1")
+                    .fetch_optional(&mut *conn)
+                    .await;
+            match begun {
+                Ok(head) => head,
+                Err(e) => {
+                    // The BEGIN may have run before the read failed.
+                    if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
+                        tracing::debug!(error = %e, "rollback after a failed begin");
+                    }
+                    return Err(e.into());
+                }
+            }
+        } else {
+            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            None
+        };
+        Ok(SqliteTx { conn, writer: self.clone(), open: true, chain: SqliteChain::new(head) })
     }
 
     async fn close(&self) {
@@ -336,6 +362,7 @@ pub struct SqliteTx {
     conn: OwnedMappedMutexGuard<Option<SqliteConnection>, SqliteConnection>,
     writer: Arc<Writer>,
     open: bool,
+    chain: SqliteChain,
 }
 
 impl Drop for SqliteTx {
@@ -366,7 +393,7 @@ impl Tx {
     /// The transaction as a connection to run queries on.
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            Self::Sqlite(tx) => Conn::Sqlite(&mut tx.conn),
+            Self::Sqlite(SqliteTx { conn, chain, .. }) => Conn::Sqlite(conn, Some(chain)),
             Self::Postgres(tx, _) => Conn::Postgres(tx),
         }
     }
@@ -377,7 +404,8 @@ impl Tx {
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(mut tx) => {
-                sqlx::query("COMMIT").execute(&mut *tx.conn).await?;
+                let SqliteTx { conn, chain, .. } = &mut tx;
+                chain.commit(conn).await?;
                 tx.open = false;
             }
             Self::Postgres(mut tx, sealer) => {
@@ -409,7 +437,7 @@ impl ReadConn {
     /// The pooled connection as a connection to run queries on.
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            Self::Sqlite(c) => Conn::Sqlite(c),
+            Self::Sqlite(c) => Conn::Sqlite(c, None),
             Self::Postgres(c) => Conn::Postgres(c),
         }
     }
@@ -417,8 +445,8 @@ impl ReadConn {
 
 /// A borrowed connection (plain or inside a transaction) on either backend.
 pub enum Conn<'a> {
-    /// On SQLite.
-    Sqlite(&'a mut SqliteConnection),
+    /// On SQLite; inside a write transaction, with what it knows of the audit chain.
+    Sqlite(&'a mut SqliteConnection, Option<&'a mut SqliteChain>),
     /// On PostgreSQL.
     Postgres(&'a mut PgConnection),
 }
@@ -440,20 +468,47 @@ macro_rules! bind_all {
     }};
 }
 
+/// Runs a statement on a SQLite connection; returns the number of rows affected.
+pub(crate) async fn sqlite_execute(
+    c: &mut SqliteConnection,
+    sql: &'static str,
+    params: Vec<Param>,
+) -> Result<u64, StoreError> {
+    Ok(bind_all!(sqlx::query(sql), params).execute(c).await?.rows_affected())
+}
+
 impl Conn<'_> {
     /// Which backend this connection talks to.
     pub fn backend(&self) -> Backend {
         match self {
-            Self::Sqlite(_) => Backend::Sqlite,
+            Self::Sqlite(..) => Backend::Sqlite,
             Self::Postgres(_) => Backend::Postgres,
         }
+    }
+
+    /// A SQLite write transaction's view of the audit chain.
+    pub(crate) fn sqlite_chain(&mut self) -> Option<&mut SqliteChain> {
+        match self {
+            Self::Sqlite(_, chain) => chain.as_deref_mut(),
+            Self::Postgres(_) => None,
+        }
+    }
+
+    /// Sends a SQLite transaction's pending audit events before a statement that may read
+    /// them, so statements run in the order they were made.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if let Self::Sqlite(c, Some(chain)) = self {
+            chain.flush(c).await?;
+        }
+        Ok(())
     }
 
     /// Runs a statement; returns the number of rows affected.
     pub async fn execute(&mut self, sql: impl sqlx::SqlSafeStr, params: Vec<Param>) -> Result<u64, StoreError> {
         let sql: SqlStr = sql.into_sql_str();
+        self.flush().await?;
         Ok(match self {
-            Self::Sqlite(c) => bind_all!(sqlx::query(sql), params).execute(&mut **c).await?.rows_affected(),
+            Self::Sqlite(c, _) => bind_all!(sqlx::query(sql), params).execute(&mut **c).await?.rows_affected(),
             Self::Postgres(c) => bind_all!(sqlx::query(sql), params).execute(&mut **c).await?.rows_affected(),
         })
     }
@@ -465,8 +520,9 @@ impl Conn<'_> {
         params: Vec<Param>,
     ) -> Result<Option<T>, StoreError> {
         let sql: SqlStr = sql.into_sql_str();
+        self.flush().await?;
         Ok(match self {
-            Self::Sqlite(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_optional(&mut **c).await?,
+            Self::Sqlite(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_optional(&mut **c).await?,
             Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_optional(&mut **c).await?,
         })
     }
@@ -474,8 +530,9 @@ impl Conn<'_> {
     /// Fetches exactly one row.
     pub async fn fetch_one<T: Row>(&mut self, sql: impl sqlx::SqlSafeStr, params: Vec<Param>) -> Result<T, StoreError> {
         let sql: SqlStr = sql.into_sql_str();
+        self.flush().await?;
         Ok(match self {
-            Self::Sqlite(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_one(&mut **c).await?,
+            Self::Sqlite(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_one(&mut **c).await?,
             Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_one(&mut **c).await?,
         })
     }
@@ -487,8 +544,9 @@ impl Conn<'_> {
         params: Vec<Param>,
     ) -> Result<Vec<T>, StoreError> {
         let sql: SqlStr = sql.into_sql_str();
+        self.flush().await?;
         Ok(match self {
-            Self::Sqlite(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_all(&mut **c).await?,
+            Self::Sqlite(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_all(&mut **c).await?,
             Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_all(&mut **c).await?,
         })
     }
