@@ -112,7 +112,7 @@ pub(crate) async fn record_outcome(
                 // Sent with the transaction's next statement or its COMMIT, in the same call.
                 Some(chain) => {
                     chain.head = Some((rec.seq, parse_hash(&rec.hash).unwrap_or(prev)));
-                    chain.pending.push(rec);
+                    chain.defer(INSERT_AT_HEAD, insert_params(&rec));
                     Ok(())
                 }
                 None => insert_at_head(conn, &rec).await,
@@ -169,12 +169,6 @@ const INSERT_AT_HEAD: &str = "INSERT INTO audit_events (seq, occurred_at, actor,
      VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15); \
      UPDATE audit_head SET seq = $1, hash = $15 WHERE id = 1";
 
-/// [`INSERT_AT_HEAD`] and the commit, as one call.
-const INSERT_AT_HEAD_AND_COMMIT: &str = "INSERT INTO audit_events (seq, occurred_at, actor, key_id, action, target, \
-     outcome, before_state, after_state, request_id, source_ip, user_agent, salt, details_digest, hash) \
-     VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15); \
-     UPDATE audit_head SET seq = $1, hash = $15 WHERE id = 1; COMMIT";
-
 fn insert_params(r: &AuditRecord) -> Vec<crate::db::Param> {
     let d = &r.details;
     params![
@@ -206,44 +200,62 @@ fn check_appended(changed: u64) -> Result<(), StoreError> {
     Ok(())
 }
 
-/// What a SQLite write transaction knows of the audit chain. Its one writer holds the
-/// database's write lock from `BEGIN IMMEDIATE` to the end, so nothing else moves the head
-/// meanwhile: the head is read with the `BEGIN`, and the events the transaction seals wait to
-/// go with its next statement or its `COMMIT`. On the single writer every call to the
-/// connection's thread is a round trip that every other writer queues behind; an audited
-/// change that records its event last makes none for it.
+/// What a SQLite write transaction knows of the audit chain, and the statements it has
+/// deferred. Its one writer holds the database's write lock from `BEGIN IMMEDIATE` to the
+/// end, so nothing else moves the chain's head meanwhile: the head is read with the `BEGIN`,
+/// and the events the transaction seals — like other statements whose result it does not
+/// need — wait to go with its next statement or its `COMMIT`, all in one call. On the single
+/// writer every call to the connection's thread is a round trip that every other writer
+/// queues behind; an audited change that records its event last makes none for it.
 #[derive(Debug, Default)]
 pub struct SqliteChain {
-    /// The head, counting `pending`, once known.
+    /// The head, counting the deferred events, once known.
     head: Option<(i64, Hash)>,
-    /// Sealed events not sent yet, in order.
-    pending: Vec<AuditRecord>,
+    /// Statements not sent yet, in order, each with its own `$1…$n`.
+    deferred: Vec<(&'static str, Vec<crate::db::Param>)>,
 }
 
 impl SqliteChain {
     /// Knowing the head as the transaction's `BEGIN` read it (`None`: read when needed).
     pub(crate) fn new(head: Option<(i64, String)>) -> Self {
-        Self { head: head.and_then(|(seq, hash)| parse_hash(&hash).map(|h| (seq, h))), pending: Vec::new() }
+        Self { head: head.and_then(|(seq, hash)| parse_hash(&hash).map(|h| (seq, h))), deferred: Vec::new() }
     }
 
-    /// Sends the pending events, before a statement that may depend on them.
-    pub(crate) async fn flush(&mut self, c: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
-        for rec in std::mem::take(&mut self.pending) {
-            check_appended(crate::db::sqlite_execute(c, INSERT_AT_HEAD, insert_params(&rec)).await?)?;
+    /// Holds a statement back until the transaction's next call. Its errors surface there.
+    pub(crate) fn defer(&mut self, sql: &'static str, params: Vec<crate::db::Param>) {
+        self.deferred.push((sql, params));
+    }
+
+    /// The deferred statements and then `tail`, as one batch with its parameters numbered
+    /// on from each other's.
+    fn batch(&mut self, tail: &str) -> (String, Vec<crate::db::Param>) {
+        let mut sql = String::new();
+        let mut params = Vec::new();
+        for (stmt, p) in self.deferred.drain(..) {
+            sql.push_str(&crate::db::shift_placeholders(stmt, params.len()));
+            sql.push_str(";\n");
+            params.extend(p);
         }
+        sql.push_str(tail);
+        (sql, params)
+    }
+
+    /// Sends the deferred statements, before a statement that may depend on them. The head
+    /// row's presence, which [`INSERT_AT_HEAD`] relies on, was established when this
+    /// transaction read the head (a missing row fails that read).
+    pub(crate) async fn flush(&mut self, c: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
+        if self.deferred.is_empty() {
+            return Ok(());
+        }
+        let (sql, params) = self.batch("");
+        crate::db::sqlite_execute(c, sqlx::AssertSqlSafe(sql), params).await?;
         Ok(())
     }
 
-    /// Commits, sending the last pending event in the same call. The head row's presence,
-    /// which [`INSERT_AT_HEAD`]'s count of changed rows checks, was established when this
-    /// transaction read the head (a missing row fails that read).
+    /// Commits, sending the deferred statements in the same call.
     pub(crate) async fn commit(&mut self, c: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
-        let last = self.pending.pop();
-        self.flush(c).await?;
-        match last {
-            Some(rec) => crate::db::sqlite_execute(c, INSERT_AT_HEAD_AND_COMMIT, insert_params(&rec)).await?,
-            None => crate::db::sqlite_execute(c, "COMMIT", Vec::new()).await?,
-        };
+        let (sql, params) = self.batch("COMMIT");
+        crate::db::sqlite_execute(c, sqlx::AssertSqlSafe(sql), params).await?;
         Ok(())
     }
 }

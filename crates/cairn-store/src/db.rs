@@ -471,10 +471,34 @@ macro_rules! bind_all {
 /// Runs a statement on a SQLite connection; returns the number of rows affected.
 pub(crate) async fn sqlite_execute(
     c: &mut SqliteConnection,
-    sql: &'static str,
+    sql: impl sqlx::SqlSafeStr,
     params: Vec<Param>,
 ) -> Result<u64, StoreError> {
-    Ok(bind_all!(sqlx::query(sql), params).execute(c).await?.rows_affected())
+    Ok(bind_all!(sqlx::query(sql.into_sql_str()), params).execute(c).await?.rows_affected())
+}
+
+/// `sql` with every placeholder `$n` renumbered `$(n + by)`, to send it in one call after
+/// statements that take the first `by` parameters (SQLite binds `$n` by its number in every
+/// statement of a call). For this crate's own constant statements, which have no `$` in a
+/// literal or identifier.
+pub(crate) fn shift_placeholders(sql: &str, by: usize) -> String {
+    if by == 0 {
+        return sql.to_owned();
+    }
+    let mut out = String::with_capacity(sql.len() + 16);
+    let mut rest = sql;
+    while let Some(i) = rest.find('$') {
+        out.push_str(&rest[..=i]);
+        rest = &rest[i + 1..];
+        let digits = rest.bytes().take_while(u8::is_ascii_digit).count();
+        match rest[..digits].parse::<usize>() {
+            Ok(n) => out.push_str(&(n + by).to_string()),
+            Err(_) => out.push_str(&rest[..digits]),
+        }
+        rest = &rest[digits..];
+    }
+    out.push_str(rest);
+    out
 }
 
 impl Conn<'_> {
@@ -494,8 +518,22 @@ impl Conn<'_> {
         }
     }
 
-    /// Sends a SQLite transaction's pending audit events before a statement that may read
-    /// them, so statements run in the order they were made.
+    /// Runs a statement whose result the caller does not need. In a SQLite write
+    /// transaction it is held back and sent with the transaction's next call (its errors
+    /// surface there, at the latest from the commit); elsewhere it runs now.
+    pub async fn defer(&mut self, sql: &'static str, params: Vec<Param>) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite(_, Some(chain)) => {
+                chain.defer(sql, params);
+                Ok(())
+            }
+            _ => self.execute(sql, params).await.map(|_| ()),
+        }
+    }
+
+    /// Sends a SQLite transaction's deferred statements (its audit events among them) before
+    /// a statement that may read what they write, so statements run in the order they were
+    /// made.
     async fn flush(&mut self) -> Result<(), StoreError> {
         if let Self::Sqlite(c, Some(chain)) = self {
             chain.flush(c).await?;
@@ -549,5 +587,24 @@ impl Conn<'_> {
             Self::Sqlite(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_all(&mut **c).await?,
             Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_all(&mut **c).await?,
         })
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::shift_placeholders;
+
+    #[test]
+    fn placeholders_are_renumbered_after_the_ones_before() {
+        assert_eq!(
+            shift_placeholders("UPDATE t SET a = $1, b = $12 WHERE id = $2", 0),
+            "UPDATE t SET a = $1, b = $12 WHERE id = $2"
+        );
+        assert_eq!(
+            shift_placeholders("INSERT INTO t VALUES ($1, $2, $10); UPDATE h SET s = $1", 15),
+            "INSERT INTO t VALUES ($16, $17, $25); UPDATE h SET s = $16"
+        );
+        // A `$` not followed by a number is left alone.
+        assert_eq!(shift_placeholders("SELECT '$' || $1, $x", 3), "SELECT '$' || $4, $x");
     }
 }

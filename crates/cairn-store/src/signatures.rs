@@ -47,7 +47,8 @@ pub(crate) async fn attach(
     let server = signer
         .map(|key| SignatureEnvelope::sign("server", &VersionStatement::new(&model_name, number, digest, now), key));
     for sig in server.iter().chain(user) {
-        conn.execute(
+        // Nothing here needs the result: on SQLite it goes with the transaction's next call.
+        conn.defer(
             "INSERT INTO version_signatures (version_id, kind, statement, key_id, public_key, signature, created_at) \
              VALUES ($1, $2, $3, $4, $5, $6, $7)",
             params![version_id, &sig.kind, &sig.statement, &sig.key_id, &sig.public_key, &sig.signature, now],

@@ -420,11 +420,8 @@ pub(crate) async fn insert_version(
         return Err(StoreError::NotFound(format!("model \"{model}\" does not exist")));
     };
     for (k, v) in &new.tags {
-        conn.execute(
-            "INSERT INTO version_tags (version_id, key, value) VALUES ($1, $2, $3)",
-            params![id, k.as_str(), v],
-        )
-        .await?;
+        conn.defer("INSERT INTO version_tags (version_id, key, value) VALUES ($1, $2, $3)", params![id, k.as_str(), v])
+            .await?;
     }
     Ok((id, number))
 }

@@ -116,3 +116,43 @@ async fn a_writer_waiting_for_the_lock_gives_up_after_the_acquire_timeout() {
     // Closed: no more write transactions.
     assert!(matches!(db.begin().await, Err(StoreError::Database(sqlx::Error::PoolClosed))));
 }
+
+#[tokio::test]
+async fn deferred_statements_run_in_order_before_the_next_one_and_with_the_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_table(&dir).await;
+    let mut tx = db.begin().await.unwrap();
+    let mut conn = tx.conn();
+    conn.defer("INSERT INTO t (x) VALUES ($1)", params![1_i64]).await.unwrap();
+    conn.defer("INSERT INTO t (x) VALUES ($1 + $2)", params![1_i64, 1_i64]).await.unwrap();
+    // The next statement sees both, in order.
+    let xs: Vec<(i64,)> = conn.fetch_all("SELECT x FROM t ORDER BY rowid", params![]).await.unwrap();
+    assert_eq!(xs, vec![(1,), (2,)]);
+    conn.defer("INSERT INTO t (x) VALUES ($1)", params![3_i64]).await.unwrap();
+    conn.defer("UPDATE t SET x = x * $1 WHERE x = $2", params![10_i64, 3_i64]).await.unwrap();
+    tx.commit().await.unwrap();
+    let mut c = db.read().await.unwrap();
+    let xs: Vec<(i64,)> = c.conn().fetch_all("SELECT x FROM t ORDER BY rowid", params![]).await.unwrap();
+    assert_eq!(xs, vec![(1,), (2,), (30,)]);
+    drop(c);
+    db.close().await;
+}
+
+#[tokio::test]
+async fn a_deferred_statement_that_fails_fails_the_commit_and_nothing_is_kept() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_table(&dir).await;
+    let mut tx = db.begin().await.unwrap();
+    tx.conn().execute("INSERT INTO t (x) VALUES (1)", params![]).await.unwrap();
+    tx.conn().defer("INSERT INTO t (x) VALUES ($1)", params![2_i64]).await.unwrap();
+    tx.conn().defer("INSERT INTO t (x) VALUES (NULL)", params![]).await.unwrap();
+    let err = tx.commit().await.unwrap_err();
+    assert!(matches!(err, StoreError::Database(_)), "{err:?}");
+    assert_eq!(count(&db).await, 0, "the commit failed, so none of the transaction is kept");
+    // And the writer goes on.
+    let mut tx = db.begin().await.unwrap();
+    tx.conn().defer("INSERT INTO t (x) VALUES ($1)", params![4_i64]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(&db).await, 1);
+    db.close().await;
+}
