@@ -19,8 +19,8 @@ use std::time::Duration;
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
-use sqlx::{Connection, PgConnection, PgPool, SqlStr, SqliteConnection, SqlitePool, Transaction};
-use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard};
+use sqlx::{Connection, PgConnection, PgPool, SqlStr, SqliteConnection, Transaction};
+use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
 
 use crate::StoreError;
 use crate::audit::SqliteChain;
@@ -120,7 +120,7 @@ pub enum Db {
         /// The single writer connection.
         writer: Arc<Writer>,
         /// Read-only work.
-        reader: SqlitePool,
+        reader: Arc<Readers>,
     },
     /// PostgreSQL: one pool.
     Postgres(PgPool, std::sync::Arc<crate::audit::Sealer>),
@@ -159,12 +159,8 @@ impl Db {
             // the connection's thread — one more hop for every read, and one more that
             // writers queue behind on the single writer.
             let writer = Arc::new(Writer::connect(&base, opts.acquire_timeout).await?);
-            let reader = SqlitePoolOptions::new()
-                .max_connections(opts.max_connections.max(1))
-                .test_before_acquire(false)
-                .acquire_timeout(opts.acquire_timeout)
-                .connect_with(base.read_only(true))
-                .await?;
+            let reader =
+                Arc::new(Readers::new(base.read_only(true), opts.max_connections.max(1), opts.acquire_timeout));
             Ok(Self::Sqlite { writer, reader })
         } else if url.starts_with("postgres:") || url.starts_with("postgresql:") {
             let options = PgConnectOptions::from_str(url)
@@ -250,7 +246,8 @@ impl Db {
         match self {
             Self::Sqlite { writer, reader } => {
                 let (open, idle) = writer.stats();
-                (open + reader.size(), idle + reader.num_idle())
+                let (r_open, r_idle) = reader.stats();
+                (open + r_open, idle + r_idle)
             }
             Self::Postgres(pool, _) => (pool.size(), pool.num_idle()),
         }
@@ -355,6 +352,100 @@ impl Writer {
     }
 }
 
+/// SQLite's read connections, each behind a lock, opened when first needed; a semaphore
+/// counts the free ones.
+///
+/// Not sqlx's pool: it pings a connection's thread every time a connection comes back (a
+/// spawned task and a round trip to that thread for every read). A SQLite connection is a
+/// file in this process and does not drop like a network one; a read left running by a
+/// cancelled request finishes on its thread before the next command there.
+#[derive(Debug)]
+pub struct Readers {
+    slots: Vec<Arc<Mutex<Option<SqliteConnection>>>>,
+    free: Arc<Semaphore>,
+    options: SqliteConnectOptions,
+    acquire_timeout: Duration,
+}
+
+/// A read connection, with its permit (released after the connection's lock).
+pub struct ReaderConn {
+    conn: OwnedMappedMutexGuard<Option<SqliteConnection>, SqliteConnection>,
+    _permit: OwnedSemaphorePermit,
+}
+
+impl Readers {
+    fn new(options: SqliteConnectOptions, size: u32, acquire_timeout: Duration) -> Self {
+        let size = usize::try_from(size).unwrap_or(1).max(1);
+        Self {
+            slots: (0..size).map(|_| Arc::new(Mutex::new(None))).collect(),
+            free: Arc::new(Semaphore::new(size)),
+            options,
+            acquire_timeout,
+        }
+    }
+
+    /// A free connection (the first free one in order, so the warm ones are reused), opened
+    /// if it is the first use of its slot; waits at most the acquire timeout.
+    pub(crate) async fn acquire(&self) -> Result<ReaderConn, StoreError> {
+        let permit = tokio::time::timeout(self.acquire_timeout, self.free.clone().acquire_owned())
+            .await
+            .map_err(|_| sqlx::Error::PoolTimedOut)?
+            .map_err(|_| sqlx::Error::PoolClosed)?;
+        // A permit means a slot is unlocked: holders unlock before they give their permit back.
+        for slot in &self.slots {
+            let Ok(mut guard) = slot.clone().try_lock_owned() else { continue };
+            if guard.is_none() {
+                *guard = Some(SqliteConnection::connect_with(&self.options).await?);
+            }
+            if let Ok(conn) = OwnedMutexGuard::try_map(guard, Option::as_mut) {
+                return Ok(ReaderConn { conn, _permit: permit });
+            }
+        }
+        Err(sqlx::Error::PoolTimedOut.into())
+    }
+
+    async fn close(&self) {
+        self.free.close();
+        for slot in &self.slots {
+            let conn = slot.lock().await.take();
+            if let Some(conn) = conn
+                && let Err(e) = conn.close().await
+            {
+                tracing::warn!(error = %e, "closing a SQLite read connection");
+            }
+        }
+    }
+
+    /// (connections open, idle).
+    fn stats(&self) -> (u32, usize) {
+        let (mut open, mut idle) = (0, 0);
+        for slot in &self.slots {
+            match slot.try_lock() {
+                Ok(c) if c.is_some() => {
+                    open += 1;
+                    idle += 1;
+                }
+                Ok(_) => {}
+                Err(_) => open += 1,
+            }
+        }
+        (open, idle)
+    }
+}
+
+impl std::ops::Deref for ReaderConn {
+    type Target = SqliteConnection;
+    fn deref(&self) -> &SqliteConnection {
+        &self.conn
+    }
+}
+
+impl std::ops::DerefMut for ReaderConn {
+    fn deref_mut(&mut self) -> &mut SqliteConnection {
+        &mut self.conn
+    }
+}
+
 /// A write transaction on SQLite's one writer connection, holding its lock. Dropped without
 /// [`Tx::commit`] (an error, or a request cancelled half-way), it is rolled back before the
 /// connection serves anyone else.
@@ -428,7 +519,7 @@ impl Tx {
 /// A pooled connection for reads.
 pub enum ReadConn {
     /// On SQLite.
-    Sqlite(sqlx::pool::PoolConnection<sqlx::Sqlite>),
+    Sqlite(ReaderConn),
     /// On PostgreSQL.
     Postgres(sqlx::pool::PoolConnection<sqlx::Postgres>),
 }

@@ -1,8 +1,10 @@
-//! SQLite's one writer connection is held by a lock, not a pool: a write transaction that
-//! ends without a commit (an error, a cancelled request) must still be rolled back at once —
-//! before this process's next writer and without keeping another process sharing the file
-//! waiting on its write lock — and a writer waiting for the lock gives up after the acquire
-//! timeout as it did waiting for a pooled connection.
+//! SQLite's connections are held by locks, not sqlx's pools. The one writer: a write
+//! transaction that ends without a commit (an error, a cancelled request) must still be
+//! rolled back at once — before this process's next writer and without keeping another
+//! process sharing the file waiting on its write lock — and a writer waiting for the lock
+//! gives up after the acquire timeout as it did waiting for a pooled connection. The
+//! readers: at most `max_connections` at once, the others wait (up to the acquire timeout),
+//! and none after close.
 
 use std::time::{Duration, Instant};
 
@@ -155,4 +157,43 @@ async fn a_deferred_statement_that_fails_fails_the_commit_and_nothing_is_kept() 
     tx.commit().await.unwrap();
     assert_eq!(count(&db).await, 1);
     db.close().await;
+}
+
+#[tokio::test]
+async fn readers_are_shared_up_to_the_limit_and_wait_their_turn() {
+    let dir = tempfile::tempdir().unwrap();
+    drop(with_table(&dir).await);
+    // Two readers (`options` sets max_connections = 2), and a short acquire timeout.
+    let db = open(&dir, Duration::from_millis(200)).await;
+    let a = db.read().await.unwrap();
+    let b = db.read().await.unwrap();
+    let (open, idle) = db.pool_stats();
+    assert_eq!((open, idle), (3, 1), "writer idle, two readers in use");
+    let started = Instant::now();
+    let err = match db.read().await {
+        Ok(_) => panic!("a third reader was handed out while two were in use"),
+        Err(e) => e,
+    };
+    assert!(matches!(err, StoreError::Database(sqlx::Error::PoolTimedOut)), "{err:?}");
+    assert!(started.elapsed() >= Duration::from_millis(200));
+    // One comes back: a waiting reader gets it, and it still reads.
+    let waiting = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut c = db.read().await.unwrap();
+            let (n,): (i64,) = c.conn().fetch_one("SELECT COUNT(*) FROM t", params![]).await.unwrap();
+            n
+        }
+    });
+    tokio::time::sleep(Duration::from_millis(20)).await;
+    drop(a);
+    assert_eq!(waiting.await.unwrap(), 0);
+    drop(b);
+    // Readers see what the writer committed.
+    let mut tx = db.begin().await.unwrap();
+    tx.conn().execute("INSERT INTO t (x) VALUES (7)", params![]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(&db).await, 1);
+    db.close().await;
+    assert!(matches!(db.read().await, Err(StoreError::Database(sqlx::Error::PoolClosed))));
 }
