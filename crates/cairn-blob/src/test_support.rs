@@ -68,6 +68,9 @@ impl S3TestServer {
         let task = tokio::spawn(async move {
             loop {
                 let Ok((socket, _)) = listener.accept().await else { return };
+                // As real S3 servers do: without it, a response written in two pieces waits
+                // for the client's delayed ACK (40 ms on Linux) before its second piece.
+                let _ = socket.set_nodelay(true);
                 let service = service.clone();
                 tokio::spawn(async move {
                     // A connection the client drops mid-request is not the server's failure.
