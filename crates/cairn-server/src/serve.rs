@@ -8,6 +8,7 @@ use std::time::{Duration, Instant};
 
 use anyhow::Context;
 use axum_server::Handle;
+use axum_server::accept::NoDelayAcceptor;
 use axum_server::tls_rustls::RustlsConfig;
 use cairn_store::user::NewApiKey;
 use cairn_store::{DbOptions, Store};
@@ -160,20 +161,28 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     let addr = listener.local_addr()?;
     let handle = Handle::<SocketAddr>::new();
     let make_service = app.into_make_service_with_connect_info::<SocketAddr>();
+    // TCP_NODELAY on every connection: a response written in pieces (headers, then a streamed
+    // body) must not wait for the client's delayed ACK, 40 ms on Linux, on a reused connection.
     let (mut server, reloader) = match tls {
         Some((config, cert, key)) => {
             let reloader = tokio::spawn(crate::tls::reload_forever(config.clone(), cert, key, reload_every));
-            let server = axum_server::tls_rustls::from_tcp_rustls(listener, config)?.handle(handle.clone());
+            let server = axum_server::tls_rustls::from_tcp_rustls(listener, config)?
+                .map(|tls| tls.acceptor(NoDelayAcceptor::new()))
+                .handle(handle.clone());
             (tokio::spawn(server.serve(make_service)), Some(reloader))
         }
-        None => (tokio::spawn(axum_server::from_tcp(listener)?.handle(handle.clone()).serve(make_service)), None),
+        None => {
+            let server = axum_server::from_tcp(listener)?.acceptor(NoDelayAcceptor::new()).handle(handle.clone());
+            (tokio::spawn(server.serve(make_service)), None)
+        }
     };
     let redirector = match redirect {
         Some(l) => {
             let redirect_addr = l.local_addr()?;
             let app = crate::tls::redirect_router(addr.port());
             tracing::info!(%redirect_addr, "redirecting plain HTTP to HTTPS");
-            Some(tokio::spawn(axum_server::from_tcp(l)?.handle(handle.clone()).serve(app.into_make_service())))
+            let server = axum_server::from_tcp(l)?.acceptor(NoDelayAcceptor::new()).handle(handle.clone());
+            Some(tokio::spawn(server.serve(app.into_make_service())))
         }
         None => None,
     };

@@ -470,6 +470,10 @@ async fn serve(state: AppState) -> (String, oneshot::Sender<()>, tokio::task::Jo
     let app = build_router(state);
     let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.expect("bind");
     let addr = listener.local_addr().expect("addr");
+    // As `cairn serve` does (serve.rs): no Nagle delay on responses written in pieces.
+    let listener = axum::serve::ListenerExt::tap_io(listener, |tcp| {
+        let _ = tcp.set_nodelay(true);
+    });
     let (tx, rx) = oneshot::channel::<()>();
     let task = tokio::spawn(async move {
         let _ = axum::serve(listener, app.into_make_service_with_connect_info::<SocketAddr>())
