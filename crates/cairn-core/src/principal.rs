@@ -334,6 +334,14 @@ impl NamespaceScope {
             Self::Only(set) => set.contains(namespace),
         }
     }
+
+    /// The namespaces as a list for a store filter: `None` for all of them.
+    pub fn into_list(self) -> Option<Vec<String>> {
+        match self {
+            Self::All => None,
+            Self::Only(set) => Some(set.into_iter().collect()),
+        }
+    }
 }
 
 /// A verified caller.

@@ -6,18 +6,24 @@
 
 use std::time::Duration;
 
-use bytes::Bytes;
+use axum::http::StatusCode;
+use bytes::{Buf, Bytes};
 use cairn_api_types as api;
 use cairn_blob::{BlobError, Digest, PartReceipt, UploadHandle};
-use cairn_store::artifact::{BlobUpload, Upload};
-use futures::Stream;
+use cairn_store::artifact::{BlobProof, BlobUpload, ProofProgress, Upload};
+use futures::{Stream, StreamExt};
 
 use crate::app::AppState;
 use crate::error::ApiError;
 
-/// The status of an upload, as the API shows it.
-pub async fn status(state: &AppState, upload: &Upload) -> Result<api::UploadStatus, ApiError> {
-    let needs = state.store.upload_blobs(&upload.id).await?;
+/// The status of an upload, as the API shows it to a caller who may read models in
+/// `readable` (`None`: everywhere).
+pub async fn status(
+    state: &AppState,
+    upload: &Upload,
+    readable: Option<&[String]>,
+) -> Result<api::UploadStatus, ApiError> {
+    let needs = state.store.upload_blobs(&upload.id, readable).await?;
     let blobs = needs
         .into_iter()
         .map(|n| {
@@ -50,10 +56,14 @@ pub fn part_len(part_size: u64, size: u64, part: u32) -> Option<u64> {
     Some((size - start).min(part_size))
 }
 
-/// Receives wire part `part` of blob `digest` (declared with `size` bytes) and completes the
-/// blob when it was the last one missing.
+/// Receives wire part `part` of blob `digest` (declared with `size` bytes) for `upload` and
+/// completes the blob when it was the last one missing. A blob the server holds already, but
+/// which the caller may not use (`readable`, see `Store::upload_blobs`), is not written again:
+/// its parts are compared with the stored bytes until the upload has proven all of it.
 pub async fn put_part<S>(
     state: &AppState,
+    upload: &Upload,
+    readable: Option<&[String]>,
     digest: &Digest,
     size: u64,
     part: u32,
@@ -73,15 +83,18 @@ where
         complete: received == parts,
     };
     if state.store.blob(&hex).await?.is_some_and(|b| b.state == "present") {
-        // Someone stored these bytes meanwhile: nothing to receive.
-        return Ok(done(parts));
+        if state.store.blob_usable(&upload.id, &hex, readable).await? {
+            // The caller may use the stored bytes: nothing to receive.
+            return Ok(done(parts));
+        }
+        return prove_part(state, upload, digest, size, part, body).await;
     }
     if parts == 1 {
         // A single-part blob needs no upload state: verify and publish in one go.
         state.store.blob_pending(&hex, size_i).await?;
         return match state.blobs.put(digest, size, body).await {
             Ok(()) => {
-                state.store.blob_completed(&hex).await?;
+                state.store.blob_completed(&hex, BlobProof::Upload(&upload.id)).await?;
                 Ok(done(1))
             }
             Err(e) => {
@@ -90,13 +103,8 @@ where
             }
         };
     }
-    let upload = blob_upload(state, digest, size).await?;
-    if upload.state != "open" {
-        return Err(ApiError::busy(format!(
-            "blob {hex} is being assembled right now; ask for the upload's status and retry"
-        )));
-    }
-    let handle = UploadHandle(upload.handle.clone());
+    let upload_state = blob_upload(state, digest, size).await?;
+    let handle = UploadHandle(upload_state.handle.clone());
     let receipt = match state.blobs.put_part(&handle, digest, size, part + 1, body).await {
         Ok(r) => r,
         Err(e @ (BlobError::SizeMismatch { .. } | BlobError::InvalidPart(_))) => return Err(e.into()),
@@ -104,7 +112,7 @@ where
             // Another request may have assembled the blob (and closed this upload) while the
             // part was arriving: that is not a failure of the server, but a reason to re-check.
             let current = state.store.blob_upload(&hex).await?;
-            if current.is_none_or(|u| u.state != "open" || u.handle != upload.handle) {
+            if current.is_none_or(|u| u.state != "open" || u.handle != upload_state.handle) {
                 return Err(ApiError::busy(format!(
                     "blob {hex} was completed or restarted while this part arrived; ask for the upload's status"
                 )));
@@ -114,14 +122,87 @@ where
     };
     let received = state
         .store
-        .record_part(&hex, i64::from(part), i64::try_from(receipt.size).unwrap_or(i64::MAX), &receipt.etag)
+        .record_part(&upload.id, &hex, i64::from(part), i64::try_from(receipt.size).unwrap_or(i64::MAX), &receipt.etag)
         .await?;
     let received = u32::try_from(received).unwrap_or(u32::MAX);
     if received < parts {
         return Ok(done(received));
     }
     complete(state, digest, size).await?;
+    if !state.store.blob_usable(&upload.id, &hex, readable).await? {
+        // Another upload sent some of the parts it was assembled from: this one has not
+        // proven the bytes, and sends them again (they are compared, not stored).
+        return Ok(api::PartAccepted { complete: false, parts_received: 0, ..done(parts) });
+    }
     Ok(done(parts))
+}
+
+/// Wire part `part` of a stored blob that `upload` may not use yet, compared with the stored
+/// bytes as it streams in (bounded memory; nothing is written). Whether it matched is told
+/// only once every part has arrived, as a digest mismatch would be for new bytes.
+async fn prove_part<S>(
+    state: &AppState,
+    upload: &Upload,
+    digest: &Digest,
+    size: u64,
+    part: u32,
+    mut body: S,
+) -> Result<api::PartAccepted, ApiError>
+where
+    S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
+{
+    let hex = digest.to_hex();
+    let parts = state.blobs.part_count(size);
+    let part_size = state.blobs.part_size();
+    let len = part_len(part_size, size, part).ok_or_else(|| ApiError::invalid(format!("there is no part {part}")))?;
+    let start = u64::from(part) * part_size;
+    let mut stored = state.blobs.get(digest, Some(start..start + len)).await?.stream;
+    let mut pending = Bytes::new();
+    let mut matched = true;
+    let mut received = 0u64;
+    while let Some(chunk) = body.next().await {
+        let mut chunk = chunk.map_err(BlobError::Io)?;
+        received += chunk.len() as u64;
+        if received > len {
+            return Err(BlobError::SizeMismatch { expected: len, actual: received }.into());
+        }
+        while matched && !chunk.is_empty() {
+            if pending.is_empty() {
+                match stored.next().await {
+                    Some(next) => pending = next?,
+                    None => matched = false,
+                }
+                continue;
+            }
+            let n = pending.len().min(chunk.len());
+            if pending[..n] != chunk[..n] {
+                matched = false;
+            }
+            pending.advance(n);
+            chunk.advance(n);
+        }
+    }
+    if received != len {
+        return Err(BlobError::SizeMismatch { expected: len, actual: received }.into());
+    }
+    let progress = state.store.record_proof_part(&upload.id, &hex, i64::from(part), matched, i64::from(parts)).await?;
+    match progress {
+        ProofProgress::Receiving(n) => Ok(api::PartAccepted {
+            sha256: hex,
+            part,
+            parts_received: u32::try_from(n).unwrap_or(u32::MAX),
+            parts,
+            complete: false,
+        }),
+        ProofProgress::Proven => {
+            Ok(api::PartAccepted { sha256: hex, part, parts_received: parts, parts, complete: true })
+        }
+        ProofProgress::Mismatch => Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "digest_mismatch",
+            format!("the parts sent for blob {hex} do not hash to it; none of them was kept, send them again"),
+        )),
+    }
 }
 
 /// Finds or starts the upload of a blob. Two requests racing to start one both create a
@@ -162,7 +243,8 @@ pub async fn complete(state: &AppState, digest: &Digest, size: u64) -> Result<()
     let handle = UploadHandle(handle);
     match state.blobs.complete_upload(&handle, digest, size, &receipts).await {
         Ok(()) => {
-            state.store.blob_completed(&hex).await?;
+            let parts = i64::try_from(receipts.len()).unwrap_or(i64::MAX);
+            state.store.blob_completed(&hex, BlobProof::Senders { parts }).await?;
             Ok(())
         }
         Err(BlobError::InvalidPart(reason)) => {

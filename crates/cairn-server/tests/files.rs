@@ -63,6 +63,7 @@ matrix!(
     uploads_belong_to_their_creator,
     corrupt_blob_is_never_served_whole,
     concurrent_pushes_of_the_same_files,
+    stored_bytes_are_reused_only_by_readers_or_senders,
 );
 
 fn sha(data: &[u8]) -> String {
@@ -515,6 +516,162 @@ async fn concurrent_pushes_of_the_same_files(s: &TestServer) {
     }
     let listed: Vec<_> = futures::StreamExt::collect::<Vec<_>>(s.state.blobs.list()).await;
     assert_eq!(listed.len(), 2, "each distinct file is stored once");
+}
+
+/// A user with write access in `grants`' namespaces (`model_owner`, or `viewer` for reading),
+/// and a read/write key for them.
+async fn user_with_key(s: &TestServer, name: &str, grants: &[(&str, &str)]) -> String {
+    let (st, v) = call(s, Method::POST, "/api/v1/users", Some(json!({"username": name, "kind": "service"}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let ctx = cairn_store::AuditContext::system();
+    for (role, namespace) in grants {
+        s.state.store.create_grant(&ctx, name, role, Some(namespace)).await.unwrap();
+    }
+    let (st, key) = call(
+        s,
+        Method::POST,
+        "/api/v1/keys",
+        Some(json!({"name": format!("{name}-key"), "username": name, "scopes": ["read", "write"]})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::CREATED, "{key}");
+    key["token"].as_str().unwrap().to_owned()
+}
+
+async fn put_part_as(
+    s: &TestServer,
+    token: &str,
+    upload: &str,
+    digest: &str,
+    part: usize,
+    data: Vec<u8>,
+) -> (StatusCode, Value) {
+    let resp = reqwest::Client::new()
+        .put(format!("{}/api/v1/uploads/{upload}/blobs/{digest}/parts/{part}", s.url))
+        .bearer_auth(token)
+        .body(data)
+        .send()
+        .await
+        .unwrap();
+    let status = resp.status();
+    (status, resp.json().await.unwrap())
+}
+
+/// Knowing a digest is not enough to put someone else's bytes in a version: a stored blob is
+/// reused without its bytes only by callers who may read a version holding it. Anyone else
+/// sees it as missing and sends it; the server compares what arrives with what it holds,
+/// stores nothing twice, and accepts the version only once every byte matched.
+async fn stored_bytes_are_reused_only_by_readers_or_senders(s: &TestServer) {
+    make_model(s, "team-a/secret").await;
+    make_model(s, "team-b/copy").await;
+    let ps = part_size(s);
+    let big = bytes(ps * 2 + ps / 3, 21);
+    let small = b"team-a's private config".to_vec();
+    let files: Vec<(&str, &[u8])> = vec![("weights.bin", &big), ("config.json", &small)];
+    let (st, status) = call(s, Method::POST, "/api/v1/models/team-a/secret/uploads", Some(declare(&files))).await;
+    assert_eq!(st, StatusCode::CREATED, "{status}");
+    upload_missing(s, &status, &files).await;
+    let id = status["upload_id"].as_str().unwrap();
+    let (st, v) = call(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+
+    // Carol writes in team-b only. To her the stored blobs look exactly like absent ones.
+    let carol = user_with_key(s, "carol", &[("model_owner", "team-b")]).await;
+    let never_stored = bytes(ps + 100, 22);
+    let mut with_unknown = files.clone();
+    with_unknown.push(("unknown.bin", &never_stored));
+    let (st, status) =
+        call_as(s, &carol, Method::POST, "/api/v1/models/team-b/copy/uploads", Some(declare(&with_unknown))).await;
+    assert_eq!(st, StatusCode::CREATED, "{status}");
+    let up = status["upload_id"].as_str().unwrap().to_owned();
+    for blob in status["blobs"].as_array().unwrap() {
+        assert_eq!(blob["present"], false, "{blob}");
+        assert_eq!(blob["parts_received"], json!([]), "{blob}");
+    }
+    let (st, v) = call_as(s, &carol, Method::POST, &format!("/api/v1/uploads/{up}/commit"), Some(json!({}))).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    let message = v["error"]["message"].as_str().unwrap();
+    for d in [sha(&big), sha(&small), sha(&never_stored)] {
+        assert!(message.contains(&d), "every digest is reported missing alike: {message}");
+    }
+
+    // Wrong bytes of the right length: refused once the blob's parts have all arrived, and
+    // none of them is kept.
+    let (big_d, small_d) = (sha(&big), sha(&small));
+    let mut forged = big.clone();
+    forged[ps + 7] ^= 1;
+    let chunk = |data: &[u8], n: usize| data[n * ps..((n + 1) * ps).min(data.len())].to_vec();
+    for n in 0..2 {
+        let (st, v) = put_part_as(s, &carol, &up, &big_d, n, chunk(&forged, n)).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["complete"], false, "{v}");
+    }
+    let (st, v) = put_part_as(s, &carol, &up, &big_d, 2, chunk(&forged, 2)).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    assert_eq!(v["error"]["code"], "digest_mismatch", "{v}");
+    let mut forged_small = small.clone();
+    forged_small[0] ^= 1;
+    let (st, v) = put_part_as(s, &carol, &up, &small_d, 0, forged_small).await;
+    assert_eq!(st, StatusCode::UNPROCESSABLE_ENTITY, "{v}");
+    let (_, status) = call_as(s, &carol, Method::GET, &format!("/api/v1/uploads/{up}"), None).await;
+    for blob in status["blobs"].as_array().unwrap() {
+        assert_eq!(blob["present"], false, "{blob}");
+        assert_eq!(blob["parts_received"], json!([]), "{blob}");
+    }
+    // A body of the wrong length is refused at once.
+    let (st, v) = put_part_as(s, &carol, &up, &big_d, 0, big[..ps - 1].to_vec()).await;
+    assert!(st.is_client_error(), "{st} {v}");
+
+    // The right bytes, in any order: proven, and stored only once.
+    for n in [1, 2, 0] {
+        let (st, v) = put_part_as(s, &carol, &up, &big_d, n, chunk(&big, n)).await;
+        assert_eq!(st, StatusCode::OK, "{v}");
+        assert_eq!(v["complete"], n == 0, "{v}");
+    }
+    let (st, v) = put_part_as(s, &carol, &up, &small_d, 0, small.clone()).await;
+    assert_eq!((st, &v["complete"]), (StatusCode::OK, &json!(true)), "{v}");
+    // New bytes in several parts, sent partly in an earlier upload of the same account (a
+    // push that was interrupted and re-run): stored, and proven by the account that sent them.
+    let unknown_d = sha(&never_stored);
+    let only_unknown: Vec<(&str, &[u8])> = vec![("unknown.bin", &never_stored)];
+    let (st, earlier) =
+        call_as(s, &carol, Method::POST, "/api/v1/models/team-b/copy/uploads", Some(declare(&only_unknown))).await;
+    assert_eq!(st, StatusCode::CREATED, "{earlier}");
+    let earlier = earlier["upload_id"].as_str().unwrap();
+    let (st, v) = put_part_as(s, &carol, earlier, &unknown_d, 0, chunk(&never_stored, 0)).await;
+    assert_eq!((st, &v["complete"]), (StatusCode::OK, &json!(false)), "{v}");
+    let (_, status) = call_as(s, &carol, Method::GET, &format!("/api/v1/uploads/{up}"), None).await;
+    let unknown = status["blobs"].as_array().unwrap().iter().find(|b| b["sha256"] == unknown_d.as_str()).unwrap();
+    assert_eq!(unknown["parts_received"], json!([0]), "{unknown}");
+    let (st, v) = put_part_as(s, &carol, &up, &unknown_d, 1, chunk(&never_stored, 1)).await;
+    assert_eq!((st, &v["complete"]), (StatusCode::OK, &json!(true)), "{v}");
+    let (_, status) = call_as(s, &carol, Method::GET, &format!("/api/v1/uploads/{up}"), None).await;
+    for blob in status["blobs"].as_array().unwrap() {
+        assert_eq!(blob["present"], true, "{blob}");
+    }
+    let (st, v) = call_as(s, &carol, Method::POST, &format!("/api/v1/uploads/{up}/commit"), Some(json!({}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let resp = reqwest::Client::new()
+        .get(format!("{}/api/v1/models/team-b/copy/versions/1/files/weights.bin", s.url))
+        .bearer_auth(&carol)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), big.as_slice());
+    let listed: Vec<_> = futures::StreamExt::collect::<Vec<_>>(s.state.blobs.list()).await;
+    assert_eq!(listed.len(), 3, "each distinct file is stored once");
+
+    // Dave may read team-a: he reuses its bytes without sending them.
+    let dave = user_with_key(s, "dave", &[("model_owner", "team-b"), ("viewer", "team-a")]).await;
+    let (st, status) =
+        call_as(s, &dave, Method::POST, "/api/v1/models/team-b/copy/uploads", Some(declare(&files))).await;
+    assert_eq!(st, StatusCode::CREATED, "{status}");
+    for blob in status["blobs"].as_array().unwrap() {
+        assert_eq!(blob["present"], true, "{blob}");
+    }
+    let up = status["upload_id"].as_str().unwrap();
+    let (st, v) = call_as(s, &dave, Method::POST, &format!("/api/v1/uploads/{up}/commit"), Some(json!({}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
 }
 
 async fn corrupt_blob_is_never_served_whole(s: &TestServer) {

@@ -104,6 +104,68 @@ pub struct BlobRow {
     pub last_used_at: i64,
 }
 
+/// Who proved a blob that has just been stored by sending all of it. Possession belongs to
+/// the account: every open upload of that account declaring the blob may then use it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum BlobProof<'a> {
+    /// No upload (the MLflow-compatible API, which hashes whole bodies itself).
+    None,
+    /// This upload sent the whole blob in one body.
+    Upload(&'a str),
+    /// Every account whose uploads sent all of the blob's `parts` parts.
+    Senders {
+        /// How many parts the blob has.
+        parts: i64,
+    },
+}
+
+/// How far the proof of a stored blob by one upload has come.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProofProgress {
+    /// This many parts have arrived.
+    Receiving(i64),
+    /// All arrived and matched: the upload may use the blob.
+    Proven,
+    /// All arrived and at least one did not match; they were forgotten.
+    Mismatch,
+}
+
+/// SQL true when upload `$1` may use the stored blob whose digest is `column`: the caller may
+/// read a version that holds it (any, with `readable` = `None`), or the upload's account sent
+/// all of its bytes. Knowing a digest is not enough to reuse someone else's blob. The namespace
+/// parameters are numbered from `first`.
+fn usable(column: &str, readable: Option<&[String]>, first: usize) -> (String, Vec<Param>) {
+    let proven = format!("EXISTS (SELECT 1 FROM upload_proofs pr WHERE pr.upload_id = $1 AND pr.digest = {column})");
+    match readable {
+        None => ("1 = 1".into(), Vec::new()),
+        Some([]) => (proven, Vec::new()),
+        Some(list) => {
+            let marks: Vec<String> = (first..first + list.len()).map(|i| format!("${i}")).collect();
+            let sql = format!(
+                "{proven} OR EXISTS (SELECT 1 FROM version_files vf JOIN versions v ON v.id = vf.version_id \
+                 JOIN models m ON m.id = v.model_id JOIN namespaces n ON n.id = m.namespace_id \
+                 WHERE vf.digest = {column} AND n.name IN ({}))",
+                marks.join(", ")
+            );
+            (sql, list.iter().map(|n| Param::from(n.as_str())).collect())
+        }
+    }
+}
+
+/// The account that created upload `id` has sent all of `digest`: each of its open uploads
+/// that declares the digest may use the stored blob.
+async fn credit_account(conn: &mut Conn<'_>, id: &str, digest: &str) -> Result<(), StoreError> {
+    conn.execute(
+        "INSERT INTO upload_proofs (upload_id, digest) SELECT DISTINCT u.id, f.digest \
+         FROM uploads u JOIN upload_files f ON f.upload_id = u.id \
+         WHERE f.digest = $2 AND u.state = 'open' AND u.created_by = (SELECT created_by FROM uploads WHERE id = $1) \
+         ON CONFLICT DO NOTHING",
+        params![id, digest],
+    )
+    .await?;
+    Ok(())
+}
+
 const SELECT_UPLOAD: &str = "SELECT u.id, u.model_id, n.name AS namespace, m.name AS model, u.state, u.version_id, \
     u.file_count, u.total_size, u.created_at, u.created_by, u.expires_at \
     FROM uploads u JOIN models m ON m.id = u.model_id JOIN namespaces n ON n.id = m.namespace_id";
@@ -181,6 +243,15 @@ impl Store {
             params![now, &id],
         )
         .await?;
+        // Bytes this account has proven in its other uploads (a push re-run after an
+        // interruption) are proven for this one too.
+        conn.execute(
+            "INSERT INTO upload_proofs (upload_id, digest) SELECT DISTINCT $1, p.digest FROM upload_proofs p \
+             JOIN uploads u ON u.id = p.upload_id WHERE u.created_by = $2 AND u.id <> $1 \
+             AND p.digest IN (SELECT digest FROM upload_files WHERE upload_id = $1) ON CONFLICT DO NOTHING",
+            params![&id, &ctx.actor],
+        )
+        .await?;
         let upload = upload_row(&mut conn, &id).await?;
         audit::record(&mut conn, ctx, now, "upload.create", &format!("upload:{id}"), None::<&()>, Some(&upload))
             .await?;
@@ -204,42 +275,117 @@ impl Store {
         Ok(files)
     }
 
-    /// The distinct blobs an upload needs, with what is present and which parts arrived.
-    pub async fn upload_blobs(&self, id: &str) -> Result<Vec<BlobNeed>, StoreError> {
+    /// The distinct blobs an upload needs, with what it may use and which of its parts arrived.
+    ///
+    /// A stored blob counts as present only if the upload may use it (see [`usable`]): for
+    /// anyone else it looks absent, and its parts are compared with the stored bytes when they
+    /// arrive. `readable` lists the namespaces the caller may read (`None`: all).
+    pub async fn upload_blobs(&self, id: &str, readable: Option<&[String]>) -> Result<Vec<BlobNeed>, StoreError> {
+        let (usable, mut params) = usable("f.digest", readable, 2);
+        params.insert(0, Param::from(id));
+        let sql = format!(
+            "SELECT f.digest, MAX(f.size), CAST(MAX(CASE WHEN b.digest IS NULL THEN 0 ELSE 1 END) AS BIGINT), \
+             CAST(MAX(CASE WHEN b.digest IS NOT NULL AND ({usable}) THEN 1 ELSE 0 END) AS BIGINT) FROM upload_files f \
+             LEFT JOIN blobs b ON b.digest = f.digest AND b.state = 'present' \
+             WHERE f.upload_id = $1 GROUP BY f.digest ORDER BY f.digest"
+        );
         let mut c = self.db.read().await?;
         let mut conn = c.conn();
-        let rows: Vec<(String, i64, Option<String>)> = conn
+        let rows: Vec<(String, i64, i64, i64)> = conn.fetch_all(sqlx::AssertSqlSafe(sql), params).await?;
+        // Parts its account sent (in this upload or one it re-runs): of a blob being uploaded,
+        // and of a stored blob it is proving.
+        let parts: Vec<(String, i64, i64)> = conn
             .fetch_all(
-                "SELECT f.digest, MAX(f.size), MAX(b.state) FROM upload_files f \
-                 LEFT JOIN blobs b ON b.digest = f.digest AND b.state = 'present' \
-                 WHERE f.upload_id = $1 GROUP BY f.digest ORDER BY f.digest",
+                "SELECT p.digest, p.part, CAST(0 AS BIGINT) FROM blob_upload_parts p \
+                 JOIN uploads s ON s.id = p.upload_id \
+                 WHERE s.created_by = (SELECT created_by FROM uploads WHERE id = $1) \
+                 AND p.digest IN (SELECT digest FROM upload_files WHERE upload_id = $1) \
+                 UNION SELECT q.digest, q.part, CAST(1 AS BIGINT) FROM upload_proof_parts q \
+                 JOIN uploads s ON s.id = q.upload_id \
+                 WHERE s.created_by = (SELECT created_by FROM uploads WHERE id = $1) \
+                 AND q.digest IN (SELECT digest FROM upload_files WHERE upload_id = $1) ORDER BY 1, 2",
                 params![id],
             )
             .await?;
-        let parts: Vec<(String, i64)> = conn
-            .fetch_all(
-                "SELECT p.digest, p.part FROM blob_upload_parts p \
-                 WHERE p.digest IN (SELECT digest FROM upload_files WHERE upload_id = $1) ORDER BY p.digest, p.part",
-                params![id],
-            )
-            .await?;
-        let mut out: Vec<BlobNeed> = rows
+        let mut out: Vec<(BlobNeed, bool)> = rows
             .into_iter()
-            .map(|(digest, size, state)| BlobNeed {
-                digest,
-                size,
-                present: state.is_some(),
-                parts_received: Vec::new(),
+            .map(|(digest, size, stored, usable)| {
+                (BlobNeed { digest, size, present: usable == 1, parts_received: Vec::new() }, stored == 1)
             })
             .collect();
-        for (digest, part) in parts {
-            if let Ok(i) = out.binary_search_by(|b| b.digest.as_str().cmp(&digest))
-                && !out[i].present
-            {
-                out[i].parts_received.push(part);
+        for (digest, part, proving) in parts {
+            if let Ok(i) = out.binary_search_by(|(b, _)| b.digest.as_str().cmp(&digest)) {
+                let (need, stored) = &mut out[i];
+                if !need.present && *stored == (proving == 1) {
+                    need.parts_received.push(part);
+                }
             }
         }
-        Ok(out)
+        Ok(out.into_iter().map(|(need, _)| need).collect())
+    }
+
+    /// Whether upload `id` may use the stored blob `digest` (see [`usable`]); `false` also
+    /// when the blob is not stored.
+    pub async fn blob_usable(&self, id: &str, digest: &str, readable: Option<&[String]>) -> Result<bool, StoreError> {
+        if readable.is_none() {
+            return Ok(self.blob(digest).await?.is_some_and(|b| b.state == "present"));
+        }
+        let (usable, mut params) = usable("b.digest", readable, 3);
+        params.insert(0, Param::from(digest));
+        params.insert(0, Param::from(id));
+        let sql = format!("SELECT COUNT(*) FROM blobs b WHERE b.digest = $2 AND b.state = 'present' AND ({usable})");
+        let mut c = self.db.read().await?;
+        let (n,): (i64,) = c.conn().fetch_one(sqlx::AssertSqlSafe(sql), params).await?;
+        Ok(n > 0)
+    }
+
+    /// Records that upload `id` sent part `part` of the stored blob `digest` again and whether
+    /// it matched the stored bytes. Once all `parts` have arrived (in the uploads of its
+    /// account) the blob is proven for that account if every one matched; if any did not,
+    /// they are all forgotten.
+    pub async fn record_proof_part(
+        &self,
+        id: &str,
+        digest: &str,
+        part: i64,
+        matched: bool,
+        parts: i64,
+    ) -> Result<ProofProgress, StoreError> {
+        let mut tx = self.db.begin().await?;
+        let mut conn = tx.conn();
+        conn.execute(
+            "INSERT INTO upload_proof_parts (upload_id, digest, part, matched) VALUES ($1, $2, $3, $4) \
+             ON CONFLICT (upload_id, digest, part) DO UPDATE SET matched = excluded.matched",
+            params![id, digest, part, Param::Bool(matched)],
+        )
+        .await?;
+        // Parts sent again in an earlier upload of the same account count too (a re-run push).
+        let (received, mismatched): (i64, i64) = conn
+            .fetch_one(
+                "SELECT COUNT(DISTINCT q.part), COALESCE(SUM(CASE WHEN q.matched THEN 0 ELSE 1 END), 0) \
+                 FROM upload_proof_parts q JOIN uploads s ON s.id = q.upload_id \
+                 WHERE q.digest = $2 AND s.created_by = (SELECT created_by FROM uploads WHERE id = $1)",
+                params![id, digest],
+            )
+            .await?;
+        if received < parts {
+            tx.commit().await?;
+            return Ok(ProofProgress::Receiving(received));
+        }
+        conn.execute(
+            "DELETE FROM upload_proof_parts WHERE digest = $2 AND upload_id IN \
+             (SELECT id FROM uploads WHERE created_by = (SELECT created_by FROM uploads WHERE id = $1))",
+            params![id, digest],
+        )
+        .await?;
+        let outcome = if mismatched == 0 {
+            credit_account(&mut conn, id, digest).await?;
+            ProofProgress::Proven
+        } else {
+            ProofProgress::Mismatch
+        };
+        tx.commit().await?;
+        Ok(outcome)
     }
 
     /// The size of `digest` if upload `id` declared it.
@@ -288,8 +434,16 @@ impl Store {
         Ok(n == 1)
     }
 
-    /// Records a received part; returns how many parts have arrived.
-    pub async fn record_part(&self, digest: &str, part: i64, size: i64, etag: &str) -> Result<i64, StoreError> {
+    /// Records a part that upload `upload_id` sent; returns how many parts of the blob have
+    /// arrived, from any upload.
+    pub async fn record_part(
+        &self,
+        upload_id: &str,
+        digest: &str,
+        part: i64,
+        size: i64,
+        etag: &str,
+    ) -> Result<i64, StoreError> {
         let now = self.now();
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
@@ -305,9 +459,10 @@ impl Store {
             )));
         }
         conn.execute(
-            "INSERT INTO blob_upload_parts (digest, part, size, etag) VALUES ($1, $2, $3, $4) \
-             ON CONFLICT (digest, part) DO UPDATE SET size = excluded.size, etag = excluded.etag",
-            params![digest, part, size, etag],
+            "INSERT INTO blob_upload_parts (digest, part, size, etag, upload_id) VALUES ($1, $2, $3, $4, $5) \
+             ON CONFLICT (digest, part) DO UPDATE SET size = excluded.size, etag = excluded.etag, \
+             upload_id = excluded.upload_id",
+            params![digest, part, size, etag, upload_id],
         )
         .await?;
         let (count,): (i64,) =
@@ -357,8 +512,9 @@ impl Store {
         tx.commit().await
     }
 
-    /// The blob is stored and verified: it becomes `present` and its upload is forgotten.
-    pub async fn blob_completed(&self, digest: &str) -> Result<(), StoreError> {
+    /// The blob is stored and verified: it becomes `present`, the uploads that sent all of it
+    /// have proven it (`proof`), and its upload is forgotten.
+    pub async fn blob_completed(&self, digest: &str, proof: BlobProof<'_>) -> Result<(), StoreError> {
         let now = self.now();
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
@@ -367,6 +523,23 @@ impl Store {
             params![now, digest],
         )
         .await?;
+        match proof {
+            BlobProof::None => {}
+            BlobProof::Upload(id) => credit_account(&mut conn, id, digest).await?,
+            BlobProof::Senders { parts } => {
+                // The kept receipts are the parts the blob was assembled from: an account whose
+                // uploads sent all of them holds the bytes.
+                conn.execute(
+                    "INSERT INTO upload_proofs (upload_id, digest) SELECT DISTINCT u.id, f.digest \
+                     FROM uploads u JOIN upload_files f ON f.upload_id = u.id \
+                     WHERE f.digest = $1 AND u.state = 'open' AND u.created_by IN \
+                     (SELECT s.created_by FROM blob_upload_parts p JOIN uploads s ON s.id = p.upload_id \
+                     WHERE p.digest = $1 GROUP BY s.created_by HAVING COUNT(*) = $2) ON CONFLICT DO NOTHING",
+                    params![digest, parts],
+                )
+                .await?;
+            }
+        }
         conn.execute("DELETE FROM blob_uploads WHERE digest = $1", params![digest]).await?;
         tx.commit().await
     }
@@ -403,6 +576,7 @@ impl Store {
         id: &str,
         new: &NewVersion,
         aliases: &[AliasName],
+        readable: Option<&[String]>,
     ) -> Result<(Version, bool), StoreError> {
         let now = self.now();
         let mut tx = self.db.begin().await?;
@@ -430,12 +604,18 @@ impl Store {
                 _ => Err(StoreError::NotFound(format!("upload {id} has expired"))),
             };
         }
+        // A blob stored for someone else, which this upload has not proven, is as missing as
+        // one never stored: the same answer, so that it reveals nothing.
+        let (usable, mut usable_params) = usable("f.digest", readable, 2);
+        usable_params.insert(0, Param::from(id));
         let missing: Vec<(String,)> = conn
             .fetch_all(
-                "SELECT DISTINCT f.digest FROM upload_files f \
-                 LEFT JOIN blobs b ON b.digest = f.digest AND b.state = 'present' \
-                 WHERE f.upload_id = $1 AND b.digest IS NULL ORDER BY f.digest LIMIT 20",
-                params![id],
+                sqlx::AssertSqlSafe(format!(
+                    "SELECT DISTINCT f.digest FROM upload_files f \
+                     LEFT JOIN blobs b ON b.digest = f.digest AND b.state = 'present' \
+                     WHERE f.upload_id = $1 AND (b.digest IS NULL OR NOT ({usable})) ORDER BY f.digest LIMIT 20"
+                )),
+                usable_params,
             )
             .await?;
         if !missing.is_empty() {

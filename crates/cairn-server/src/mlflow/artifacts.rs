@@ -15,6 +15,7 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use cairn_blob::Digest;
 use cairn_core::{FileEntry, FilePath, ModelRef, Permission, VersionSelector};
+use cairn_store::artifact::BlobProof;
 use cairn_store::tracking::ArtifactFile;
 use futures::{StreamExt, TryStreamExt};
 use serde_json::{Value, json};
@@ -333,7 +334,7 @@ where
         state.store.blob_pending(&hex, size_i).await?;
         let f = tokio::fs::File::open(&spool).await.map_err(internal)?;
         match state.blobs.put(&digest, size, file_stream(f)).await {
-            Ok(()) => state.store.blob_completed(&hex).await?,
+            Ok(()) => state.store.blob_completed(&hex, BlobProof::None).await?,
             Err(e) => {
                 state.store.blob_failed(&hex).await?;
                 return Err(e.into());

@@ -11,7 +11,7 @@ use axum::extract::State;
 use axum::routing::{get, post};
 use cairn_core::filter::{Filter, Literal, Op, Target};
 use cairn_core::lifecycle::{Action, Stage};
-use cairn_core::{AliasName, FileEntry, FilePath, ModelRef, NamespaceScope, Permission, TagKey, VersionSelector};
+use cairn_core::{AliasName, FileEntry, FilePath, ModelRef, Permission, TagKey, VersionSelector};
 use cairn_store::Cursor;
 use cairn_store::model::{ListModels, ModelOrder, ModelPatch, NewModel};
 use cairn_store::version::{ListVersions, Version, VersionOrder};
@@ -725,10 +725,7 @@ fn max_results(args: &Args, default: i64, most: i64) -> MlflowResult<usize> {
 
 fn readable_namespaces(caller: &Caller) -> MlflowResult<Option<Vec<String>>> {
     caller.principal.require_mfa().map_err(crate::error::ApiError::from)?;
-    Ok(match caller.principal.namespaces_for(Permission::ModelRead) {
-        NamespaceScope::All => None,
-        NamespaceScope::Only(set) => Some(set.into_iter().collect()),
-    })
+    Ok(caller.principal.namespaces_for(Permission::ModelRead).into_list())
 }
 
 fn page_after(state: &AppState, listing: &str, args: &Args) -> MlflowResult<Option<Cursor>> {

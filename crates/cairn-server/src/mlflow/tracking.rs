@@ -7,7 +7,7 @@ use axum::Json;
 use axum::Router;
 use axum::extract::{Path, State};
 use axum::routing::{get, post};
-use cairn_core::{Namespace, NamespaceScope, Permission};
+use cairn_core::{Namespace, Permission};
 use cairn_store::tracking::{Experiment, LoggedModel, Metric, Run, RunClause, RunData, RunField, RunSearch};
 use cairn_store::{Cursor, CursorKey, Param};
 use serde_json::{Value, json};
@@ -252,10 +252,7 @@ async fn get_experiment_by_name(
 /// The namespaces whose experiments the caller may read (`None`: all).
 fn readable(caller: &Caller) -> MlflowResult<Option<Vec<String>>> {
     caller.principal.require_mfa().map_err(crate::error::ApiError::from)?;
-    Ok(match caller.principal.namespaces_for(Permission::ModelRead) {
-        NamespaceScope::All => None,
-        NamespaceScope::Only(set) => Some(set.into_iter().collect()),
-    })
+    Ok(caller.principal.namespaces_for(Permission::ModelRead).into_list())
 }
 
 fn view_stage(view: Option<String>) -> MlflowResult<Option<&'static str>> {

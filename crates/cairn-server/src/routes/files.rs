@@ -64,6 +64,12 @@ async fn own_upload(state: &AppState, caller: &Caller, id: &str, audit_action: &
     Ok(upload)
 }
 
+/// The namespaces whose models the caller may read (`None`: all). An upload may reuse stored
+/// bytes without sending them only if a version in one of them holds those bytes.
+fn readable(caller: &Caller) -> Option<Vec<String>> {
+    caller.principal.namespaces_for(Permission::ModelRead).into_list()
+}
+
 fn open_upload(upload: &Upload, now: i64) -> Result<(), ApiError> {
     if upload.state != "open" {
         return Err(ApiError::new(
@@ -148,7 +154,7 @@ pub async fn create_upload(
     }
     let expiry_ms = i64::try_from(state.settings.upload_expiry_secs.saturating_mul(1000)).unwrap_or(i64::MAX);
     let upload = state.store.create_upload(&caller.audit, &model, &manifest, state.now_ms() + expiry_ms).await?;
-    Ok((StatusCode::CREATED, Json(uploads::status(&state, &upload).await?)))
+    Ok((StatusCode::CREATED, Json(uploads::status(&state, &upload, readable(&caller).as_deref()).await?)))
 }
 
 /// What an upload still needs.
@@ -162,7 +168,7 @@ pub async fn get_upload(
     Path(id): Path<String>,
 ) -> ApiResult<Json<api::UploadStatus>> {
     let upload = own_upload(&state, &caller, &id, "upload.get").await?;
-    Ok(Json(uploads::status(&state, &upload).await?))
+    Ok(Json(uploads::status(&state, &upload, readable(&caller).as_deref()).await?))
 }
 
 /// Abandon an upload.
@@ -250,7 +256,8 @@ pub async fn put_part(
         }
     }
     let stream = body.into_data_stream().map_err(std::io::Error::other);
-    Ok(Json(uploads::put_part(&state, &digest, size, part, Box::pin(stream)).await?))
+    let readable = readable(&caller);
+    Ok(Json(uploads::put_part(&state, &upload, readable.as_deref(), &digest, size, part, Box::pin(stream)).await?))
 }
 
 /// Create the next version from an upload whose bytes have all arrived.
@@ -273,9 +280,10 @@ pub async fn commit_upload(
     new.lineage = super::lineage::inputs(&caller, body.lineage)?;
     new.signatures = body.signatures.into_iter().map(convert::signature_in).collect();
     let aliases = body.aliases.iter().map(|a| AliasName::parse(a)).collect::<Result<Vec<_>, _>>()?;
+    let readable = readable(&caller);
     if upload.state == "open" {
         // Blobs whose parts all arrived but whose assembly was interrupted: finish them now.
-        for need in state.store.upload_blobs(&upload.id).await? {
+        for need in state.store.upload_blobs(&upload.id, readable.as_deref()).await? {
             let size = u64::try_from(need.size).unwrap_or(0);
             if !need.present && need.parts_received.len() as u64 == u64::from(state.blobs.part_count(size)) {
                 uploads::complete(&state, &parse_digest(&need.digest)?, size).await?;
@@ -284,7 +292,8 @@ pub async fn commit_upload(
         // Scanned before the transaction, stored in it: the version never exists unscanned.
         new.scans = crate::scanning::scan_files(&state, &state.store.upload_files(&upload.id).await?).await?;
     }
-    let (version, created) = state.store.commit_upload(&caller.audit, &upload.id, &new, &aliases).await?;
+    let (version, created) =
+        state.store.commit_upload(&caller.audit, &upload.id, &new, &aliases, readable.as_deref()).await?;
     let status = if created { StatusCode::CREATED } else { StatusCode::OK };
     Ok((status, Json(convert::version(version))))
 }

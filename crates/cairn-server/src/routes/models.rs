@@ -7,7 +7,7 @@ use axum::extract::{Path, State};
 use axum::http::StatusCode;
 use cairn_api_types as api;
 use cairn_core::lifecycle::RiskTier;
-use cairn_core::{ModelRef, NamespaceScope, Permission, TagKey};
+use cairn_core::{ModelRef, Permission, TagKey};
 use cairn_store::model::{ListModels, ModelOrder, ModelPatch, NewModel};
 use serde::Deserialize;
 use utoipa::IntoParams;
@@ -67,10 +67,7 @@ pub async fn list_models(
     authorize(&state, &caller, Permission::SelfBasic, None, "model.list", "models").await?;
     // The listing is filtered to what the caller may read; before MFA that is nothing.
     caller.principal.require_mfa()?;
-    let namespaces = match caller.principal.namespaces_for(Permission::ModelRead) {
-        NamespaceScope::All => None,
-        NamespaceScope::Only(set) => Some(set.into_iter().collect()),
-    };
+    let namespaces = caller.principal.namespaces_for(Permission::ModelRead).into_list();
     let limit = page_limit(q.limit)?;
     let (field, descending) =
         parse_order(q.order_by.as_deref(), &["name", "created_at", "updated_at"], ("name", false))?;
