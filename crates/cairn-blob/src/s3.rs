@@ -7,19 +7,23 @@
 //!
 //! `object_store`'s part API takes the whole part as an in-memory payload, so each part in
 //! flight holds one part (16 MiB by default, plus 16 bytes per 64 KiB when encrypted) in memory.
+//! At most [`PARTS_IN_MEMORY`] parts are held at once, across all uploads: the server's memory
+//! stays bounded whatever the number of clients, and a part beyond that waits (its body unread)
+//! until one has gone to S3.
 
 use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, PutPayloadMut};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
 use crate::backend::{Location, ObjectInfo, Staging, blob_name, parse_blob_name};
@@ -30,10 +34,15 @@ pub(crate) const MAX_PARTS: u32 = 10_000;
 /// S3's minimum size of every part but the last.
 pub(crate) const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 
+/// Parts held in memory at once on their way to S3, across all uploads of one store (64 MiB
+/// with the default part size of 16 MiB).
+pub(crate) const PARTS_IN_MEMORY: usize = 4;
+
 pub(crate) struct S3Backend {
     store: Arc<AmazonS3>,
     bucket: String,
     prefix: String,
+    in_memory: Arc<Semaphore>,
 }
 
 pub(crate) struct S3PartWriter {
@@ -41,17 +50,21 @@ pub(crate) struct S3PartWriter {
     path: Path,
     multipart: String,
     part: u32,
-    payload: PutPayloadMut,
+    /// One allocation of the part's size: the request's chunks are copied in, rather than
+    /// kept, because each may pin a larger read buffer of the HTTP server.
+    payload: BytesMut,
+    _turn: OwnedSemaphorePermit,
 }
 
 impl S3PartWriter {
     pub fn write(&mut self, bytes: Bytes) {
-        self.payload.push(bytes);
+        self.payload.extend_from_slice(&bytes);
     }
 
     pub async fn finish(self) -> Result<String> {
         let idx = (self.part - 1) as usize;
-        let id = self.store.put_part(&self.path, &self.multipart, idx, self.payload.freeze()).await.map_err(backend)?;
+        let payload = PutPayload::from(self.payload.freeze());
+        let id = self.store.put_part(&self.path, &self.multipart, idx, payload).await.map_err(backend)?;
         Ok(id.content_id)
     }
 }
@@ -100,7 +113,12 @@ impl S3Backend {
             }
         }
         let store = builder.build().map_err(|e| BlobError::Config(format!("S3 settings: {e}")))?;
-        Ok(Self { store: Arc::new(store), bucket: bucket.to_string(), prefix })
+        Ok(Self {
+            store: Arc::new(store),
+            bucket: bucket.to_string(),
+            prefix,
+            in_memory: Arc::new(Semaphore::new(PARTS_IN_MEMORY)),
+        })
     }
 
     pub fn describe(&self) -> String {
@@ -158,17 +176,21 @@ impl S3Backend {
         Ok(Staging { id, multipart: Some(multipart) })
     }
 
-    pub fn open_part(&self, staging: &Staging, part: u32) -> Result<S3PartWriter> {
+    /// A writer for part `part` of `stored_len` bytes (as stored), once it is this part's turn
+    /// to be held in memory.
+    pub async fn open_part(&self, staging: &Staging, part: u32, stored_len: u64) -> Result<S3PartWriter> {
         let multipart = staging
             .multipart
             .clone()
             .ok_or_else(|| BlobError::InvalidPart("upload handle has no S3 multipart upload id".into()))?;
+        let turn = self.in_memory.clone().acquire_owned().await.map_err(|_| BlobError::Backend("closed".into()))?;
         Ok(S3PartWriter {
             store: self.store.clone(),
             path: self.staging_path(staging.id),
             multipart,
             part,
-            payload: PutPayloadMut::new(),
+            payload: BytesMut::with_capacity(usize::try_from(stored_len).unwrap_or(0)),
+            _turn: turn,
         })
     }
 

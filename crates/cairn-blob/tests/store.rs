@@ -694,3 +694,51 @@ async fn environment_child() {
     let d = put(&store, b"settings from the environment").await;
     assert_eq!(read(&store, &d, None).await.unwrap(), b"settings from the environment");
 }
+
+/// On S3 a part is held in memory until it goes out in one request, so at most four parts
+/// (across all uploads) are read at once: the fifth waits, its body unread, until one is done.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn s3_holds_at_most_four_parts_in_memory() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    let env = Env::new(Kind::S3, None).await;
+    let part = env.part_size() as usize;
+    let started = Arc::new(AtomicUsize::new(0));
+    let release = Arc::new(tokio::sync::Notify::new());
+    let mut tasks = Vec::new();
+    for seed in 0..5u8 {
+        let bytes: Bytes = vec![seed; part].into();
+        let d = Digest::of(&bytes);
+        let store = env.store.clone();
+        let (started, release) = (started.clone(), release.clone());
+        tasks.push(tokio::spawn(async move {
+            let h = store.start_upload(&d, part as u64).await.unwrap();
+            // The body says it has begun when first read, then waits to be let go.
+            let body = futures::stream::once(async move {
+                started.fetch_add(1, Ordering::SeqCst);
+                release.notified().await;
+                Ok::<Bytes, std::io::Error>(bytes)
+            });
+            store.put_part(&h, &d, part as u64, 1, Box::pin(body)).await.unwrap();
+        }));
+    }
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while started.load(Ordering::SeqCst) < 4 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    assert_eq!(started.load(Ordering::SeqCst), 4, "four parts are read at once, the fifth waits");
+    // One part finishes: the fifth gets its turn, and every part arrives.
+    release.notify_one();
+    let deadline = std::time::Instant::now() + Duration::from_secs(10);
+    while started.load(Ordering::SeqCst) < 5 && std::time::Instant::now() < deadline {
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(started.load(Ordering::SeqCst), 5);
+    for _ in 0..5 {
+        release.notify_one();
+    }
+    for t in tasks {
+        tokio::time::timeout(Duration::from_secs(30), t).await.expect("every part arrives").unwrap();
+    }
+}
