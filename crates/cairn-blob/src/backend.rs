@@ -104,11 +104,10 @@ impl Backend {
 
     /// A writer for `part` whose stored bytes start at `offset` of the staging object. Any
     /// earlier upload of the same part stops counting now.
-    /// A writer for part `part`, stored from `offset` of the object and `stored_len` long.
-    pub async fn open_part(&self, staging: &Staging, part: u32, offset: u64, stored_len: u64) -> Result<PartWriter> {
+    pub async fn open_part(&self, staging: &Staging, part: u32, offset: u64) -> Result<PartWriter> {
         match self {
             Self::Local(b) => Ok(PartWriter::Local(b.open_part(staging, part, offset).await?)),
-            Self::S3(b) => Ok(PartWriter::S3(b.open_part(staging, part, stored_len).await?)),
+            Self::S3(b) => Ok(PartWriter::S3(b.open_part(staging, part).await?)),
         }
     }
 

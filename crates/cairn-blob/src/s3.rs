@@ -15,14 +15,14 @@ use std::ops::Range;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
-use bytes::{Bytes, BytesMut};
+use bytes::Bytes;
 use futures::stream::BoxStream;
 use futures::{StreamExt, TryStreamExt};
 use object_store::aws::{AmazonS3, AmazonS3Builder};
 use object_store::multipart::{MultipartStore, PartId};
 use object_store::path::Path;
 use object_store::signer::Signer;
-use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload};
+use object_store::{GetOptions, GetRange, ObjectStore, ObjectStoreExt, PutPayload, PutPayloadMut};
 use tokio::sync::{OwnedSemaphorePermit, Semaphore};
 use uuid::Uuid;
 
@@ -34,9 +34,14 @@ pub(crate) const MAX_PARTS: u32 = 10_000;
 /// S3's minimum size of every part but the last.
 pub(crate) const MIN_PART_SIZE: u64 = 5 * 1024 * 1024;
 
-/// Parts held in memory at once on their way to S3, across all uploads of one store (64 MiB
+/// Parts held in memory at once on their way to S3, across all uploads of one store (32 MiB
 /// with the default part size of 16 MiB).
-pub(crate) const PARTS_IN_MEMORY: usize = 4;
+pub(crate) const PARTS_IN_MEMORY: usize = 2;
+
+/// A part in memory is a list of blocks of this size. One allocation of a whole part would
+/// raise glibc's mmap threshold above it, after which such parts come from the heap and are
+/// not given back: the server's RSS then grows far past the parts it holds.
+const PART_BLOCK: usize = 1024 * 1024;
 
 pub(crate) struct S3Backend {
     store: Arc<AmazonS3>,
@@ -50,9 +55,9 @@ pub(crate) struct S3PartWriter {
     path: Path,
     multipart: String,
     part: u32,
-    /// One allocation of the part's size: the request's chunks are copied in, rather than
-    /// kept, because each may pin a larger read buffer of the HTTP server.
-    payload: BytesMut,
+    /// The request's chunks are copied into blocks of [`PART_BLOCK`] rather than kept, because
+    /// each may pin a larger read buffer of the HTTP server.
+    payload: PutPayloadMut,
     _turn: OwnedSemaphorePermit,
 }
 
@@ -63,8 +68,7 @@ impl S3PartWriter {
 
     pub async fn finish(self) -> Result<String> {
         let idx = (self.part - 1) as usize;
-        let payload = PutPayload::from(self.payload.freeze());
-        let id = self.store.put_part(&self.path, &self.multipart, idx, payload).await.map_err(backend)?;
+        let id = self.store.put_part(&self.path, &self.multipart, idx, self.payload.freeze()).await.map_err(backend)?;
         Ok(id.content_id)
     }
 }
@@ -176,9 +180,8 @@ impl S3Backend {
         Ok(Staging { id, multipart: Some(multipart) })
     }
 
-    /// A writer for part `part` of `stored_len` bytes (as stored), once it is this part's turn
-    /// to be held in memory.
-    pub async fn open_part(&self, staging: &Staging, part: u32, stored_len: u64) -> Result<S3PartWriter> {
+    /// A writer for part `part`, once it is this part's turn to be held in memory.
+    pub async fn open_part(&self, staging: &Staging, part: u32) -> Result<S3PartWriter> {
         let multipart = staging
             .multipart
             .clone()
@@ -189,7 +192,7 @@ impl S3Backend {
             path: self.staging_path(staging.id),
             multipart,
             part,
-            payload: BytesMut::with_capacity(usize::try_from(stored_len).unwrap_or(0)),
+            payload: PutPayloadMut::new().with_block_size(PART_BLOCK),
             _turn: turn,
         })
     }

@@ -11,7 +11,7 @@ use sha2::Digest as _;
 use uuid::Uuid;
 
 use crate::backend::{Backend, Location, Staging};
-use crate::crypto::{HEADER_LEN, Header, KeyId, Keyring, SEGMENT_SIZE, SegmentCipher, TAG_LEN, encrypted_len};
+use crate::crypto::{HEADER_LEN, Header, KeyId, Keyring, SEGMENT_SIZE, SegmentCipher, encrypted_len};
 use crate::read::{Layout, plaintext};
 use crate::upload::{HandleData, InOrderHashes, PartEncoder, PartTaker};
 use crate::{
@@ -276,12 +276,7 @@ impl BlobStore {
             Some(c) => c.header().segment_offset(start / SEGMENT_SIZE),
         };
         let staging = Staging { id: data.id, multipart: data.multipart.clone() };
-        // Encrypted: a tag per segment, and the header before the first part.
-        let stored_len = match &cipher {
-            None => len,
-            Some(_) => len + len.div_ceil(SEGMENT_SIZE) * TAG_LEN + if part == 1 { HEADER_LEN } else { 0 },
-        };
-        let mut writer = self.inner.backend.open_part(&staging, part, offset, stored_len).await?;
+        let mut writer = self.inner.backend.open_part(&staging, part, offset).await?;
         let mut ticket = self.inner.in_order.begin(data.id, part);
         let mut encoder = PartEncoder::new(cipher, start, part == 1, part == count);
         let mut out = Vec::new();

@@ -695,10 +695,10 @@ async fn environment_child() {
     assert_eq!(read(&store, &d, None).await.unwrap(), b"settings from the environment");
 }
 
-/// On S3 a part is held in memory until it goes out in one request, so at most four parts
-/// (across all uploads) are read at once: the fifth waits, its body unread, until one is done.
+/// On S3 a part is held in memory until it goes out in one request, so at most two parts
+/// (across all uploads) are read at once: the third waits, its body unread, until one is done.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn s3_holds_at_most_four_parts_in_memory() {
+async fn s3_holds_at_most_two_parts_in_memory() {
     use std::sync::Arc;
     use std::sync::atomic::{AtomicUsize, Ordering};
     let env = Env::new(Kind::S3, None).await;
@@ -706,7 +706,7 @@ async fn s3_holds_at_most_four_parts_in_memory() {
     let started = Arc::new(AtomicUsize::new(0));
     let release = Arc::new(tokio::sync::Notify::new());
     let mut tasks = Vec::new();
-    for seed in 0..5u8 {
+    for seed in 0..3u8 {
         let bytes: Bytes = vec![seed; part].into();
         let d = Digest::of(&bytes);
         let store = env.store.clone();
@@ -723,19 +723,19 @@ async fn s3_holds_at_most_four_parts_in_memory() {
         }));
     }
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while started.load(Ordering::SeqCst) < 4 && std::time::Instant::now() < deadline {
+    while started.load(Ordering::SeqCst) < 2 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     tokio::time::sleep(Duration::from_millis(300)).await;
-    assert_eq!(started.load(Ordering::SeqCst), 4, "four parts are read at once, the fifth waits");
-    // One part finishes: the fifth gets its turn, and every part arrives.
+    assert_eq!(started.load(Ordering::SeqCst), 2, "two parts are read at once, the third waits");
+    // One part finishes: the third gets its turn, and every part arrives.
     release.notify_one();
     let deadline = std::time::Instant::now() + Duration::from_secs(10);
-    while started.load(Ordering::SeqCst) < 5 && std::time::Instant::now() < deadline {
+    while started.load(Ordering::SeqCst) < 3 && std::time::Instant::now() < deadline {
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(started.load(Ordering::SeqCst), 5);
-    for _ in 0..5 {
+    assert_eq!(started.load(Ordering::SeqCst), 3);
+    for _ in 0..3 {
         release.notify_one();
     }
     for t in tasks {
