@@ -104,6 +104,11 @@ where
         };
     }
     let upload_state = blob_upload(state, digest, size).await?;
+    if upload_state.state != "open" {
+        return Err(ApiError::busy(format!(
+            "blob {hex} is being assembled right now; ask for the upload's status and retry"
+        )));
+    }
     let handle = UploadHandle(upload_state.handle.clone());
     let receipt = match state.blobs.put_part(&handle, digest, size, part + 1, body).await {
         Ok(r) => r,

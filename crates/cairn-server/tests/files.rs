@@ -64,6 +64,7 @@ matrix!(
     corrupt_blob_is_never_served_whole,
     concurrent_pushes_of_the_same_files,
     stored_bytes_are_reused_only_by_readers_or_senders,
+    parts_wait_while_their_blob_is_assembled,
 );
 
 fn sha(data: &[u8]) -> String {
@@ -672,6 +673,59 @@ async fn stored_bytes_are_reused_only_by_readers_or_senders(s: &TestServer) {
     let up = status["upload_id"].as_str().unwrap();
     let (st, v) = call_as(s, &dave, Method::POST, &format!("/api/v1/uploads/{up}/commit"), Some(json!({}))).await;
     assert_eq!(st, StatusCode::CREATED, "{v}");
+}
+
+/// Whether any file under the local blob store's staging area contains `needle`.
+fn staged_contains(s: &TestServer, needle: &[u8]) -> bool {
+    fn walk(dir: &std::path::Path, needle: &[u8]) -> bool {
+        let Ok(entries) = std::fs::read_dir(dir) else { return false };
+        entries.flatten().any(|e| {
+            let p = e.path();
+            if p.is_dir() {
+                walk(&p, needle)
+            } else {
+                std::fs::read(&p).is_ok_and(|b| b.windows(needle.len()).any(|w| w == needle))
+            }
+        })
+    }
+    walk(&s.data_dir.path().join("blobs").join(".staging"), needle)
+}
+
+async fn set_blob_upload_state(s: &TestServer, digest: &str, state: &str) {
+    let mut tx = s.state.store.db().begin().await.unwrap();
+    tx.conn()
+        .execute("UPDATE blob_uploads SET state = $1 WHERE digest = $2", cairn_store::params![state, digest])
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+}
+
+/// While a blob is being assembled and verified, no part of it may be written: a part sent
+/// then (a retry, or wrong bytes on purpose) is refused with `busy` and changes nothing.
+async fn parts_wait_while_their_blob_is_assembled(s: &TestServer) {
+    make_model(s, "team/m").await;
+    let ps = part_size(s);
+    let data = bytes(ps * 2 + 10, 31);
+    let files: Vec<(&str, &[u8])> = vec![("w.bin", &data)];
+    let (_, status) = call(s, Method::POST, "/api/v1/models/team/m/uploads", Some(declare(&files))).await;
+    let id = status["upload_id"].as_str().unwrap();
+    let d = sha(&data);
+    let (st, v) = put_part(s, id, &d, 0, data[..ps].to_vec()).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    set_blob_upload_state(s, &d, "completing").await;
+    let (st, v) = put_part(s, id, &d, 1, vec![0xAA; ps]).await;
+    assert_eq!(st, StatusCode::CONFLICT, "{v}");
+    assert_eq!(v["error"]["code"], "busy", "{v}");
+    // Not a byte of it reached the staged blob (visible where staging is plain local files).
+    assert!(!staged_contains(s, &[0xAA; 4096]), "a part refused during assembly was written");
+    set_blob_upload_state(s, &d, "open").await;
+    let (_, status) = call(s, Method::GET, &format!("/api/v1/uploads/{id}"), None).await;
+    assert_eq!(status["blobs"][0]["parts_received"], json!([0]), "the refused part was not recorded");
+    upload_missing(s, &status, &files).await;
+    let (st, v) = call(s, Method::POST, &format!("/api/v1/uploads/{id}/commit"), Some(json!({}))).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let resp = download(s, "/api/v1/models/team/m/versions/1/files/w.bin", &[]).await;
+    assert_eq!(resp.bytes().await.unwrap().as_ref(), data.as_slice());
 }
 
 async fn corrupt_blob_is_never_served_whole(s: &TestServer) {
