@@ -92,15 +92,7 @@ async fn call_as(s: &TestServer, token: &str, method: Method, path: &str, body: 
 }
 
 async fn put_part(s: &TestServer, upload: &str, digest: &str, part: usize, data: Vec<u8>) -> (StatusCode, Value) {
-    let resp = reqwest::Client::new()
-        .put(format!("{}/api/v1/uploads/{upload}/blobs/{digest}/parts/{part}", s.url))
-        .bearer_auth(&s.token)
-        .body(data)
-        .send()
-        .await
-        .unwrap();
-    let status = resp.status();
-    (status, resp.json().await.unwrap())
+    put_part_as(s, &s.token, upload, digest, part, data).await
 }
 
 /// Sends a part the server must refuse from its headers alone. The server may answer and close
