@@ -213,12 +213,43 @@ pub struct SqliteChain {
     head: Option<(i64, Hash)>,
     /// Statements not sent yet, in order, each with its own `$1…$n`.
     deferred: Vec<(&'static str, Vec<crate::db::Param>)>,
+    /// A statement without parameters or rows to send before anything else, with the
+    /// transaction's first call (the savepoint of a transaction that joins a commit group).
+    prefix: Option<&'static str>,
 }
 
 impl SqliteChain {
     /// Knowing the head as the transaction's `BEGIN` read it (`None`: read when needed).
     pub(crate) fn new(head: Option<(i64, String)>) -> Self {
-        Self { head: head.and_then(|(seq, hash)| parse_hash(&hash).map(|h| (seq, h))), deferred: Vec::new() }
+        Self {
+            head: head.and_then(|(seq, hash)| parse_hash(&hash).map(|h| (seq, h))),
+            deferred: Vec::new(),
+            prefix: None,
+        }
+    }
+
+    /// Knowing the head as a transaction before this one in the same commit group left it.
+    /// `prefix` goes first, with the transaction's first call.
+    pub(crate) fn continuing(head: Option<(i64, Hash)>, prefix: &'static str) -> Self {
+        Self { head, deferred: Vec::new(), prefix: Some(prefix) }
+    }
+
+    /// Whether the prefix is still to be sent (the transaction has sent nothing).
+    pub(crate) fn prefix_pending(&self) -> bool {
+        self.prefix.is_some()
+    }
+
+    /// `sql`, after the prefix if it has not been sent yet.
+    pub(crate) fn prefixed(&mut self, sql: sqlx::SqlStr) -> sqlx::SqlStr {
+        match self.prefix.take() {
+            Some(prefix) => sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(format!("{prefix};\n{}", sql.as_str()))),
+            None => sql,
+        }
+    }
+
+    /// The head, counting the deferred events, if known.
+    pub(crate) fn head(&self) -> Option<(i64, Hash)> {
+        self.head
     }
 
     /// Holds a statement back until the transaction's next call. Its errors surface there.
@@ -231,6 +262,10 @@ impl SqliteChain {
     fn batch(&mut self, tail: &str) -> (String, Vec<crate::db::Param>) {
         let mut sql = String::new();
         let mut params = Vec::new();
+        if let Some(prefix) = self.prefix.take() {
+            sql.push_str(prefix);
+            sql.push_str(";\n");
+        }
         for (stmt, p) in self.deferred.drain(..) {
             sql.push_str(&crate::db::shift_placeholders(stmt, params.len()));
             sql.push_str(";\n");
@@ -245,6 +280,7 @@ impl SqliteChain {
     /// transaction read the head (a missing row fails that read).
     pub(crate) async fn flush(&mut self, c: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
         if self.deferred.is_empty() {
+            // The prefix, if any, goes with the statement about to be sent.
             return Ok(());
         }
         let (sql, params) = self.batch("");
@@ -252,9 +288,13 @@ impl SqliteChain {
         Ok(())
     }
 
-    /// Commits, sending the deferred statements in the same call.
-    pub(crate) async fn commit(&mut self, c: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
-        let (sql, params) = self.batch("COMMIT");
+    /// Sends the deferred statements and then `tail` (the transaction's end: `COMMIT`, the
+    /// release of its savepoint, or nothing) in one call; nothing at all when both are empty.
+    pub(crate) async fn finish(&mut self, c: &mut sqlx::SqliteConnection, tail: &str) -> Result<(), StoreError> {
+        if self.deferred.is_empty() && tail.is_empty() {
+            return Ok(());
+        }
+        let (sql, params) = self.batch(tail);
         crate::db::sqlite_execute(c, sqlx::AssertSqlSafe(sql), params).await?;
         Ok(())
     }

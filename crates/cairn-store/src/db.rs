@@ -14,13 +14,13 @@
 
 use std::str::FromStr;
 use std::sync::Arc;
-use std::sync::atomic::{AtomicBool, Ordering};
-use std::time::Duration;
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
 
 use sqlx::postgres::{PgConnectOptions, PgPoolOptions, PgRow};
 use sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqlitePoolOptions, SqliteRow, SqliteSynchronous};
 use sqlx::{Connection, PgConnection, PgPool, SqlStr, SqliteConnection, Transaction};
-use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore};
+use tokio::sync::{Mutex, OwnedMappedMutexGuard, OwnedMutexGuard, OwnedSemaphorePermit, Semaphore, oneshot};
 
 use crate::StoreError;
 use crate::audit::SqliteChain;
@@ -241,6 +241,14 @@ impl Db {
         }
     }
 
+    /// Write transactions waiting to begin (SQLite's single writer; 0 on PostgreSQL).
+    pub fn writers_waiting(&self) -> usize {
+        match self {
+            Self::Sqlite { writer, .. } => writer.beginning.load(Ordering::Acquire),
+            Self::Postgres(..) => 0,
+        }
+    }
+
     /// Pool statistics: (connections open, idle).
     pub fn pool_stats(&self) -> (u32, usize) {
         match self {
@@ -254,18 +262,37 @@ impl Db {
     }
 }
 
+/// The most transactions one commit group holds.
+const GROUP_MAX: usize = 32;
+
+/// How long a commit group stays open at most: the first transaction's caller waits that long
+/// for its answer, and another process sharing the file for the write lock.
+const GROUP_MAX_AGE: Duration = Duration::from_millis(20);
+
+/// The savepoint a transaction that joins an open commit group works under.
+const MEMBER_SAVEPOINT: &str = "SAVEPOINT cairn_member";
+
 /// SQLite's one writer connection, behind a lock that a write transaction holds from its
-/// `BEGIN IMMEDIATE` to its end.
+/// beginning to its end.
 ///
 /// Not a pool of one: sqlx's pool pings a connection's thread each time the connection comes
 /// back, and on the single writer every queued writer waited for that extra round trip.
+///
+/// **Group commit.** When a transaction ends while others wait to begin, it does not commit:
+/// it leaves the database transaction open for them and waits. The next one works under a
+/// savepoint inside it (rolled back alone if it fails), and so on; the first to end with
+/// nobody waiting — or the group full, or 20 ms old — commits them all, and only then do
+/// their callers get an answer. Each transaction saves the round trip of its `BEGIN` (the
+/// savepoint goes with its first statement, the audit chain's head is known from the one
+/// before) and the group shares one `COMMIT`. A transaction that ends with nobody waiting
+/// commits at once, as before.
 #[derive(Debug)]
 pub struct Writer {
     /// `None` once closed.
-    conn: Arc<Mutex<Option<SqliteConnection>>>,
-    /// A transaction was dropped without commit and is still open on the connection: the
-    /// next holder of the lock rolls it back first.
-    dirty: AtomicBool,
+    conn: Arc<Mutex<Option<WriterConn>>>,
+    /// Callers of [`Writer::begin`] waiting for the lock: while there are any, a transaction
+    /// that ends leaves its commit to the group.
+    beginning: AtomicUsize,
     /// How long to wait for the lock (as a pool waits for a connection).
     acquire_timeout: Duration,
     /// How the connection was opened.
@@ -274,70 +301,268 @@ pub struct Writer {
     chain_ready: AtomicBool,
 }
 
+/// The writer connection and what its lock's holders hand on to each other.
+#[derive(Debug)]
+struct WriterConn {
+    sqlite: SqliteConnection,
+    /// The open commit group, if transactions have ended and wait for its `COMMIT`.
+    group: Option<Group>,
+    /// A transaction was dropped without commit and is still open: the next holder of the
+    /// lock rolls it back first.
+    abandoned: Option<Abandoned>,
+    /// The number of the next commit group.
+    next_group: u64,
+}
+
+/// Transactions that have ended, inside one database transaction not yet committed.
+#[derive(Debug)]
+struct Group {
+    id: u64,
+    started: Instant,
+    /// One per transaction, told the outcome of the `COMMIT`.
+    ended: Vec<oneshot::Sender<Result<(), String>>>,
+    /// The audit chain's head after them.
+    head: Option<(i64, cairn_audit::Hash)>,
+}
+
+/// What a transaction dropped half-way left for the next holder of the lock to settle.
+#[derive(Debug, Clone, Copy)]
+enum Abandoned {
+    /// A database transaction of its own (no group was open when it began): rolled back.
+    Transaction,
+    /// Its savepoint inside an open group: rolled back to.
+    Member,
+    /// Its release of its savepoint, which may or may not have run: the savepoint is rolled
+    /// back to if it is still there, else the transaction's work stays in the group.
+    Releasing,
+    /// Its `COMMIT` (of the group, if it was a member), which may or may not have run.
+    Committing { member: bool },
+    /// The `COMMIT` of a group by one of its waiting transactions, which may or may not have run.
+    GroupCommit,
+}
+
+impl WriterConn {
+    /// Settles what a transaction dropped half-way left (see [`Abandoned`]). Runs to the end:
+    /// [`Writer::lock`] does not let a cancelled caller interrupt it.
+    async fn clean_up(&mut self) {
+        let Some(abandoned) = self.abandoned else { return };
+        match abandoned {
+            Abandoned::Transaction => self.roll_back(false).await,
+            Abandoned::Member => self.roll_back(true).await,
+            Abandoned::Releasing => {
+                if sqlx::query("ROLLBACK TO cairn_member; RELEASE cairn_member")
+                    .execute(&mut self.sqlite)
+                    .await
+                    .is_err()
+                    && !self.transaction_open().await
+                {
+                    self.fail_group("the database ended the transaction").await;
+                }
+            }
+            Abandoned::Committing { member } => {
+                if self.transaction_open().await {
+                    self.roll_back(member).await;
+                } else if let Some(group) = self.group.take() {
+                    group.tell(&Ok(()));
+                }
+            }
+            Abandoned::GroupCommit => {
+                if !self.transaction_open().await
+                    && let Some(group) = self.group.take()
+                {
+                    group.tell(&Ok(()));
+                }
+            }
+        }
+        self.abandoned = None;
+    }
+
+    /// Whether a database transaction is open on the connection: `BEGIN` fails inside one.
+    async fn transaction_open(&mut self) -> bool {
+        if sqlx::query("BEGIN").execute(&mut self.sqlite).await.is_err() {
+            return true;
+        }
+        if let Err(e) = sqlx::query("ROLLBACK").execute(&mut self.sqlite).await {
+            tracing::debug!(error = %e, "rollback of a probe");
+        }
+        false
+    }
+
+    /// Undoes the current transaction: its savepoint if it joined a group, keeping what the
+    /// group's earlier transactions did, else the whole database transaction.
+    async fn roll_back(&mut self, member: bool) {
+        if !member {
+            // SQLite may have rolled back already (some errors end the transaction), and
+            // then says so: either way nothing is open afterwards.
+            if let Err(e) = sqlx::query("ROLLBACK").execute(&mut self.sqlite).await {
+                tracing::debug!(error = %e, "rollback of a write transaction");
+            }
+            return;
+        }
+        if sqlx::query("ROLLBACK TO cairn_member; RELEASE cairn_member").execute(&mut self.sqlite).await.is_err()
+            && !self.transaction_open().await
+        {
+            // SQLite ended the whole transaction (some errors do), and the group's earlier
+            // transactions with it. (With the transaction still open, the savepoint was
+            // never made: the transaction had sent nothing.)
+            self.fail_group("the database ended the transaction").await;
+        }
+    }
+
+    /// Rolls back the whole database transaction and tells the group's transactions.
+    async fn fail_group(&mut self, why: &str) {
+        if let Err(e) = sqlx::query("ROLLBACK").execute(&mut self.sqlite).await {
+            tracing::debug!(error = %e, "rollback of a commit group");
+        }
+        if let Some(group) = self.group.take() {
+            tracing::warn!(transactions = group.ended.len(), reason = why, "a commit group was rolled back");
+            group.tell(&Err(why.to_owned()));
+        }
+    }
+
+    /// Commits the open group, if any, and tells its transactions.
+    async fn commit_group(&mut self) {
+        if self.group.is_none() {
+            return;
+        }
+        self.abandoned = Some(Abandoned::GroupCommit);
+        let committed = sqlx::query("COMMIT").execute(&mut self.sqlite).await;
+        self.abandoned = None;
+        let outcome = match committed {
+            Ok(_) => Ok(()),
+            Err(e) => {
+                if let Err(e) = sqlx::query("ROLLBACK").execute(&mut self.sqlite).await {
+                    tracing::debug!(error = %e, "rollback after a failed commit");
+                }
+                Err(e.to_string())
+            }
+        };
+        if let Some(group) = self.group.take() {
+            group.tell(&outcome);
+        }
+    }
+}
+
+impl Group {
+    fn tell(self, outcome: &Result<(), String>) {
+        for ended in self.ended {
+            let _ = ended.send(outcome.clone());
+        }
+    }
+}
+
+/// The writer's lock, held.
+type WriterGuard = OwnedMappedMutexGuard<Option<WriterConn>, WriterConn>;
+
 impl Writer {
     async fn connect(options: &SqliteConnectOptions, acquire_timeout: Duration) -> Result<Self, StoreError> {
-        let conn = SqliteConnection::connect_with(options).await?;
+        let sqlite = SqliteConnection::connect_with(options).await?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(Some(conn))),
-            dirty: AtomicBool::new(false),
+            conn: Arc::new(Mutex::new(Some(WriterConn { sqlite, group: None, abandoned: None, next_group: 0 }))),
+            beginning: AtomicUsize::new(0),
             acquire_timeout,
             options: options.clone(),
             chain_ready: AtomicBool::new(false),
         })
     }
 
-    /// Takes the connection: waits at most the acquire timeout, and rolls back what a dropped
-    /// transaction left open.
-    async fn lock(&self) -> Result<OwnedMappedMutexGuard<Option<SqliteConnection>, SqliteConnection>, StoreError> {
-        let guard = tokio::time::timeout(self.acquire_timeout, self.conn.clone().lock_owned())
-            .await
-            .map_err(|_| sqlx::Error::PoolTimedOut)?;
+    /// Takes the connection, waiting at most `timeout` if one is given, and rolls back what
+    /// a dropped transaction left open.
+    async fn lock(&self, timeout: Option<Duration>) -> Result<WriterGuard, StoreError> {
+        let guard = match timeout {
+            Some(timeout) => tokio::time::timeout(timeout, self.conn.clone().lock_owned())
+                .await
+                .map_err(|_| sqlx::Error::PoolTimedOut)?,
+            None => self.conn.clone().lock_owned().await,
+        };
         let mut conn = OwnedMutexGuard::try_map(guard, Option::as_mut).map_err(|_| sqlx::Error::PoolClosed)?;
-        if self.dirty.swap(false, Ordering::AcqRel) {
-            // SQLite may have rolled back already (some errors end the transaction), and
-            // then says so: either way nothing is open afterwards.
-            if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
-                tracing::debug!(error = %e, "rollback of an abandoned write transaction");
-            }
+        if conn.abandoned.is_some() {
+            // In a task of its own, which a cancelled caller does not interrupt.
+            conn = tokio::spawn(async move {
+                conn.clean_up().await;
+                conn
+            })
+            .await
+            .map_err(|e| sqlx::Error::Io(std::io::Error::other(e)))?;
         }
         Ok(conn)
     }
 
-    /// Begins a write transaction. IMMEDIATE takes the database's write lock up front, so a
-    /// transaction never fails half-way on a lock upgrade when another process shares the file.
-    /// With the schema in place, the audit chain's head is read in the same call (see
+    /// Begins a write transaction: in the open commit group if there is one, else with
+    /// `BEGIN IMMEDIATE`, which takes the database's write lock up front, so a transaction
+    /// never fails half-way on a lock upgrade when another process shares the file. With the
+    /// schema in place, the audit chain's head is read in the same call (see
     /// [`SqliteChain`]).
     async fn begin(self: &Arc<Self>) -> Result<SqliteTx, StoreError> {
-        let mut conn = self.lock().await?;
+        let mut conn = {
+            let _waiting = Waiting::on(&self.beginning);
+            self.lock(Some(self.acquire_timeout)).await?
+        };
+        if let Some(group) = &conn.group {
+            let chain = SqliteChain::continuing(group.head, MEMBER_SAVEPOINT);
+            return Ok(SqliteTx { conn, writer: self.clone(), open: true, member: true, chain });
+        }
+        // A caller cancelled half-way leaves the rollback of what it began to the next holder.
+        conn.abandoned = Some(Abandoned::Transaction);
         let head = if self.chain_ready.load(Ordering::Acquire) {
             let begun: Result<Option<(i64, String)>, _> =
                 sqlx::query_as("BEGIN IMMEDIATE; SELECT seq, hash FROM audit_head WHERE id = 1")
-                    .fetch_optional(&mut *conn)
+                    .fetch_optional(&mut conn.sqlite)
                     .await;
             match begun {
                 Ok(head) => head,
                 Err(e) => {
                     // The BEGIN may have run before the read failed.
-                    if let Err(e) = sqlx::query("ROLLBACK").execute(&mut *conn).await {
-                        tracing::debug!(error = %e, "rollback after a failed begin");
-                    }
+                    conn.roll_back(false).await;
+                    conn.abandoned = None;
                     return Err(e.into());
                 }
             }
         } else {
-            sqlx::query("BEGIN IMMEDIATE").execute(&mut *conn).await?;
+            if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut conn.sqlite).await {
+                conn.abandoned = None;
+                return Err(e.into());
+            }
             None
         };
-        Ok(SqliteTx { conn, writer: self.clone(), open: true, chain: SqliteChain::new(head) })
+        conn.abandoned = None;
+        Ok(SqliteTx { conn, writer: self.clone(), open: true, member: false, chain: SqliteChain::new(head) })
+    }
+
+    /// Waits for the `COMMIT` of group `id`, which the transaction has ended in. If the lock
+    /// comes first, nobody else is left to commit the group: this does.
+    async fn await_commit(
+        self: Arc<Self>,
+        id: u64,
+        mut outcome: oneshot::Receiver<Result<(), String>>,
+    ) -> Result<(), StoreError> {
+        let mut closer = GroupCloser { writer: Some(self.clone()), id };
+        let told = tokio::select! {
+            biased;
+            told = &mut outcome => told,
+            conn = self.lock(None) => {
+                if let Ok(mut conn) = conn
+                    && conn.group.as_ref().is_some_and(|g| g.id == id)
+                {
+                    conn.commit_group().await;
+                }
+                outcome.await
+            }
+        };
+        closer.writer = None;
+        match told {
+            Ok(Ok(())) => Ok(()),
+            Ok(Err(why)) => Err(sqlx::Error::Protocol(format!("the transaction was not committed: {why}")).into()),
+            Err(_) => Err(sqlx::Error::PoolClosed.into()),
+        }
     }
 
     async fn close(&self) {
         let mut slot = self.conn.lock().await;
         if let Some(mut conn) = slot.take() {
-            if self.dirty.swap(false, Ordering::AcqRel) {
-                let _ = sqlx::query("ROLLBACK").execute(&mut conn).await;
-            }
-            if let Err(e) = conn.close().await {
+            conn.clean_up().await;
+            conn.commit_group().await;
+            if let Err(e) = conn.sqlite.close().await {
                 tracing::warn!(error = %e, "closing the SQLite writer connection");
             }
         }
@@ -348,6 +573,46 @@ impl Writer {
         match self.conn.try_lock() {
             Ok(slot) => (u32::from(slot.is_some()), usize::from(slot.is_some())),
             Err(_) => (1, 0),
+        }
+    }
+}
+
+/// Counts a caller waiting to begin, until it stops waiting (it got the lock, or gave up).
+struct Waiting<'a>(&'a AtomicUsize);
+
+impl<'a> Waiting<'a> {
+    fn on(count: &'a AtomicUsize) -> Self {
+        count.fetch_add(1, Ordering::AcqRel);
+        Self(count)
+    }
+}
+
+impl Drop for Waiting<'_> {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
+/// A transaction's wait for its group's `COMMIT`, cancelled (its request went away): the
+/// group must still be committed, so a task takes over that part of the wait.
+struct GroupCloser {
+    writer: Option<Arc<Writer>>,
+    id: u64,
+}
+
+impl Drop for GroupCloser {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            let id = self.id;
+            rt.spawn(async move {
+                if let Ok(mut conn) = writer.lock(None).await
+                    && conn.group.as_ref().is_some_and(|g| g.id == id)
+                {
+                    conn.commit_group().await;
+                }
+            });
         }
     }
 }
@@ -448,24 +713,104 @@ impl std::ops::DerefMut for ReaderConn {
 
 /// A write transaction on SQLite's one writer connection, holding its lock. Dropped without
 /// [`Tx::commit`] (an error, or a request cancelled half-way), it is rolled back before the
-/// connection serves anyone else.
+/// connection serves anyone else — alone, if it had joined a commit group.
 pub struct SqliteTx {
-    conn: OwnedMappedMutexGuard<Option<SqliteConnection>, SqliteConnection>,
+    conn: WriterGuard,
     writer: Arc<Writer>,
     open: bool,
+    /// It joined an open commit group and works under a savepoint.
+    member: bool,
     chain: SqliteChain,
+}
+
+impl SqliteTx {
+    /// Ends the transaction and returns once it is committed: now, if nobody waits to begin
+    /// (or the group is full or old enough), else with the commit group it leaves open.
+    async fn commit(mut self) -> Result<(), StoreError> {
+        let writer = self.writer.clone();
+        let member = self.member;
+        let commit_now = writer.beginning.load(Ordering::Acquire) == 0
+            || self
+                .conn
+                .group
+                .as_ref()
+                .is_some_and(|g| g.ended.len() + 1 >= GROUP_MAX || g.started.elapsed() >= GROUP_MAX_AGE);
+        // From here a cancelled caller leaves the ending to the next holder of the lock.
+        self.open = false;
+        if commit_now {
+            self.conn.abandoned = Some(Abandoned::Committing { member });
+            let SqliteTx { conn, chain, .. } = &mut self;
+            let sent = chain.finish(&mut conn.sqlite, "COMMIT").await;
+            self.conn.abandoned = None;
+            return match sent {
+                Ok(()) => {
+                    if let Some(group) = self.conn.group.take() {
+                        group.tell(&Ok(()));
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    // This transaction's statements or the COMMIT failed: undo this
+                    // transaction, and commit the group's others.
+                    self.roll_back().await;
+                    self.conn.commit_group().await;
+                    Err(e)
+                }
+            };
+        }
+        self.conn.abandoned = Some(if member { Abandoned::Releasing } else { Abandoned::Transaction });
+        let SqliteTx { conn, chain, .. } = &mut self;
+        let sent = chain.finish(&mut conn.sqlite, if member { "RELEASE cairn_member" } else { "" }).await;
+        self.conn.abandoned = None;
+        if let Err(e) = sent {
+            self.roll_back().await;
+            return Err(e);
+        }
+        let (told, outcome) = oneshot::channel();
+        let head = self.chain.head();
+        let conn = &mut *self.conn;
+        let next = conn.next_group;
+        let group = conn.group.get_or_insert_with(|| Group {
+            id: next,
+            started: Instant::now(),
+            ended: Vec::new(),
+            head: None,
+        });
+        if group.id == next {
+            conn.next_group += 1;
+        }
+        group.ended.push(told);
+        group.head = head;
+        let id = group.id;
+        drop(self);
+        writer.await_commit(id, outcome).await
+    }
+}
+
+impl SqliteTx {
+    /// Rolls the transaction back after a failed end; a cancelled caller leaves that to the
+    /// next holder of the lock.
+    async fn roll_back(&mut self) {
+        let member = self.member;
+        self.conn.abandoned = Some(if member { Abandoned::Member } else { Abandoned::Transaction });
+        self.conn.roll_back(member).await;
+        self.conn.abandoned = None;
+    }
 }
 
 impl Drop for SqliteTx {
     fn drop(&mut self) {
-        if self.open {
-            self.writer.dirty.store(true, Ordering::Release);
-            // Roll back now rather than when the next writer comes, so another process
+        if self.open && !(self.member && self.chain.prefix_pending()) {
+            // (A transaction that joined a group and sent nothing has no savepoint to undo.)
+            self.conn.abandoned = Some(if self.member { Abandoned::Member } else { Abandoned::Transaction });
+        }
+        if self.conn.abandoned.is_some() {
+            // Settled now rather than when the next writer comes, so another process
             // sharing the file is not kept waiting on this one's write lock meanwhile.
             if let Ok(rt) = tokio::runtime::Handle::try_current() {
                 let writer = self.writer.clone();
                 rt.spawn(async move {
-                    let _ = writer.lock().await;
+                    let _ = writer.lock(None).await;
                 });
             }
         }
@@ -484,21 +829,19 @@ impl Tx {
     /// The transaction as a connection to run queries on.
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
-            Self::Sqlite(SqliteTx { conn, chain, .. }) => Conn::Sqlite(conn, Some(chain)),
+            Self::Sqlite(SqliteTx { conn, chain, .. }) => Conn::Sqlite(&mut conn.sqlite, Some(chain)),
             Self::Postgres(tx, _) => Conn::Postgres(tx),
         }
     }
 
-    /// Commits. On PostgreSQL the audit events the transaction wrote are sealed into the
-    /// chain right after it commits (see [`crate::audit`]): the change and its events are
-    /// durable together, and the chain's lock is never held across this commit.
+    /// Commits, and returns once the change is durable. On SQLite the commit may be shared
+    /// with the transactions that follow (see [`Writer`]). On PostgreSQL the audit events the
+    /// transaction wrote are sealed into the chain right after it commits (see
+    /// [`crate::audit`]): the change and its events are durable together, and the chain's
+    /// lock is never held across this commit.
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
-            Self::Sqlite(mut tx) => {
-                let SqliteTx { conn, chain, .. } = &mut tx;
-                chain.commit(conn).await?;
-                tx.open = false;
-            }
+            Self::Sqlite(tx) => tx.commit().await?,
             Self::Postgres(mut tx, sealer) => {
                 let wrote = crate::audit::has_unsealed(&mut Conn::Postgres(&mut tx)).await?;
                 tx.commit().await?;
@@ -624,18 +967,21 @@ impl Conn<'_> {
 
     /// Sends a SQLite transaction's deferred statements (its audit events among them) before
     /// a statement that may read what they write, so statements run in the order they were
-    /// made.
-    async fn flush(&mut self) -> Result<(), StoreError> {
-        if let Self::Sqlite(c, Some(chain)) = self {
-            chain.flush(c).await?;
-        }
-        Ok(())
+    /// made, and returns `sql` to send next, after the savepoint of a transaction that joined a commit
+    /// group if that has not been sent yet.
+    async fn prepare(&mut self, sql: SqlStr) -> Result<SqlStr, StoreError> {
+        Ok(match self {
+            Self::Sqlite(c, Some(chain)) => {
+                chain.flush(c).await?;
+                chain.prefixed(sql)
+            }
+            _ => sql,
+        })
     }
 
     /// Runs a statement; returns the number of rows affected.
     pub async fn execute(&mut self, sql: impl sqlx::SqlSafeStr, params: Vec<Param>) -> Result<u64, StoreError> {
-        let sql: SqlStr = sql.into_sql_str();
-        self.flush().await?;
+        let sql = self.prepare(sql.into_sql_str()).await?;
         Ok(match self {
             Self::Sqlite(c, _) => bind_all!(sqlx::query(sql), params).execute(&mut **c).await?.rows_affected(),
             Self::Postgres(c) => bind_all!(sqlx::query(sql), params).execute(&mut **c).await?.rows_affected(),
@@ -648,8 +994,7 @@ impl Conn<'_> {
         sql: impl sqlx::SqlSafeStr,
         params: Vec<Param>,
     ) -> Result<Option<T>, StoreError> {
-        let sql: SqlStr = sql.into_sql_str();
-        self.flush().await?;
+        let sql = self.prepare(sql.into_sql_str()).await?;
         Ok(match self {
             Self::Sqlite(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_optional(&mut **c).await?,
             Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_optional(&mut **c).await?,
@@ -658,8 +1003,7 @@ impl Conn<'_> {
 
     /// Fetches exactly one row.
     pub async fn fetch_one<T: Row>(&mut self, sql: impl sqlx::SqlSafeStr, params: Vec<Param>) -> Result<T, StoreError> {
-        let sql: SqlStr = sql.into_sql_str();
-        self.flush().await?;
+        let sql = self.prepare(sql.into_sql_str()).await?;
         Ok(match self {
             Self::Sqlite(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_one(&mut **c).await?,
             Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_one(&mut **c).await?,
@@ -672,8 +1016,7 @@ impl Conn<'_> {
         sql: impl sqlx::SqlSafeStr,
         params: Vec<Param>,
     ) -> Result<Vec<T>, StoreError> {
-        let sql: SqlStr = sql.into_sql_str();
-        self.flush().await?;
+        let sql = self.prepare(sql.into_sql_str()).await?;
         Ok(match self {
             Self::Sqlite(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_all(&mut **c).await?,
             Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_all(&mut **c).await?,

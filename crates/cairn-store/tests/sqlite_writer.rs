@@ -197,3 +197,146 @@ async fn readers_are_shared_up_to_the_limit_and_wait_their_turn() {
     db.close().await;
     assert!(matches!(db.read().await, Err(StoreError::Database(sqlx::Error::PoolClosed))));
 }
+
+// ---------------------------------------------------------------------------------------------
+// Group commit: a transaction that ends while another waits to begin leaves the commit to
+// the group, and its caller hears back only once the group is committed.
+
+/// Waits until `n` write transactions wait to begin.
+async fn until_waiting(db: &Db, n: usize) {
+    let started = Instant::now();
+    while db.writers_waiting() != n {
+        assert!(started.elapsed() < Duration::from_secs(10), "{} writers waiting, not {n}", db.writers_waiting());
+        tokio::time::sleep(Duration::from_millis(1)).await;
+    }
+}
+
+/// How [`second_writer`] ends its transaction.
+#[derive(Clone, Copy, Debug, PartialEq)]
+enum End {
+    Commit,
+    /// Commits with a deferred statement that fails.
+    FailingCommit,
+    /// Drops it without a commit.
+    Drop,
+}
+
+/// Begins a write transaction in a task that inserts `x`, says so, and then ends it as the
+/// test says.
+fn second_writer(
+    db: &Db,
+    x: Option<i64>,
+) -> (
+    tokio::task::JoinHandle<Result<(), StoreError>>,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<End>,
+) {
+    let (began, began_rx) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = tokio::sync::oneshot::channel::<End>();
+    let db = db.clone();
+    let task = tokio::spawn(async move {
+        let mut tx = db.begin().await?;
+        let inserted = tx.conn().execute("INSERT INTO t (x) VALUES ($1)", params![x]).await;
+        let _ = began.send(());
+        let end = go_rx.await.unwrap_or(End::Drop);
+        inserted?;
+        match end {
+            End::Commit => tx.commit().await,
+            End::FailingCommit => {
+                tx.conn().defer("INSERT INTO t (x) VALUES (NULL)", params![]).await?;
+                tx.commit().await
+            }
+            End::Drop => Ok(()),
+        }
+    });
+    (task, began_rx, go)
+}
+
+/// The first transaction's commit has not returned: it waits for its group.
+async fn waits_for_its_group(first: &tokio::task::JoinHandle<Result<(), StoreError>>) {
+    tokio::time::sleep(Duration::from_millis(50)).await;
+    assert!(!first.is_finished(), "the first transaction's commit returned before its group was committed");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn transactions_that_end_while_others_wait_share_one_commit() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_table(&dir).await;
+    let mut first = db.begin().await.unwrap();
+    first.conn().execute("INSERT INTO t (x) VALUES (1)", params![]).await.unwrap();
+    let (second, began, go) = second_writer(&db, Some(2));
+    until_waiting(&db, 1).await;
+    // The first ends while the second waits: it hands the open transaction on.
+    let first = tokio::spawn(async move { first.commit().await });
+    began.await.unwrap();
+    waits_for_its_group(&first).await;
+    assert_eq!(count(&db).await, 0, "readers see nothing of the group before its commit");
+    // The second ends with nobody waiting: it commits both.
+    go.send(End::Commit).unwrap();
+    second.await.unwrap().unwrap();
+    first.await.unwrap().unwrap();
+    assert_eq!(count(&db).await, 2);
+    db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_transaction_that_fails_inside_a_group_is_rolled_back_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_table(&dir).await;
+    for end in [End::Commit, End::FailingCommit, End::Drop] {
+        let mut first = db.begin().await.unwrap();
+        first.conn().execute("INSERT INTO t (x) VALUES (1)", params![]).await.unwrap();
+        // With `End::Commit`, the failure is its insert: NULL breaks the column's NOT NULL.
+        let (second, began, go) = second_writer(&db, if end == End::Commit { None } else { Some(2) });
+        until_waiting(&db, 1).await;
+        let first = tokio::spawn(async move { first.commit().await });
+        began.await.unwrap();
+        waits_for_its_group(&first).await;
+        go.send(end).unwrap();
+        let second = second.await.unwrap();
+        match end {
+            End::Drop => second.unwrap(),
+            _ => assert!(matches!(second, Err(StoreError::Database(_))), "{end:?}: {second:?}"),
+        }
+        first.await.unwrap().unwrap_or_else(|e| panic!("{end:?}: the first transaction failed: {e}"));
+        let mut c = db.read().await.unwrap();
+        let xs: Vec<(i64,)> = c.conn().fetch_all("SELECT x FROM t", params![]).await.unwrap();
+        assert_eq!(xs, vec![(1,)], "{end:?}: only the first transaction's row is kept");
+        drop(c);
+        let mut tx = db.begin().await.unwrap();
+        tx.conn().execute("DELETE FROM t", params![]).await.unwrap();
+        tx.commit().await.unwrap();
+    }
+    db.close().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_group_whose_callers_all_went_away_is_still_committed() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_table(&dir).await;
+    let mut first = db.begin().await.unwrap();
+    first.conn().execute("INSERT INTO t (x) VALUES (1)", params![]).await.unwrap();
+    let (second, began, go) = second_writer(&db, Some(2));
+    until_waiting(&db, 1).await;
+    let first = tokio::spawn(async move { first.commit().await });
+    began.await.unwrap();
+    waits_for_its_group(&first).await;
+    // The first's caller goes away while it waits for the group's commit, and then the
+    // second's, inside its transaction: nobody is left to commit the group but the writer.
+    first.abort();
+    assert!(first.await.unwrap_err().is_cancelled());
+    second.abort();
+    drop(go);
+    let _ = second.await;
+    let started = Instant::now();
+    while count(&db).await != 1 {
+        assert!(started.elapsed() < Duration::from_secs(10), "the ended transaction was never committed");
+        tokio::time::sleep(Duration::from_millis(5)).await;
+    }
+    // And the writer goes on.
+    let mut tx = db.begin().await.unwrap();
+    tx.conn().execute("INSERT INTO t (x) VALUES (3)", params![]).await.unwrap();
+    tx.commit().await.unwrap();
+    assert_eq!(count(&db).await, 2);
+    db.close().await;
+}
