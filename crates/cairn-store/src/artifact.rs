@@ -12,7 +12,7 @@
 use cairn_core::{AliasName, FileEntry, FilePath, Manifest, ModelName, ModelRef, Namespace, VersionSelector};
 use serde::Serialize;
 
-use crate::db::{Conn, Param};
+use crate::db::{Backend, Conn, Param};
 use crate::version::{NewVersion, Version, find as find_version, insert_version, target, upsert_alias};
 use crate::{AuditContext, Store, StoreError, audit, params};
 
@@ -198,7 +198,7 @@ async fn insert_files(conn: &mut Conn<'_>, into: &str, owner: Param, files: &[Fi
             ps.push(Param::Int(i64::try_from(f.size).unwrap_or(i64::MAX)));
             ps.push(Param::from(f.sha256.as_str()));
         }
-        conn.execute(sqlx::AssertSqlSafe(sql), ps).await?;
+        conn.defer(sql, ps).await?;
     }
     Ok(())
 }
@@ -669,8 +669,9 @@ impl Store {
         let created = find_version(&mut conn, &model, &VersionSelector::Number(number)).await?;
         audit::record(&mut conn, ctx, now, "version.create", &target(&model, number), None::<&()>, Some(&created))
             .await?;
-        crate::scan::insert(&mut conn, ctx, now, version_id, &model, number, &new.scans, "version.scan").await?;
-        crate::lineage::insert(&mut conn, ctx, now, version_id, &model, number, &new.lineage).await?;
+        crate::scan::insert_for_files(&mut conn, ctx, now, version_id, &model, number, &new.scans, manifest.files())
+            .await?;
+        crate::lineage::insert_new(&mut conn, ctx, now, version_id, &model, number, &new.lineage).await?;
         for alias in aliases {
             upsert_alias(&mut conn, ctx, now, &model, alias, version_id).await?;
         }
@@ -697,7 +698,30 @@ impl Store {
         let manifest = Manifest::new(files).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
+        // Every blob must be stored, checked before anything is written (the files' rows
+        // refer to the blobs).
+        let digests: std::collections::BTreeSet<&str> = manifest.files().iter().map(|f| f.sha256.as_str()).collect();
+        let missing_sql = match conn.backend() {
+            Backend::Sqlite => {
+                "SELECT j.value FROM json_each($1) j LEFT JOIN blobs b ON b.digest = j.value AND b.state = 'present' \
+                 WHERE b.digest IS NULL ORDER BY j.value LIMIT 20"
+            }
+            Backend::Postgres => {
+                "SELECT j.d FROM jsonb_array_elements_text($1::jsonb) AS j(d) \
+                 LEFT JOIN blobs b ON b.digest = j.d AND b.state = 'present' WHERE b.digest IS NULL ORDER BY j.d LIMIT 20"
+            }
+        };
+        let missing: Vec<(String,)> = conn
+            .fetch_all(missing_sql, params![serde_json::to_string(&digests).unwrap_or_else(|_| "[]".into())])
+            .await?;
+        if !missing.is_empty() {
+            let list: Vec<&str> = missing.iter().map(|m| m.0.as_str()).collect();
+            return Err(StoreError::MissingBlobs(format!("missing blobs (sha256): {}", list.join(", "))));
+        }
         let (version_id, number) = insert_version(&mut conn, ctx, now, model, new).await?;
+        // On SQLite's single writer every call waits for the one before: the statements whose
+        // result is not needed go with the commit (`Conn::defer`), and the answer is built
+        // from what was inserted instead of read back.
         insert_files(
             &mut conn,
             "version_files (version_id, path, size, digest)",
@@ -705,31 +729,18 @@ impl Store {
             manifest.files(),
         )
         .await?;
-        let missing: Vec<(String,)> = conn
-            .fetch_all(
-                "SELECT DISTINCT f.digest FROM version_files f \
-                 LEFT JOIN blobs b ON b.digest = f.digest AND b.state = 'present' \
-                 WHERE f.version_id = $1 AND b.digest IS NULL ORDER BY f.digest LIMIT 20",
-                params![version_id],
-            )
-            .await?;
-        if !missing.is_empty() {
-            let list: Vec<&str> = missing.iter().map(|m| m.0.as_str()).collect();
-            return Err(StoreError::MissingBlobs(format!("missing blobs (sha256): {}", list.join(", "))));
-        }
-        conn.execute(
+        conn.defer(
             "UPDATE blobs SET last_used_at = $1 WHERE digest IN (SELECT digest FROM version_files WHERE version_id = $2)",
             params![now, version_id],
         )
         .await?;
-        conn.execute(
+        let mut created = crate::version::inserted(ctx, now, model, version_id, number, new);
+        created.digest = manifest.digest();
+        created.file_count = i64::try_from(manifest.files().len()).unwrap_or(i64::MAX);
+        created.size = i64::try_from(manifest.total_size()).unwrap_or(i64::MAX);
+        conn.defer(
             "UPDATE versions SET digest = $1, file_count = $2, size = $3 WHERE id = $4",
-            params![
-                manifest.digest(),
-                i64::try_from(manifest.files().len()).unwrap_or(i64::MAX),
-                i64::try_from(manifest.total_size()).unwrap_or(i64::MAX),
-                version_id
-            ],
+            params![&created.digest, created.file_count, created.size, version_id],
         )
         .await?;
         crate::signatures::attach(
@@ -739,15 +750,15 @@ impl Store {
             version_id,
             model,
             number,
-            &manifest.digest(),
+            &created.digest,
             &new.signatures,
         )
         .await?;
-        let created = find_version(&mut conn, model, &VersionSelector::Number(number)).await?;
         audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&created))
             .await?;
-        crate::scan::insert(&mut conn, ctx, now, version_id, model, number, &new.scans, "version.scan").await?;
-        crate::lineage::insert(&mut conn, ctx, now, version_id, model, number, &new.lineage).await?;
+        crate::scan::insert_for_files(&mut conn, ctx, now, version_id, model, number, &new.scans, manifest.files())
+            .await?;
+        crate::lineage::insert_new(&mut conn, ctx, now, version_id, model, number, &new.lineage).await?;
         tx.commit().await?;
         Ok(created)
     }

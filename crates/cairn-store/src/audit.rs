@@ -212,7 +212,7 @@ pub struct SqliteChain {
     /// The head, counting the deferred events, once known.
     head: Option<(i64, Hash)>,
     /// Statements not sent yet, in order, each with its own `$1…$n`.
-    deferred: Vec<(&'static str, Vec<crate::db::Param>)>,
+    deferred: Vec<(std::borrow::Cow<'static, str>, Vec<crate::db::Param>)>,
     /// A statement without parameters or rows to send before anything else, with the
     /// transaction's first call (the savepoint of a transaction that joins a commit group).
     prefix: Option<&'static str>,
@@ -253,8 +253,8 @@ impl SqliteChain {
     }
 
     /// Holds a statement back until the transaction's next call. Its errors surface there.
-    pub(crate) fn defer(&mut self, sql: &'static str, params: Vec<crate::db::Param>) {
-        self.deferred.push((sql, params));
+    pub(crate) fn defer(&mut self, sql: impl Into<std::borrow::Cow<'static, str>>, params: Vec<crate::db::Param>) {
+        self.deferred.push((sql.into(), params));
     }
 
     /// The deferred statements and then `tail`, as one batch with its parameters numbered
@@ -267,7 +267,7 @@ impl SqliteChain {
             sql.push_str(";\n");
         }
         for (stmt, p) in self.deferred.drain(..) {
-            sql.push_str(&crate::db::shift_placeholders(stmt, params.len()));
+            sql.push_str(&crate::db::shift_placeholders(&stmt, params.len()));
             sql.push_str(";\n");
             params.extend(p);
         }
@@ -286,6 +286,26 @@ impl SqliteChain {
         let (sql, params) = self.batch("");
         crate::db::sqlite_execute(c, sqlx::AssertSqlSafe(sql), params).await?;
         Ok(())
+    }
+
+    /// `sql` (a query whose rows the caller wants) with `params`, after the deferred
+    /// statements and the prefix, as one call: deferred writes return no rows, so the rows
+    /// are the query's. A query with a literal that starts with `$` is sent on its own after
+    /// them, since renumbering its placeholders could touch the literal.
+    pub(crate) async fn before_query(
+        &mut self,
+        c: &mut sqlx::SqliteConnection,
+        sql: sqlx::SqlStr,
+        params: Vec<crate::db::Param>,
+    ) -> Result<(sqlx::SqlStr, Vec<crate::db::Param>), StoreError> {
+        if self.deferred.is_empty() || sql.as_str().contains("'$") {
+            self.flush(c).await?;
+            return Ok((self.prefixed(sql), params));
+        }
+        let (mut batch, mut all) = self.batch("");
+        batch.push_str(&crate::db::shift_placeholders(sql.as_str(), all.len()));
+        all.extend(params);
+        Ok((sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(batch)), all))
     }
 
     /// Sends the deferred statements and then `tail` (the transaction's end: `COMMIT`, the

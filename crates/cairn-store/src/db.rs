@@ -955,13 +955,30 @@ impl Conn<'_> {
     /// Runs a statement whose result the caller does not need. In a SQLite write
     /// transaction it is held back and sent with the transaction's next call (its errors
     /// surface there, at the latest from the commit); elsewhere it runs now.
-    pub async fn defer(&mut self, sql: &'static str, params: Vec<Param>) -> Result<(), StoreError> {
+    pub async fn defer(
+        &mut self,
+        sql: impl Into<std::borrow::Cow<'static, str>>,
+        params: Vec<Param>,
+    ) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(_, Some(chain)) => {
                 chain.defer(sql, params);
                 Ok(())
             }
-            _ => self.execute(sql, params).await.map(|_| ()),
+            _ => match sql.into() {
+                std::borrow::Cow::Borrowed(sql) => self.execute(sql, params).await.map(|_| ()),
+                // This crate's own statements (built with placeholders, never from input).
+                std::borrow::Cow::Owned(sql) => self.execute(sqlx::AssertSqlSafe(sql), params).await.map(|_| ()),
+            },
+        }
+    }
+
+    /// A query and its parameters to send next: on a SQLite write transaction, after its
+    /// deferred statements in the same call.
+    async fn prepare_query(&mut self, sql: SqlStr, params: Vec<Param>) -> Result<(SqlStr, Vec<Param>), StoreError> {
+        match self {
+            Self::Sqlite(c, Some(chain)) => chain.before_query(c, sql, params).await,
+            _ => Ok((sql, params)),
         }
     }
 
@@ -994,7 +1011,7 @@ impl Conn<'_> {
         sql: impl sqlx::SqlSafeStr,
         params: Vec<Param>,
     ) -> Result<Option<T>, StoreError> {
-        let sql = self.prepare(sql.into_sql_str()).await?;
+        let (sql, params) = self.prepare_query(sql.into_sql_str(), params).await?;
         Ok(match self {
             Self::Sqlite(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_optional(&mut **c).await?,
             Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_optional(&mut **c).await?,
@@ -1003,7 +1020,7 @@ impl Conn<'_> {
 
     /// Fetches exactly one row.
     pub async fn fetch_one<T: Row>(&mut self, sql: impl sqlx::SqlSafeStr, params: Vec<Param>) -> Result<T, StoreError> {
-        let sql = self.prepare(sql.into_sql_str()).await?;
+        let (sql, params) = self.prepare_query(sql.into_sql_str(), params).await?;
         Ok(match self {
             Self::Sqlite(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_one(&mut **c).await?,
             Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_one(&mut **c).await?,
@@ -1016,7 +1033,7 @@ impl Conn<'_> {
         sql: impl sqlx::SqlSafeStr,
         params: Vec<Param>,
     ) -> Result<Vec<T>, StoreError> {
-        let sql = self.prepare(sql.into_sql_str()).await?;
+        let (sql, params) = self.prepare_query(sql.into_sql_str(), params).await?;
         Ok(match self {
             Self::Sqlite(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_all(&mut **c).await?,
             Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_all(&mut **c).await?,

@@ -233,37 +233,11 @@ pub(crate) async fn insert(
     number: i64,
     inputs: &[Upstream],
 ) -> Result<usize, StoreError> {
-    if inputs.len() > cairn_core::lineage::MAX_INPUTS {
-        return Err(StoreError::Invalid(format!(
-            "at most {} lineage inputs may be recorded at once (got {})",
-            cairn_core::lineage::MAX_INPUTS,
-            inputs.len()
-        )));
-    }
+    check_count(inputs)?;
     let mut added = Vec::new();
     for up in inputs {
         let r = row(conn, version_id, up).await?;
-        let n = conn
-            .execute(
-                "INSERT INTO lineage_edges (version_id, kind, name, ref, uri, digest, platform, params, \
-                 parent_version_id, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
-                 ON CONFLICT (version_id, kind, name, ref) DO NOTHING",
-                params![
-                    version_id,
-                    r.kind.as_str(),
-                    &r.name,
-                    &r.reference,
-                    &r.uri,
-                    &r.digest,
-                    &r.platform,
-                    &r.params,
-                    r.parent,
-                    now,
-                    &ctx.actor
-                ],
-            )
-            .await?;
-        if n == 1 {
+        if conn.execute(INSERT_EDGE, edge_params(ctx, now, version_id, &r)).await? == 1 {
             added.push(serde_json::json!({"kind": r.kind.as_str(), "name": r.name, "ref": r.reference}));
         }
     }
@@ -271,6 +245,66 @@ pub(crate) async fn insert(
         audit::record(conn, ctx, now, "version.lineage.add", &target(model, number), None::<&()>, Some(&added)).await?;
     }
     Ok(added.len())
+}
+
+/// Records the inputs of version `version_id`, just created (it has none yet): a repeated
+/// input counts once, and the rows go with the transaction's next call (`Conn::defer`).
+pub(crate) async fn insert_new(
+    conn: &mut Conn<'_>,
+    ctx: &AuditContext,
+    now: i64,
+    version_id: i64,
+    model: &ModelRef,
+    number: i64,
+    inputs: &[Upstream],
+) -> Result<usize, StoreError> {
+    check_count(inputs)?;
+    let mut seen = HashSet::new();
+    let mut added = Vec::new();
+    for up in inputs {
+        let r = row(conn, version_id, up).await?;
+        if !seen.insert((r.kind.as_str(), r.name.clone(), r.reference.clone())) {
+            continue;
+        }
+        added.push(serde_json::json!({"kind": r.kind.as_str(), "name": r.name, "ref": r.reference}));
+        conn.defer(INSERT_EDGE, edge_params(ctx, now, version_id, &r)).await?;
+    }
+    if !added.is_empty() {
+        audit::record(conn, ctx, now, "version.lineage.add", &target(model, number), None::<&()>, Some(&added)).await?;
+    }
+    Ok(added.len())
+}
+
+fn check_count(inputs: &[Upstream]) -> Result<(), StoreError> {
+    if inputs.len() > cairn_core::lineage::MAX_INPUTS {
+        return Err(StoreError::Invalid(format!(
+            "at most {} lineage inputs may be recorded at once (got {})",
+            cairn_core::lineage::MAX_INPUTS,
+            inputs.len()
+        )));
+    }
+    Ok(())
+}
+
+/// Inserts one input; an input the version has already is left as it is.
+const INSERT_EDGE: &str = "INSERT INTO lineage_edges (version_id, kind, name, ref, uri, digest, platform, params, \
+     parent_version_id, created_at, created_by) VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11) \
+     ON CONFLICT (version_id, kind, name, ref) DO NOTHING";
+
+fn edge_params(ctx: &AuditContext, now: i64, version_id: i64, r: &Row) -> Vec<Param> {
+    params![
+        version_id,
+        r.kind.as_str(),
+        &r.name,
+        &r.reference,
+        &r.uri,
+        &r.digest,
+        &r.platform,
+        &r.params,
+        r.parent,
+        now,
+        &ctx.actor
+    ]
 }
 
 async fn edges_of(conn: &mut Conn<'_>, version_id: i64) -> Result<Vec<LineageEdge>, StoreError> {

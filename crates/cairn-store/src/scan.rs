@@ -56,6 +56,54 @@ fn summary(scans: &[FileScan]) -> ScanSummary<'_> {
     }
 }
 
+/// Stores `scans` for the version `version_id` just created with `files`, with a
+/// `version.scan` event: a scan of a path or digest not among `files` is refused before
+/// anything is sent, and the rows go with the transaction's next call (`Conn::defer`).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn insert_for_files(
+    conn: &mut Conn<'_>,
+    ctx: &AuditContext,
+    now: i64,
+    version_id: i64,
+    model: &ModelRef,
+    number: i64,
+    scans: &[FileScan],
+    files: &[cairn_core::manifest::FileEntry],
+) -> Result<(), StoreError> {
+    if scans.is_empty() {
+        return Ok(());
+    }
+    let by_path: std::collections::HashMap<&str, &str> =
+        files.iter().map(|f| (f.path.as_str(), f.sha256.as_str())).collect();
+    for s in scans {
+        if by_path.get(s.path.as_str()) != Some(&s.digest.as_str()) {
+            return Err(StoreError::Invalid(format!(
+                "a scan result for {:?} does not match a file of the version",
+                s.path
+            )));
+        }
+    }
+    for s in scans {
+        conn.defer(
+            "INSERT INTO file_scans (version_id, path, digest, format, status, max_severity, report, scanner, scanned_at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9)",
+            params![
+                version_id,
+                &s.path,
+                &s.digest,
+                &s.format,
+                &s.status,
+                s.max_severity.clone(),
+                &s.report,
+                &s.scanner,
+                if s.scanned_at > 0 { s.scanned_at } else { now }
+            ],
+        )
+        .await?;
+    }
+    audit::record(conn, ctx, now, "version.scan", &target(model, number), None::<&()>, Some(&summary(scans))).await
+}
+
 /// Stores `scans` for the version `version_id` (rows for paths the version does not have are
 /// refused), with a `version.scan` event. Runs inside the caller's transaction.
 #[allow(clippy::too_many_arguments)]

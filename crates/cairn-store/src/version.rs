@@ -433,7 +433,14 @@ static EMPTY_MANIFEST_DIGEST: std::sync::LazyLock<String> = std::sync::LazyLock:
 
 /// The version [`insert_version`] stored, as [`find`] would read it back: no files (the empty
 /// manifest), no aliases, in `draft`.
-fn inserted(ctx: &AuditContext, now: i64, model: &ModelRef, id: i64, number: i64, new: &NewVersion) -> Version {
+pub(crate) fn inserted(
+    ctx: &AuditContext,
+    now: i64,
+    model: &ModelRef,
+    id: i64,
+    number: i64,
+    new: &NewVersion,
+) -> Version {
     Version {
         id,
         namespace: model.namespace.as_str().to_owned(),
@@ -492,7 +499,7 @@ impl Store {
             .await?;
         audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&version))
             .await?;
-        crate::lineage::insert(&mut conn, ctx, now, version_id, model, number, &new.lineage).await?;
+        crate::lineage::insert_new(&mut conn, ctx, now, version_id, model, number, &new.lineage).await?;
         tx.commit().await?;
         Ok(version)
     }

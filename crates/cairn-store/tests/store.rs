@@ -80,6 +80,7 @@ suite!(
     secrets_are_created_once,
     ping_answers,
     a_created_version_reads_back_as_answered,
+    a_version_created_with_files_reads_back_as_answered,
 );
 
 /// The creation answers (and audits) the version without reading it back: what it answers
@@ -416,4 +417,82 @@ async fn secrets_are_created_once(store: Store) {
     let b = store.get_or_create_secret("k", || "second".into()).await.unwrap();
     assert_eq!(a, "first");
     assert_eq!(b, "first");
+}
+
+/// The same for a version created from files already stored (the MLflow-compatible API):
+/// its files, scans and lineage go with the commit, checked before anything is sent.
+async fn a_version_created_with_files_reads_back_as_answered(store: Store) {
+    use cairn_core::manifest::{FileEntry, FilePath};
+    use cairn_store::artifact::BlobProof;
+    use cairn_store::scan::FileScan;
+    store.create_model(&ctx("a"), &new_model("team/rf")).await.unwrap();
+    let stored = "ab".repeat(32);
+    store.blob_pending(&stored, 3).await.unwrap();
+    store.blob_completed(&stored, BlobProof::None).await.unwrap();
+    let file = |path: &str, digest: &str| FileEntry {
+        path: FilePath::parse(path).unwrap(),
+        size: 3,
+        sha256: digest.to_owned(),
+    };
+    let files = vec![file("model/w.bin", &stored), file("MLmodel", &stored)];
+    let scan = |path: &str| FileScan {
+        path: path.to_owned(),
+        digest: stored.clone(),
+        format: "unknown".into(),
+        status: "skipped".into(),
+        max_severity: None,
+        report: "{}".into(),
+        scanner: "test 1".into(),
+        scanned_at: 0,
+    };
+    let run = cairn_core::lineage::Upstream::Run(cairn_core::lineage::Run {
+        platform: "mlflow".into(),
+        id: "run-1".into(),
+        uri: String::new(),
+        params: Default::default(),
+    });
+    let new = NewVersion {
+        source: "mlflow-artifacts:/0/run-1/artifacts/model".into(),
+        run_id: "run-1".into(),
+        tags: [(TagKey::parse("task").unwrap(), "nlp".to_owned())].into(),
+        scans: vec![scan("model/w.bin"), scan("MLmodel")],
+        // The same input twice is recorded once.
+        lineage: vec![run.clone(), run],
+        ..NewVersion::default()
+    };
+    let created = store.create_version_with_files(&ctx("a"), &mref("team/rf"), &new, files.clone()).await.unwrap();
+    assert_eq!((created.file_count, created.size), (2, 6));
+    let read = store.get_version(&mref("team/rf"), &VersionSelector::Number(created.version)).await.unwrap();
+    assert_eq!(created, read);
+    let events = store
+        .list_audit_events(&AuditQuery {
+            action: Some("version.create".into()),
+            target: Some(format!("version:team/rf:{}", created.version)),
+            limit: 10,
+            ..AuditQuery::default()
+        })
+        .await
+        .unwrap();
+    let after: serde_json::Value = serde_json::from_str(events.items[0].after_state.as_deref().unwrap()).unwrap();
+    assert_eq!(after, serde_json::to_value(&read).unwrap(), "the audit event records the stored version");
+    let listed = store.version_files(&mref("team/rf"), &VersionSelector::Number(1)).await.unwrap();
+    assert_eq!(listed.1.len(), 2, "{listed:?}");
+    let (_, scans) = store.version_scans(&mref("team/rf"), &VersionSelector::Number(1)).await.unwrap();
+    assert_eq!(scans.iter().map(|s| s.path.as_str()).collect::<Vec<_>>(), vec!["MLmodel", "model/w.bin"]);
+    let (_, edges) = store.version_lineage(&mref("team/rf"), &VersionSelector::Number(1)).await.unwrap();
+    assert_eq!(edges.iter().map(|e| (e.kind.as_str(), e.name.as_str())).collect::<Vec<_>>(), vec![("run", "run-1")]);
+
+    // A scan of a file the version does not have, or of other bytes, is refused; a blob
+    // never stored is missing. Either way nothing is created and no number is used up.
+    for (scans, files) in [
+        (vec![scan("other.bin")], files.clone()),
+        (vec![FileScan { digest: "cd".repeat(32), ..scan("MLmodel") }], files.clone()),
+        (Vec::new(), vec![file("MLmodel", &"ef".repeat(32))]),
+    ] {
+        let bad = NewVersion { scans, ..NewVersion::default() };
+        let err = store.create_version_with_files(&ctx("a"), &mref("team/rf"), &bad, files).await.unwrap_err();
+        assert!(matches!(err, StoreError::Invalid(_) | StoreError::MissingBlobs(_)), "{err:?}");
+    }
+    let next = store.create_version(&ctx("a"), &mref("team/rf"), &NewVersion::default()).await.unwrap();
+    assert_eq!(next.version, 2);
 }
