@@ -234,22 +234,14 @@ impl SqliteChain {
         Self { head, deferred: Vec::new(), prefix: Some(prefix) }
     }
 
-    /// Whether the prefix is still to be sent (the transaction has sent nothing).
-    pub(crate) fn prefix_pending(&self) -> bool {
-        self.prefix.is_some()
-    }
-
-    /// `sql`, after the prefix if it has not been sent yet.
-    pub(crate) fn prefixed(&mut self, sql: sqlx::SqlStr) -> sqlx::SqlStr {
-        match self.prefix.take() {
-            Some(prefix) => sqlx::SqlSafeStr::into_sql_str(sqlx::AssertSqlSafe(format!("{prefix};\n{}", sql.as_str()))),
-            None => sql,
-        }
-    }
-
     /// The head, counting the deferred events, if known.
     pub(crate) fn head(&self) -> Option<(i64, Hash)> {
         self.head
+    }
+
+    /// Whether the prefix is still to be sent (the transaction has sent nothing).
+    pub(crate) fn prefix_pending(&self) -> bool {
+        self.prefix.is_some()
     }
 
     /// Holds a statement back until the transaction's next call. Its errors surface there.
@@ -279,8 +271,7 @@ impl SqliteChain {
     /// row's presence, which [`INSERT_AT_HEAD`] relies on, was established when this
     /// transaction read the head (a missing row fails that read).
     pub(crate) async fn flush(&mut self, c: &mut sqlx::SqliteConnection) -> Result<(), StoreError> {
-        if self.deferred.is_empty() {
-            // The prefix, if any, goes with the statement about to be sent.
+        if self.deferred.is_empty() && self.prefix.is_none() {
             return Ok(());
         }
         let (sql, params) = self.batch("");
@@ -288,9 +279,11 @@ impl SqliteChain {
         Ok(())
     }
 
-    /// `sql` (a query whose rows the caller wants) with `params`, after the deferred
-    /// statements and the prefix, as one call: deferred writes return no rows, so the rows
-    /// are the query's. A query with a literal that starts with `$` is sent on its own after
+    /// `sql` (a query whose rows the caller wants) with `params`, after the prefix and the
+    /// deferred statements, as one call: they return no rows, so the rows are the query's.
+    /// (A statement whose count of changed rows the caller wants is sent on its own: SQLite
+    /// reports the count of the last change for a statement that changes nothing, and sqlx
+    /// adds up the counts of a call's statements.) A query with a literal that starts with `$` is sent on its own after
     /// them, since renumbering its placeholders could touch the literal.
     pub(crate) async fn before_query(
         &mut self,
@@ -298,9 +291,12 @@ impl SqliteChain {
         sql: sqlx::SqlStr,
         params: Vec<crate::db::Param>,
     ) -> Result<(sqlx::SqlStr, Vec<crate::db::Param>), StoreError> {
-        if self.deferred.is_empty() || sql.as_str().contains("'$") {
+        if self.deferred.is_empty() && self.prefix.is_none() {
+            return Ok((sql, params));
+        }
+        if sql.as_str().contains("'$") {
             self.flush(c).await?;
-            return Ok((self.prefixed(sql), params));
+            return Ok((sql, params));
         }
         let (mut batch, mut all) = self.batch("");
         batch.push_str(&crate::db::shift_placeholders(sql.as_str(), all.len()));

@@ -982,23 +982,21 @@ impl Conn<'_> {
         }
     }
 
-    /// Sends a SQLite transaction's deferred statements (its audit events among them) before
-    /// a statement that may read what they write, so statements run in the order they were
-    /// made, and returns `sql` to send next, after the savepoint of a transaction that joined a commit
-    /// group if that has not been sent yet.
-    async fn prepare(&mut self, sql: SqlStr) -> Result<SqlStr, StoreError> {
-        Ok(match self {
-            Self::Sqlite(c, Some(chain)) => {
-                chain.flush(c).await?;
-                chain.prefixed(sql)
-            }
-            _ => sql,
-        })
+    /// Sends a SQLite transaction's deferred statements (its audit events among them, and
+    /// the savepoint of a transaction that joined a commit group) before a statement that may
+    /// read what they write, so statements run in the order they were made.
+    async fn flush(&mut self) -> Result<(), StoreError> {
+        if let Self::Sqlite(c, Some(chain)) = self {
+            chain.flush(c).await?;
+        }
+        Ok(())
     }
 
     /// Runs a statement; returns the number of rows affected.
     pub async fn execute(&mut self, sql: impl sqlx::SqlSafeStr, params: Vec<Param>) -> Result<u64, StoreError> {
-        let sql = self.prepare(sql.into_sql_str()).await?;
+        let sql: SqlStr = sql.into_sql_str();
+        // Sent on its own: its count of changed rows is the caller's.
+        self.flush().await?;
         Ok(match self {
             Self::Sqlite(c, _) => bind_all!(sqlx::query(sql), params).execute(&mut **c).await?.rows_affected(),
             Self::Postgres(c) => bind_all!(sqlx::query(sql), params).execute(&mut **c).await?.rows_affected(),

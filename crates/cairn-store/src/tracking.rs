@@ -206,25 +206,66 @@ async fn find_experiment(conn: &mut Conn<'_>, id: i64) -> Result<Option<Experime
     }
 }
 
-type RunRow = (String, i64, String, String, String, i64, Option<i64>, String, String);
+type RunRow = (String, i64, String, String, String, i64, Option<i64>, String, String, String, String, String);
 
-const SELECT_RUN: &str = "SELECT id, experiment_id, name, user_id, status, start_time, end_time, lifecycle_stage, \
-    artifact_uri FROM mlflow_runs";
+/// A run's row, with its parameters, tags and dataset inputs as three JSON arrays built by the
+/// database (`[[key, value], …]` twice, then the inputs' JSON texts in order): one call
+/// instead of four. The table is `r`.
+fn select_run(backend: crate::db::Backend) -> &'static str {
+    match backend {
+        crate::db::Backend::Sqlite => {
+            "SELECT r.id, r.experiment_id, r.name, r.user_id, r.status, r.start_time, r.end_time, r.lifecycle_stage, \
+             r.artifact_uri, \
+             (SELECT json_group_array(json_array(key, value)) FROM mlflow_params WHERE run_id = r.id), \
+             (SELECT json_group_array(json_array(key, value)) FROM mlflow_run_tags WHERE run_id = r.id), \
+             (SELECT json_group_array(input ORDER BY name, digest) FROM mlflow_run_inputs WHERE run_id = r.id) \
+             FROM mlflow_runs r"
+        }
+        crate::db::Backend::Postgres => {
+            "SELECT r.id, r.experiment_id, r.name, r.user_id, r.status, r.start_time, r.end_time, r.lifecycle_stage, \
+             r.artifact_uri, \
+             (SELECT COALESCE(json_agg(json_build_array(key, value)), '[]')::text FROM mlflow_params WHERE run_id = r.id), \
+             (SELECT COALESCE(json_agg(json_build_array(key, value)), '[]')::text FROM mlflow_run_tags WHERE run_id = r.id), \
+             (SELECT COALESCE(json_agg(input ORDER BY name, digest), '[]')::text FROM mlflow_run_inputs \
+             WHERE run_id = r.id) \
+             FROM mlflow_runs r"
+        }
+    }
+}
+
+/// Key/value pairs from a `[[key, value], …]` array of [`select_run`].
+fn pairs(json: &str) -> Result<BTreeMap<String, String>, StoreError> {
+    let pairs: Vec<(String, String)> = serde_json::from_str(json)
+        .map_err(|e| StoreError::Database(sqlx::Error::Decode(format!("a run's key/value pairs: {e}").into())))?;
+    Ok(pairs.into_iter().collect())
+}
 
 async fn run_from(conn: &mut Conn<'_>, row: RunRow) -> Result<Run, StoreError> {
-    let (id, experiment_id, name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri) = row;
-    let params =
-        kv(conn, "SELECT key, value FROM mlflow_params WHERE run_id = $1 ORDER BY key", Param::from(&id)).await?;
-    let tags =
-        kv(conn, "SELECT key, value FROM mlflow_run_tags WHERE run_id = $1 ORDER BY key", Param::from(&id)).await?;
+    let (
+        id,
+        experiment_id,
+        name,
+        user_id,
+        status,
+        start_time,
+        end_time,
+        lifecycle_stage,
+        artifact_uri,
+        params,
+        tags,
+        inputs,
+    ) = row;
+    let params = pairs(&params)?;
+    let tags = pairs(&tags)?;
+    let inputs: Vec<String> = serde_json::from_str(&inputs)
+        .map_err(|e| StoreError::Database(sqlx::Error::Decode(format!("a run's inputs: {e}").into())))?;
+    // The metrics on their own: a float does not survive a JSON round trip in every case
+    // (infinities).
     let metrics: Vec<(String, f64, i64, i64)> = conn
         .fetch_all(
             "SELECT key, value, timestamp, step FROM mlflow_latest_metrics WHERE run_id = $1 ORDER BY key",
             params![&id],
         )
-        .await?;
-    let inputs: Vec<(String,)> = conn
-        .fetch_all("SELECT input FROM mlflow_run_inputs WHERE run_id = $1 ORDER BY name, digest", params![&id])
         .await?;
     Ok(Run {
         id,
@@ -242,13 +283,14 @@ async fn run_from(conn: &mut Conn<'_>, row: RunRow) -> Result<Run, StoreError> {
             .map(|(key, value, timestamp, step)| Metric { key, value, timestamp, step })
             .collect(),
         tags,
-        inputs: inputs.into_iter().filter_map(|(s,)| serde_json::from_str(&s).ok()).collect(),
+        inputs: inputs.into_iter().filter_map(|s| serde_json::from_str(&s).ok()).collect(),
     })
 }
 
 async fn find_run(conn: &mut Conn<'_>, id: &str) -> Result<Run, StoreError> {
-    let row: Option<RunRow> =
-        conn.fetch_optional(sqlx::AssertSqlSafe(format!("{SELECT_RUN} WHERE id = $1")), params![id]).await?;
+    let row: Option<RunRow> = conn
+        .fetch_optional(sqlx::AssertSqlSafe(format!("{} WHERE r.id = $1", select_run(conn.backend()))), params![id])
+        .await?;
     match row {
         Some(r) => run_from(conn, r).await,
         None => Err(StoreError::NotFound(format!("Run with id={id} not found"))),
@@ -782,8 +824,8 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut ps: Vec<Param> = q.experiment_ids.iter().map(|&i| Param::Int(i)).collect();
-        // `SELECT_RUN` names the table without an alias: give it one for the subqueries.
-        let mut sql = format!("{SELECT_RUN} r WHERE r.experiment_id IN {}", placeholders(1, ps.len()));
+        let mut sql =
+            format!("{} WHERE r.experiment_id IN {}", select_run(self.db.backend()), placeholders(1, ps.len()));
         if let Some(s) = &q.lifecycle_stage {
             sql.push_str(&format!(" AND r.lifecycle_stage = ${}", ps.len() + 1));
             ps.push(Param::from(s));

@@ -237,6 +237,8 @@ fn second_writer(
     let task = tokio::spawn(async move {
         let mut tx = db.begin().await?;
         let inserted = tx.conn().execute("INSERT INTO t (x) VALUES ($1)", params![x]).await;
+        // One row, whatever the transaction before it in the group changed.
+        assert!(inserted.as_ref().is_err() || inserted.as_ref().is_ok_and(|n| *n == 1), "{inserted:?}");
         let _ = began.send(());
         let end = go_rx.await.unwrap_or(End::Drop);
         inserted?;
@@ -263,7 +265,8 @@ async fn transactions_that_end_while_others_wait_share_one_commit() {
     let dir = tempfile::tempdir().unwrap();
     let db = with_table(&dir).await;
     let mut first = db.begin().await.unwrap();
-    first.conn().execute("INSERT INTO t (x) VALUES (1)", params![]).await.unwrap();
+    // Three rows: the last count of changed rows SQLite knows when the second begins.
+    first.conn().execute("INSERT INTO t (x) VALUES (1), (1), (1)", params![]).await.unwrap();
     let (second, began, go) = second_writer(&db, Some(2));
     until_waiting(&db, 1).await;
     // The first ends while the second waits: it hands the open transaction on.
@@ -275,7 +278,7 @@ async fn transactions_that_end_while_others_wait_share_one_commit() {
     go.send(End::Commit).unwrap();
     second.await.unwrap().unwrap();
     first.await.unwrap().unwrap();
-    assert_eq!(count(&db).await, 2);
+    assert_eq!(count(&db).await, 4);
     db.close().await;
 }
 

@@ -95,6 +95,14 @@ fn scope_of(path: &str) -> MlflowResult<Scope> {
     }
 }
 
+/// The experiment whose artifact tree `path` is in, if it is in one.
+pub(crate) fn experiment_of(path: &str) -> Option<i64> {
+    match scope_of(path) {
+        Ok(Scope::Experiment(id)) => Some(id),
+        _ => None,
+    }
+}
+
 /// Authorises `permission` on an experiment through its namespace; an experiment the caller
 /// may not read is reported missing.
 pub(crate) async fn authorize_experiment(

@@ -394,10 +394,13 @@ async fn create_model_version(State(state): State<AppState>, caller: Caller, arg
     let model_id = args.opt_str("model_id")?.filter(|s| !s.is_empty());
     let description = args.opt_str("description")?.unwrap_or_default();
     let tags = args.pairs("tags")?;
+    // The experiment the caller was found to be allowed to read, if any.
+    let mut readable = None;
     // A logged model names its run: the version is linked to it (lineage).
     if let Some(id) = &model_id {
         let lm = state.store.get_logged_model(id).await?;
         artifacts::authorize_experiment(&state, &caller, lm.experiment_id, Permission::ModelRead).await?;
+        readable = Some(lm.experiment_id);
         if run_id.is_empty() {
             run_id.clone_from(&lm.source_run_id);
         }
@@ -409,6 +412,7 @@ async fn create_model_version(State(state): State<AppState>, caller: Caller, arg
         // The run's params and latest metrics travel with the version.
         if let Ok(run) = state.store.get_run(&run_id).await {
             artifacts::authorize_experiment(&state, &caller, run.experiment_id, Permission::ModelRead).await?;
+            readable = Some(run.experiment_id);
             let metrics: serde_json::Map<String, Value> =
                 run.metrics.iter().map(|m| (m.key.clone(), json!(m.value))).collect();
             run_metrics = run.metrics.iter().map(|m| (m.key.clone(), m.value)).collect();
@@ -439,7 +443,10 @@ async fn create_model_version(State(state): State<AppState>, caller: Caller, arg
     // Files uploaded under the source become the version's files, frozen in its manifest.
     let files = match source_dir(&state, &source).await? {
         Some(dir) if !dir.is_empty() => {
-            artifacts::authorize_path(&state, &caller, &dir, Permission::ModelRead).await?;
+            // Usually in the run's own artifacts, whose experiment was authorised above.
+            if readable.is_none() || artifacts::experiment_of(&dir) != readable {
+                artifacts::authorize_path(&state, &caller, &dir, Permission::ModelRead).await?;
+            }
             artifacts::files_under(&state, &dir).await?
         }
         _ => Vec::new(),
