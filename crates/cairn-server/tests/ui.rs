@@ -696,6 +696,17 @@ mod browser {
         fill(c, "#username", name).await;
         fill(c, "#password", PASSWORD).await;
         click(c, "#login-submit").await;
+        // The click returns before the answer: wait for the page it leads to, or a navigation
+        // right after would cancel the login.
+        let deadline = Instant::now() + Duration::from_secs(10);
+        loop {
+            let url = c.current_url().await.unwrap();
+            if !url.path().ends_with("/ui/login") {
+                return;
+            }
+            assert!(Instant::now() < deadline, "still at {url} after logging in");
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
     }
 
     #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -596,7 +596,11 @@ impl Store {
                 ("committed", Some(vid)) => {
                     let (number,): (i64,) =
                         conn.fetch_one("SELECT number FROM versions WHERE id = $1", params![vid]).await?;
-                    Ok((find_version(&mut conn, &model, &VersionSelector::Number(number)).await?, false))
+                    let version = find_version(&mut conn, &model, &VersionSelector::Number(number)).await?;
+                    // Committed, though nothing changed: the version may have been read from
+                    // a commit group not yet committed (see `db::Writer`).
+                    tx.commit().await?;
+                    Ok((version, false))
                 }
                 ("committed", None) => Err(StoreError::Conflict(format!(
                     "upload {id} was committed, but its version has since been deleted"

@@ -285,7 +285,13 @@ const MEMBER_SAVEPOINT: &str = "SAVEPOINT cairn_member";
 /// their callers get an answer. Each transaction saves the round trip of its `BEGIN` (the
 /// savepoint goes with its first statement, the audit chain's head is known from the one
 /// before) and the group shares one `COMMIT`. A transaction that ends with nobody waiting
-/// commits at once, as before.
+/// commits at once, as before; a group that is full or 20 ms old is committed before the next
+/// transaction begins.
+///
+/// A transaction inside a group reads what the group's earlier transactions wrote before it
+/// is committed. One whose caller answers from what it read must therefore end with
+/// [`Tx::commit`] even when it changed nothing (the answer then waits for the group), not by
+/// being dropped.
 #[derive(Debug)]
 pub struct Writer {
     /// `None` once closed.
@@ -354,9 +360,16 @@ impl WriterConn {
                     .execute(&mut self.sqlite)
                     .await
                     .is_err()
-                    && !self.transaction_open().await
                 {
-                    self.fail_group("the database ended the transaction").await;
+                    if self.transaction_open().await {
+                        // Released: its work stays in the group, and the audit chain's head
+                        // it moved is read again by the next transaction.
+                        if let Some(group) = &mut self.group {
+                            group.head = None;
+                        }
+                    } else {
+                        self.fail_group("the database ended the transaction").await;
+                    }
                 }
             }
             Abandoned::Committing { member } => {
@@ -498,12 +511,19 @@ impl Writer {
             let _waiting = Waiting::on(&self.beginning);
             self.lock(Some(self.acquire_timeout)).await?
         };
+        if conn.group.as_ref().is_some_and(|g| g.ended.len() >= GROUP_MAX || g.started.elapsed() >= GROUP_MAX_AGE) {
+            // Full or old enough (a transaction ran long inside it): committed first.
+            let mut closing = Settle::new(self);
+            conn.commit_group().await;
+            closing.disarm();
+        }
         if let Some(group) = &conn.group {
             let chain = SqliteChain::continuing(group.head, MEMBER_SAVEPOINT);
             return Ok(SqliteTx { conn, writer: self.clone(), open: true, member: true, chain });
         }
-        // A caller cancelled half-way leaves the rollback of what it began to the next holder.
+        // A caller cancelled half-way leaves the rollback of what it began to a task.
         conn.abandoned = Some(Abandoned::Transaction);
+        let mut beginning = Settle::new(self);
         let head = if self.chain_ready.load(Ordering::Acquire) {
             let begun: Result<Option<(i64, String)>, _> =
                 sqlx::query_as("BEGIN IMMEDIATE; SELECT seq, hash FROM audit_head WHERE id = 1")
@@ -515,17 +535,20 @@ impl Writer {
                     // The BEGIN may have run before the read failed.
                     conn.roll_back(false).await;
                     conn.abandoned = None;
+                    beginning.disarm();
                     return Err(e.into());
                 }
             }
         } else {
             if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut conn.sqlite).await {
                 conn.abandoned = None;
+                beginning.disarm();
                 return Err(e.into());
             }
             None
         };
         conn.abandoned = None;
+        beginning.disarm();
         Ok(SqliteTx { conn, writer: self.clone(), open: true, member: false, chain: SqliteChain::new(head) })
     }
 
@@ -573,6 +596,35 @@ impl Writer {
         match self.conn.try_lock() {
             Ok(slot) => (u32::from(slot.is_some()), usize::from(slot.is_some())),
             Err(_) => (1, 0),
+        }
+    }
+}
+
+/// Armed while a caller works on the writer outside a transaction it holds (beginning one,
+/// committing a group): if the caller is cancelled there, a task takes the lock and settles
+/// what it left (see [`Abandoned`]) at once, rather than when the next writer comes.
+struct Settle {
+    writer: Option<Arc<Writer>>,
+}
+
+impl Settle {
+    fn new(writer: &Arc<Writer>) -> Self {
+        Self { writer: Some(writer.clone()) }
+    }
+
+    fn disarm(&mut self) {
+        self.writer = None;
+    }
+}
+
+impl Drop for Settle {
+    fn drop(&mut self) {
+        if let Some(writer) = self.writer.take()
+            && let Ok(rt) = tokio::runtime::Handle::try_current()
+        {
+            rt.spawn(async move {
+                let _ = writer.lock(None).await;
+            });
         }
     }
 }

@@ -206,29 +206,55 @@ async fn find_experiment(conn: &mut Conn<'_>, id: i64) -> Result<Option<Experime
     }
 }
 
-type RunRow = (String, i64, String, String, String, i64, Option<i64>, String, String, String, String, String);
+type RunBase = (String, i64, String, String, String, i64, Option<i64>, String, String);
 
-/// A run's row, with its parameters, tags and dataset inputs as three JSON arrays built by the
-/// database (`[[key, value], …]` twice, then the inputs' JSON texts in order): one call
-/// instead of four. The table is `r`.
+/// A run's parameters, tags and inputs, as [`run_extras!`] gives them.
+type RunExtras = (String, String, String);
+
+/// A run's parameters, tags and dataset inputs as three JSON arrays built by the database
+/// (`[[key, value], …]` twice, then the inputs' JSON texts in order), as select-list items
+/// over `mlflow_runs r`.
+macro_rules! run_extras {
+    (sqlite) => {
+        "(SELECT json_group_array(json_array(key, value)) FROM mlflow_params WHERE run_id = r.id), \
+         (SELECT json_group_array(json_array(key, value)) FROM mlflow_run_tags WHERE run_id = r.id), \
+         (SELECT json_group_array(input ORDER BY name, digest) FROM mlflow_run_inputs WHERE run_id = r.id)"
+    };
+    (postgres) => {
+        "(SELECT COALESCE(json_agg(json_build_array(key, value)), '[]')::text FROM mlflow_params WHERE run_id = r.id), \
+         (SELECT COALESCE(json_agg(json_build_array(key, value)), '[]')::text FROM mlflow_run_tags \
+         WHERE run_id = r.id), \
+         (SELECT COALESCE(json_agg(input ORDER BY name, digest), '[]')::text FROM mlflow_run_inputs \
+         WHERE run_id = r.id)"
+    };
+}
+
+/// A run's columns, `r` being `mlflow_runs`.
+macro_rules! run_columns {
+    () => {
+        "r.id, r.experiment_id, r.name, r.user_id, r.status, r.start_time, r.end_time, r.lifecycle_stage, r.artifact_uri"
+    };
+}
+
+/// Run `$1` with its [`run_extras!`]: one call instead of four.
 fn select_run(backend: crate::db::Backend) -> &'static str {
     match backend {
         crate::db::Backend::Sqlite => {
-            "SELECT r.id, r.experiment_id, r.name, r.user_id, r.status, r.start_time, r.end_time, r.lifecycle_stage, \
-             r.artifact_uri, \
-             (SELECT json_group_array(json_array(key, value)) FROM mlflow_params WHERE run_id = r.id), \
-             (SELECT json_group_array(json_array(key, value)) FROM mlflow_run_tags WHERE run_id = r.id), \
-             (SELECT json_group_array(input ORDER BY name, digest) FROM mlflow_run_inputs WHERE run_id = r.id) \
-             FROM mlflow_runs r"
+            concat!("SELECT ", run_columns!(), ", ", run_extras!(sqlite), " FROM mlflow_runs r WHERE r.id = $1")
         }
         crate::db::Backend::Postgres => {
-            "SELECT r.id, r.experiment_id, r.name, r.user_id, r.status, r.start_time, r.end_time, r.lifecycle_stage, \
-             r.artifact_uri, \
-             (SELECT COALESCE(json_agg(json_build_array(key, value)), '[]')::text FROM mlflow_params WHERE run_id = r.id), \
-             (SELECT COALESCE(json_agg(json_build_array(key, value)), '[]')::text FROM mlflow_run_tags WHERE run_id = r.id), \
-             (SELECT COALESCE(json_agg(input ORDER BY name, digest), '[]')::text FROM mlflow_run_inputs \
-             WHERE run_id = r.id) \
-             FROM mlflow_runs r"
+            concat!("SELECT ", run_columns!(), ", ", run_extras!(postgres), " FROM mlflow_runs r WHERE r.id = $1")
+        }
+    }
+}
+
+/// The [`run_extras!`] of run `$1`, for runs listed without them: in the select list of a
+/// sorted listing they would be computed for every row sorted, not only for the page.
+fn select_run_extras(backend: crate::db::Backend) -> &'static str {
+    match backend {
+        crate::db::Backend::Sqlite => concat!("SELECT ", run_extras!(sqlite), " FROM mlflow_runs r WHERE r.id = $1"),
+        crate::db::Backend::Postgres => {
+            concat!("SELECT ", run_extras!(postgres), " FROM mlflow_runs r WHERE r.id = $1")
         }
     }
 }
@@ -240,21 +266,9 @@ fn pairs(json: &str) -> Result<BTreeMap<String, String>, StoreError> {
     Ok(pairs.into_iter().collect())
 }
 
-async fn run_from(conn: &mut Conn<'_>, row: RunRow) -> Result<Run, StoreError> {
-    let (
-        id,
-        experiment_id,
-        name,
-        user_id,
-        status,
-        start_time,
-        end_time,
-        lifecycle_stage,
-        artifact_uri,
-        params,
-        tags,
-        inputs,
-    ) = row;
+async fn run_from(conn: &mut Conn<'_>, row: RunBase, extras: RunExtras) -> Result<Run, StoreError> {
+    let (id, experiment_id, name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri) = row;
+    let (params, tags, inputs) = extras;
     let params = pairs(&params)?;
     let tags = pairs(&tags)?;
     let inputs: Vec<String> = serde_json::from_str(&inputs)
@@ -288,11 +302,26 @@ async fn run_from(conn: &mut Conn<'_>, row: RunRow) -> Result<Run, StoreError> {
 }
 
 async fn find_run(conn: &mut Conn<'_>, id: &str) -> Result<Run, StoreError> {
-    let row: Option<RunRow> = conn
-        .fetch_optional(sqlx::AssertSqlSafe(format!("{} WHERE r.id = $1", select_run(conn.backend()))), params![id])
-        .await?;
+    type Row = (String, i64, String, String, String, i64, Option<i64>, String, String, String, String, String);
+    let row: Option<Row> = conn.fetch_optional(select_run(conn.backend()), params![id]).await?;
     match row {
-        Some(r) => run_from(conn, r).await,
+        Some((
+            id,
+            experiment_id,
+            name,
+            user_id,
+            status,
+            start_time,
+            end_time,
+            lifecycle_stage,
+            artifact_uri,
+            p,
+            t,
+            i,
+        )) => {
+            let base = (id, experiment_id, name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri);
+            run_from(conn, base, (p, t, i)).await
+        }
         None => Err(StoreError::NotFound(format!("Run with id={id} not found"))),
     }
 }
@@ -824,8 +853,11 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut ps: Vec<Param> = q.experiment_ids.iter().map(|&i| Param::Int(i)).collect();
-        let mut sql =
-            format!("{} WHERE r.experiment_id IN {}", select_run(self.db.backend()), placeholders(1, ps.len()));
+        let mut sql = format!(
+            "SELECT {} FROM mlflow_runs r WHERE r.experiment_id IN {}",
+            run_columns!(),
+            placeholders(1, ps.len())
+        );
         if let Some(s) = &q.lifecycle_stage {
             sql.push_str(&format!(" AND r.lifecycle_stage = ${}", ps.len() + 1));
             ps.push(Param::from(s));
@@ -909,10 +941,11 @@ impl Store {
         ps.push(Param::Int(i64::try_from(q.offset).unwrap_or(i64::MAX)));
         let mut c = self.db.read().await?;
         let mut conn = c.conn();
-        let rows: Vec<RunRow> = conn.fetch_all(sqlx::AssertSqlSafe(sql), ps).await?;
+        let rows: Vec<RunBase> = conn.fetch_all(sqlx::AssertSqlSafe(sql), ps).await?;
         let mut out = Vec::with_capacity(rows.len());
         for r in rows {
-            out.push(run_from(&mut conn, r).await?);
+            let extras: RunExtras = conn.fetch_one(select_run_extras(conn.backend()), params![&r.0]).await?;
+            out.push(run_from(&mut conn, r, extras).await?);
         }
         Ok(out)
     }

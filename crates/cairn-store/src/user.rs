@@ -358,6 +358,9 @@ impl Store {
         let profile_changed = display_name != before.display_name || email != before.email;
         let flag_changed = disabled != before.disabled;
         if !profile_changed && !flag_changed {
+            // Committed, though nothing changed: `before` may have been read from a commit
+            // group not yet committed (see `db::Writer`).
+            tx.commit().await?;
             return Ok(before);
         }
         if disabled && flag_changed && before.is_admin && other_enabled_admins(&mut conn, &before.id).await? == 0 {
@@ -540,6 +543,8 @@ impl Store {
         let mut conn = tx.conn();
         let before = load_key(&mut conn, id).await?;
         if before.revoked_at.is_some() {
+            // Committed, though nothing changed (see `update_user`).
+            tx.commit().await?;
             return Ok(before);
         }
         conn.execute("UPDATE api_keys SET revoked_at = $1 WHERE id = $2", params![now, id]).await?;
