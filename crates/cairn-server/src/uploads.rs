@@ -105,6 +105,12 @@ where
     }
     let upload_state = blob_upload(state, digest, size).await?;
     if upload_state.state != "open" {
+        // The body (one part, bounded) is read and dropped first, so that the client, still
+        // sending it, gets this answer instead of a connection cut in the middle of its write.
+        let mut body = body;
+        while let Some(chunk) = body.next().await {
+            chunk.map_err(|e| ApiError::invalid(format!("the part's body could not be read: {e}")))?;
+        }
         return Err(ApiError::busy(format!(
             "blob {hex} is being assembled right now; ask for the upload's status and retry"
         )));
