@@ -202,8 +202,9 @@ fn check_appended(changed: u64) -> Result<(), StoreError> {
 
 /// What a SQLite write transaction knows of the audit chain, and the statements it has
 /// deferred. Its one writer holds the database's write lock from `BEGIN IMMEDIATE` to the
-/// end, so nothing else moves the chain's head meanwhile: the head is read with the `BEGIN`,
-/// and the events the transaction seals — like other statements whose result it does not
+/// `COMMIT`, so nothing else moves the chain's head meanwhile: the head is read with the
+/// `BEGIN`, or, for a transaction that joins an open commit group (`db::Writer`), taken from
+/// the transaction before it in the group; and the events the transaction seals — like other statements whose result it does not
 /// need — wait to go with its next statement or its `COMMIT`, all in one call. On the single
 /// writer every call to the connection's thread is a round trip that every other writer
 /// queues behind; an audited change that records its event last makes none for it.
