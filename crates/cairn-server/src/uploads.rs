@@ -45,6 +45,23 @@ pub async fn status(
     })
 }
 
+/// Reads and drops the body of a refused part, up to `limit` bytes (the largest part), so that
+/// a client still sending it gets the answer instead of a connection cut in the middle of its
+/// write. A longer body is left unread: the connection is closed on it.
+pub(crate) async fn discard<S, E>(body: S, limit: u64)
+where
+    S: Stream<Item = Result<Bytes, E>>,
+{
+    let mut body = std::pin::pin!(body);
+    let mut read = 0u64;
+    while read <= limit {
+        match body.next().await {
+            Some(Ok(chunk)) => read += chunk.len() as u64,
+            _ => return,
+        }
+    }
+}
+
 /// The byte length of wire part `part` of a blob of `size` bytes, or `None` if there is no
 /// such part.
 pub fn part_len(part_size: u64, size: u64, part: u32) -> Option<u64> {
@@ -105,12 +122,7 @@ where
     }
     let upload_state = blob_upload(state, digest, size).await?;
     if upload_state.state != "open" {
-        // The body (one part, bounded) is read and dropped first, so that the client, still
-        // sending it, gets this answer instead of a connection cut in the middle of its write.
-        let mut body = body;
-        while let Some(chunk) = body.next().await {
-            chunk.map_err(|e| ApiError::invalid(format!("the part's body could not be read: {e}")))?;
-        }
+        discard(body, state.blobs.part_size()).await;
         return Err(ApiError::busy(format!(
             "blob {hex} is being assembled right now; ask for the upload's status and retry"
         )));

@@ -232,6 +232,9 @@ pub async fn put_part(
     if let Some(declared) = declared
         && declared != len
     {
+        if declared <= part_size {
+            uploads::discard(body.into_data_stream(), part_size).await;
+        }
         return Err(ApiError::new(
             StatusCode::BAD_REQUEST,
             "invalid_part",
@@ -244,6 +247,7 @@ pub async fn put_part(
         match v.to_str().ok().and_then(content_range) {
             Some(r) if r == expected || (len == 0 && r.0 == 0 && r.2 == 0) => {}
             _ => {
+                uploads::discard(body.into_data_stream(), part_size).await;
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_part",
