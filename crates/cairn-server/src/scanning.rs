@@ -89,6 +89,28 @@ pub async fn scan_files(state: &AppState, files: &[FileEntry]) -> Result<Vec<Fil
     Ok(results)
 }
 
+/// [`scan_files`] for files whose reusable results were looked up with them: a file with one
+/// is not read again, a file without one is scanned.
+pub async fn scan_files_looked_up(
+    state: &AppState,
+    files: &[(FileEntry, Option<FileScan>)],
+) -> Result<Vec<FileScan>, ApiError> {
+    if !state.settings.scan_artifacts {
+        return Ok(Vec::new());
+    }
+    let results: Vec<Option<FileScan>> = futures::stream::iter(files.iter().cloned())
+        .map(|(f, known)| async move {
+            match known {
+                Some(scan) => Ok(Some(scan)),
+                None => scan_one(state, f, false).await,
+            }
+        })
+        .buffered(CONCURRENCY)
+        .try_collect()
+        .await?;
+    Ok(results.into_iter().flatten().collect())
+}
+
 /// Scans one file again, ignoring stored results (a rescan).
 pub async fn rescan_file(state: &AppState, f: &FileEntry) -> Result<Option<FileScan>, ApiError> {
     scan_one(state, f.clone(), false).await

@@ -500,3 +500,86 @@ async fn mlflow_http_sqlite() {
 async fn mlflow_http_postgres() {
     http_contract(Backend::Postgres).await;
 }
+
+/// A version registered from an artifact source reuses the stored scan of each unchanged file
+/// (looked up with the listing of the source), reads a changed file again, never reuses an
+/// incomplete result, and takes nothing from a sibling directory whose name starts the same.
+async fn versions_from_a_source_reuse_scans(backend: Backend) {
+    let Some(s) = start(backend, "mlflow_scan_reuse").await else { return };
+    let auth = format!("Bearer {}", s.token);
+    let put = |path: &str, body: &'static [u8]| {
+        reqwest::Client::new()
+            .put(format!("{}/api/2.0/mlflow-artifacts/artifacts/{path}", s.url))
+            .header("authorization", auth.as_str())
+            .body(body)
+            .send()
+    };
+    for (path, body) in [
+        ("0/r1/artifacts/model/MLmodel", &b"flavors: {}\n"[..]),
+        ("0/r1/artifacts/model/README.md", b"# first\n"),
+        ("0/r1/artifacts/model/weights.pkl", b"\x80\x04\xff."),
+        ("0/r1/artifacts/model-b/other.txt", b"not the model's\n"),
+    ] {
+        assert_eq!(put(path, body).await.unwrap().status(), StatusCode::OK, "{path}");
+    }
+    let (st, v) = raw(
+        &s,
+        Some(&auth),
+        Method::POST,
+        "/api/2.0/mlflow/registered-models/create",
+        Some(json!({"name": "team.clf"})),
+    )
+    .await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let scanned_at = |scan: &Value| -> std::collections::BTreeMap<String, (String, String)> {
+        scan["files"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|f| {
+                let status = f["status"].as_str().unwrap().to_owned();
+                (f["path"].as_str().unwrap().to_owned(), (status, f["scanned_at"].to_string()))
+            })
+            .collect()
+    };
+    let mut scans = Vec::new();
+    for n in 1..=3 {
+        if n == 3 {
+            assert_eq!(put("0/r1/artifacts/model/README.md", b"# changed\n").await.unwrap().status(), StatusCode::OK);
+        }
+        // Scan times are in milliseconds: a new scan is told from a reused one by its time.
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+        let (st, v) = raw(
+            &s,
+            Some(&auth),
+            Method::POST,
+            "/api/2.0/mlflow/model-versions/create",
+            Some(json!({"name": "team.clf", "source": "mlflow-artifacts:/0/r1/artifacts/model"})),
+        )
+        .await;
+        assert_eq!((st, v["model_version"]["version"].as_str()), (StatusCode::OK, Some(n.to_string().as_str())), "{v}");
+        let (st, scan) =
+            call(&s, &s.token, Method::GET, &format!("/api/v1/models/team/clf/versions/{n}/scan"), None).await;
+        assert_eq!(st, StatusCode::OK, "{scan}");
+        scans.push(scanned_at(&scan));
+    }
+    let paths: Vec<&str> = scans[0].keys().map(String::as_str).collect();
+    assert_eq!(paths, ["MLmodel", "README.md", "weights.pkl"], "only the source directory's files");
+    assert_eq!(scans[0]["weights.pkl"].0, "incomplete");
+    assert_eq!(scans[1]["MLmodel"], scans[0]["MLmodel"], "unchanged: reused");
+    assert_eq!(scans[1]["README.md"], scans[0]["README.md"], "unchanged: reused");
+    assert_ne!(scans[1]["weights.pkl"], scans[0]["weights.pkl"], "incomplete: read again");
+    assert_eq!(scans[2]["MLmodel"], scans[0]["MLmodel"], "unchanged: reused");
+    assert_ne!(scans[2]["README.md"], scans[1]["README.md"], "changed: read again");
+    s.stop().await;
+}
+
+#[tokio::test]
+async fn mlflow_scan_reuse_sqlite() {
+    versions_from_a_source_reuse_scans(Backend::Sqlite).await;
+}
+
+#[tokio::test]
+async fn mlflow_scan_reuse_postgres() {
+    versions_from_a_source_reuse_scans(Backend::Postgres).await;
+}

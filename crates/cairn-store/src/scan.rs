@@ -184,6 +184,62 @@ impl Store {
             .await
     }
 
+    /// The files of the MLflow artifact tree under directory `dir` (at most `limit`, by path),
+    /// each with the result of `scanner` it can reuse, as [`Store::reusable_scan`] finds it for
+    /// its path relative to `dir`: in one call, however many files there are.
+    pub async fn artifacts_under_with_scans(
+        &self,
+        dir: &str,
+        limit: usize,
+        scanner: &str,
+    ) -> Result<Vec<(crate::tracking::ArtifactFile, Option<FileScan>)>, StoreError> {
+        #[derive(sqlx::FromRow)]
+        struct Row {
+            path: String,
+            digest: String,
+            size: i64,
+            scan_format: Option<String>,
+            scan_status: Option<String>,
+            scan_max_severity: Option<String>,
+            scan_report: Option<String>,
+            scan_scanned_at: Option<i64>,
+        }
+        // `dir/` ≤ path < `dir0` ('0' follows '/'): an index range, no LIKE escaping.
+        let prefix = format!("{dir}/");
+        let mut c = self.db.read().await?;
+        let rows: Vec<Row> = c
+            .conn()
+            .fetch_all(
+                "SELECT a.path, a.digest, a.size, s.format AS scan_format, s.status AS scan_status, \
+                 s.max_severity AS scan_max_severity, s.report AS scan_report, s.scanned_at AS scan_scanned_at \
+                 FROM mlflow_artifacts a LEFT JOIN file_scans s ON s.path = substr(a.path, length($1) + 1) \
+                 AND s.version_id = (SELECT x.version_id FROM file_scans x WHERE x.digest = a.digest \
+                 AND x.path = substr(a.path, length($1) + 1) AND x.scanner = $3 AND x.status <> 'incomplete' LIMIT 1) \
+                 WHERE a.path >= $1 AND a.path < $2 ORDER BY a.path LIMIT $4",
+                params![&prefix, format!("{dir}0"), scanner, i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .await?;
+        Ok(rows
+            .into_iter()
+            .map(|r| {
+                let scan = match (r.scan_format, r.scan_status, r.scan_report, r.scan_scanned_at) {
+                    (Some(format), Some(status), Some(report), Some(scanned_at)) => Some(FileScan {
+                        path: r.path[prefix.len()..].to_owned(),
+                        digest: r.digest.clone(),
+                        format,
+                        status,
+                        max_severity: r.scan_max_severity,
+                        report,
+                        scanner: scanner.to_owned(),
+                        scanned_at,
+                    }),
+                    _ => None,
+                };
+                (crate::tracking::ArtifactFile { path: r.path, digest: r.digest, size: r.size }, scan)
+            })
+            .collect())
+    }
+
     /// Replaces a version's scan results (a rescan with a newer scanner, or of a version
     /// committed before scanning), audited as `version.rescan`.
     pub async fn replace_scans(

@@ -54,6 +54,8 @@ pub struct Run {
     pub id: String,
     /// Its experiment.
     pub experiment_id: i64,
+    /// Its experiment's namespace, which governs it.
+    pub namespace: String,
     /// Display name.
     pub name: String,
     /// Who ran it.
@@ -206,57 +208,69 @@ async fn find_experiment(conn: &mut Conn<'_>, id: i64) -> Result<Option<Experime
     }
 }
 
-type RunBase = (String, i64, String, String, String, i64, Option<i64>, String, String);
-
-/// A run's parameters, tags and inputs, as [`run_extras!`] gives them.
-type RunExtras = (String, String, String);
-
 /// A run's parameters, tags and dataset inputs as three JSON arrays built by the database
 /// (`[[key, value], …]` twice, then the inputs' JSON texts in order), as select-list items
 /// over `mlflow_runs r`.
 macro_rules! run_extras {
     (sqlite) => {
-        "(SELECT json_group_array(json_array(key, value)) FROM mlflow_params WHERE run_id = r.id), \
-         (SELECT json_group_array(json_array(key, value)) FROM mlflow_run_tags WHERE run_id = r.id), \
-         (SELECT json_group_array(input ORDER BY name, digest) FROM mlflow_run_inputs WHERE run_id = r.id)"
+        "(SELECT json_group_array(json_array(key, value)) FROM mlflow_params WHERE run_id = r.id) AS params, \
+         (SELECT json_group_array(json_array(key, value)) FROM mlflow_run_tags WHERE run_id = r.id) AS tags, \
+         (SELECT json_group_array(input ORDER BY name, digest) FROM mlflow_run_inputs WHERE run_id = r.id) AS inputs"
     };
     (postgres) => {
-        "(SELECT COALESCE(json_agg(json_build_array(key, value)), '[]')::text FROM mlflow_params WHERE run_id = r.id), \
+        "(SELECT COALESCE(json_agg(json_build_array(key, value)), '[]')::text FROM mlflow_params \
+         WHERE run_id = r.id) AS params, \
          (SELECT COALESCE(json_agg(json_build_array(key, value)), '[]')::text FROM mlflow_run_tags \
-         WHERE run_id = r.id), \
+         WHERE run_id = r.id) AS tags, \
          (SELECT COALESCE(json_agg(input ORDER BY name, digest), '[]')::text FROM mlflow_run_inputs \
-         WHERE run_id = r.id)"
+         WHERE run_id = r.id) AS inputs"
     };
 }
 
-/// A run's columns, `r` being `mlflow_runs`.
-macro_rules! run_columns {
-    () => {
-        "r.id, r.experiment_id, r.name, r.user_id, r.status, r.start_time, r.end_time, r.lifecycle_stage, r.artifact_uri"
+/// Run `$1` in one call: its columns, its experiment's namespace and its [`run_extras!`]
+/// (computed once, in a materialised CTE), then a row per latest metric (one row with no
+/// metric when it has none). The metrics are columns, not JSON: a float does not survive a
+/// JSON round trip in every case (infinities).
+macro_rules! select_run {
+    ($dialect:tt) => {
+        concat!(
+            "WITH run AS MATERIALIZED (SELECT r.id, r.experiment_id, COALESCE(e.namespace, '') AS namespace, r.name, \
+             r.user_id, r.status, r.start_time, r.end_time, r.lifecycle_stage, r.artifact_uri, ",
+            run_extras!($dialect),
+            " FROM mlflow_runs r LEFT JOIN mlflow_experiments e ON e.id = r.experiment_id WHERE r.id = $1) \
+             SELECT run.*, m.key AS metric_key, m.value AS metric_value, m.timestamp AS metric_timestamp, \
+             m.step AS metric_step FROM run LEFT JOIN mlflow_latest_metrics m ON m.run_id = run.id ORDER BY m.key"
+        )
     };
 }
 
-/// Run `$1` with its [`run_extras!`]: one call instead of four.
 fn select_run(backend: crate::db::Backend) -> &'static str {
     match backend {
-        crate::db::Backend::Sqlite => {
-            concat!("SELECT ", run_columns!(), ", ", run_extras!(sqlite), " FROM mlflow_runs r WHERE r.id = $1")
-        }
-        crate::db::Backend::Postgres => {
-            concat!("SELECT ", run_columns!(), ", ", run_extras!(postgres), " FROM mlflow_runs r WHERE r.id = $1")
-        }
+        crate::db::Backend::Sqlite => select_run!(sqlite),
+        crate::db::Backend::Postgres => select_run!(postgres),
     }
 }
 
-/// The [`run_extras!`] of run `$1`, for runs listed without them: in the select list of a
-/// sorted listing they would be computed for every row sorted, not only for the page.
-fn select_run_extras(backend: crate::db::Backend) -> &'static str {
-    match backend {
-        crate::db::Backend::Sqlite => concat!("SELECT ", run_extras!(sqlite), " FROM mlflow_runs r WHERE r.id = $1"),
-        crate::db::Backend::Postgres => {
-            concat!("SELECT ", run_extras!(postgres), " FROM mlflow_runs r WHERE r.id = $1")
-        }
-    }
+/// One row of [`select_run`].
+#[derive(sqlx::FromRow)]
+struct RunRow {
+    id: String,
+    experiment_id: i64,
+    namespace: String,
+    name: String,
+    user_id: String,
+    status: String,
+    start_time: i64,
+    end_time: Option<i64>,
+    lifecycle_stage: String,
+    artifact_uri: String,
+    params: String,
+    tags: String,
+    inputs: String,
+    metric_key: Option<String>,
+    metric_value: Option<f64>,
+    metric_timestamp: Option<i64>,
+    metric_step: Option<i64>,
 }
 
 /// Key/value pairs from a `[[key, value], …]` array of [`select_run`].
@@ -266,64 +280,40 @@ fn pairs(json: &str) -> Result<BTreeMap<String, String>, StoreError> {
     Ok(pairs.into_iter().collect())
 }
 
-async fn run_from(conn: &mut Conn<'_>, row: RunBase, extras: RunExtras) -> Result<Run, StoreError> {
-    let (id, experiment_id, name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri) = row;
-    let (params, tags, inputs) = extras;
-    let params = pairs(&params)?;
-    let tags = pairs(&tags)?;
-    let inputs: Vec<String> = serde_json::from_str(&inputs)
-        .map_err(|e| StoreError::Database(sqlx::Error::Decode(format!("a run's inputs: {e}").into())))?;
-    // The metrics on their own: a float does not survive a JSON round trip in every case
-    // (infinities).
-    let metrics: Vec<(String, f64, i64, i64)> = conn
-        .fetch_all(
-            "SELECT key, value, timestamp, step FROM mlflow_latest_metrics WHERE run_id = $1 ORDER BY key",
-            params![&id],
-        )
-        .await?;
-    Ok(Run {
-        id,
-        experiment_id,
-        name,
-        user_id,
-        status,
-        start_time,
-        end_time,
-        lifecycle_stage,
-        artifact_uri,
-        params,
-        metrics: metrics
-            .into_iter()
-            .map(|(key, value, timestamp, step)| Metric { key, value, timestamp, step })
-            .collect(),
-        tags,
-        inputs: inputs.into_iter().filter_map(|s| serde_json::from_str(&s).ok()).collect(),
-    })
-}
-
 async fn find_run(conn: &mut Conn<'_>, id: &str) -> Result<Run, StoreError> {
-    type Row = (String, i64, String, String, String, i64, Option<i64>, String, String, String, String, String);
-    let row: Option<Row> = conn.fetch_optional(select_run(conn.backend()), params![id]).await?;
-    match row {
-        Some((
-            id,
-            experiment_id,
-            name,
-            user_id,
-            status,
-            start_time,
-            end_time,
-            lifecycle_stage,
-            artifact_uri,
-            p,
-            t,
-            i,
-        )) => {
-            let base = (id, experiment_id, name, user_id, status, start_time, end_time, lifecycle_stage, artifact_uri);
-            run_from(conn, base, (p, t, i)).await
-        }
-        None => Err(StoreError::NotFound(format!("Run with id={id} not found"))),
-    }
+    let rows: Vec<RunRow> = conn.fetch_all(select_run(conn.backend()), params![id]).await?;
+    let metrics = rows
+        .iter()
+        .filter_map(|m| {
+            Some(Metric {
+                key: m.metric_key.clone()?,
+                value: m.metric_value?,
+                timestamp: m.metric_timestamp?,
+                step: m.metric_step?,
+            })
+        })
+        .collect();
+    let Some(r) = rows.into_iter().next() else {
+        return Err(StoreError::NotFound(format!("Run with id={id} not found")));
+    };
+    let inputs: Vec<String> = serde_json::from_str(&r.inputs)
+        .map_err(|e| StoreError::Database(sqlx::Error::Decode(format!("a run's inputs: {e}").into())))?;
+    Ok(Run {
+        params: pairs(&r.params)?,
+        tags: pairs(&r.tags)?,
+        inputs: inputs.into_iter().filter_map(|s| serde_json::from_str(&s).ok()).collect(),
+        metrics,
+        id: r.id,
+        experiment_id: r.experiment_id,
+        namespace: r.namespace,
+        name: r.name,
+        user_id: r.user_id,
+        status: r.status,
+        start_time: r.start_time,
+        end_time: r.end_time,
+        lifecycle_stage: r.lifecycle_stage,
+        artifact_uri: r.artifact_uri,
+    })
 }
 
 type LoggedModelRow = (String, i64, String, String, String, String, String, String, i64, String, i64);
@@ -853,11 +843,9 @@ impl Store {
             return Ok(Vec::new());
         }
         let mut ps: Vec<Param> = q.experiment_ids.iter().map(|&i| Param::Int(i)).collect();
-        let mut sql = format!(
-            "SELECT {} FROM mlflow_runs r WHERE r.experiment_id IN {}",
-            run_columns!(),
-            placeholders(1, ps.len())
-        );
+        // The page's ids, then each run in one call: its params, tags and inputs in the select
+        // list of a sorted listing would be computed for every row sorted, not only the page's.
+        let mut sql = format!("SELECT r.id FROM mlflow_runs r WHERE r.experiment_id IN {}", placeholders(1, ps.len()));
         if let Some(s) = &q.lifecycle_stage {
             sql.push_str(&format!(" AND r.lifecycle_stage = ${}", ps.len() + 1));
             ps.push(Param::from(s));
@@ -941,11 +929,10 @@ impl Store {
         ps.push(Param::Int(i64::try_from(q.offset).unwrap_or(i64::MAX)));
         let mut c = self.db.read().await?;
         let mut conn = c.conn();
-        let rows: Vec<RunBase> = conn.fetch_all(sqlx::AssertSqlSafe(sql), ps).await?;
-        let mut out = Vec::with_capacity(rows.len());
-        for r in rows {
-            let extras: RunExtras = conn.fetch_one(select_run_extras(conn.backend()), params![&r.0]).await?;
-            out.push(run_from(&mut conn, r, extras).await?);
+        let ids: Vec<(String,)> = conn.fetch_all(sqlx::AssertSqlSafe(sql), ps).await?;
+        let mut out = Vec::with_capacity(ids.len());
+        for (id,) in ids {
+            out.push(find_run(&mut conn, &id).await?);
         }
         Ok(out)
     }

@@ -111,25 +111,33 @@ pub(crate) async fn authorize_experiment(
     id: i64,
     permission: Permission,
 ) -> MlflowResult<cairn_store::tracking::Experiment> {
-    let missing = || MlflowError::not_found(format!("No Experiment with id={id} exists"));
-    let exp = state.store.get_experiment(id).await?.ok_or_else(missing)?;
-    let ns = exp.namespace.as_str();
-    if caller.principal.check(Permission::ModelRead, Some(ns)).is_err() && caller.principal.mfa_satisfied {
-        if permission.is_change() {
-            crate::routes::record_denied(state, caller, "mlflow.experiment", &format!("mlflow-experiment:{id}")).await;
-        }
-        return Err(missing());
-    }
-    crate::routes::authorize(
-        state,
-        caller,
-        permission,
-        Some(ns),
-        "mlflow.experiment",
-        &format!("mlflow-experiment:{id}"),
-    )
-    .await?;
+    let exp = state
+        .store
+        .get_experiment(id)
+        .await?
+        .ok_or_else(|| MlflowError::not_found(format!("No Experiment with id={id} exists")))?;
+    authorize_in_experiment(state, caller, id, &exp.namespace, permission).await?;
     Ok(exp)
+}
+
+/// [`authorize_experiment`] for experiment `id` whose namespace is already known (read with
+/// the run or logged model in it).
+pub(crate) async fn authorize_in_experiment(
+    state: &AppState,
+    caller: &Caller,
+    id: i64,
+    namespace: &str,
+    permission: Permission,
+) -> MlflowResult<()> {
+    let target = format!("mlflow-experiment:{id}");
+    if caller.principal.check(Permission::ModelRead, Some(namespace)).is_err() && caller.principal.mfa_satisfied {
+        if permission.is_change() {
+            crate::routes::record_denied(state, caller, "mlflow.experiment", &target).await;
+        }
+        return Err(MlflowError::not_found(format!("No Experiment with id={id} exists")));
+    }
+    crate::routes::authorize(state, caller, permission, Some(namespace), "mlflow.experiment", &target).await?;
+    Ok(())
 }
 
 /// Authorises `permission` on an artifact path.
@@ -151,17 +159,25 @@ pub(crate) async fn authorize_path(
     }
 }
 
-/// The files under `dir` of the artifact tree, as version files relative to it.
-pub(crate) async fn files_under(state: &AppState, dir: &str) -> MlflowResult<Vec<FileEntry>> {
-    let files = state.store.artifacts_under(dir, MAX_FILES + 1).await?;
+/// The files under `dir` of the artifact tree, as version files relative to it, each with
+/// the stored scan result it can reuse (none when scanning is off).
+pub(crate) async fn files_under(
+    state: &AppState,
+    dir: &str,
+) -> MlflowResult<Vec<(FileEntry, Option<cairn_store::scan::FileScan>)>> {
+    let files = if state.settings.scan_artifacts {
+        state.store.artifacts_under_with_scans(dir, MAX_FILES + 1, cairn_scan::SCANNER).await?
+    } else {
+        state.store.artifacts_under(dir, MAX_FILES + 1).await?.into_iter().map(|f| (f, None)).collect()
+    };
     if files.len() > MAX_FILES {
         return Err(MlflowError::invalid(format!("more than {MAX_FILES} files under {dir}")));
     }
     files
         .into_iter()
-        .map(|f| {
+        .map(|(f, scan)| {
             let rel = f.path.strip_prefix(dir).unwrap_or(&f.path).trim_start_matches('/').to_owned();
-            super::registry::file_entry(&rel, f.size, &f.digest)
+            Ok((super::registry::file_entry(&rel, f.size, &f.digest)?, scan))
         })
         .collect()
 }

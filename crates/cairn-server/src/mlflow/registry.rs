@@ -411,7 +411,14 @@ async fn create_model_version(State(state): State<AppState>, caller: Caller, arg
     if !run_id.is_empty() {
         // The run's params and latest metrics travel with the version.
         if let Ok(run) = state.store.get_run(&run_id).await {
-            artifacts::authorize_experiment(&state, &caller, run.experiment_id, Permission::ModelRead).await?;
+            artifacts::authorize_in_experiment(
+                &state,
+                &caller,
+                run.experiment_id,
+                &run.namespace,
+                Permission::ModelRead,
+            )
+            .await?;
             readable = Some(run.experiment_id);
             let metrics: serde_json::Map<String, Value> =
                 run.metrics.iter().map(|m| (m.key.clone(), json!(m.value))).collect();
@@ -454,7 +461,8 @@ async fn create_model_version(State(state): State<AppState>, caller: Caller, arg
     let v = if files.is_empty() {
         state.store.create_version(&caller.audit, &model, &new).await
     } else {
-        new.scans = crate::scanning::scan_files(&state, &files).await?;
+        new.scans = crate::scanning::scan_files_looked_up(&state, &files).await?;
+        let files = files.into_iter().map(|(f, _)| f).collect();
         state.store.create_version_with_files(&caller.audit, &model, &new, files).await
     }
     .map_err(model_missing(&name))?;

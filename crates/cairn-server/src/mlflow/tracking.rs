@@ -12,7 +12,7 @@ use cairn_store::tracking::{Experiment, LoggedModel, Metric, Run, RunClause, Run
 use cairn_store::{Cursor, CursorKey, Param};
 use serde_json::{Value, json};
 
-use super::artifacts::authorize_experiment;
+use super::artifacts::{authorize_experiment, authorize_in_experiment};
 use super::{Args, MlflowError, MlflowResult, check_key_value, empty, kv_list, pairs_of};
 use crate::app::AppState;
 use crate::auth::Caller;
@@ -176,7 +176,7 @@ async fn run_for(state: &AppState, caller: &Caller, args: &Args, permission: Per
 
 async fn load_run(state: &AppState, caller: &Caller, id: &str, permission: Permission) -> MlflowResult<Run> {
     let run = state.store.get_run(id).await?;
-    authorize_experiment(state, caller, run.experiment_id, permission).await.map_err(|e| {
+    authorize_in_experiment(state, caller, run.experiment_id, &run.namespace, permission).await.map_err(|e| {
         if e.code == "RESOURCE_DOES_NOT_EXIST" {
             MlflowError::not_found(format!("Run with id={id} not found"))
         } else {

@@ -83,6 +83,11 @@ def tracking():
     check_eq((data.params.get("epochs"), data.params.get("batch")), ("3", "32"), "params from log_batch")
     check_eq((data.tags.get("phase"), data.tags.get("note")), ("train", "batched"), "tags from set_tag/log_batch")
     check_eq([m.value for m in sorted(c.get_metric_history(rid, "loss"), key=lambda m: m.step)], [0.5, 0.25], "loss history")
+    # every latest metric comes back with its exact value, infinities included
+    c.log_metric(rid, "peak", float("inf"))
+    c.log_metric(rid, "precise", 0.1 + 0.2)
+    check_eq(c.get_run(rid).data.metrics, {"acc": 0.9, "loss": 0.25, "peak": float("inf"), "precise": 0.1 + 0.2},
+             "latest metrics in run data")
 
     # dataset input
     df = pd.DataFrame({"x": np.arange(5, dtype="float64"), "y": (np.arange(5) % 2).astype("float64")})
