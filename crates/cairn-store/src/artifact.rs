@@ -13,7 +13,9 @@ use cairn_core::{AliasName, FileEntry, FilePath, Manifest, ModelName, ModelRef, 
 use serde::Serialize;
 
 use crate::db::{Backend, Conn, Param};
-use crate::version::{NewVersion, Version, find as find_version, insert_version, target, upsert_alias};
+use crate::version::{
+    NewVersion, Version, find as find_version, insert_version, insert_version_with_blobs, target, upsert_alias,
+};
 use crate::{AuditContext, Store, StoreError, audit, params};
 
 /// A push in progress.
@@ -702,27 +704,33 @@ impl Store {
         let manifest = Manifest::new(files).map_err(|e| StoreError::Invalid(e.to_string()))?;
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
-        // Every blob must be stored, checked before anything is written (the files' rows
-        // refer to the blobs).
+        // Every blob must be stored: checked by the statement that inserts the version (one
+        // call less on the single writer), and only when it inserted nothing, which blobs.
         let digests: std::collections::BTreeSet<&str> = manifest.files().iter().map(|f| f.sha256.as_str()).collect();
-        let missing_sql = match conn.backend() {
-            Backend::Sqlite => {
-                "SELECT j.value FROM json_each($1) j LEFT JOIN blobs b ON b.digest = j.value AND b.state = 'present' \
-                 WHERE b.digest IS NULL ORDER BY j.value LIMIT 20"
-            }
-            Backend::Postgres => {
-                "SELECT j.d FROM jsonb_array_elements_text($1::jsonb) AS j(d) \
-                 LEFT JOIN blobs b ON b.digest = j.d AND b.state = 'present' WHERE b.digest IS NULL ORDER BY j.d LIMIT 20"
-            }
-        };
-        let missing: Vec<(String,)> = conn
-            .fetch_all(missing_sql, params![serde_json::to_string(&digests).unwrap_or_else(|_| "[]".into())])
-            .await?;
-        if !missing.is_empty() {
-            let list: Vec<&str> = missing.iter().map(|m| m.0.as_str()).collect();
-            return Err(StoreError::MissingBlobs(format!("missing blobs (sha256): {}", list.join(", "))));
-        }
-        let (version_id, number) = insert_version(&mut conn, ctx, now, model, new).await?;
+        let digests = serde_json::to_string(&digests).unwrap_or_else(|_| "[]".into());
+        let (version_id, number) =
+            match insert_version_with_blobs(&mut conn, ctx, now, model, new, Some(digests.clone())).await {
+                Err(StoreError::NotFound(not_found)) => {
+                    let missing_sql = match conn.backend() {
+                        Backend::Sqlite => {
+                            "SELECT j.value FROM json_each($1) j LEFT JOIN blobs b ON b.digest = j.value \
+                             AND b.state = 'present' WHERE b.digest IS NULL ORDER BY j.value LIMIT 20"
+                        }
+                        Backend::Postgres => {
+                            "SELECT j.d FROM jsonb_array_elements_text($1::jsonb) AS j(d) \
+                             LEFT JOIN blobs b ON b.digest = j.d AND b.state = 'present' WHERE b.digest IS NULL \
+                             ORDER BY j.d LIMIT 20"
+                        }
+                    };
+                    let missing: Vec<(String,)> = conn.fetch_all(missing_sql, params![digests]).await?;
+                    if missing.is_empty() {
+                        return Err(StoreError::NotFound(not_found));
+                    }
+                    let list: Vec<&str> = missing.iter().map(|m| m.0.as_str()).collect();
+                    return Err(StoreError::MissingBlobs(format!("missing blobs (sha256): {}", list.join(", "))));
+                }
+                other => other?,
+            };
         // On SQLite's single writer every call waits for the one before: the statements whose
         // result is not needed go with the commit (`Conn::defer`), and the answer is built
         // from what was inserted instead of read back.

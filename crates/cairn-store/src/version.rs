@@ -364,58 +364,93 @@ pub(crate) async fn insert_version(
     model: &ModelRef,
     new: &NewVersion,
 ) -> Result<(i64, i64), StoreError> {
-    check_metadata(&new.metadata)?;
-    check_lineage(Some(&new.code_commit), Some(&new.training_job))?;
-    for v in new.tags.values() {
-        cairn_core::name::check_tag_value(v).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    }
-    let metadata = if new.metadata.is_null() { "{}".to_owned() } else { new.metadata.to_string() };
-    // The model's counter moves and the version is inserted with its new value in one call:
-    // one statement on PostgreSQL (the update as a data-modifying CTE), two sent together on
-    // SQLite. No row back means the model does not exist (the update matched nothing).
-    let sql = match conn.backend() {
-        Backend::Postgres => {
+    insert_version_with_blobs(conn, ctx, now, model, new, None).await
+}
+
+/// The model's counter moves and the version is inserted with its new value in one call: one
+/// statement on PostgreSQL (the update as a data-modifying CTE), two sent together on SQLite.
+macro_rules! insert_version_sql {
+    (postgres, $guard:expr) => {
+        concat!(
             "WITH m AS (UPDATE models SET latest_version = latest_version + 1, updated_at = $1, updated_by = $2 \
              WHERE full_name = $3 RETURNING id, latest_version) \
              INSERT INTO versions (model_id, number, description, source, run_id, metadata, \
              created_at, created_by, updated_at, updated_by, semver, semver_key, code_commit, training_job, \
              stage, stage_changed_at) \
-             SELECT m.id, m.latest_version, $4, $5, $6, $7, $1, $2, $1, $2, $8, $9, $10, $11, 'draft', $1 FROM m \
-             RETURNING id, number"
-        }
-        Backend::Sqlite => {
+             SELECT m.id, m.latest_version, $4, $5, $6, $7, $1, $2, $1, $2, $8, $9, $10, $11, 'draft', $1 FROM m",
+            $guard,
+            " RETURNING id, number"
+        )
+    };
+    (sqlite, $guard:expr) => {
+        concat!(
             "UPDATE models SET latest_version = latest_version + 1, updated_at = $1, updated_by = $2 \
              WHERE full_name = $3; \
              INSERT INTO versions (model_id, number, description, source, run_id, metadata, \
              created_at, created_by, updated_at, updated_by, semver, semver_key, code_commit, training_job, \
              stage, stage_changed_at) \
              SELECT m.id, m.latest_version, $4, $5, $6, $7, $1, $2, $1, $2, $8, $9, $10, $11, 'draft', $1 \
-             FROM models m WHERE m.full_name = $3 \
-             RETURNING id, number"
-        }
-    };
-    let row: Option<(i64, i64)> = conn
-        .fetch_optional(
-            sql,
-            params![
-                now,
-                &ctx.actor,
-                model.to_string(),
-                &new.description,
-                &new.source,
-                &new.run_id,
-                metadata,
-                new.semver.as_ref().map(|s| s.as_str().to_owned()),
-                new.semver.as_ref().map(Semver::sort_key),
-                new.code_commit.to_ascii_lowercase(),
-                &new.training_job
-            ],
+             FROM models m WHERE m.full_name = $3",
+            $guard,
+            " RETURNING id, number"
         )
-        .await
-        .map_err(|e| match &new.semver {
-            Some(l) => semver_taken(model, l)(e),
-            None => e,
-        })?;
+    };
+}
+
+/// [`insert_version`] of a version whose files are the blobs `blobs` (a JSON array of hex
+/// digests): nothing is inserted unless every one of them is stored (`present`), checked in the
+/// same statement, so that a version's files never refer to bytes that are not there. No row
+/// back (`NotFound`) means the model does not exist or a blob is missing.
+pub(crate) async fn insert_version_with_blobs(
+    conn: &mut Conn<'_>,
+    ctx: &AuditContext,
+    now: i64,
+    model: &ModelRef,
+    new: &NewVersion,
+    blobs: Option<String>,
+) -> Result<(i64, i64), StoreError> {
+    check_metadata(&new.metadata)?;
+    check_lineage(Some(&new.code_commit), Some(&new.training_job))?;
+    for v in new.tags.values() {
+        cairn_core::name::check_tag_value(v).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    }
+    let metadata = if new.metadata.is_null() { "{}".to_owned() } else { new.metadata.to_string() };
+    // No row back means the model does not exist (the update matched nothing), or a blob is
+    // missing.
+    let sql = match (conn.backend(), blobs.is_some()) {
+        (Backend::Postgres, false) => insert_version_sql!(postgres, ""),
+        (Backend::Sqlite, false) => insert_version_sql!(sqlite, ""),
+        (Backend::Postgres, true) => insert_version_sql!(
+            postgres,
+            " WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text($12::jsonb) AS j(d) \
+             LEFT JOIN blobs b ON b.digest = j.d AND b.state = 'present' WHERE b.digest IS NULL)"
+        ),
+        (Backend::Sqlite, true) => insert_version_sql!(
+            sqlite,
+            " AND NOT EXISTS (SELECT 1 FROM json_each($12) j \
+             LEFT JOIN blobs b ON b.digest = j.value AND b.state = 'present' WHERE b.digest IS NULL)"
+        ),
+    };
+    let mut ps = params![
+        now,
+        &ctx.actor,
+        model.to_string(),
+        &new.description,
+        &new.source,
+        &new.run_id,
+        metadata,
+        new.semver.as_ref().map(|s| s.as_str().to_owned()),
+        new.semver.as_ref().map(Semver::sort_key),
+        new.code_commit.to_ascii_lowercase(),
+        &new.training_job
+    ];
+    if let Some(b) = blobs {
+        ps.push(Param::from(b));
+    }
+    let row: Option<(i64, i64)> = conn.fetch_optional(sql, ps).await.map_err(|e| match &new.semver {
+        Some(l) => semver_taken(model, l)(e),
+        None => e,
+    })?;
     let Some((id, number)) = row else {
         return Err(StoreError::NotFound(format!("model \"{model}\" does not exist")));
     };

@@ -483,15 +483,26 @@ async fn a_version_created_with_files_reads_back_as_answered(store: Store) {
     assert_eq!(edges.iter().map(|e| (e.kind.as_str(), e.name.as_str())).collect::<Vec<_>>(), vec![("run", "run-1")]);
 
     // A scan of a file the version does not have, or of other bytes, is refused; a blob
-    // never stored is missing. Either way nothing is created and no number is used up.
-    for (scans, files) in [
-        (vec![scan("other.bin")], files.clone()),
-        (vec![FileScan { digest: "cd".repeat(32), ..scan("MLmodel") }], files.clone()),
-        (Vec::new(), vec![file("MLmodel", &"ef".repeat(32))]),
+    // never stored, or still being received, is missing (and named); a model that does not
+    // exist is not found. Either way nothing is created and no number is used up.
+    let pending = "12".repeat(32);
+    store.blob_pending(&pending, 3).await.unwrap();
+    for (model, scans, files, expected) in [
+        ("team/rf", vec![scan("other.bin")], files.clone(), "invalid"),
+        ("team/rf", vec![FileScan { digest: "cd".repeat(32), ..scan("MLmodel") }], files.clone(), "invalid"),
+        ("team/rf", Vec::new(), vec![file("MLmodel", &"ef".repeat(32)), file("w.bin", &stored)], "missing ef"),
+        ("team/rf", Vec::new(), vec![file("w.bin", &stored), file("x.bin", &pending)], "missing 12"),
+        ("team/nope", Vec::new(), vec![file("w.bin", &stored)], "not found"),
     ] {
         let bad = NewVersion { scans, ..NewVersion::default() };
-        let err = store.create_version_with_files(&ctx("a"), &mref("team/rf"), &bad, files).await.unwrap_err();
-        assert!(matches!(err, StoreError::Invalid(_) | StoreError::MissingBlobs(_)), "{err:?}");
+        let err = store.create_version_with_files(&ctx("a"), &mref(model), &bad, files).await.unwrap_err();
+        let got = match &err {
+            StoreError::Invalid(_) => "invalid".to_owned(),
+            StoreError::MissingBlobs(m) if !m.contains(&stored) => format!("missing {}", &m[m.len() - 64..][..2]),
+            StoreError::NotFound(_) => "not found".to_owned(),
+            other => format!("{other:?}"),
+        };
+        assert_eq!(got, expected, "{err:?}");
     }
     let next = store.create_version(&ctx("a"), &mref("team/rf"), &NewVersion::default()).await.unwrap();
     assert_eq!(next.version, 2);
