@@ -682,8 +682,12 @@ impl Store {
     pub async fn list_versions(&self, model: &ModelRef, q: &ListVersions) -> Result<Page<Version>, StoreError> {
         let mut c = self.db.read().await?;
         let mut conn = c.conn();
-        let m = find_model(&mut conn, model).await?;
-        self.versions_where(&mut conn, "v.model_id = $1", vec![Param::Int(m.id)], q).await
+        // The model by its name in the same query; only an empty page asks whether it exists.
+        let page = self.versions_where(&mut conn, "m.full_name = $1", vec![Param::from(model.to_string())], q).await?;
+        if page.items.is_empty() {
+            find_model(&mut conn, model).await?;
+        }
+        Ok(page)
     }
 
     /// Lists the versions of every model in `namespaces` (all models when `None`).

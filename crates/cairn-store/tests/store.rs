@@ -377,6 +377,15 @@ async fn listing_pages_sorts_and_filters(store: Store) {
         .unwrap();
     assert_eq!(rest.items.iter().map(|v| v.version).collect::<Vec<_>>(), [2]);
     assert!(rest.next.is_none());
+    // Only the named model's versions; nothing matching is an empty page, and a model that
+    // does not exist is not found (not an empty page).
+    store.create_version(&ctx("a"), &mref("nlp/gpt"), &NewVersion::default()).await.unwrap();
+    let gpt = store.list_versions(&mref("nlp/gpt"), &ListVersions { limit: 10, ..ListVersions::default() }).await;
+    assert_eq!(gpt.unwrap().items.iter().map(|v| (v.model.as_str(), v.version)).collect::<Vec<_>>(), [("gpt", 1)]);
+    let nothing = ListVersions { filter: f("version > 99"), limit: 10, ..ListVersions::default() };
+    assert!(store.list_versions(&mref("nlp/bert"), &nothing).await.unwrap().items.is_empty());
+    let ghost = store.list_versions(&mref("nlp/ghost"), &ListVersions { limit: 10, ..ListVersions::default() }).await;
+    assert!(matches!(ghost, Err(StoreError::NotFound(_))), "{ghost:?}");
 }
 
 async fn failed_changes_leave_no_trace(store: Store) {
