@@ -227,19 +227,15 @@ macro_rules! run_extras {
     };
 }
 
-/// Run `$1` in one call: its columns, its experiment's namespace and its [`run_extras!`]
-/// (computed once, in a materialised CTE), then a row per latest metric (one row with no
-/// metric when it has none). The metrics are columns, not JSON: a float does not survive a
-/// JSON round trip in every case (infinities).
+/// Run `$1` with its experiment's namespace and its [`run_extras!`]. A run's experiment is
+/// never deleted while it exists (the foreign key cascades), so the join finds it.
 macro_rules! select_run {
     ($dialect:tt) => {
         concat!(
-            "WITH run AS MATERIALIZED (SELECT r.id, r.experiment_id, COALESCE(e.namespace, '') AS namespace, r.name, \
-             r.user_id, r.status, r.start_time, r.end_time, r.lifecycle_stage, r.artifact_uri, ",
+            "SELECT r.id, r.experiment_id, e.namespace, r.name, r.user_id, r.status, r.start_time, r.end_time, \
+             r.lifecycle_stage, r.artifact_uri, ",
             run_extras!($dialect),
-            " FROM mlflow_runs r LEFT JOIN mlflow_experiments e ON e.id = r.experiment_id WHERE r.id = $1) \
-             SELECT run.*, m.key AS metric_key, m.value AS metric_value, m.timestamp AS metric_timestamp, \
-             m.step AS metric_step FROM run LEFT JOIN mlflow_latest_metrics m ON m.run_id = run.id ORDER BY m.key"
+            " FROM mlflow_runs r JOIN mlflow_experiments e ON e.id = r.experiment_id WHERE r.id = $1"
         )
     };
 }
@@ -251,7 +247,7 @@ fn select_run(backend: crate::db::Backend) -> &'static str {
     }
 }
 
-/// One row of [`select_run`].
+/// The row of [`select_run`].
 #[derive(sqlx::FromRow)]
 struct RunRow {
     id: String,
@@ -267,10 +263,6 @@ struct RunRow {
     params: String,
     tags: String,
     inputs: String,
-    metric_key: Option<String>,
-    metric_value: Option<f64>,
-    metric_timestamp: Option<i64>,
-    metric_step: Option<i64>,
 }
 
 /// Key/value pairs from a `[[key, value], …]` array of [`select_run`].
@@ -281,21 +273,19 @@ fn pairs(json: &str) -> Result<BTreeMap<String, String>, StoreError> {
 }
 
 async fn find_run(conn: &mut Conn<'_>, id: &str) -> Result<Run, StoreError> {
-    let rows: Vec<RunRow> = conn.fetch_all(select_run(conn.backend()), params![id]).await?;
-    let metrics = rows
-        .iter()
-        .filter_map(|m| {
-            Some(Metric {
-                key: m.metric_key.clone()?,
-                value: m.metric_value?,
-                timestamp: m.metric_timestamp?,
-                step: m.metric_step?,
-            })
-        })
-        .collect();
-    let Some(r) = rows.into_iter().next() else {
+    let Some(r) = conn.fetch_optional::<RunRow>(select_run(conn.backend()), params![id]).await? else {
         return Err(StoreError::NotFound(format!("Run with id={id} not found")));
     };
+    // The metrics on their own: a float does not survive a JSON round trip in every case
+    // (infinities), and as columns of the run's row they would repeat its params and tags.
+    let metrics: Vec<(String, f64, i64, i64)> = conn
+        .fetch_all(
+            "SELECT key, value, timestamp, step FROM mlflow_latest_metrics WHERE run_id = $1 ORDER BY key",
+            params![id],
+        )
+        .await?;
+    let metrics =
+        metrics.into_iter().map(|(key, value, timestamp, step)| Metric { key, value, timestamp, step }).collect();
     let inputs: Vec<String> = serde_json::from_str(&r.inputs)
         .map_err(|e| StoreError::Database(sqlx::Error::Decode(format!("a run's inputs: {e}").into())))?;
     Ok(Run {
@@ -932,7 +922,12 @@ impl Store {
         let ids: Vec<(String,)> = conn.fetch_all(sqlx::AssertSqlSafe(sql), ps).await?;
         let mut out = Vec::with_capacity(ids.len());
         for (id,) in ids {
-            out.push(find_run(&mut conn, &id).await?);
+            match find_run(&mut conn, &id).await {
+                Ok(run) => out.push(run),
+                // Deleted since the page's ids were read.
+                Err(StoreError::NotFound(_)) => {}
+                Err(e) => return Err(e),
+            }
         }
         Ok(out)
     }

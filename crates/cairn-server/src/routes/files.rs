@@ -232,7 +232,7 @@ pub async fn put_part(
     if let Some(declared) = declared
         && declared != len
     {
-        if declared <= part_size {
+        if declared <= part_size && !expects_continue(&headers) {
             uploads::discard(body.into_data_stream(), part_size).await;
         }
         return Err(ApiError::new(
@@ -247,7 +247,9 @@ pub async fn put_part(
         match v.to_str().ok().and_then(content_range) {
             Some(r) if r == expected || (len == 0 && r.0 == 0 && r.2 == 0) => {}
             _ => {
-                uploads::discard(body.into_data_stream(), part_size).await;
+                if !expects_continue(&headers) {
+                    uploads::discard(body.into_data_stream(), part_size).await;
+                }
                 return Err(ApiError::new(
                     StatusCode::BAD_REQUEST,
                     "invalid_part",
@@ -262,6 +264,12 @@ pub async fn put_part(
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let readable = readable(&caller);
     Ok(Json(uploads::put_part(&state, &upload, readable.as_deref(), &digest, size, part, Box::pin(stream)).await?))
+}
+
+/// The client waits for `100 Continue` before sending the body: a refusal needs no body read
+/// (reading it would ask for the body only to refuse it).
+fn expects_continue(headers: &HeaderMap) -> bool {
+    headers.get(header::EXPECT).is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"))
 }
 
 /// Create the next version from an upload whose bytes have all arrived.
