@@ -480,6 +480,27 @@ async fn pages_are_small_safe_and_searchable(s: &TestServer) {
     person(s, "vic", &[("viewer", Some("risk")), ("auditor", None)]).await;
     let mut b = Browser::new(s);
     b.log_in("vic").await;
+    // Not deployed yet; then recorded in staging by the deployment tool: the model page shows
+    // where it runs, linked to the version.
+    assert!(b.get("/ui/models/risk/fraud").await.body.contains("Not deployed anywhere yet."));
+    let (st, v) = s.call(Method::PUT, "/api/v1/environments/staging", Some(json!({}))).await;
+    assert_eq!(st, StatusCode::OK, "{v}");
+    let canary = json!({"model": "risk/fraud", "version": "1", "strategy": "canary", "traffic_percent": 10, "status": "succeeded"});
+    let (st, v) = s.call(Method::POST, "/api/v1/environments/staging/deployments", Some(canary)).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let page = b.get("/ui/models/risk/fraud").await;
+    let table = page
+        .body
+        .split("<table id=\"deployments\"")
+        .nth(1)
+        .expect("a deployments table")
+        .split("</table>")
+        .next()
+        .unwrap();
+    assert_eq!(table.matches("<tr class=\"deployment\">").count(), 1, "{table}");
+    for shown in ["<td>staging</td>", "href=\"/ui/models/risk/fraud/versions/1\"", "canary (10%)", "succeeded"] {
+        assert!(table.contains(shown), "{shown} in {table}");
+    }
     for path in [
         "/ui/models",
         "/ui/models/risk/fraud",

@@ -13,7 +13,7 @@ use super::templates::render;
 use super::{Me, UiResult, Viewer, urlencode};
 use crate::app::AppState;
 use crate::error::{ApiError, ApiQuery};
-use crate::routes::{lifecycle, models, versions};
+use crate::routes::{deploy, lifecycle, models, versions};
 
 /// Query of `GET /ui/models`: search text and filters, each optional.
 #[derive(Debug, Clone, Default, Deserialize, Serialize)]
@@ -163,9 +163,20 @@ pub async fn model(
         versions::list_versions(State(state.clone()), viewer.caller.clone(), Path((namespace, name)), ApiQuery(q))
             .await?;
     let title = model.full_name.clone();
+    // Where it runs: the latest deployments, for whoever may see them (an account without the
+    // second factor the deployment API asks for sees the section's note instead).
+    let q = deploy::ListQuery { environment: None, model: Some(title.clone()), limit: Some(20), before: None };
+    let deployments = match deploy::list_deployments(State(state.clone()), viewer.caller.clone(), ApiQuery(q)).await {
+        Ok(axum::Json(list)) => Some(list.deployments),
+        Err(e) if e.status == axum::http::StatusCode::FORBIDDEN => None,
+        Err(e) => return Err(e.into()),
+    };
     Ok(render(
         "model.html",
-        context! { me, nav => "models", title, model, versions => list.versions, more => list.next_page_token.is_some() },
+        context! {
+            me, nav => "models", title, model, versions => list.versions, more => list.next_page_token.is_some(),
+            deployments,
+        },
     ))
 }
 
