@@ -713,13 +713,18 @@ impl Store {
                 Err(StoreError::NotFound(not_found)) => {
                     let missing_sql = match conn.backend() {
                         Backend::Sqlite => {
-                            "SELECT j.value FROM json_each($1) j LEFT JOIN blobs b ON b.digest = j.value \
-                             AND b.state = 'present' WHERE b.digest IS NULL ORDER BY j.value LIMIT 20"
+                            concat!(
+                                "SELECT j.d ",
+                                crate::version::unstored_blobs!(sqlite, "$1"),
+                                " ORDER BY j.d LIMIT 20"
+                            )
                         }
                         Backend::Postgres => {
-                            "SELECT j.d FROM jsonb_array_elements_text($1::jsonb) AS j(d) \
-                             LEFT JOIN blobs b ON b.digest = j.d AND b.state = 'present' WHERE b.digest IS NULL \
-                             ORDER BY j.d LIMIT 20"
+                            concat!(
+                                "SELECT j.d ",
+                                crate::version::unstored_blobs!(postgres, "$1"),
+                                " ORDER BY j.d LIMIT 20"
+                            )
                         }
                     };
                     let missing: Vec<(String,)> = conn.fetch_all(missing_sql, params![digests]).await?;

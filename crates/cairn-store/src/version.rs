@@ -367,6 +367,26 @@ pub(crate) async fn insert_version(
     insert_version_with_blobs(conn, ctx, now, model, new, None).await
 }
 
+/// `FROM … WHERE …` of the digests in the JSON array parameter `$p` whose blob is not stored
+/// (`present`), as `d`: what the version insert's guard and the missing-blobs error both ask.
+macro_rules! unstored_blobs {
+    (postgres, $p:literal) => {
+        concat!(
+            "FROM jsonb_array_elements_text(",
+            $p,
+            "::jsonb) AS j(d) LEFT JOIN blobs b ON b.digest = j.d AND b.state = 'present' WHERE b.digest IS NULL"
+        )
+    };
+    (sqlite, $p:literal) => {
+        concat!(
+            "FROM (SELECT value AS d FROM json_each(",
+            $p,
+            ")) j LEFT JOIN blobs b ON b.digest = j.d AND b.state = 'present' WHERE b.digest IS NULL"
+        )
+    };
+}
+pub(crate) use unstored_blobs;
+
 /// The model's counter moves and the version is inserted with its new value in one call: one
 /// statement on PostgreSQL (the update as a data-modifying CTE), two sent together on SQLite.
 macro_rules! insert_version_sql {
@@ -422,14 +442,11 @@ pub(crate) async fn insert_version_with_blobs(
         (Backend::Sqlite, false) => insert_version_sql!(sqlite, ""),
         (Backend::Postgres, true) => insert_version_sql!(
             postgres,
-            " WHERE NOT EXISTS (SELECT 1 FROM jsonb_array_elements_text($12::jsonb) AS j(d) \
-             LEFT JOIN blobs b ON b.digest = j.d AND b.state = 'present' WHERE b.digest IS NULL)"
+            concat!(" WHERE NOT EXISTS (SELECT 1 ", unstored_blobs!(postgres, "$12"), ")")
         ),
-        (Backend::Sqlite, true) => insert_version_sql!(
-            sqlite,
-            " AND NOT EXISTS (SELECT 1 FROM json_each($12) j \
-             LEFT JOIN blobs b ON b.digest = j.value AND b.state = 'present' WHERE b.digest IS NULL)"
-        ),
+        (Backend::Sqlite, true) => {
+            insert_version_sql!(sqlite, concat!(" AND NOT EXISTS (SELECT 1 ", unstored_blobs!(sqlite, "$12"), ")"))
+        }
     };
     let mut ps = params![
         now,
