@@ -6,9 +6,10 @@
 //! - on SQLite the one writer (`BEGIN IMMEDIATE`, also across processes) already serialises
 //!   transactions, so an event is sealed as it is written;
 //! - on PostgreSQL events are written unsealed, in the transaction of their change, and
-//!   sealed by [`seal_committed`] right after that transaction commits
-//!   ([`crate::db::Tx::commit`]): one sealer at a time seals, in one statement, every event
-//!   committed so far, so writers never hold the chain's lock across their own commit.
+//!   sealed by [`seal_committed`] in the background once that transaction has committed
+//!   ([`Sealer`]): one sealer at a time seals, in one statement, every event committed so
+//!   far, so writers never hold the chain's lock across their own commit, nor wait for it.
+//!   Reading the chain waits for what this process committed to be sealed first.
 
 use std::sync::atomic::{AtomicBool, Ordering};
 
@@ -400,41 +401,107 @@ impl Pending {
     }
 }
 
-/// Group sealing on PostgreSQL, per process: a writer that committed events takes a ticket
-/// and waits for a sealing that *started* after its ticket. One sealing runs at a time; the
-/// writers that committed while it ran are all covered by the next one, which the first of
-/// them runs while the others find their tickets covered and return without a query.
+/// Sealing on PostgreSQL, per process, in the background: a transaction that committed
+/// events only counts itself and wakes the sealer task ([`Sealer::committed`]); its request is
+/// answered once its own commit is durable, without waiting for the chain. The task seals
+/// everything committed so far, one sealing at a time, so the commits of a busy moment are
+/// sealed together. Whatever reads the chain first waits until every event this process
+/// committed before is sealed ([`Sealer::settle`]), so nobody reads the chain without an event
+/// whose change they have seen answered.
 #[derive(Debug)]
 pub struct Sealer {
     pool: sqlx::PgPool,
-    issued: std::sync::atomic::AtomicU64,
+    /// Commits with events, counted by this process.
+    committed: std::sync::atomic::AtomicU64,
+    /// How many of them a finished sealing covers.
     covered: std::sync::atomic::AtomicU64,
+    /// One sealing at a time in this process (the advisory lock orders processes).
     run: tokio::sync::Mutex<()>,
+    /// Wakes the background task.
+    wake: std::sync::Arc<tokio::sync::Notify>,
+    /// The background task is running.
+    started: AtomicBool,
 }
 
 impl Sealer {
     pub(crate) fn new(pool: sqlx::PgPool) -> Self {
         Self {
             pool,
-            issued: std::sync::atomic::AtomicU64::new(0),
+            committed: std::sync::atomic::AtomicU64::new(0),
             covered: std::sync::atomic::AtomicU64::new(0),
             run: tokio::sync::Mutex::new(()),
+            wake: std::sync::Arc::new(tokio::sync::Notify::new()),
+            started: AtomicBool::new(false),
         }
     }
 
-    /// Seals (or waits for a sealing of) everything committed before this call.
-    pub(crate) async fn seal_after_commit(&self) -> Result<(), StoreError> {
-        let ticket = self.issued.fetch_add(1, Ordering::SeqCst) + 1;
+    /// A transaction that wrote events has committed: the background task seals them soon.
+    /// Returns at once.
+    pub(crate) fn committed(self: &std::sync::Arc<Self>) {
+        self.committed.fetch_add(1, Ordering::SeqCst);
+        if !self.started.swap(true, Ordering::SeqCst) {
+            tokio::spawn(seal_in_background(std::sync::Arc::downgrade(self), self.wake.clone()));
+        }
+        self.wake.notify_one();
+    }
+
+    /// Returns once every event committed before the call is sealed: this process's, which
+    /// it seals now if the background task has not yet, and any another process left unsealed
+    /// (a replica between its commit and its sealing, or one stopped there). One query when
+    /// there is nothing to seal.
+    pub(crate) async fn settle(&self) -> Result<(), StoreError> {
+        let wanted = self.committed.load(Ordering::SeqCst);
+        if self.covered.load(Ordering::SeqCst) < wanted {
+            return self.seal_up_to(wanted).await;
+        }
+        let (pending,): (bool,) = sqlx::query_as("SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq IS NULL)")
+            .fetch_one(&self.pool)
+            .await?;
+        if pending {
+            let _turn = self.run.lock().await;
+            let covers = self.committed.load(Ordering::SeqCst);
+            seal_committed(&self.pool).await?;
+            self.covered.fetch_max(covers, Ordering::SeqCst);
+        }
+        Ok(())
+    }
+
+    /// Seals, unless a sealing that covers the first `wanted` commits has finished meanwhile.
+    async fn seal_up_to(&self, wanted: u64) -> Result<(), StoreError> {
         let _turn = self.run.lock().await;
-        if self.covered.load(Ordering::SeqCst) >= ticket {
+        if self.covered.load(Ordering::SeqCst) >= wanted {
             return Ok(());
         }
-        // Every ticket issued so far belongs to a commit that is done: this sealing, which
-        // reads what is pending after this point, covers them all.
-        let covers = self.issued.load(Ordering::SeqCst);
+        // Every commit counted so far is done: this sealing, which reads what is pending
+        // after this point, covers them all.
+        let covers = self.committed.load(Ordering::SeqCst);
         seal_committed(&self.pool).await?;
         self.covered.fetch_max(covers, Ordering::SeqCst);
         Ok(())
+    }
+}
+
+impl Drop for Sealer {
+    fn drop(&mut self) {
+        // The background task wakes, finds the sealer gone, and ends.
+        self.wake.notify_one();
+    }
+}
+
+/// The background sealer: one sealing per wake-up, covering every commit before it. A
+/// sealing that fails leaves its events for the next wake-up, the checkpoint timer or the
+/// next start. Ends with its sealer (the database closed).
+async fn seal_in_background(sealer: std::sync::Weak<Sealer>, wake: std::sync::Arc<tokio::sync::Notify>) {
+    loop {
+        wake.notified().await;
+        let Some(sealer) = sealer.upgrade() else { return };
+        if sealer.pool.is_closed() {
+            return;
+        }
+        let wanted = sealer.committed.load(Ordering::SeqCst);
+        if let Err(e) = sealer.seal_up_to(wanted).await {
+            tracing::warn!(error = %e, "could not seal audit events after a commit; the next write will");
+        }
     }
 }
 
@@ -705,6 +772,8 @@ impl Store {
 
     /// Lists audit events in chain order.
     pub async fn list_audit_events(&self, q: &AuditQuery) -> Result<Page<AuditEvent>, StoreError> {
+        // On PostgreSQL, what this process committed joins the chain before it is read.
+        self.db.settle_audit().await?;
         let limit = q.limit.clamp(1, 1000);
         let after = match &q.after {
             Some(Cursor { key: CursorKey::Int(_), id }) => *id,
@@ -748,6 +817,8 @@ impl Store {
 
     /// Where the chain stands.
     pub async fn audit_head(&self) -> Result<ChainHead, StoreError> {
+        // On PostgreSQL, what this process committed joins the chain before it is read.
+        self.db.settle_audit().await?;
         let (seq, hash, anchor_seq, anchor_hash): (i64, String, i64, String) = self
             .db
             .read()
@@ -767,6 +838,8 @@ impl Store {
         until: Option<i64>,
         limit: usize,
     ) -> Result<Vec<AuditRecord>, StoreError> {
+        // On PostgreSQL, what this process committed joins the chain before it is read.
+        self.db.settle_audit().await?;
         let rows: Vec<RecordRow> = self
             .db
             .read()
@@ -785,6 +858,8 @@ impl Store {
     /// The events with `after < seq <= upto` as one JSON document (an array of arrays, in
     /// order): decoding one document is several times faster than decoding thousands of rows.
     async fn audit_record_document(&self, after: i64, upto: i64) -> Result<String, StoreError> {
+        // On PostgreSQL, what this process committed joins the chain before it is read.
+        self.db.settle_audit().await?;
         const COLUMNS: &str = "seq, occurred_at, action, outcome, actor, key_id, target, before_state, after_state, \
              request_id, source_ip, user_agent, salt, details_digest, hash";
         let sql = match self.backend() {
@@ -993,6 +1068,8 @@ impl Store {
         since: Option<i64>,
         until: Option<i64>,
     ) -> Result<cairn_audit::report::ComplianceReport, StoreError> {
+        // On PostgreSQL, what this process committed joins the chain before it is read.
+        self.db.settle_audit().await?;
         const BATCH: usize = 5_000;
         let mut b = cairn_audit::report::ReportBuilder::new(since, until, self.now());
         let (first, last): (Option<i64>, Option<i64>) = self

@@ -230,14 +230,30 @@ impl Db {
         })
     }
 
-    /// Closes every pool, waiting for connections in use to come back.
+    /// On PostgreSQL, returns once every audit event this process committed is sealed into
+    /// the chain (see [`crate::audit::Sealer`]); nothing to do on SQLite, which seals events
+    /// as it writes them.
+    pub(crate) async fn settle_audit(&self) -> Result<(), StoreError> {
+        match self {
+            Self::Sqlite { .. } => Ok(()),
+            Self::Postgres(_, sealer) => sealer.settle().await,
+        }
+    }
+
+    /// Closes every pool, waiting for connections in use to come back; on PostgreSQL, after
+    /// sealing the audit events this process committed.
     pub async fn close(&self) {
         match self {
             Self::Sqlite { writer, reader } => {
                 reader.close().await;
                 writer.close().await;
             }
-            Self::Postgres(pool, _) => pool.close().await,
+            Self::Postgres(pool, sealer) => {
+                if let Err(e) = sealer.settle().await {
+                    tracing::warn!(error = %e, "could not seal audit events before closing; the next start will");
+                }
+                pool.close().await;
+            }
         }
     }
 
@@ -898,12 +914,9 @@ impl Tx {
                 let wrote = crate::audit::has_unsealed(&mut Conn::Postgres(&mut tx)).await?;
                 tx.commit().await?;
                 if wrote {
-                    // The change is committed: a failure to seal now must not report it as
-                    // failed. Its events stay unsealed until the next sealing (the next
-                    // write, the checkpoint timer, or the next start).
-                    if let Err(e) = sealer.seal_after_commit().await {
-                        tracing::warn!(error = %e, "could not seal audit events after a commit; the next write will");
-                    }
+                    // The change and its events are durable together; the events join the
+                    // chain in the background, before anything reads the chain.
+                    sealer.committed();
                 }
             }
         }

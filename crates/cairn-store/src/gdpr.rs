@@ -660,6 +660,8 @@ impl Store {
         username: &str,
         kind: RequestKind,
     ) -> Result<PersonalDataExport, StoreError> {
+        // On PostgreSQL, what this process committed joins the chain before it is read.
+        self.db.settle_audit().await?;
         if !matches!(kind, RequestKind::Access | RequestKind::Portability) {
             return Err(StoreError::Invalid("an export answers an access or portability request".into()));
         }
@@ -738,6 +740,8 @@ impl Store {
     /// completed `erasure` request. The last enabled administrator cannot be erased: that
     /// refusal is logged as a `rejected` request and a failed `gdpr.erase` event.
     pub async fn erase(&self, ctx: &AuditContext, username: &str) -> Result<Erasure, StoreError> {
+        // On PostgreSQL, what this process committed joins the chain before it is read.
+        self.db.settle_audit().await?;
         let now = self.now();
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();

@@ -40,6 +40,8 @@ impl Store {
         policy: &RetentionPolicy,
         dry_run: bool,
     ) -> Result<PruneOutcome, StoreError> {
+        // On PostgreSQL, what this process committed joins the chain before it is read.
+        self.db.settle_audit().await?;
         let now = self.now();
         let mut tx = self.db.begin().await?;
         let mut c = tx.conn();

@@ -88,6 +88,8 @@ suite!(
     versions_carry_server_and_user_signatures,
     bad_user_signatures_are_refused_without_a_trace,
     checkpoints_are_one_per_sequence_number,
+    events_join_the_chain_with_nobody_reading,
+    a_read_right_after_a_write_sees_its_events,
 );
 
 fn ctx(who: &str) -> AuditContext {
@@ -556,7 +558,17 @@ async fn legacy_events_are_sealed_on_open(f: Fixture) {
     insert_legacy_event(store, "user:old1", "model.create", t).await;
     insert_legacy_event(store, "user:old2", "model.update", t + 1).await;
     insert_legacy_event(store, "user:old3", "model.update", t + 2).await;
-    assert_eq!(head(store).await.seq, 0, "not sealed before the store is opened again");
+    // (Looked at directly: reading the chain through the store seals them on PostgreSQL.)
+    let (unsealed,): (i64,) = store
+        .db()
+        .read()
+        .await
+        .unwrap()
+        .conn()
+        .fetch_one("SELECT COUNT(*) FROM audit_events WHERE seq IS NULL", vec![])
+        .await
+        .unwrap();
+    assert_eq!(unsealed, 3, "not sealed before the store is opened again");
 
     let reopened = replica(&f).await;
     let report = assert_intact(&reopened, &[]).await;
@@ -763,4 +775,61 @@ async fn checkpoints_are_one_per_sequence_number(f: Fixture) {
     assert_eq!(cp_seqs, (first.seq..=first.seq + ROUNDS).collect::<Vec<_>>());
     let report = assert_intact(&other, &[key.as_ref()]).await;
     assert_eq!((report.checkpoints, report.unsigned_tail), (u64::try_from(ROUNDS).unwrap() + 1, 0));
+}
+
+// ---------------------------------------------------------------------------------------------
+// Sealing after the commit (PostgreSQL seals in the background; SQLite as it writes)
+
+/// Events committed but not sealed yet, looked at directly (reading the chain through the
+/// store would seal them first).
+async fn unsealed(store: &Store) -> i64 {
+    let (n,): (i64,) = store
+        .db()
+        .read()
+        .await
+        .unwrap()
+        .conn()
+        .fetch_one("SELECT COUNT(*) FROM audit_events WHERE seq IS NULL", vec![])
+        .await
+        .unwrap();
+    n
+}
+
+/// A write is answered without waiting for the chain, and its events are sealed all the same
+/// although nothing reads the chain.
+async fn events_join_the_chain_with_nobody_reading(f: Fixture) {
+    let store = &f.store;
+    for i in 0..20 {
+        store.record_event(&ctx(&format!("u{i}")), "test.write", "target:x", "success").await.unwrap();
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while unsealed(store).await > 0 {
+        assert!(std::time::Instant::now() < deadline, "events still unsealed after 10 s");
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let report = assert_intact(store, &[]).await;
+    assert_eq!(report.events, 20);
+}
+
+/// Whoever reads the chain right after a write answered sees that write's events: the head,
+/// the listing, the records and verification, from this replica and from another one.
+async fn a_read_right_after_a_write_sees_its_events(f: Fixture) {
+    let other = replica(&f).await;
+    for i in 1..=25_i64 {
+        let who = format!("r{i}");
+        f.store.record_event(&ctx(&who), "test.write", &format!("target:{i}"), "success").await.unwrap();
+        let reader = if i % 2 == 0 { &f.store } else { &other };
+        assert_eq!(head(reader).await.seq, i, "the head after write {i}");
+        let page = reader
+            .list_audit_events(&AuditQuery { actor: Some(format!("user:{who}")), limit: 10, ..AuditQuery::default() })
+            .await
+            .unwrap();
+        assert_eq!(page.items.len(), 1, "write {i} is listed");
+        let last = reader.audit_records(i - 1, None, 10).await.unwrap();
+        assert_eq!(seqs(&last), [i]);
+        assert_eq!(last[0].details.actor, format!("user:{who}"));
+    }
+    let report = verify(&other, &[]).await;
+    assert!(report.ok(), "{report:?}");
+    assert_eq!(report.events, 25);
 }
