@@ -139,6 +139,7 @@ pub(crate) async fn record_outcome(
                 ],
             )
             .await?;
+            conn.wrote_unsealed_event();
             Ok(())
         }
     }
@@ -339,17 +340,6 @@ struct Pending {
     request_id: Option<String>,
     source_ip: Option<String>,
     user_agent: Option<String>,
-}
-
-/// Whether `conn` sees unsealed events: ones its transaction wrote (PostgreSQL), or ones
-/// written before the chain existed.
-pub(crate) async fn has_unsealed(conn: &mut Conn<'_>) -> Result<bool, StoreError> {
-    if UNCHAINED.load(Ordering::Relaxed) {
-        return Ok(false);
-    }
-    let (any,): (bool,) =
-        conn.fetch_one("SELECT EXISTS (SELECT 1 FROM audit_events WHERE seq IS NULL)", vec![]).await?;
-    Ok(any)
 }
 
 /// Seals every unsealed event `conn` sees, in the order they were written, under the head

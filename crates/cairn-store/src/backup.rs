@@ -186,7 +186,7 @@ impl std::fmt::Debug for PgExport {
 impl PgExport {
     /// The newest migration applied, as of the snapshot.
     pub async fn migration_version(&mut self) -> Result<i64, StoreError> {
-        migration_version(&mut Conn::Postgres(&mut self.tx)).await
+        migration_version(&mut Conn::Postgres(&mut self.tx, None)).await
     }
 
     /// The tables of the current schema (sqlx's bookkeeping left out) with their columns,
@@ -207,7 +207,7 @@ impl PgExport {
 
     /// Stored blobs as of the snapshot, in digest order, `limit` at a time after `after`.
     pub async fn blobs_after(&mut self, after: &str, limit: i64) -> Result<Vec<InventoryEntry>, StoreError> {
-        Conn::Postgres(&mut self.tx).fetch_all(INVENTORY_PAGE_SQL, params![after, limit]).await
+        Conn::Postgres(&mut self.tx, None).fetch_all(INVENTORY_PAGE_SQL, params![after, limit]).await
     }
 
     /// Ends the snapshot.

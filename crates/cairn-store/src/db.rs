@@ -218,7 +218,7 @@ impl Db {
             // IMMEDIATE takes the write lock up front, so a transaction never fails half-way
             // on a lock upgrade when another process shares the file.
             Self::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
-            Self::Postgres(pool, sealer) => Tx::Postgres(pool.begin().await?, sealer.clone()),
+            Self::Postgres(pool, sealer) => Tx::Postgres(pool.begin().await?, sealer.clone(), false),
         })
     }
 
@@ -889,8 +889,9 @@ impl Drop for SqliteTx {
 pub enum Tx {
     /// On SQLite.
     Sqlite(SqliteTx),
-    /// On PostgreSQL, with the sealer its audit events are sealed by after the commit.
-    Postgres(Transaction<'static, sqlx::Postgres>, std::sync::Arc<crate::audit::Sealer>),
+    /// On PostgreSQL, with the sealer its audit events are sealed by after the commit, and
+    /// whether it wrote any.
+    Postgres(Transaction<'static, sqlx::Postgres>, std::sync::Arc<crate::audit::Sealer>, bool),
 }
 
 impl Tx {
@@ -898,20 +899,19 @@ impl Tx {
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
             Self::Sqlite(SqliteTx { conn, chain, .. }) => Conn::Sqlite(&mut conn.sqlite, Some(chain)),
-            Self::Postgres(tx, _) => Conn::Postgres(tx),
+            Self::Postgres(tx, _, wrote) => Conn::Postgres(tx, Some(wrote)),
         }
     }
 
     /// Commits, and returns once the change is durable. On SQLite the commit may be shared
     /// with the transactions that follow (see [`Writer`]). On PostgreSQL the audit events the
-    /// transaction wrote are sealed into the chain right after it commits (see
-    /// [`crate::audit`]): the change and its events are durable together, and the chain's
-    /// lock is never held across this commit.
+    /// transaction wrote are sealed into the chain in the background once it has committed
+    /// (see [`crate::audit::Sealer`]): the change and its events are durable together, and
+    /// the chain's lock is never held across this commit nor waited for.
     pub async fn commit(self) -> Result<(), StoreError> {
         match self {
             Self::Sqlite(tx) => tx.commit().await?,
-            Self::Postgres(mut tx, sealer) => {
-                let wrote = crate::audit::has_unsealed(&mut Conn::Postgres(&mut tx)).await?;
+            Self::Postgres(tx, sealer, wrote) => {
                 tx.commit().await?;
                 if wrote {
                     // The change and its events are durable together; the events join the
@@ -937,7 +937,7 @@ impl ReadConn {
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
             Self::Sqlite(c) => Conn::Sqlite(c, None),
-            Self::Postgres(c) => Conn::Postgres(c),
+            Self::Postgres(c) => Conn::Postgres(c, None),
         }
     }
 }
@@ -946,8 +946,9 @@ impl ReadConn {
 pub enum Conn<'a> {
     /// On SQLite; inside a write transaction, with what it knows of the audit chain.
     Sqlite(&'a mut SqliteConnection, Option<&'a mut SqliteChain>),
-    /// On PostgreSQL.
-    Postgres(&'a mut PgConnection),
+    /// On PostgreSQL; inside a write transaction, whether it wrote audit events (to be
+    /// sealed once it commits).
+    Postgres(&'a mut PgConnection, Option<&'a mut bool>),
 }
 
 macro_rules! bind_all {
@@ -1005,7 +1006,15 @@ impl Conn<'_> {
     pub fn backend(&self) -> Backend {
         match self {
             Self::Sqlite(..) => Backend::Sqlite,
-            Self::Postgres(_) => Backend::Postgres,
+            Self::Postgres(..) => Backend::Postgres,
+        }
+    }
+
+    /// Notes that a PostgreSQL write transaction wrote an unsealed audit event: once it
+    /// commits, the sealer is woken.
+    pub(crate) fn wrote_unsealed_event(&mut self) {
+        if let Self::Postgres(_, Some(wrote)) = self {
+            **wrote = true;
         }
     }
 
@@ -1013,7 +1022,7 @@ impl Conn<'_> {
     pub(crate) fn sqlite_chain(&mut self) -> Option<&mut SqliteChain> {
         match self {
             Self::Sqlite(_, chain) => chain.as_deref_mut(),
-            Self::Postgres(_) => None,
+            Self::Postgres(..) => None,
         }
     }
 
@@ -1064,7 +1073,7 @@ impl Conn<'_> {
         self.flush().await?;
         Ok(match self {
             Self::Sqlite(c, _) => bind_all!(sqlx::query(sql), params).execute(&mut **c).await?.rows_affected(),
-            Self::Postgres(c) => bind_all!(sqlx::query(sql), params).execute(&mut **c).await?.rows_affected(),
+            Self::Postgres(c, _) => bind_all!(sqlx::query(sql), params).execute(&mut **c).await?.rows_affected(),
         })
     }
 
@@ -1077,7 +1086,7 @@ impl Conn<'_> {
         let (sql, params) = self.prepare_query(sql.into_sql_str(), params).await?;
         Ok(match self {
             Self::Sqlite(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_optional(&mut **c).await?,
-            Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_optional(&mut **c).await?,
+            Self::Postgres(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_optional(&mut **c).await?,
         })
     }
 
@@ -1086,7 +1095,7 @@ impl Conn<'_> {
         let (sql, params) = self.prepare_query(sql.into_sql_str(), params).await?;
         Ok(match self {
             Self::Sqlite(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_one(&mut **c).await?,
-            Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_one(&mut **c).await?,
+            Self::Postgres(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_one(&mut **c).await?,
         })
     }
 
@@ -1099,7 +1108,7 @@ impl Conn<'_> {
         let (sql, params) = self.prepare_query(sql.into_sql_str(), params).await?;
         Ok(match self {
             Self::Sqlite(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_all(&mut **c).await?,
-            Self::Postgres(c) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_all(&mut **c).await?,
+            Self::Postgres(c, _) => bind_all!(sqlx::query_as::<_, T>(sql), params).fetch_all(&mut **c).await?,
         })
     }
 }

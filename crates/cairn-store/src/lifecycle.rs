@@ -291,7 +291,7 @@ pub(crate) async fn insert_policy_results(
     if results.is_empty() {
         return Ok(());
     }
-    if let Conn::Postgres(pg) = conn {
+    if let Conn::Postgres(pg, _) = conn {
         // One statement whatever the number of results: a column per array, unpacked in
         // order by the database.
         let col = |f: fn(&PolicyResultRecord) -> &str| results.iter().map(|r| f(r).to_owned()).collect::<Vec<_>>();
