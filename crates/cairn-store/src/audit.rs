@@ -478,12 +478,19 @@ impl Drop for Sealer {
     }
 }
 
+/// How long the background sealer lets commits gather before it seals them.
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(10);
+
 /// The background sealer: one sealing per wake-up, covering every commit before it. A
 /// sealing that fails leaves its events for the next wake-up, the checkpoint timer or the
 /// next start. Ends with its sealer (the database closed).
 async fn seal_in_background(sealer: std::sync::Weak<Sealer>, wake: std::sync::Arc<tokio::sync::Notify>) {
     loop {
         wake.notified().await;
+        // The commits of the next few milliseconds join this sealing: fewer, larger sealings
+        // (each is a transaction with its own WAL flush). Nobody waits for it: a read of the
+        // chain seals what it needs at once.
+        tokio::time::sleep(COALESCE).await;
         let Some(sealer) = sealer.upgrade() else { return };
         if sealer.pool.is_closed() {
             return;
