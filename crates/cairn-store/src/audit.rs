@@ -479,7 +479,7 @@ impl Drop for Sealer {
 }
 
 /// How long the background sealer lets commits gather before it seals them.
-const COALESCE: std::time::Duration = std::time::Duration::from_millis(10);
+const COALESCE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// The background sealer: one sealing per wake-up, covering every commit before it. A
 /// sealing that fails leaves its events for the next wake-up, the checkpoint timer or the
@@ -497,7 +497,7 @@ async fn seal_in_background(sealer: std::sync::Weak<Sealer>, wake: std::sync::Ar
         }
         let wanted = sealer.committed.load(Ordering::SeqCst);
         if let Err(e) = sealer.seal_up_to(wanted).await {
-            tracing::warn!(error = %e, "could not seal audit events after a commit; the next write will");
+            tracing::warn!(error = %e, "could not seal audit events; the next sealing will");
         }
     }
 }
