@@ -559,16 +559,7 @@ async fn legacy_events_are_sealed_on_open(f: Fixture) {
     insert_legacy_event(store, "user:old2", "model.update", t + 1).await;
     insert_legacy_event(store, "user:old3", "model.update", t + 2).await;
     // (Looked at directly: reading the chain through the store seals them on PostgreSQL.)
-    let (unsealed,): (i64,) = store
-        .db()
-        .read()
-        .await
-        .unwrap()
-        .conn()
-        .fetch_one("SELECT COUNT(*) FROM audit_events WHERE seq IS NULL", vec![])
-        .await
-        .unwrap();
-    assert_eq!(unsealed, 3, "not sealed before the store is opened again");
+    assert_eq!(unsealed(store).await, 3, "not sealed before the store is opened again");
 
     let reopened = replica(&f).await;
     let report = assert_intact(&reopened, &[]).await;
