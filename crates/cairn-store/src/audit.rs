@@ -850,26 +850,48 @@ impl Store {
         Ok(rows.into_iter().map(AuditRecord::from).collect())
     }
 
-    /// The events with `after < seq <= upto` as one JSON document (an array of arrays, in
-    /// order): decoding one document is several times faster than decoding thousands of rows.
-    async fn audit_record_document(&self, after: i64, upto: i64) -> Result<String, StoreError> {
+    /// The events with `after < seq <= upto`, in order, each with its details checked
+    /// against their digest. On SQLite the database renders the page as one JSON document
+    /// (decoding one document is several times faster there than decoding thousands of
+    /// rows); PostgreSQL builds such a document several times slower than it sends the rows,
+    /// so there the rows are read as they are. Decoding and checking run on a blocking thread.
+    async fn audit_record_page(&self, after: i64, upto: i64) -> Result<Vec<(AuditRecord, DetailsCheck)>, StoreError> {
         // (Not settled here: its one caller reads the head first, which settles, and asks only
         // for events up to that head.)
         const COLUMNS: &str = "seq, occurred_at, action, outcome, actor, key_id, target, before_state, after_state, \
              request_id, source_ip, user_agent, salt, details_digest, hash";
-        let sql = match self.backend() {
-            Backend::Sqlite => format!(
-                "SELECT COALESCE(json_group_array(json_array({COLUMNS}) ORDER BY seq), '[]') FROM \
-                 (SELECT {COLUMNS} FROM audit_events WHERE seq > $1 AND seq <= $2)"
-            ),
-            Backend::Postgres => format!(
-                "SELECT COALESCE(json_agg(json_build_array({COLUMNS}) ORDER BY seq), '[]')::text FROM \
-                 (SELECT {COLUMNS} FROM audit_events WHERE seq > $1 AND seq <= $2) t"
-            ),
+        let page = match self.backend() {
+            Backend::Sqlite => {
+                let sql = format!(
+                    "SELECT COALESCE(json_group_array(json_array({COLUMNS}) ORDER BY seq), '[]') FROM \
+                     (SELECT {COLUMNS} FROM audit_events WHERE seq > $1 AND seq <= $2)"
+                );
+                let (doc,): (String,) =
+                    self.db.read().await?.conn().fetch_one(sqlx::AssertSqlSafe(sql), params![after, upto]).await?;
+                RawPage::Document(doc)
+            }
+            Backend::Postgres => {
+                let sql = format!("SELECT {COLUMNS} FROM audit_events WHERE seq > $1 AND seq <= $2 ORDER BY seq");
+                RawPage::Rows(
+                    self.db.read().await?.conn().fetch_all(sqlx::AssertSqlSafe(sql), params![after, upto]).await?,
+                )
+            }
         };
-        let (doc,): (String,) =
-            self.db.read().await?.conn().fetch_one(sqlx::AssertSqlSafe(sql), params![after, upto]).await?;
-        Ok(doc)
+        tokio::task::spawn_blocking(move || {
+            let records = match page {
+                RawPage::Document(doc) => serde_json::from_str::<Vec<RecordTuple>>(&doc)
+                    .map_err(|e| StoreError::Invalid(format!("reading the audit chain: {e}")))?,
+                RawPage::Rows(rows) => rows,
+            };
+            Ok(records
+                .into_iter()
+                .map(record_from_tuple)
+                .map(|r| (check_details(&r), r))
+                .map(|(c, r)| (r, c))
+                .collect())
+        })
+        .await
+        .map_err(|e| StoreError::Invalid(format!("checking the audit chain: {e}")))?
     }
 
     /// Signed checkpoints with `from <= seq <= to`, in order (at most `limit`).
@@ -982,9 +1004,9 @@ impl Store {
                 _ => {}
             }
         }
-        // Pages of sequence numbers are rendered as JSON documents by the database, decoded
-        // and their details checked — several pages at once, on other threads — while this
-        // task walks the chain through them in order. A gap makes a page smaller, nothing else.
+        // Pages of sequence numbers are read, decoded and their details checked — several
+        // pages at once, on other threads — while this task walks the chain through them in
+        // order. A gap makes a page smaller, nothing else.
         let (tx, mut rx) = tokio::sync::mpsc::channel::<Result<Vec<(AuditRecord, DetailsCheck)>, StoreError>>(2);
         let reader = {
             let (store, from, until) = (self.clone(), head.anchor_seq, head.seq);
@@ -996,17 +1018,7 @@ impl Store {
                     futures::stream::iter(pages)
                         .map(|after| {
                             let store = store.clone();
-                            async move {
-                                let doc =
-                                    store.audit_record_document(after, after.saturating_add(step).min(until)).await?;
-                                tokio::task::spawn_blocking(move || {
-                                    decode_batch(&doc).map(|batch| {
-                                        batch.into_iter().map(|r| (check_details(&r), r)).map(|(c, r)| (r, c)).collect()
-                                    })
-                                })
-                                .await
-                                .map_err(|e| StoreError::Invalid(format!("checking the audit chain: {e}")))?
-                            }
+                            async move { store.audit_record_page(after, after.saturating_add(step).min(until)).await }
                         })
                         .buffered(3)
                 );
@@ -1129,50 +1141,52 @@ impl Store {
     }
 }
 
-/// Decodes a document of [`Store::audit_record_document`].
-fn decode_batch(doc: &str) -> Result<Vec<AuditRecord>, StoreError> {
-    type Row = (
-        i64,
-        i64,
-        String,
-        String,
-        String,
-        Option<String>,
-        String,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-        Option<String>,
-    );
-    let rows: Vec<Row> =
-        serde_json::from_str(doc).map_err(|e| StoreError::Invalid(format!("reading the audit chain: {e}")))?;
-    Ok(rows
-        .into_iter()
-        .map(|r| AuditRecord {
-            seq: r.0,
-            time: r.1,
-            action: r.2,
-            outcome: r.3,
-            details: EventDetails {
-                actor: r.4,
-                key_id: r.5,
-                target: r.6,
-                before: r.7,
-                after: r.8,
-                request_id: r.9,
-                source_ip: r.10,
-                user_agent: r.11,
-            },
-            salt: r.12,
-            // A hash nulled out by hand verifies as a mismatch, not as an I/O error.
-            details_digest: r.13.unwrap_or_default(),
-            hash: r.14.unwrap_or_default(),
-        })
-        .collect())
+/// A page of chained events as the database sent it.
+enum RawPage {
+    Document(String),
+    Rows(Vec<RecordTuple>),
+}
+
+/// One chained event's columns, in the order of `audit_record_page`. The digests are
+/// optional so that a value nulled out by hand verifies as a mismatch, not as an I/O error.
+type RecordTuple = (
+    i64,
+    i64,
+    String,
+    String,
+    String,
+    Option<String>,
+    String,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+    Option<String>,
+);
+
+fn record_from_tuple(r: RecordTuple) -> AuditRecord {
+    AuditRecord {
+        seq: r.0,
+        time: r.1,
+        action: r.2,
+        outcome: r.3,
+        details: EventDetails {
+            actor: r.4,
+            key_id: r.5,
+            target: r.6,
+            before: r.7,
+            after: r.8,
+            request_id: r.9,
+            source_ip: r.10,
+            user_agent: r.11,
+        },
+        salt: r.12,
+        details_digest: r.13.unwrap_or_default(),
+        hash: r.14.unwrap_or_default(),
+    }
 }
 
 #[cfg(test)]

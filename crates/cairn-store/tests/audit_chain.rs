@@ -75,6 +75,7 @@ suite!(
     concurrent_writers_on_two_replicas_leave_one_gapless_chain,
     an_edited_detail_is_found,
     an_edited_chained_field_is_found,
+    a_nulled_hash_or_digest_is_found,
     a_deleted_event_is_found,
     a_forged_event_is_found,
     reordered_events_are_found,
@@ -350,6 +351,20 @@ async fn an_edited_chained_field_is_found(f: Fixture) {
     assert_intact(store, &[&key]).await;
     sql(store, "UPDATE audit_events SET outcome = 'success' WHERE seq = 8", vec![]).await;
     assert_eq!(first_break(&verify(store, &[&key]).await), Some((8, BreakKind::Mismatch)));
+}
+
+/// Emptying a column that only verification reads is a break at that event, not an error
+/// while reading the chain.
+async fn a_nulled_hash_or_digest_is_found(f: Fixture) {
+    let store = &f.store;
+    let key = chain_with_checkpoint(store).await;
+    let hash = record(store, 12).await.hash;
+    sql(store, "UPDATE audit_events SET hash = NULL WHERE seq = 12", vec![]).await;
+    assert_eq!(first_break(&verify(store, &[&key]).await), Some((12, BreakKind::Mismatch)));
+    sql(store, "UPDATE audit_events SET hash = $1 WHERE seq = 12", params![hash]).await;
+    assert_intact(store, &[&key]).await;
+    sql(store, "UPDATE audit_events SET details_digest = NULL WHERE seq = 4", vec![]).await;
+    assert_eq!(first_break(&verify(store, &[&key]).await), Some((4, BreakKind::Edited)));
 }
 
 async fn a_deleted_event_is_found(f: Fixture) {
