@@ -8,7 +8,7 @@
 
 use cairn_core::ModelRef;
 use cairn_core::lifecycle::{Gate, Stage};
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::db::Conn;
 use crate::version::{find, target, upsert_alias};
@@ -151,35 +151,33 @@ pub struct LifecycleChange {
     pub events: Vec<(String, serde_json::Value)>,
 }
 
-/// The audit action of a lifecycle change.
-/// Policy results as the lifecycle event records them: each rule's policy, outcome and
-/// finding (the finding states the values compared).
-/// One rule's finding as the lifecycle audit events record it (`cairn audit explain` reads
-/// them back).
-#[derive(Serialize)]
-struct Finding<'a> {
-    policy: &'a str,
+/// One rule's result as it is stored (an element of `policy_evaluations.results`) and as
+/// the lifecycle audit events record it (`cairn audit explain` reads them back): the rule's
+/// policy, outcome and finding (the finding states the values compared).
+#[derive(Serialize, Deserialize)]
+struct Finding<S> {
+    policy: S,
     policy_version: i64,
-    rule: &'a str,
-    severity: &'a str,
-    action: &'a str,
-    outcome: &'a str,
-    message: &'a str,
+    rule: S,
+    severity: S,
+    action: S,
+    outcome: S,
+    message: S,
     waived: bool,
     blocked: bool,
 }
 
-fn policy_summary(results: &[PolicyResultRecord]) -> Vec<Finding<'_>> {
+fn policy_summary(results: &[PolicyResultRecord]) -> Vec<Finding<&str>> {
     results
         .iter()
         .map(|r| Finding {
-            policy: &r.policy,
+            policy: r.policy.as_str(),
             policy_version: r.policy_version,
-            rule: &r.rule_id,
-            severity: &r.severity,
-            action: &r.action,
-            outcome: &r.outcome,
-            message: &r.message,
+            rule: r.rule_id.as_str(),
+            severity: r.severity.as_str(),
+            action: r.action.as_str(),
+            outcome: r.outcome.as_str(),
+            message: r.message.as_str(),
             waived: r.waived,
             blocked: r.blocked,
         })
@@ -197,7 +195,7 @@ struct LifecycleAfter<'a> {
     deprecated: Option<i64>,
     policy_results: usize,
     /// What the policies found, so the decision can be reconstructed from the chain alone.
-    policies: Vec<Finding<'a>>,
+    policies: Vec<Finding<&'a str>>,
     eval_jobs: Vec<&'a str>,
 }
 
@@ -261,91 +259,55 @@ async fn insert_transition(
     Ok(())
 }
 
-/// Rows per multi-row insert of policy results on SQLite (13 parameters each). sqlx looks
-/// each SQLite parameter up by name, a cost that grows with the square of the parameters in
-/// a statement; there small batches are fastest.
-const SQLITE_RESULT_ROWS_PER_INSERT: usize = 10;
-
-/// `INSERT INTO policy_results … VALUES ($1, …, $13), ($14, …)` for `rows` rows.
-fn insert_results_sql(rows: usize) -> String {
-    use std::fmt::Write as _;
-    let mut sql = String::from(
-        "INSERT INTO policy_results (version_id, evaluation, target_stage, policy, policy_version, severity, \
-         rule_id, action, outcome, message, waived, blocked, at) VALUES ",
-    );
-    for i in 0..rows {
-        sql.push_str(if i == 0 { "(" } else { ", (" });
-        for k in 1..=13 {
-            let _ = write!(sql, "{}${}", if k == 1 { "" } else { ", " }, i * 13 + k);
-        }
-        sql.push(')');
-    }
-    sql
-}
-
+/// Stores the results of one or more policy evaluations: one row per evaluation, its rules'
+/// results in order as one JSON array.
 pub(crate) async fn insert_policy_results(
     conn: &mut Conn<'_>,
     version_id: i64,
     results: &[PolicyResultRecord],
 ) -> Result<(), StoreError> {
-    if results.is_empty() {
-        return Ok(());
-    }
-    if let Conn::Postgres(pg, _) = conn {
-        // One statement whatever the number of results: a column per array, unpacked in
-        // order by the database.
-        let col = |f: fn(&PolicyResultRecord) -> &str| results.iter().map(|r| f(r).to_owned()).collect::<Vec<_>>();
-        sqlx::query(
-            "INSERT INTO policy_results (version_id, evaluation, target_stage, policy, policy_version, severity, \
-             rule_id, action, outcome, message, waived, blocked, at) \
-             SELECT $1, * FROM unnest($2::text[], $3::text[], $4::text[], $5::bigint[], $6::text[], $7::text[], \
-             $8::text[], $9::text[], $10::text[], $11::boolean[], $12::boolean[], $13::bigint[])",
+    for evaluation in
+        results.chunk_by(|a, b| a.evaluation == b.evaluation && a.target_stage == b.target_stage && a.at == b.at)
+    {
+        let first = &evaluation[0];
+        let doc = serde_json::to_string(&policy_summary(evaluation))
+            .map_err(|e| StoreError::Invalid(format!("policy results: {e}")))?;
+        conn.execute(
+            "INSERT INTO policy_evaluations (version_id, evaluation, target_stage, at, results) \
+             VALUES ($1, $2, $3, $4, $5)",
+            params![version_id, &first.evaluation, &first.target_stage, first.at, doc],
         )
-        .bind(version_id)
-        .bind(col(|r| &r.evaluation))
-        .bind(col(|r| &r.target_stage))
-        .bind(col(|r| &r.policy))
-        .bind(results.iter().map(|r| r.policy_version).collect::<Vec<_>>())
-        .bind(col(|r| &r.severity))
-        .bind(col(|r| &r.rule_id))
-        .bind(col(|r| &r.action))
-        .bind(col(|r| &r.outcome))
-        .bind(col(|r| &r.message))
-        .bind(results.iter().map(|r| r.waived).collect::<Vec<_>>())
-        .bind(results.iter().map(|r| r.blocked).collect::<Vec<_>>())
-        .bind(results.iter().map(|r| r.at).collect::<Vec<_>>())
-        .execute(&mut **pg)
         .await?;
-        return Ok(());
-    }
-    static FULL_CHUNK: std::sync::OnceLock<String> = std::sync::OnceLock::new();
-    for chunk in results.chunks(SQLITE_RESULT_ROWS_PER_INSERT) {
-        let sql = if chunk.len() == SQLITE_RESULT_ROWS_PER_INSERT {
-            FULL_CHUNK.get_or_init(|| insert_results_sql(SQLITE_RESULT_ROWS_PER_INSERT)).clone()
-        } else {
-            insert_results_sql(chunk.len())
-        };
-        let mut params = Vec::with_capacity(chunk.len() * 13);
-        for r in chunk {
-            params.extend(params![
-                version_id,
-                &r.evaluation,
-                &r.target_stage,
-                &r.policy,
-                r.policy_version,
-                &r.severity,
-                &r.rule_id,
-                &r.action,
-                &r.outcome,
-                &r.message,
-                r.waived,
-                r.blocked,
-                r.at
-            ]);
-        }
-        conn.execute(sqlx::AssertSqlSafe(sql), params).await?;
     }
     Ok(())
+}
+
+/// One stored evaluation: id, evaluation, target stage, time, results (JSON).
+type EvaluationRow = (i64, String, String, i64, String);
+
+/// The results of a stored evaluation, in rule order.
+fn evaluation_results(
+    (_, evaluation, target_stage, at, results): EvaluationRow,
+) -> Result<Vec<PolicyResultRecord>, StoreError> {
+    let findings: Vec<Finding<String>> = serde_json::from_str(&results)
+        .map_err(|e| StoreError::Invalid(format!("stored policy results of evaluation {evaluation}: {e}")))?;
+    Ok(findings
+        .into_iter()
+        .map(|f| PolicyResultRecord {
+            evaluation: evaluation.clone(),
+            target_stage: target_stage.clone(),
+            policy: f.policy,
+            policy_version: f.policy_version,
+            severity: f.severity,
+            rule_id: f.rule,
+            action: f.action,
+            outcome: f.outcome,
+            message: f.message,
+            waived: f.waived,
+            blocked: f.blocked,
+            at,
+        })
+        .collect())
 }
 
 impl Store {
@@ -560,30 +522,48 @@ impl Store {
         let mut c = self.db.read().await?;
         let mut conn = c.conn();
         let v = find(&mut conn, model, selector).await?;
-        conn.fetch_all(
-            "SELECT evaluation, target_stage, policy, policy_version, severity, rule_id, action, outcome, message, \
-             waived, blocked, at FROM policy_results WHERE version_id = $1 AND outcome <> 'pass' AND evaluation = \
-             (SELECT evaluation FROM policy_results WHERE version_id = $1 ORDER BY id DESC LIMIT 1) ORDER BY id LIMIT 1000",
-            params![v.id],
-        )
-        .await
+        let last: Option<EvaluationRow> = conn
+            .fetch_optional(
+                "SELECT id, evaluation, target_stage, at, results FROM policy_evaluations WHERE version_id = $1 \
+                 ORDER BY id DESC LIMIT 1",
+                params![v.id],
+            )
+            .await?;
+        let Some(last) = last else { return Ok(Vec::new()) };
+        Ok(evaluation_results(last)?.into_iter().filter(|r| r.outcome != "pass").take(1000).collect())
     }
 
-    /// The policy results recorded for a version, newest evaluation first (at most `limit`).
+    /// The policy results recorded for a version: evaluations newest first, each one's
+    /// results in rule order (at most `limit` results; an evaluation may be cut short).
     pub async fn policy_results(
         &self,
         model: &ModelRef,
         selector: &cairn_core::VersionSelector,
         limit: usize,
     ) -> Result<Vec<PolicyResultRecord>, StoreError> {
+        let limit = limit.clamp(1, 10_000);
         let mut c = self.db.read().await?;
         let mut conn = c.conn();
         let v = find(&mut conn, model, selector).await?;
-        conn.fetch_all(
-            "SELECT evaluation, target_stage, policy, policy_version, severity, rule_id, action, outcome, message, \
-             waived, blocked, at FROM policy_results WHERE version_id = $1 ORDER BY id DESC LIMIT $2",
-            params![v.id, i64::try_from(limit.clamp(1, 10_000)).unwrap_or(1000)],
-        )
-        .await
+        let mut out = Vec::new();
+        let mut before = i64::MAX;
+        // A few evaluations at a time: each holds every rule of every policy in scope.
+        while out.len() < limit {
+            let rows: Vec<EvaluationRow> = conn
+                .fetch_all(
+                    "SELECT id, evaluation, target_stage, at, results FROM policy_evaluations \
+                     WHERE version_id = $1 AND id < $2 ORDER BY id DESC LIMIT 8",
+                    params![v.id, before],
+                )
+                .await?;
+            let Some(last) = rows.last() else { break };
+            before = last.0;
+            for row in rows {
+                let results = evaluation_results(row)?;
+                let room = limit - out.len();
+                out.extend(results.into_iter().take(room));
+            }
+        }
+        Ok(out)
     }
 }

@@ -7,16 +7,18 @@ use std::sync::Arc;
 
 use cairn_core::lifecycle::{Gate, Semver, Stage};
 use cairn_core::{ModelRef, VersionSelector};
-use cairn_store::lifecycle::{LifecycleChange, NewReview};
+use cairn_store::lifecycle::{LifecycleChange, NewReview, PolicyResultRecord};
 use cairn_store::model::NewModel;
 use cairn_store::version::{ListVersions, NewVersion, VersionOrder};
-use cairn_store::{AuditContext, DbOptions, Store, StoreError};
+use cairn_store::{AuditContext, Backend, DbOptions, Store, StoreError};
 
 cairn_test_utils::store_suite!(
     racing_reviewers_on_two_replicas_one_wins,
     production_moves_the_alias_and_deprecates_the_previous,
     semver_labels_select_and_sort_by_precedence,
     policies_keep_their_versions,
+    policy_results_are_kept_per_evaluation,
+    migration_keeps_stored_policy_results,
 );
 
 fn ctx(who: &str) -> AuditContext {
@@ -189,4 +191,135 @@ async fn policies_keep_their_versions(store: Store, _url: String) {
     assert_eq!(statuses, [(1, "active"), (2, "inactive")]);
     assert!(matches!(store.set_policy_status(&ctx("sec"), "p", 1, "on").await, Err(StoreError::Invalid(_))));
     assert!(matches!(store.get_policy("p", Some(9)).await, Err(StoreError::NotFound(_))));
+}
+
+fn result(evaluation: &str, policy: &str, rule: &str, outcome: &str, at: i64) -> PolicyResultRecord {
+    PolicyResultRecord {
+        evaluation: evaluation.into(),
+        target_stage: "submitted".into(),
+        policy: policy.into(),
+        policy_version: 3,
+        severity: "high".into(),
+        rule_id: rule.into(),
+        action: "block".into(),
+        outcome: outcome.into(),
+        message: format!("{rule}: licence \"proprietary\" not in [\"apache-2.0\"] — ✗ {outcome}"),
+        waived: outcome == "fail" && policy == "waived",
+        blocked: outcome != "pass" && policy != "waived",
+        at,
+    }
+}
+
+fn rules(results: &[PolicyResultRecord]) -> Vec<(&str, &str, &str)> {
+    results.iter().map(|r| (r.evaluation.as_str(), r.policy.as_str(), r.rule_id.as_str())).collect()
+}
+
+async fn policy_results_are_kept_per_evaluation(store: Store, _url: String) {
+    let model = mref("risk/scored");
+    store.create_model(&ctx("admin"), &NewModel::named(model.clone())).await.unwrap();
+    store.create_version(&ctx("olga"), &model, &NewVersion::default()).await.unwrap();
+    let first = [
+        result("e1", "licence", "allowed", "pass", 10),
+        result("licence", "licence", "declared", "fail", 10),
+        result("e1", "waived", "accuracy", "fail", 10),
+        result("e1", "zeta", "broken", "error", 10),
+    ];
+    // The second element belongs to another evaluation id: kept apart, in order.
+    let refused = store.record_lifecycle_refusal(&ctx("olga"), &model, 1, "submit", "blocked", &first).await;
+    refused.unwrap();
+    let failures = store.last_policy_failures(&model, &VersionSelector::Number(1)).await.unwrap();
+    assert_eq!(rules(&failures), [("e1", "waived", "accuracy"), ("e1", "zeta", "broken")]);
+    assert_eq!(failures[0], first[2], "every field comes back as stored");
+    assert_eq!(failures[1], first[3]);
+
+    let mut submit = change(Stage::Draft, 0, Some(Stage::Submitted), "submit");
+    submit.submitter = Some("olga".into());
+    submit.policy_results =
+        vec![result("e2", "licence", "allowed", "pass", 20), result("e2", "size", "max", "pass", 20)];
+    store.apply_lifecycle_change(&ctx("olga"), &model, 1, &submit).await.unwrap();
+    assert!(store.last_policy_failures(&model, &VersionSelector::Number(1)).await.unwrap().is_empty());
+
+    // Evaluations newest first, each in rule order; the limit may cut one short.
+    let all = store.policy_results(&model, &VersionSelector::Number(1), 100).await.unwrap();
+    assert_eq!(
+        rules(&all),
+        [
+            ("e2", "licence", "allowed"),
+            ("e2", "size", "max"),
+            ("e1", "waived", "accuracy"),
+            ("e1", "zeta", "broken"),
+            ("licence", "licence", "declared"),
+            ("e1", "licence", "allowed"),
+        ]
+    );
+    assert_eq!(all[3], first[3]);
+    let three = store.policy_results(&model, &VersionSelector::Number(1), 3).await.unwrap();
+    assert_eq!(rules(&three), rules(&all[..3]));
+}
+
+async fn migration_keeps_stored_policy_results(store: Store, url: String) {
+    let model = mref("risk/legacy");
+    store.create_model(&ctx("admin"), &NewModel::named(model.clone())).await.unwrap();
+    let v = store.create_version(&ctx("olga"), &model, &NewVersion::default()).await.unwrap();
+    // As an upgrade from a release that kept one row per rule: the old table with rows in it,
+    // the new one gone, the migration forgotten; then reopen.
+    let (id, boolean) = match store.backend() {
+        Backend::Sqlite => ("INTEGER PRIMARY KEY", "INTEGER"),
+        Backend::Postgres => ("BIGINT GENERATED ALWAYS AS IDENTITY PRIMARY KEY", "BOOLEAN"),
+    };
+    let mut tx = store.db().begin().await.unwrap();
+    let mut conn = tx.conn();
+    conn.execute("DROP TABLE policy_evaluations", vec![]).await.unwrap();
+    conn.execute("DELETE FROM _sqlx_migrations WHERE version = 20", vec![]).await.unwrap();
+    let ddl = format!(
+        "CREATE TABLE policy_results (id {id}, version_id BIGINT NOT NULL REFERENCES versions(id) ON DELETE CASCADE, \
+         evaluation TEXT NOT NULL, target_stage TEXT NOT NULL, policy TEXT NOT NULL, policy_version BIGINT NOT NULL, \
+         severity TEXT NOT NULL, rule_id TEXT NOT NULL, action TEXT NOT NULL, outcome TEXT NOT NULL, \
+         message TEXT NOT NULL, waived {boolean} NOT NULL DEFAULT FALSE, blocked {boolean} NOT NULL DEFAULT FALSE, \
+         at BIGINT NOT NULL)"
+    );
+    conn.execute(sqlx::AssertSqlSafe(ddl), vec![]).await.unwrap();
+    let old = [
+        result("e1", "licence", "allowed", "pass", 10),
+        result("e1", "waived", "accuracy", "fail", 10),
+        result("e1", "zeta", "broken", "error", 10),
+        result("e2", "licence", "allowed", "fail", 20),
+        result("e2", "size", "max", "pass", 20),
+    ];
+    for r in &old {
+        conn.execute(
+            "INSERT INTO policy_results (version_id, evaluation, target_stage, policy, policy_version, severity, \
+             rule_id, action, outcome, message, waived, blocked, at) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13)",
+            vec![
+                v.id.into(),
+                r.evaluation.clone().into(),
+                r.target_stage.clone().into(),
+                r.policy.clone().into(),
+                r.policy_version.into(),
+                r.severity.clone().into(),
+                r.rule_id.clone().into(),
+                r.action.clone().into(),
+                r.outcome.clone().into(),
+                r.message.clone().into(),
+                r.waived.into(),
+                r.blocked.into(),
+                r.at.into(),
+            ],
+        )
+        .await
+        .unwrap();
+    }
+    tx.commit().await.unwrap();
+    store.close().await;
+    let store =
+        Store::open(&url, &DbOptions { busy_timeout: std::time::Duration::from_secs(30), ..Default::default() })
+            .await
+            .unwrap();
+    let all = store.policy_results(&model, &VersionSelector::Number(1), 100).await.unwrap();
+    let expected: Vec<PolicyResultRecord> = old[3..].iter().chain(&old[..3]).cloned().collect();
+    assert_eq!(all, expected, "every result, every field, evaluations newest first and rules in order");
+    let failures = store.last_policy_failures(&model, &VersionSelector::Number(1)).await.unwrap();
+    assert_eq!(failures, [old[3].clone()]);
+    store.close().await;
 }
