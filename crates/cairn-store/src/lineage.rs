@@ -49,7 +49,7 @@ pub struct LineageEdge {
     pub created_by: String,
 }
 
-/// Fields in the order of `EDGE_COLUMNS`: walks read rows as JSON arrays (see `fetch_rows_as_json`).
+/// Fields in the order of `EDGE_COLUMNS`: walks read rows as JSON arrays (see `fetch_rows`).
 #[derive(sqlx::FromRow, serde::Deserialize)]
 struct EdgeRow {
     id: i64,
@@ -332,7 +332,7 @@ async fn edges_next_to(conn: &mut Conn<'_>, up: bool, ids: &[i64], fetch: usize)
 
 /// The edges `sql` (selecting `EDGE_COLUMNS`) finds, in recording order.
 async fn fetch_edges(conn: &mut Conn<'_>, sql: &str, params: Vec<Param>) -> Result<Vec<EdgeRow>, StoreError> {
-    let mut rows: Vec<EdgeRow> = fetch_rows_as_json(conn, sql, &EDGE_NAMES, params).await?;
+    let mut rows: Vec<EdgeRow> = fetch_rows(conn, sql, &EDGE_NAMES, params).await?;
     rows.sort_unstable_by_key(|e| e.id);
     Ok(rows)
 }
@@ -341,24 +341,23 @@ fn row_limit(n: usize) -> i64 {
     i64::try_from(n).unwrap_or(i64::MAX)
 }
 
-/// Runs `sql`, whose columns are named `names`, and returns its rows, handed over as one JSON
-/// array of arrays that the database builds. sqlx's SQLite driver copies every value of every
-/// row and passes each row between threads; a walk reads thousands of rows of a dozen
-/// columns, and one text value costs a fraction of that. Each row deserialises as a sequence
-/// in column order.
-async fn fetch_rows_as_json<T: serde::de::DeserializeOwned>(
+/// Runs `sql`, whose columns are named `names`, and returns its rows. On SQLite they are
+/// handed over as one JSON array of arrays that the database builds: sqlx's SQLite driver
+/// copies every value of every row and passes each row between threads, a walk reads
+/// thousands of rows of a dozen columns, and one text value costs a fraction of that (each row
+/// deserialises as a sequence in column order). PostgreSQL builds such a document several
+/// times slower than it sends the rows, so there the rows come as they are.
+async fn fetch_rows<T: serde::de::DeserializeOwned + crate::db::Row>(
     conn: &mut Conn<'_>,
     sql: &str,
     names: &[&str],
     params: Vec<Param>,
 ) -> Result<Vec<T>, StoreError> {
+    if conn.backend() == crate::db::Backend::Postgres {
+        return conn.fetch_all(sqlx::AssertSqlSafe(sql.to_owned()), params).await;
+    }
     let fields = names.iter().map(|n| format!("r.{n}")).collect::<Vec<_>>().join(", ");
-    let outer = match conn.backend() {
-        crate::db::Backend::Sqlite => format!("SELECT json_group_array(json_array({fields})) FROM ({sql}) r"),
-        crate::db::Backend::Postgres => {
-            format!("SELECT COALESCE(json_agg(json_build_array({fields})), '[]'::json)::text FROM ({sql}) r")
-        }
-    };
+    let outer = format!("SELECT json_group_array(json_array({fields})) FROM ({sql}) r");
     let (json,): (String,) = conn.fetch_one(sqlx::AssertSqlSafe(outer), params).await?;
     // Rows the database built that do not parse are a fault of this code, not of the request.
     serde_json::from_str(&json).map_err(|e| StoreError::Database(sqlx::Error::Decode(Box::new(e))))
@@ -527,7 +526,7 @@ impl Store {
             );
             type NodeRow = (i64, String, String, i64, String, Option<String>, String);
             let names = ["id", "namespace", "model", "number", "stage", "semver", "digest"];
-            let nodes: Vec<NodeRow> = fetch_rows_as_json(&mut conn, &sql, &names, vec![Param::Text(list)]).await?;
+            let nodes: Vec<NodeRow> = fetch_rows(&mut conn, &sql, &names, vec![Param::Text(list)]).await?;
             walk.versions.extend(nodes.into_iter().map(|(id, namespace, model, number, stage, semver, digest)| {
                 (id, VersionNode { id, namespace, model, number, stage, semver, digest })
             }));
