@@ -51,7 +51,7 @@ pub struct ReviewRecord {
 }
 
 /// One rule's result in a policy evaluation.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, sqlx::FromRow)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
 pub struct PolicyResultRecord {
     /// The evaluation this result belongs to (one per attempted transition or dry run).
     pub evaluation: String,
