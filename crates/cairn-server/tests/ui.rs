@@ -501,6 +501,21 @@ async fn pages_are_small_safe_and_searchable(s: &TestServer) {
     for shown in ["<td>staging</td>", "href=\"/ui/models/risk/fraud/versions/1\"", "canary (10%)", "succeeded"] {
         assert!(table.contains(shown), "{shown} in {table}");
     }
+    // The version's evaluation jobs: none, then one queued by hand, as a worker would see it.
+    let jobs = |body: &str| {
+        let table = body.split("<table id=\"eval-jobs\"").nth(1).expect("an evaluation jobs table");
+        table.split("</table>").next().unwrap().to_owned()
+    };
+    assert!(jobs(&b.get(V1).await.body).contains("No evaluation jobs"));
+    let queue = json!({"suite": "acceptance", "priority": 5});
+    let (st, v) = s.call(Method::POST, "/api/v1/models/risk/fraud/versions/1/eval-jobs", Some(queue)).await;
+    assert_eq!(st, StatusCode::CREATED, "{v}");
+    let table = jobs(&b.get(V1).await.body);
+    assert_eq!(table.matches("<tr class=\"eval-job\">").count(), 1, "{table}");
+    for shown in ["<td>acceptance</td>", ">queued</span>", "<td>0 of 3</td>", "none yet", " by user:admin</td>"] {
+        assert!(table.contains(shown), "{shown} in {table}");
+    }
+    assert!(jobs(&b.get("/ui/models/risk/fraud/versions/2").await.body).contains("No evaluation jobs"));
     for path in [
         "/ui/models",
         "/ui/models/risk/fraud",

@@ -331,12 +331,21 @@ pub async fn version(
     // all at once: each read is an API handler with its own queries.
     let path = (namespace.clone(), name.clone(), v.version.to_string());
     let at = || Path(path.clone());
-    let (files, life, card, card_info, evals, policy, sigs, scan, recorded) = tokio::join!(
+    let jobs_query = crate::routes::eval_jobs::ListQuery {
+        namespace: None,
+        model: Some(format!("{namespace}/{name}")),
+        version: Some(v.version),
+        state: None,
+        limit: Some(20),
+        before: None,
+    };
+    let (files, life, card, card_info, evals, jobs, policy, sigs, scan, recorded) = tokio::join!(
         crate::routes::files::list_files(State(s.clone()), c.clone(), at()),
         lifecycle::get_lifecycle(State(s.clone()), c.clone(), at()),
         card_html(s, &viewer, path.clone()),
         lifecycle::get_card_info(State(s.clone()), c.clone(), at()),
         lifecycle::list_evaluations(State(s.clone()), c.clone(), at()),
+        crate::routes::eval_jobs::list_jobs(State(s.clone()), c.clone(), ApiQuery(jobs_query)),
         lifecycle::list_policy_results(
             State(s.clone()),
             c.clone(),
@@ -352,6 +361,7 @@ pub async fn version(
     let card = card?;
     let card_info = ok_or_none(card_info)?;
     let evals = ok_or_none(evals)?.map(|l| l.results).unwrap_or_default();
+    let jobs = ok_or_none(jobs)?.map(|l| l.jobs).unwrap_or_default();
     let policy = ok_or_none(policy)?.unwrap_or_default();
     let sigs = ok_or_none(sigs)?;
     let scan = ok_or_none(scan)?;
@@ -394,7 +404,7 @@ pub async fn version(
         "version.html",
         context! {
             me, nav => "models", title, model => model_name, namespace, name, v, files, life, card, card_info,
-            evals, chart, policy, sigs, signatures, lineage, review_roles, actions, current_round, base, scan,
+            evals, jobs, chart, policy, sigs, signatures, lineage, review_roles, actions, current_round, base, scan,
             notice => flash.notice, error => flash.error,
         },
     ))
