@@ -885,9 +885,11 @@ impl Store {
             };
             Ok(records
                 .into_iter()
-                .map(record_from_tuple)
-                .map(|r| (check_details(&r), r))
-                .map(|(c, r)| (r, c))
+                .map(|row| {
+                    let r = record_from_tuple(row);
+                    let checked = check_details(&r);
+                    (r, checked)
+                })
                 .collect())
         })
         .await
