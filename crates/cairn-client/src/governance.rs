@@ -148,7 +148,8 @@ impl Client {
         self.post(&format!("{}/policy-check", version_path(model, version)), req).await
     }
 
-    /// `GET …/versions/{v}/policy-results`: recorded rule results, newest first.
+    /// `GET …/versions/{v}/policy-results`: recorded rule results, evaluations newest first
+    /// and each one's rules in order.
     pub async fn policy_results(
         &self,
         model: &str,

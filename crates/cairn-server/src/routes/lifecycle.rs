@@ -277,11 +277,13 @@ fn default_target(stage: Stage) -> Stage {
 #[derive(Debug, Deserialize, IntoParams)]
 #[serde(deny_unknown_fields)]
 pub struct ResultsQuery {
-    /// At most this many rule results, newest first (default 200, at most 10000).
+    /// At most this many rule results (default 200, at most 10000); the oldest evaluation
+    /// listed may be cut short.
     pub limit: Option<usize>,
 }
 
-/// The policy results recorded for a version by its transitions and refusals, newest first.
+/// The policy results recorded for a version by its transitions and refusals: evaluations
+/// newest first, each one's rules in order.
 #[utoipa::path(get, path = "/api/v1/models/{namespace}/{name}/versions/{version}/policy-results", tag = "governance",
     params(("namespace" = String, Path), ("name" = String, Path), ("version" = String, Path), ResultsQuery),
     responses((status = 200, body = Vec<api::PolicyResult>), (status = 404, body = api::ErrorBody)),
