@@ -11,7 +11,7 @@ use cairn_store::evaluation::VersionCard;
 use cairn_store::lifecycle::LifecycleChange;
 use cairn_store::model::{ListModels, NewModel};
 use cairn_store::version::{ListVersions, NewVersion};
-use cairn_store::{AuditContext, Backend, Cursor, DbOptions, Store, StoreError};
+use cairn_store::{AuditContext, Backend, Cursor, Store, StoreError};
 
 cairn_test_utils::store_suite!(
     models_match_when_any_version_does,
@@ -393,10 +393,7 @@ async fn migration_fills_the_facts_of_older_cards(store: Store, url: String) {
     let gpt = store.get_version(&mref("nlp/gpt"), &VersionSelector::Number(1)).await.unwrap();
     unapply_card_facts(&store, gpt.id).await;
     store.close().await;
-    let store =
-        Store::open(&url, &DbOptions { busy_timeout: std::time::Duration::from_secs(30), ..Default::default() })
-            .await
-            .unwrap();
+    let store = cairn_test_utils::reopen_store(&url).await;
     expect_models(
         &store,
         &[

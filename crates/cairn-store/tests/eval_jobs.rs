@@ -15,7 +15,7 @@ use cairn_store::evaluation::NewEvalResult;
 use cairn_store::lifecycle::LifecycleChange;
 use cairn_store::model::NewModel;
 use cairn_store::version::NewVersion;
-use cairn_store::{AuditContext, DbOptions, Store, StoreError};
+use cairn_store::{AuditContext, Store, StoreError};
 use cairn_test_utils::ManualClock;
 use serde_json::json;
 
@@ -172,10 +172,7 @@ async fn claims_follow_priority_and_racing_workers_take_each_job_once(store: Sto
     assert_eq!(second.version, 1);
 
     // Eight workers on two replicas race for the other ten jobs: each is taken exactly once.
-    let replica =
-        Store::open(&url, &DbOptions { busy_timeout: std::time::Duration::from_secs(30), ..Default::default() })
-            .await
-            .unwrap();
+    let replica = cairn_test_utils::reopen_store(&url).await;
     let stores = Arc::new([store.clone(), replica]);
     let mut tasks = Vec::new();
     for i in 0..8 {

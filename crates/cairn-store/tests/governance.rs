@@ -10,7 +10,7 @@ use cairn_core::{ModelRef, VersionSelector};
 use cairn_store::lifecycle::{LifecycleChange, NewReview, PolicyResultRecord};
 use cairn_store::model::NewModel;
 use cairn_store::version::{ListVersions, NewVersion, VersionOrder};
-use cairn_store::{AuditContext, Backend, DbOptions, Store, StoreError};
+use cairn_store::{AuditContext, Backend, Store, StoreError};
 
 cairn_test_utils::store_suite!(
     racing_reviewers_on_two_replicas_one_wins,
@@ -72,10 +72,7 @@ async fn racing_reviewers_on_two_replicas_one_wins(store: Store, url: String) {
     store.create_model(&ctx("admin"), &NewModel::named(model.clone())).await.unwrap();
     store.create_version(&ctx("olga"), &model, &NewVersion::default()).await.unwrap();
     walk(&store, &model, 1, Stage::Submitted, true).await;
-    let replica =
-        Store::open(&url, &DbOptions { busy_timeout: std::time::Duration::from_secs(30), ..Default::default() })
-            .await
-            .unwrap();
+    let replica = cairn_test_utils::reopen_store(&url).await;
     let stores = Arc::new([store.clone(), replica]);
     let mut tasks = Vec::new();
     for i in 0..8 {
@@ -312,10 +309,7 @@ async fn migration_keeps_stored_policy_results(store: Store, url: String) {
     }
     tx.commit().await.unwrap();
     store.close().await;
-    let store =
-        Store::open(&url, &DbOptions { busy_timeout: std::time::Duration::from_secs(30), ..Default::default() })
-            .await
-            .unwrap();
+    let store = cairn_test_utils::reopen_store(&url).await;
     let all = store.policy_results(&model, &VersionSelector::Number(1), 100).await.unwrap();
     let expected: Vec<PolicyResultRecord> = old[3..].iter().chain(&old[..3]).cloned().collect();
     assert_eq!(all, expected, "every result, every field, evaluations newest first and rules in order");

@@ -9,7 +9,7 @@ use cairn_core::{ModelRef, VersionSelector};
 use cairn_store::evaluation::{NewEvalResult, VersionCard};
 use cairn_store::model::{ListModels, NewModel};
 use cairn_store::version::{ListVersions, NewVersion};
-use cairn_store::{AuditContext, DbOptions, Store, StoreError};
+use cairn_store::{AuditContext, Store, StoreError};
 use serde_json::{Value, json};
 
 cairn_test_utils::store_suite!(
@@ -161,10 +161,7 @@ async fn migration_fills_the_metrics_of_older_versions(store: Store, url: String
     .unwrap();
     tx.commit().await.unwrap();
     store.close().await;
-    let store =
-        Store::open(&url, &DbOptions { busy_timeout: std::time::Duration::from_secs(30), ..Default::default() })
-            .await
-            .unwrap();
+    let store = cairn_test_utils::reopen_store(&url).await;
     expect(&store).await;
     store.close().await;
 }

@@ -559,9 +559,15 @@ macro_rules! both_backends_with {
 pub async fn open_store(backend: Backend, test: &str) -> Option<(cairn_store::Store, String, tempfile::TempDir)> {
     let dir = tempfile::tempdir().expect("temp dir");
     let url = database_url(backend, dir.path(), test).await?;
-    let opts = cairn_store::DbOptions { busy_timeout: std::time::Duration::from_secs(30), ..Default::default() };
-    let store = cairn_store::Store::open(&url, &opts).await.expect("open the store");
+    let store = reopen_store(&url).await;
     Some((store, url, dir))
+}
+
+/// Another store on the database at `url`, with the options of [`open_store`]: a replica
+/// beside the first, or the same database opened again (after an upgrade, say).
+pub async fn reopen_store(url: &str) -> cairn_store::Store {
+    let opts = cairn_store::DbOptions { busy_timeout: std::time::Duration::from_secs(30), ..Default::default() };
+    cairn_store::Store::open(url, &opts).await.expect("open the store")
 }
 
 /// Runs each named `async fn(Store, String)` (the store and its database URL, to open
