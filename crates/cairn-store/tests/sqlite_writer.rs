@@ -343,3 +343,64 @@ async fn a_group_whose_callers_all_went_away_is_still_committed() {
     assert_eq!(count(&db).await, 2);
     db.close().await;
 }
+
+/// A transaction inside a group that changes more of the database than SQLite keeps in
+/// memory to undo it (its statement journal: 64 KiB, then a temporary file), and then fails,
+/// is still rolled back alone: every page it changed comes back, and the group's first
+/// transaction is committed. (SQLite can be built to keep more in memory, but not beyond
+/// 128 KiB: its Unix file layer writes at most that much at once, and with a larger limit
+/// this transaction fails with "database or disk is full".)
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_large_transaction_that_fails_inside_a_group_is_rolled_back_alone() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_table(&dir).await;
+    let mut tx = db.begin().await.unwrap();
+    tx.conn().execute("CREATE TABLE big (id INTEGER PRIMARY KEY, body TEXT NOT NULL)", params![]).await.unwrap();
+    // 12 MiB over about 3,000 pages.
+    tx.conn()
+        .execute(
+            "WITH RECURSIVE n(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM n WHERE i < 3072) \
+             INSERT INTO big (id, body) SELECT i, printf('%.4000c', 'a') FROM n",
+            params![],
+        )
+        .await
+        .unwrap();
+    tx.commit().await.unwrap();
+
+    let mut first = db.begin().await.unwrap();
+    first.conn().execute("INSERT INTO t (x) VALUES (1)", params![]).await.unwrap();
+    let (began, began_rx) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let second = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await?;
+            // Every page of `big` changes, and `t`'s page, which the first transaction changed.
+            let changed = tx.conn().execute("UPDATE big SET body = printf('%.4000c', 'b')", params![]).await?;
+            tx.conn().execute("INSERT INTO t (x) VALUES (2)", params![]).await?;
+            let _ = began.send(changed);
+            let _ = go_rx.await;
+            tx.conn().defer("INSERT INTO t (x) VALUES (NULL)", params![]).await?;
+            tx.commit().await
+        }
+    });
+    until_waiting(&db, 1).await;
+    let first = tokio::spawn(async move { first.commit().await });
+    let Ok(changed) = began_rx.await else { panic!("the second transaction failed: {:?}", second.await) };
+    assert_eq!(changed, 3072, "the second transaction joined the group and changed every row");
+    waits_for_its_group(&first).await;
+    go.send(()).unwrap();
+    assert!(matches!(second.await.unwrap(), Err(StoreError::Database(_))));
+    first.await.unwrap().expect("the first transaction is committed with its group");
+
+    let mut c = db.read().await.unwrap();
+    let xs: Vec<(i64,)> = c.conn().fetch_all("SELECT x FROM t", params![]).await.unwrap();
+    assert_eq!(xs, vec![(1,)], "only the first transaction's row is kept");
+    let (rows, unchanged): (i64, i64) =
+        c.conn().fetch_one("SELECT COUNT(*), SUM(body = printf('%.4000c', 'a')) FROM big", params![]).await.unwrap();
+    assert_eq!((rows, unchanged), (3072, 3072), "every page the failed transaction changed is restored");
+    let (check,): (String,) = c.conn().fetch_one("PRAGMA integrity_check", params![]).await.unwrap();
+    assert_eq!(check, "ok");
+    drop(c);
+    db.close().await;
+}
