@@ -170,6 +170,11 @@ async fn client_scenarios(backend: Backend) {
             .await;
     assert_eq!(st, StatusCode::OK, "{events}");
     assert_eq!(events["events"].as_array().map(Vec::len), Some(1), "{events}");
+    // The event records the training run as the version's lineage, and the scan of the files
+    // it froze from the run's artifacts: one event for the one change.
+    let created = &events["events"][0]["after"];
+    assert_eq!(created["lineage"], json!([{"kind": "run", "name": v1["run_id"], "ref": ""}]), "{created}");
+    assert!(created["scan"]["files"].as_u64().is_some_and(|n| n > 0), "{created}");
 
     // Stage transitions go through the same gates as native promotions: approve natively,
     // then MLflow's transition to Production promotes.

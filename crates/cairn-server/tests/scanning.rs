@@ -91,11 +91,16 @@ async fn pushed_versions_are_scanned_audited_and_gated(s: &TestServer) {
     );
     assert_eq!(file(&scan, "LICENSE")["license"], "Apache-2.0");
 
-    // Audited with the version, in the same transaction: counts, not the findings.
-    let scanned = events(s, "version.scan").await;
-    assert_eq!(scanned.len(), 1, "{scanned:?}");
-    assert_eq!(scanned[0]["target"], "version:vision/resnet:1");
-    assert_eq!(scanned[0]["after"]["findings_by_severity"], json!({"critical": 1}));
+    // Audited as part of the version's creation, in its `version.create` event: counts, not
+    // the findings.
+    let created = events(s, "version.create").await;
+    assert_eq!(created.len(), 1, "{created:?}");
+    assert_eq!(created[0]["target"], "version:vision/resnet:1");
+    assert_eq!(created[0]["after"]["scan"]["findings_by_severity"], json!({"critical": 1}));
+    assert_eq!(created[0]["after"]["scan"]["files"], 4, "every file scanned: {}", created[0]["after"]);
+    let (_, all) = s.call(Method::GET, "/api/v1/audit/events?target=version:vision/resnet:1", None).await;
+    let actions: Vec<&str> = all["events"].as_array().unwrap().iter().filter_map(|e| e["action"].as_str()).collect();
+    assert_eq!(actions, ["version.create"], "the scan has no event of its own");
 
     // Policies read the facts: the unsafe pickle blocks submission.
     let (st, p) = s.call(Method::POST, "/api/v1/policies", Some(json!({"source": SCAN_POLICY}))).await;
@@ -256,7 +261,7 @@ async fn with_scanning_off_scan_rules_fail_closed(s: &TestServer) {
     assert_eq!(dry["blocked"].as_bool(), Some(true), "no scan facts, so the rule fails closed: {dry}");
     let (st, e) = s.call(Method::POST, &format!("{M}/1/scan"), None).await;
     assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("scanning_off")), "{e}");
-    assert!(events(s, "version.scan").await.is_empty());
+    assert!(events(s, "version.rescan").await.is_empty());
 }
 
 async fn unreadable_files_keep_a_version_unclean_and_are_read_again(s: &TestServer) {

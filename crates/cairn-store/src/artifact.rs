@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::db::{Backend, Conn, Param};
 use crate::version::{
-    NewVersion, Version, find as find_version, insert_version, insert_version_with_blobs, target, upsert_alias,
+    Created, NewVersion, Version, find as find_version, insert_version, insert_version_with_blobs, target, upsert_alias,
 };
 use crate::{AuditContext, Store, StoreError, audit, params};
 
@@ -673,11 +673,11 @@ impl Store {
         conn.execute("UPDATE uploads SET version_id = $1 WHERE id = $2", params![version_id, id]).await?;
         conn.execute("DELETE FROM upload_files WHERE upload_id = $1", params![id]).await?;
         let created = find_version(&mut conn, &model, &VersionSelector::Number(number)).await?;
-        audit::record(&mut conn, ctx, now, "version.create", &target(&model, number), None::<&()>, Some(&created))
+        let scan = crate::scan::insert_for_files(&mut conn, now, version_id, &new.scans, manifest.files()).await?;
+        let lineage = crate::lineage::insert_new(&mut conn, ctx, now, version_id, &new.lineage).await?;
+        let event = Created { version: &created, scan, lineage };
+        audit::record(&mut conn, ctx, now, "version.create", &target(&model, number), None::<&()>, Some(&event))
             .await?;
-        crate::scan::insert_for_files(&mut conn, ctx, now, version_id, &model, number, &new.scans, manifest.files())
-            .await?;
-        crate::lineage::insert_new(&mut conn, ctx, now, version_id, &model, number, &new.lineage).await?;
         for alias in aliases {
             upsert_alias(&mut conn, ctx, now, &model, alias, version_id).await?;
         }
@@ -771,11 +771,10 @@ impl Store {
             &new.signatures,
         )
         .await?;
-        audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&created))
-            .await?;
-        crate::scan::insert_for_files(&mut conn, ctx, now, version_id, model, number, &new.scans, manifest.files())
-            .await?;
-        crate::lineage::insert_new(&mut conn, ctx, now, version_id, model, number, &new.lineage).await?;
+        let scan = crate::scan::insert_for_files(&mut conn, now, version_id, &new.scans, manifest.files()).await?;
+        let lineage = crate::lineage::insert_new(&mut conn, ctx, now, version_id, &new.lineage).await?;
+        let event = Created { version: &created, scan, lineage };
+        audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&event)).await?;
         tx.commit().await?;
         Ok(created)
     }

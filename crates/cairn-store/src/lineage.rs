@@ -247,17 +247,17 @@ pub(crate) async fn insert(
     Ok(added.len())
 }
 
-/// Records the inputs of version `version_id`, just created (it has none yet): a repeated
-/// input counts once, and the rows go with the transaction's next call (`Conn::defer`).
+/// Records the inputs of version `version_id`, just created (it has none yet), and returns
+/// what its `version.create` event records of them (they are part of that change, not an
+/// event of their own): a repeated input counts once, and the rows go with the transaction's
+/// next call (`Conn::defer`).
 pub(crate) async fn insert_new(
     conn: &mut Conn<'_>,
     ctx: &AuditContext,
     now: i64,
     version_id: i64,
-    model: &ModelRef,
-    number: i64,
     inputs: &[Upstream],
-) -> Result<usize, StoreError> {
+) -> Result<Vec<serde_json::Value>, StoreError> {
     check_count(inputs)?;
     let mut seen = HashSet::new();
     let mut added = Vec::new();
@@ -269,10 +269,7 @@ pub(crate) async fn insert_new(
         added.push(serde_json::json!({"kind": r.kind.as_str(), "name": r.name, "ref": r.reference}));
         conn.defer(INSERT_EDGE, edge_params(ctx, now, version_id, &r)).await?;
     }
-    if !added.is_empty() {
-        audit::record(conn, ctx, now, "version.lineage.add", &target(model, number), None::<&()>, Some(&added)).await?;
-    }
-    Ok(added.len())
+    Ok(added)
 }
 
 fn check_count(inputs: &[Upstream]) -> Result<(), StoreError> {

@@ -34,7 +34,7 @@ pub struct FileScan {
 
 /// What the audit event of a scan records: counts, not the findings themselves.
 #[derive(Serialize)]
-struct ScanSummary<'a> {
+pub(crate) struct ScanSummary<'a> {
     scanner: &'a str,
     files: usize,
     incomplete: usize,
@@ -56,22 +56,19 @@ fn summary(scans: &[FileScan]) -> ScanSummary<'_> {
     }
 }
 
-/// Stores `scans` for the version `version_id` just created with `files`, with a
-/// `version.scan` event: a scan of a path or digest not among `files` is refused before
+/// Stores `scans` for the version `version_id` just created with `files`, and returns what
+/// its `version.create` event records of them (the scan is part of that change, not an
+/// event of its own): a scan of a path or digest not among `files` is refused before
 /// anything is sent, and the rows go with the transaction's next call (`Conn::defer`).
-#[allow(clippy::too_many_arguments)]
-pub(crate) async fn insert_for_files(
+pub(crate) async fn insert_for_files<'a>(
     conn: &mut Conn<'_>,
-    ctx: &AuditContext,
     now: i64,
     version_id: i64,
-    model: &ModelRef,
-    number: i64,
-    scans: &[FileScan],
+    scans: &'a [FileScan],
     files: &[cairn_core::manifest::FileEntry],
-) -> Result<(), StoreError> {
+) -> Result<Option<ScanSummary<'a>>, StoreError> {
     if scans.is_empty() {
-        return Ok(());
+        return Ok(None);
     }
     let by_path: std::collections::HashMap<&str, &str> =
         files.iter().map(|f| (f.path.as_str(), f.sha256.as_str())).collect();
@@ -101,7 +98,7 @@ pub(crate) async fn insert_for_files(
         )
         .await?;
     }
-    audit::record(conn, ctx, now, "version.scan", &target(model, number), None::<&()>, Some(&summary(scans))).await
+    Ok(Some(summary(scans)))
 }
 
 /// Stores `scans` for the version `version_id` (rows for paths the version does not have are

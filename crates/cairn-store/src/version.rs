@@ -518,6 +518,18 @@ pub(crate) fn inserted(
     }
 }
 
+/// What a `version.create` event records: the version, and the scan results and lineage it
+/// was created with, which are part of the same change.
+#[derive(Serialize)]
+pub(crate) struct Created<'a> {
+    #[serde(flatten)]
+    pub version: &'a Version,
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub scan: Option<crate::scan::ScanSummary<'a>>,
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lineage: Vec<serde_json::Value>,
+}
+
 pub(crate) fn target(model: &ModelRef, number: i64) -> String {
     format!("version:{model}:{number}")
 }
@@ -549,9 +561,10 @@ impl Store {
         let version = inserted(ctx, now, model, version_id, number, new);
         signatures::attach(&mut conn, self.signer(), now, version_id, model, number, &version.digest, &new.signatures)
             .await?;
-        audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&version))
+        let lineage = crate::lineage::insert_new(&mut conn, ctx, now, version_id, &new.lineage).await?;
+        let created = Created { version: &version, scan: None, lineage };
+        audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&created))
             .await?;
-        crate::lineage::insert_new(&mut conn, ctx, now, version_id, model, number, &new.lineage).await?;
         tx.commit().await?;
         Ok(version)
     }
