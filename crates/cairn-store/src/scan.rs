@@ -1,6 +1,7 @@
 //! Artifact scan results, one row per file of a version (`file_scans`). They are written in
-//! the transaction that creates the version, or by a rescan that replaces them; either way
-//! with a `version.scan` audit event summarising what was found. The scanning itself happens
+//! the transaction that creates the version (summarised in its `version.create` audit event),
+//! or by a rescan that replaces them (a `version.rescan` event with the same summary: counts,
+//! not the findings). The scanning itself happens
 //! in the server (`cairn-scan`), before the transaction, so the database never waits on it.
 
 use cairn_core::{ModelRef, VersionSelector};
@@ -102,7 +103,7 @@ pub(crate) async fn insert_for_files<'a>(
 }
 
 /// Stores `scans` for the version `version_id` (rows for paths the version does not have are
-/// refused), with a `version.scan` event. Runs inside the caller's transaction.
+/// refused), with an event `action` summarising them. Runs inside the caller's transaction.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn insert(
     conn: &mut Conn<'_>,
