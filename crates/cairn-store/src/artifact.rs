@@ -702,7 +702,12 @@ impl Store {
     ) -> Result<Version, StoreError> {
         let now = self.now();
         let manifest = Manifest::new(files).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let mut tx = self.db.begin().await?;
+        let mut tx = if manifest.files().len() <= crate::db::SMALL_TRANSACTION_FILES {
+            // Bounded by the request: a small transaction (see `db::Writer`).
+            self.db.begin_small().await?
+        } else {
+            self.db.begin().await?
+        };
         let mut conn = tx.conn();
         // Every blob must be stored: checked by the statement that inserts the version (one
         // call less on the single writer), and only when it inserted nothing, which blobs.

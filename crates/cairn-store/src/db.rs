@@ -214,10 +214,22 @@ impl Db {
 
     /// Begins a write transaction.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
+        self.begin_sized(false).await
+    }
+
+    /// [`Db::begin`] for a transaction whose changes are small by construction (bounded by
+    /// its request, a few hundred KiB at most: a version with at most
+    /// [`SMALL_TRANSACTION_FILES`] files, its tags, scans and lineage). On SQLite such
+    /// transactions share commit groups whose undo copies stay in memory (see [`Writer`]).
+    pub async fn begin_small(&self) -> Result<Tx, StoreError> {
+        self.begin_sized(true).await
+    }
+
+    async fn begin_sized(&self, small: bool) -> Result<Tx, StoreError> {
         Ok(match self {
             // IMMEDIATE takes the write lock up front, so a transaction never fails half-way
             // on a lock upgrade when another process shares the file.
-            Self::Sqlite { writer, .. } => Tx::Sqlite(writer.begin().await?),
+            Self::Sqlite { writer, .. } => Tx::Sqlite(writer.begin(small).await?),
             Self::Postgres(pool, sealer) => Tx::Postgres(pool.begin().await?, sealer.clone(), false),
         })
     }
@@ -288,6 +300,9 @@ const GROUP_MAX_AGE: Duration = Duration::from_millis(20);
 /// The savepoint a transaction that joins an open commit group works under.
 const MEMBER_SAVEPOINT: &str = "SAVEPOINT cairn_member";
 
+/// The most files of a version whose creation is a small transaction ([`Db::begin_small`]).
+pub const SMALL_TRANSACTION_FILES: usize = 256;
+
 /// SQLite's one writer connection, behind a lock that a write transaction holds from its
 /// beginning to its end.
 ///
@@ -308,6 +323,17 @@ const MEMBER_SAVEPOINT: &str = "SAVEPOINT cairn_member";
 /// is committed. One whose caller answers from what it read must therefore end with
 /// [`Tx::commit`] even when it changed nothing (the answer then waits for the group), not by
 /// being dropped.
+///
+/// **Undo copies in memory for small transactions.** To roll back a transaction inside a
+/// group alone, SQLite copies each page it changes as it changes it (the statement journal)
+/// and keeps the copies in memory up to 64 KiB, then in a temporary file. A version created
+/// with its files, scans, lineage and audit event changes more pages than that, so nearly
+/// every one created a file, wrote its copies there one system call at a time and deleted it.
+/// A group begun by a small transaction ([`Db::begin_small`]) therefore keeps its copies in
+/// memory (`PRAGMA temp_store = MEMORY`, which SQLite reads when the database transaction
+/// begins), and admits only small transactions: any other one commits it first and begins a
+/// group of its own, whose copies go to a file as before. Memory stays bounded by the size of
+/// a small transaction; the copies of each one are dropped when it ends.
 #[derive(Debug)]
 pub struct Writer {
     /// `None` once closed.
@@ -334,6 +360,10 @@ struct WriterConn {
     abandoned: Option<Abandoned>,
     /// The number of the next commit group.
     next_group: u64,
+    /// The connection's `temp_store` keeps temporary data in memory (`Some(true)`), in files
+    /// (`Some(false)`), or is not known (a statement setting it failed half-way). Changed only
+    /// between database transactions, so it also tells which kind of group is open.
+    temp_in_memory: Option<bool>,
 }
 
 /// Transactions that have ended, inside one database transaction not yet committed.
@@ -487,7 +517,13 @@ impl Writer {
     async fn connect(options: &SqliteConnectOptions, acquire_timeout: Duration) -> Result<Self, StoreError> {
         let sqlite = SqliteConnection::connect_with(options).await?;
         Ok(Self {
-            conn: Arc::new(Mutex::new(Some(WriterConn { sqlite, group: None, abandoned: None, next_group: 0 }))),
+            conn: Arc::new(Mutex::new(Some(WriterConn {
+                sqlite,
+                group: None,
+                abandoned: None,
+                next_group: 0,
+                temp_in_memory: Some(false),
+            }))),
             beginning: AtomicUsize::new(0),
             acquire_timeout,
             options: options.clone(),
@@ -522,13 +558,17 @@ impl Writer {
     /// never fails half-way on a lock upgrade when another process shares the file. With the
     /// schema in place, the audit chain's head is read in the same call (see
     /// [`SqliteChain`]).
-    async fn begin(self: &Arc<Self>) -> Result<SqliteTx, StoreError> {
+    async fn begin(self: &Arc<Self>, small: bool) -> Result<SqliteTx, StoreError> {
         let mut conn = {
             let _waiting = Waiting::on(&self.beginning);
             self.lock(Some(self.acquire_timeout)).await?
         };
-        if conn.group.as_ref().is_some_and(|g| g.ended.len() >= GROUP_MAX || g.started.elapsed() >= GROUP_MAX_AGE) {
-            // Full or old enough (a transaction ran long inside it): committed first.
+        let for_small = conn.temp_in_memory == Some(true);
+        if conn.group.as_ref().is_some_and(|g| {
+            g.ended.len() >= GROUP_MAX || g.started.elapsed() >= GROUP_MAX_AGE || (for_small && !small)
+        }) {
+            // Full or old enough (a transaction ran long inside it), or a group of small
+            // transactions that this one may not join: committed first.
             let mut closing = Settle::new(self);
             conn.commit_group().await;
             closing.disarm();
@@ -540,11 +580,19 @@ impl Writer {
         // A caller cancelled half-way leaves the rollback of what it began to a task.
         conn.abandoned = Some(Abandoned::Transaction);
         let mut beginning = Settle::new(self);
+        // Where this group keeps its undo copies, set before the BEGIN that reads it.
+        let temp_store = if conn.temp_in_memory == Some(small) {
+            ""
+        } else {
+            conn.temp_in_memory = None;
+            if small { "PRAGMA temp_store = MEMORY; " } else { "PRAGMA temp_store = DEFAULT; " }
+        };
         let head = if self.chain_ready.load(Ordering::Acquire) {
-            let begun: Result<Option<(i64, String)>, _> =
-                sqlx::query_as("BEGIN IMMEDIATE; SELECT seq, hash FROM audit_head WHERE id = 1")
-                    .fetch_optional(&mut conn.sqlite)
-                    .await;
+            let begun: Result<Option<(i64, String)>, _> = sqlx::query_as(sqlx::AssertSqlSafe(format!(
+                "{temp_store}BEGIN IMMEDIATE; SELECT seq, hash FROM audit_head WHERE id = 1"
+            )))
+            .fetch_optional(&mut conn.sqlite)
+            .await;
             match begun {
                 Ok(head) => head,
                 Err(e) => {
@@ -556,13 +604,16 @@ impl Writer {
                 }
             }
         } else {
-            if let Err(e) = sqlx::query("BEGIN IMMEDIATE").execute(&mut conn.sqlite).await {
+            if let Err(e) =
+                sqlx::query(sqlx::AssertSqlSafe(format!("{temp_store}BEGIN IMMEDIATE"))).execute(&mut conn.sqlite).await
+            {
                 conn.abandoned = None;
                 beginning.disarm();
                 return Err(e.into());
             }
             None
         };
+        conn.temp_in_memory = Some(small);
         conn.abandoned = None;
         beginning.disarm();
         Ok(SqliteTx { conn, writer: self.clone(), open: true, member: false, chain: SqliteChain::new(head) })

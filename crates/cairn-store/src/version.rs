@@ -553,7 +553,8 @@ impl Store {
         new: &NewVersion,
     ) -> Result<Version, StoreError> {
         let now = self.now();
-        let mut tx = self.db.begin().await?;
+        // Its size is bounded by the request: a small transaction (see `db::Writer`).
+        let mut tx = self.db.begin_small().await?;
         let mut conn = tx.conn();
         let (version_id, number) = insert_version(&mut conn, ctx, now, model, new).await?;
         // What was just inserted, without reading it back: on SQLite's single writer every

@@ -404,3 +404,81 @@ async fn a_large_transaction_that_fails_inside_a_group_is_rolled_back_alone() {
     drop(c);
     db.close().await;
 }
+
+async fn temp_store(tx: &mut cairn_store::db::Tx) -> i64 {
+    let (mode,): (i64,) = tx.conn().fetch_one("PRAGMA temp_store", params![]).await.unwrap();
+    mode
+}
+
+/// Small transactions (`Db::begin_small`) share groups whose undo copies stay in memory
+/// (`temp_store` 2); any other transaction works where they go to a file (`temp_store` 0,
+/// SQLite's default), and does not join a group of small ones: that group is committed
+/// before it begins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn small_transactions_keep_their_undo_copies_in_memory_and_others_do_not_join_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_table(&dir).await;
+    let mut tx = db.begin().await.unwrap();
+    assert_eq!(temp_store(&mut tx).await, 0);
+    tx.commit().await.unwrap();
+
+    // A small one, and another small one joins its group.
+    let mut first = db.begin_small().await.unwrap();
+    assert_eq!(temp_store(&mut first).await, 2);
+    first.conn().execute("INSERT INTO t (x) VALUES (1)", params![]).await.unwrap();
+    let (began, began_rx) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let second = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin_small().await?;
+            let mode = temp_store(&mut tx).await;
+            tx.conn().execute("INSERT INTO t (x) VALUES (2)", params![]).await?;
+            let _ = began.send(mode);
+            let _ = go_rx.await;
+            // Fails: rolled back alone, from the copies in memory.
+            tx.conn().defer("INSERT INTO t (x) VALUES (NULL)", params![]).await?;
+            tx.commit().await
+        }
+    });
+    until_waiting(&db, 1).await;
+    let first_done = tokio::spawn(async move { first.commit().await });
+    assert_eq!(began_rx.await.unwrap(), 2, "the second joined the small group");
+    waits_for_its_group(&first_done).await;
+    go.send(()).unwrap();
+    assert!(matches!(second.await.unwrap(), Err(StoreError::Database(_))));
+    first_done.await.unwrap().unwrap();
+    assert_eq!(count(&db).await, 1, "only the first small transaction's row is kept");
+
+    // A small group is open, and another transaction comes: the group is committed before it
+    // begins, and it works with its copies in files.
+    let mut small = db.begin_small().await.unwrap();
+    small.conn().execute("INSERT INTO t (x) VALUES (3)", params![]).await.unwrap();
+    let (began, began_rx) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
+    let other = tokio::spawn({
+        let db = db.clone();
+        async move {
+            let mut tx = db.begin().await?;
+            let mode = temp_store(&mut tx).await;
+            tx.conn().execute("INSERT INTO t (x) VALUES (4)", params![]).await?;
+            let _ = began.send(mode);
+            let _ = go_rx.await;
+            tx.commit().await
+        }
+    });
+    until_waiting(&db, 1).await;
+    let small_done = tokio::spawn(async move { small.commit().await });
+    assert_eq!(began_rx.await.unwrap(), 0, "the other transaction keeps its copies in files");
+    // The small one's group was committed when the other began, while the other is still open.
+    tokio::time::timeout(Duration::from_secs(10), small_done)
+        .await
+        .expect("the small group waited for a transaction that may not join it")
+        .unwrap()
+        .unwrap();
+    assert_eq!(count(&db).await, 2);
+    go.send(()).unwrap();
+    other.await.unwrap().unwrap();
+    assert_eq!(count(&db).await, 3);
+    db.close().await;
+}
