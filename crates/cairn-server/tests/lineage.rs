@@ -111,10 +111,16 @@ async fn recorded_at_push_walked_and_fed_to_policies(s: &TestServer) {
     let (_, base_bom) = s.call(Method::GET, "/api/v1/models/team/base/versions/1/sbom", None).await;
     assert_eq!(base_bom["components"][0]["hashes"][0], json!({"alg": "SHA-256", "content": "ab".repeat(32)}));
 
-    // Every change is in the audit log.
-    let (_, ev) = s.call(Method::GET, "/api/v1/audit/events?action=version.lineage.add", None).await;
-    let targets: Vec<&str> = ev["events"].as_array().unwrap().iter().filter_map(|e| e["target"].as_str()).collect();
-    assert!(targets.contains(&"version:team/chat:1") && targets.contains(&"version:team/base:1"), "{ev}");
+    // Every change is in the audit log: lineage pushed with a version in its version.create event.
+    let (_, ev) = s.call(Method::GET, "/api/v1/audit/events?action=version.create", None).await;
+    let with_lineage: Vec<&str> = ev["events"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|e| e["after"]["lineage"].as_array().is_some_and(|l| !l.is_empty()))
+        .filter_map(|e| e["target"].as_str())
+        .collect();
+    assert!(with_lineage.contains(&"version:team/chat:1") && with_lineage.contains(&"version:team/base:1"), "{ev}");
 }
 
 async fn added_later_removed_only_from_drafts(s: &TestServer) {
