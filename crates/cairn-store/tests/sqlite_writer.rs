@@ -410,6 +410,34 @@ async fn temp_store(tx: &mut cairn_store::db::Tx) -> i64 {
     mode
 }
 
+/// Begins a write transaction (small or not) in a task that inserts `x` and says which
+/// `temp_store` it works with; told to go on, it commits, with a failing statement if told
+/// `true`.
+fn sized_writer(
+    db: &Db,
+    small: bool,
+    x: i64,
+) -> (
+    tokio::task::JoinHandle<Result<(), StoreError>>,
+    tokio::sync::oneshot::Receiver<i64>,
+    tokio::sync::oneshot::Sender<bool>,
+) {
+    let (began, began_rx) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = tokio::sync::oneshot::channel::<bool>();
+    let db = db.clone();
+    let task = tokio::spawn(async move {
+        let mut tx = if small { db.begin_small().await? } else { db.begin().await? };
+        let mode = temp_store(&mut tx).await;
+        tx.conn().execute("INSERT INTO t (x) VALUES ($1)", params![x]).await?;
+        let _ = began.send(mode);
+        if go_rx.await.unwrap_or(false) {
+            tx.conn().defer("INSERT INTO t (x) VALUES (NULL)", params![]).await?;
+        }
+        tx.commit().await
+    });
+    (task, began_rx, go)
+}
+
 /// Small transactions (`Db::begin_small`) share groups whose undo copies stay in memory
 /// (`temp_store` 2); any other transaction works where they go to a file (`temp_store` 0,
 /// SQLite's default), and does not join a group of small ones: that group is committed
@@ -426,26 +454,13 @@ async fn small_transactions_keep_their_undo_copies_in_memory_and_others_do_not_j
     let mut first = db.begin_small().await.unwrap();
     assert_eq!(temp_store(&mut first).await, 2);
     first.conn().execute("INSERT INTO t (x) VALUES (1)", params![]).await.unwrap();
-    let (began, began_rx) = tokio::sync::oneshot::channel();
-    let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
-    let second = tokio::spawn({
-        let db = db.clone();
-        async move {
-            let mut tx = db.begin_small().await?;
-            let mode = temp_store(&mut tx).await;
-            tx.conn().execute("INSERT INTO t (x) VALUES (2)", params![]).await?;
-            let _ = began.send(mode);
-            let _ = go_rx.await;
-            // Fails: rolled back alone, from the copies in memory.
-            tx.conn().defer("INSERT INTO t (x) VALUES (NULL)", params![]).await?;
-            tx.commit().await
-        }
-    });
+    let (second, began_rx, go) = sized_writer(&db, true, 2);
     until_waiting(&db, 1).await;
     let first_done = tokio::spawn(async move { first.commit().await });
     assert_eq!(began_rx.await.unwrap(), 2, "the second joined the small group");
     waits_for_its_group(&first_done).await;
-    go.send(()).unwrap();
+    // It fails: rolled back alone, from the copies in memory.
+    go.send(true).unwrap();
     assert!(matches!(second.await.unwrap(), Err(StoreError::Database(_))));
     first_done.await.unwrap().unwrap();
     assert_eq!(count(&db).await, 1, "only the first small transaction's row is kept");
@@ -454,19 +469,7 @@ async fn small_transactions_keep_their_undo_copies_in_memory_and_others_do_not_j
     // begins, and it works with its copies in files.
     let mut small = db.begin_small().await.unwrap();
     small.conn().execute("INSERT INTO t (x) VALUES (3)", params![]).await.unwrap();
-    let (began, began_rx) = tokio::sync::oneshot::channel();
-    let (go, go_rx) = tokio::sync::oneshot::channel::<()>();
-    let other = tokio::spawn({
-        let db = db.clone();
-        async move {
-            let mut tx = db.begin().await?;
-            let mode = temp_store(&mut tx).await;
-            tx.conn().execute("INSERT INTO t (x) VALUES (4)", params![]).await?;
-            let _ = began.send(mode);
-            let _ = go_rx.await;
-            tx.commit().await
-        }
-    });
+    let (other, began_rx, go) = sized_writer(&db, false, 4);
     until_waiting(&db, 1).await;
     let small_done = tokio::spawn(async move { small.commit().await });
     assert_eq!(began_rx.await.unwrap(), 0, "the other transaction keeps its copies in files");
@@ -477,7 +480,7 @@ async fn small_transactions_keep_their_undo_copies_in_memory_and_others_do_not_j
         .unwrap()
         .unwrap();
     assert_eq!(count(&db).await, 2);
-    go.send(()).unwrap();
+    go.send(false).unwrap();
     other.await.unwrap().unwrap();
     assert_eq!(count(&db).await, 3);
     db.close().await;
