@@ -14,7 +14,7 @@ use serde::Serialize;
 
 use crate::db::{Backend, Conn, Param};
 use crate::version::{
-    Created, NewVersion, Version, find as find_version, insert_version, insert_version_with_blobs, target, upsert_alias,
+    NewVersion, Version, find as find_version, insert_version, insert_version_with_blobs, record_created, upsert_alias,
 };
 use crate::{AuditContext, Store, StoreError, audit, params};
 
@@ -673,11 +673,7 @@ impl Store {
         conn.execute("UPDATE uploads SET version_id = $1 WHERE id = $2", params![version_id, id]).await?;
         conn.execute("DELETE FROM upload_files WHERE upload_id = $1", params![id]).await?;
         let created = find_version(&mut conn, &model, &VersionSelector::Number(number)).await?;
-        let scan = crate::scan::insert_for_files(&mut conn, now, version_id, &new.scans, manifest.files()).await?;
-        let lineage = crate::lineage::insert_new(&mut conn, ctx, now, version_id, &new.lineage).await?;
-        let event = Created { version: &created, scan, lineage };
-        audit::record(&mut conn, ctx, now, "version.create", &target(&model, number), None::<&()>, Some(&event))
-            .await?;
+        record_created(&mut conn, ctx, now, &model, &created, new, &new.scans, manifest.files()).await?;
         for alias in aliases {
             upsert_alias(&mut conn, ctx, now, &model, alias, version_id).await?;
         }
@@ -776,10 +772,7 @@ impl Store {
             &new.signatures,
         )
         .await?;
-        let scan = crate::scan::insert_for_files(&mut conn, now, version_id, &new.scans, manifest.files()).await?;
-        let lineage = crate::lineage::insert_new(&mut conn, ctx, now, version_id, &new.lineage).await?;
-        let event = Created { version: &created, scan, lineage };
-        audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&event)).await?;
+        record_created(&mut conn, ctx, now, model, &created, new, &new.scans, manifest.files()).await?;
         tx.commit().await?;
         Ok(created)
     }

@@ -521,13 +521,32 @@ pub(crate) fn inserted(
 /// What a `version.create` event records: the version, and the scan results and lineage it
 /// was created with, which are part of the same change.
 #[derive(Serialize)]
-pub(crate) struct Created<'a> {
+struct Created<'a> {
     #[serde(flatten)]
-    pub version: &'a Version,
+    version: &'a Version,
     #[serde(skip_serializing_if = "Option::is_none")]
-    pub scan: Option<crate::scan::ScanSummary<'a>>,
+    scan: Option<crate::scan::ScanSummary<'a>>,
     #[serde(skip_serializing_if = "Vec::is_empty")]
-    pub lineage: Vec<serde_json::Value>,
+    lineage: Vec<serde_json::Value>,
+}
+
+/// Stores the scan results (`scans`, of `files`) and the lineage a version just inserted was
+/// created with, and the one `version.create` event that audits all of it.
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn record_created(
+    conn: &mut Conn<'_>,
+    ctx: &AuditContext,
+    now: i64,
+    model: &ModelRef,
+    version: &Version,
+    new: &NewVersion,
+    scans: &[crate::scan::FileScan],
+    files: &[cairn_core::manifest::FileEntry],
+) -> Result<(), StoreError> {
+    let scan = crate::scan::insert_for_files(conn, now, version.id, scans, files).await?;
+    let lineage = crate::lineage::insert_new(conn, ctx, now, version.id, &new.lineage).await?;
+    let event = Created { version, scan, lineage };
+    audit::record(conn, ctx, now, "version.create", &target(model, version.version), None::<&()>, Some(&event)).await
 }
 
 pub(crate) fn target(model: &ModelRef, number: i64) -> String {
@@ -562,10 +581,7 @@ impl Store {
         let version = inserted(ctx, now, model, version_id, number, new);
         signatures::attach(&mut conn, self.signer(), now, version_id, model, number, &version.digest, &new.signatures)
             .await?;
-        let lineage = crate::lineage::insert_new(&mut conn, ctx, now, version_id, &new.lineage).await?;
-        let created = Created { version: &version, scan: None, lineage };
-        audit::record(&mut conn, ctx, now, "version.create", &target(model, number), None::<&()>, Some(&created))
-            .await?;
+        record_created(&mut conn, ctx, now, model, &version, new, &[], &[]).await?;
         tx.commit().await?;
         Ok(version)
     }
