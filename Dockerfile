@@ -11,6 +11,10 @@ WORKDIR /src
 # aws-lc-rs builds its C code with cmake and a C compiler.
 RUN apt-get update && apt-get install -y --no-install-recommends cmake clang pkg-config \
     && rm -rf /var/lib/apt/lists/*
+# The data directory, made here for the runtime image's nonroot user (uid 65532): distroless
+# has no shell to make it, and a volume mounted where an image has no directory is created
+# owned by root, which the server could not write.
+RUN install -d -m 0700 -o 65532 -g 65532 /out/state/cairn
 COPY . .
 RUN cargo build --release --locked -p cairn \
     && install -D -m 0755 target/release/cairn /out/cairn
@@ -18,6 +22,7 @@ RUN cargo build --release --locked -p cairn \
 # Debian's "cc" distroless image: glibc, CA certificates, a nonroot user, no shell.
 FROM gcr.io/distroless/cc-debian12:nonroot
 COPY --from=build /out/cairn /usr/local/bin/cairn
+COPY --from=build --chown=65532:65532 /out/state/ /var/lib/
 ENV CAIRN_DATA_DIR=/var/lib/cairn \
     CAIRN_LISTEN=0.0.0.0:8443 \
     CAIRN_LOG_FORMAT=json
