@@ -9,7 +9,8 @@
 //! 2. **Verification speed.** A chain of `--verify-events` events is written straight into
 //!    a fresh database (sealed exactly as the server seals them), then verified from the
 //!    database (`Store::verify_audit_chain`, as `cairn audit verify` does) and from a JSON
-//!    Lines export (`verify_export`, as `cairn audit verify --file` does).
+//!    Lines export (`verify_export`, as `cairn audit verify --file` does); writing that export
+//!    (as `cairn audit export` does) is timed too.
 
 use std::path::PathBuf;
 use std::sync::Arc;
@@ -234,6 +235,7 @@ async fn main() -> Result<()> {
         let db_secs = t.elapsed().as_secs_f64();
         ensure!(report.ok() && report.events as usize == args.verify_events, "verification failed: {report:?}");
         let export_path = dir.path().join("audit.jsonl");
+        let t = Instant::now();
         let stream = cairn_server::audit_export::export(store.clone(), &key, Default::default()).await?;
         let mut file = tokio::io::BufWriter::new(tokio::fs::File::create(&export_path).await?);
         let mut stream = std::pin::pin!(stream);
@@ -241,6 +243,7 @@ async fn main() -> Result<()> {
             tokio::io::AsyncWriteExt::write_all(&mut file, &chunk).await?;
         }
         tokio::io::AsyncWriteExt::flush(&mut file).await?;
+        let export_secs = t.elapsed().as_secs_f64();
         let size = std::fs::metadata(&export_path)?.len();
         let t = Instant::now();
         let input = std::io::BufReader::with_capacity(1 << 20, std::fs::File::open(&export_path)?);
@@ -256,7 +259,8 @@ async fn main() -> Result<()> {
             size as f64 / 1e6,
             n / file_secs
         );
-        verify = json!({ "events": args.verify_events, "db_events_per_sec": n / db_secs, "file_events_per_sec": n / file_secs, "export_bytes": size });
+        println!("| writing that export (`cairn audit export`) | {export_secs:.2} | {:.0} |", n / export_secs);
+        verify = json!({ "events": args.verify_events, "db_events_per_sec": n / db_secs, "file_events_per_sec": n / file_secs, "export_events_per_sec": n / export_secs, "export_bytes": size });
     }
     if let Some(path) = &args.json {
         let out = json!({

@@ -79,6 +79,7 @@ suite!(
     a_deleted_event_is_found,
     a_forged_event_is_found,
     reordered_events_are_found,
+    events_stored_out_of_order_verify,
     a_truncated_end_is_found_up_to_the_last_checkpoint,
     a_rechained_history_contradicts_the_checkpoint,
     checkpoints_forged_with_another_key_are_untrusted,
@@ -444,6 +445,44 @@ async fn reordered_events_are_found(f: Fixture) {
     assert_eq!(record(store, 12).await.hash, b.hash);
     assert_eq!(record(store, 13).await.hash, a.hash);
     assert_eq!(first_break(&verify(store, &[&key]).await), Some((12, BreakKind::Mismatch)));
+}
+
+/// Rows the database keeps out of sequence order (rewritten in place, as an `UPDATE`, a
+/// vacuum or a restore leaves them) verify: the verifier puts events in sequence order itself
+/// rather than relying on the order the database returns them in.
+async fn events_stored_out_of_order_verify(f: Fixture) {
+    let store = &f.store;
+    let key = chain_with_checkpoint(store).await;
+    // Events 1–5 rewritten with the values they have: PostgreSQL puts the new row versions
+    // after the others; SQLite, under new row ids, at the end of the table.
+    let rewrite = match store.backend() {
+        cairn_store::Backend::Postgres => "UPDATE audit_events SET seq = seq WHERE seq <= 5",
+        cairn_store::Backend::Sqlite => "UPDATE audit_events SET id = id + 1000000 WHERE seq <= 5",
+    };
+    assert_eq!(sql(store, rewrite, vec![]).await, 5);
+    // With statistics, PostgreSQL reads a table this small from start to end, not by index.
+    sql(store, "ANALYZE audit_events", vec![]).await;
+    // The table as stored is out of order now (every column read, so that no index covers it).
+    let stored: Vec<(i64, Option<String>)> = store
+        .db()
+        .read()
+        .await
+        .unwrap()
+        .conn()
+        .fetch_all("SELECT seq, after_state FROM audit_events", vec![])
+        .await
+        .unwrap();
+    let stored: Vec<i64> = stored.into_iter().map(|(seq, _)| seq).collect();
+    assert!(stored.windows(2).any(|w| w[0] > w[1]), "still in order: {stored:?}");
+    let report = assert_intact(store, &[&key]).await;
+    assert_eq!((report.events, report.checkpoints), (EVENTS as u64, 1));
+    // Pages of records (export, reports) come in order and within their bounds.
+    let page = |after, until, limit| async move { seqs(&store.audit_records(after, until, limit).await.unwrap()) };
+    assert_eq!(page(0, Some(8), 100).await, (1..=8).collect::<Vec<_>>());
+    assert_eq!(page(3, Some(8), 2).await, vec![4, 5]);
+    assert_eq!(page(2, Some(4), 2).await, vec![3, 4]);
+    assert_eq!(page(8, Some(8), 5).await, Vec::<i64>::new());
+    assert_eq!(page(17, None, 10).await, vec![18, 19, 20]);
 }
 
 async fn a_truncated_end_is_found_up_to_the_last_checkpoint(f: Fixture) {
