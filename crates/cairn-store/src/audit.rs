@@ -671,6 +671,14 @@ pub struct ChainHead {
     pub anchor_hash: String,
 }
 
+/// The columns of a chained event, in the order of [`RecordRow`] and [`RecordTuple`].
+macro_rules! record_columns {
+    () => {
+        "seq, occurred_at, action, outcome, actor, key_id, target, before_state, after_state, \
+         request_id, source_ip, user_agent, salt, details_digest, hash"
+    };
+}
+
 #[derive(sqlx::FromRow)]
 struct RecordRow {
     seq: i64,
@@ -835,39 +843,24 @@ impl Store {
     ) -> Result<Vec<AuditRecord>, StoreError> {
         // On PostgreSQL, what this process committed joins the chain before it is read.
         self.db.settle_audit().await?;
-        let limit = i64::try_from(limit).unwrap_or(i64::MAX);
-        let mut c = self.db.read().await?;
-        let rows: Vec<RecordRow> = match self.backend() {
-            Backend::Sqlite => {
-                c.conn()
-                    .fetch_all(
-                        "SELECT seq, occurred_at, action, outcome, actor, key_id, target, before_state, after_state, \
-                         request_id, source_ip, user_agent, salt, details_digest, hash FROM audit_events \
-                         WHERE seq > $1 AND ($2 IS NULL OR seq <= $2) ORDER BY seq LIMIT $3",
-                        params![after, until, limit],
-                    )
-                    .await?
-            }
-            // No upper bound in the query: the end is applied here. With one, a planner that
-            // underestimates the range (statistics older than the events) read all of it and
-            // sorted it on disk for every page — an export's pages cost more the further the
-            // end was. Without it, the planner walks the index in order and stops at the limit.
-            Backend::Postgres => {
-                let mut rows: Vec<RecordRow> = c
-                    .conn()
-                    .fetch_all(
-                        "SELECT seq, occurred_at, action, outcome, actor, key_id, target, before_state, after_state, \
-                         request_id, source_ip, user_agent, salt, details_digest, hash FROM audit_events \
-                         WHERE seq > $1 ORDER BY seq LIMIT $2",
-                        params![after, limit],
-                    )
-                    .await?;
-                if let Some(until) = until {
-                    rows.retain(|r| r.seq <= until);
-                }
-                rows
-            }
-        };
+        // No upper bound in the query: the end is applied as the rows arrive. With one, a
+        // PostgreSQL planner that underestimated the range (statistics older than the events)
+        // read all of it and sorted it on disk for every page, so an export's pages cost more
+        // the further its end was. Without it, the `seq` index is walked in order up to the
+        // limit; at most one page reads events past the end.
+        let mut rows: Vec<RecordRow> = self
+            .db
+            .read()
+            .await?
+            .conn()
+            .fetch_all(
+                concat!("SELECT ", record_columns!(), " FROM audit_events WHERE seq > $1 ORDER BY seq LIMIT $2"),
+                params![after, i64::try_from(limit).unwrap_or(i64::MAX)],
+            )
+            .await?;
+        if let Some(until) = until {
+            rows.retain(|r| r.seq <= until);
+        }
         Ok(rows.into_iter().map(AuditRecord::from).collect())
     }
 
@@ -880,8 +873,7 @@ impl Store {
     async fn audit_record_page(&self, after: i64, upto: i64) -> Result<Vec<(AuditRecord, DetailsCheck)>, StoreError> {
         // (Not settled here: its one caller reads the head first, which settles, and asks only
         // for events up to that head.)
-        const COLUMNS: &str = "seq, occurred_at, action, outcome, actor, key_id, target, before_state, after_state, \
-             request_id, source_ip, user_agent, salt, details_digest, hash";
+        const COLUMNS: &str = record_columns!();
         let page = match self.backend() {
             Backend::Sqlite => {
                 let sql = format!(
