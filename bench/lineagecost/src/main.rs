@@ -57,6 +57,11 @@ struct Args {
     /// Versions of the merging line (each derived from the five before it)
     #[arg(long, default_value_t = 1000)]
     merge_versions: usize,
+    /// Walk this database as it is instead of filling a new one: one an earlier run with the
+    /// same counts filled and left behind (a `postgres://…/cairn_test_…` or `sqlite://…` URL),
+    /// to compare query changes on the same data without filling again
+    #[arg(long)]
+    database: Option<String>,
     /// Write the results as JSON here
     #[arg(long)]
     json: Option<PathBuf>,
@@ -278,18 +283,44 @@ async fn client_walk(http: &reqwest::Client, url: &str, m: usize, v: i64) -> Res
     Ok(edges)
 }
 
+/// `url` without its password, to print.
+fn redact_password(url: &str) -> String {
+    match (url.find("://"), url.rfind('@')) {
+        (Some(scheme), Some(at)) if at > scheme => {
+            let userinfo = &url[scheme + 3..at];
+            let user = userinfo.split(':').next().unwrap_or_default();
+            format!("{}{user}:***{}", &url[..scheme + 3], &url[at..])
+        }
+        _ => url.to_owned(),
+    }
+}
+
 #[tokio::main]
 async fn main() -> Result<()> {
     let args = Args::parse();
     let dir = tempfile::tempdir()?;
-    let settings = cairn_test_utils::bench::settings(dir.path(), "lineage", args.postgres.as_deref(), TOKEN).await;
-    let backend = if args.postgres.is_some() { "postgresql" } else { "sqlite" };
+    let mut settings = match &args.database {
+        Some(_) => cairn_test_utils::bench::settings(dir.path(), "lineage", None, TOKEN).await,
+        None => cairn_test_utils::bench::settings(dir.path(), "lineage", args.postgres.as_deref(), TOKEN).await,
+    };
+    if let Some(url) = &args.database {
+        settings.database_url = Some(url.clone());
+    }
+    let url = settings.database_url.clone().unwrap_or_default();
+    let backend = if url.starts_with("postgres") { "postgresql" } else { "sqlite" };
     let store = cairn_server::serve::open_store(&settings).await?;
     let total = args.models * args.versions_per_model;
-    let started = Instant::now();
-    fill(&store, args.models, args.versions_per_model, args.fill_tasks).await?;
-    let fill_secs = started.elapsed().as_secs_f64();
-    println!("{backend}: filled {} models, {total} versions in {fill_secs:.0} s", args.models);
+    let fill_secs = if args.database.is_some() {
+        println!("{backend}: walking the database given, filled before");
+        0.0
+    } else {
+        let started = Instant::now();
+        fill(&store, args.models, args.versions_per_model, args.fill_tasks).await?;
+        let fill_secs = started.elapsed().as_secs_f64();
+        println!("{backend}: filled {} models, {total} versions in {fill_secs:.0} s", args.models);
+        println!("  (database: {})", redact_password(&url));
+        fill_secs
+    };
 
     let (models, per) = (args.models, args.versions_per_model);
     let pick = |rng: &mut Rng, lo: usize, hi: usize| (rng.below(models), lo + rng.below(hi - lo + 1));
@@ -328,14 +359,15 @@ async fn main() -> Result<()> {
 
     // The merging line: many paths of different lengths to every version.
     let n = args.merge_versions;
-    fill_merges(&store, n).await?;
+    if args.database.is_none() {
+        fill_merges(&store, n).await?;
+    }
     let line = |v: usize, d: Direction| WalkFrom::Version(merge_model(), VersionSelector::Number(v as i64), d);
     let down50 = time_walks_depth(&store, |_| line(1, Direction::Down), args.queries.min(50), 50).await?;
     out["merges_down_50"] = show("merging line: 50 levels down from v1", &down50);
     let up50 = time_walks_depth(&store, |_| line(n, Direction::Up), args.queries.min(50), 50).await?;
     out["merges_up_50"] = show("merging line: 50 levels up from the last", &up50);
     let first: i64 = store.get_version(&merge_model(), &VersionSelector::Number(1)).await?.id;
-    let url = settings.database_url.clone().unwrap_or_default();
     let (old_ms, old_rows, old_edges) = recursive_walk(&url, first, 50, args.queries.min(10)).await?;
     let old = stats(old_ms, &[usize::try_from(old_edges).unwrap_or(0)]);
     out["merges_down_50_recursive_query"] = show("  the recursive query used before, same walk", &old);

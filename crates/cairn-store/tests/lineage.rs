@@ -51,6 +51,7 @@ suite!(
     removal_and_deleted_parents,
     a_version_reached_by_several_paths_is_walked_once,
     walks_up_down_and_from_inputs,
+    a_walk_names_each_version_and_its_model,
 );
 
 fn ctx() -> AuditContext {
@@ -297,4 +298,42 @@ async fn walks_up_down_and_from_inputs(store: Store) {
 
     // A missing version is not found, not an empty walk.
     assert!(matches!(store.walk_lineage(&from(99, Direction::Up), 3, 10).await, Err(StoreError::NotFound(_))));
+}
+
+async fn a_walk_names_each_version_and_its_model(store: Store) {
+    // Versions of three models in two namespaces, derived across them: each node of a walk
+    // carries its own model's namespace and name (read apart from the versions), its number,
+    // stage and digest.
+    for m in ["team/base", "lab/tuned", "lab/distilled"] {
+        model(&store, m).await;
+    }
+    version(&store, "team/base", vec![dataset("corpus", "v1")]).await.unwrap();
+    version(&store, "team/base", vec![dataset("corpus", "v2")]).await.unwrap();
+    version(&store, "lab/tuned", vec![base("team/base:2")]).await.unwrap();
+    version(&store, "lab/distilled", vec![base("lab/tuned:1"), base("team/base:1")]).await.unwrap();
+    let input = WalkFrom::Input { kind: InputKind::Dataset, name: "corpus".into(), reference: String::new() };
+    let w = store.walk_lineage(&input, 10, 100).await.unwrap();
+    let mut nodes: Vec<(String, String, i64)> =
+        w.versions.values().map(|v| (v.namespace.clone(), v.model.clone(), v.number)).collect();
+    nodes.sort();
+    let want =
+        [("lab", "lab/distilled", 1), ("lab", "lab/tuned", 1), ("team", "team/base", 1), ("team", "team/base", 2)];
+    assert_eq!(nodes, want.map(|(n, m, v)| (n.to_owned(), m.to_owned(), v)));
+    for node in w.versions.values() {
+        let model = mref(&node.model);
+        let v = store.get_version(&model, &num(node.number)).await.unwrap();
+        assert_eq!((node.stage.as_str(), node.digest.as_str()), (v.stage.as_str(), v.digest.as_str()), "{node:?}");
+    }
+    // Every edge's ends are among the nodes.
+    assert!(
+        w.edges.iter().all(|e| w.versions.contains_key(&e.version_id)
+            && e.parent_version_id.is_none_or(|p| w.versions.contains_key(&p)))
+    );
+    // Up from the last: the same names, from the other direction.
+    let up =
+        store.walk_lineage(&WalkFrom::Version(mref("lab/distilled"), num(1), Direction::Up), 10, 100).await.unwrap();
+    let mut models: Vec<&str> = up.versions.values().map(|v| v.model.as_str()).collect();
+    models.sort_unstable();
+    models.dedup();
+    assert_eq!(models, ["lab/distilled", "lab/tuned", "team/base"]);
 }
