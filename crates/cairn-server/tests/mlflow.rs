@@ -36,9 +36,13 @@ fn python() -> Option<PathBuf> {
 /// Runs one scenario script; `token` None runs without credentials.
 async fn scenario(py: &PathBuf, s: &TestServer, token: Option<&str>, args: &[&str]) {
     let dir = PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/mlflow");
+    // The scripts and the client write temporary files; they go in a directory removed
+    // when the scenario ends, not in the machine's temporary directory.
+    let tmp = tempfile::tempdir().unwrap();
     let mut cmd = Command::new(py);
     cmd.current_dir(&dir)
         .args(args)
+        .env("TMPDIR", tmp.path())
         .env("MLFLOW_TRACKING_URI", &s.url)
         .env("CAIRN_MLFLOW_TARGET", "cairn")
         .env("CAIRN_MLFLOW_PREFIX", "t1")
@@ -54,6 +58,7 @@ async fn scenario(py: &PathBuf, s: &TestServer, token: Option<&str>, args: &[&st
         None => cmd.env_remove("MLFLOW_TRACKING_TOKEN"),
     };
     let out = tokio::task::spawn_blocking(move || cmd.output()).await.unwrap().expect("run python");
+    drop(tmp);
     let stdout = String::from_utf8_lossy(&out.stdout);
     assert!(
         out.status.success() && stdout.contains(&format!("ok {}", args[1])),
