@@ -434,6 +434,42 @@ fn len_u64(r: &mut dyn Input) -> io::Result<u64> {
     Ok(u64::from_le_bytes(array(r)?))
 }
 
+/// The value one of the tight loop's pushing opcodes (`G`, `J`, `M`, `K`, `N`, `]`, `NEWTRUE`,
+/// `NEWFALSE`) puts on the stack, from its argument bytes.
+#[inline]
+fn plain(op: u8, arg: &[u8]) -> V {
+    match (op, arg) {
+        (b'K', &[b]) => V::Int(i64::from(b)),
+        (b'M', &[a, b]) => V::Int(i64::from(u16::from_le_bytes([a, b]))),
+        (b'J', &[a, b, c, d]) => V::Int(i64::from(i32::from_le_bytes([a, b, c, d]))),
+        _ => V::Other,
+    }
+}
+
+/// Puts on the stack what a run of the tight loop held back: its bytes from the MARK on,
+/// which hold only pushing opcodes, `APPEND`s of them and `FRAME`s.
+fn replay(m: &mut Machine, run: &[u8]) -> io::Result<()> {
+    let mut i = 0;
+    while let Some(&op) = run.get(i) {
+        let width = match op {
+            b'G' | 0x95 => 9,
+            b'J' => 5,
+            b'M' => 3,
+            b'K' => 2,
+            _ => 1,
+        };
+        let arg = run.get(i + 1..i + width).ok_or_else(|| bad("a held-back run ends inside an opcode"))?;
+        match op {
+            0x95 => {}
+            b'(' => m.push(V::Mark)?,
+            b'a' => m.pop_n(1)?,
+            _ => m.push(plain(op, arg))?,
+        }
+        i += width;
+    }
+    Ok(())
+}
+
 struct Walker<'a> {
     out: &'a mut Walk,
     entry: &'a str,
@@ -492,55 +528,50 @@ impl Walker<'_> {
             // Runs of the opcodes that only push numbers, marks and plain values, or append
             // them, go through the buffered window in a tight loop: the same effect on the
             // machine as the match below, without a call per byte (lists of numbers are most
-            // of a large state dict pickled by hand).
+            // of a large state dict pickled by hand). A list's items between its MARK and its
+            // APPENDS are not put on the stack at all, only counted: APPENDS removes them
+            // again, and nothing between can read them. If the run ends before the APPENDS
+            // (the window ends, another opcode comes), they are put on the stack then, by
+            // going through their bytes again.
             let win = r.window();
             let mut i = 0;
+            // Where an unwritten MARK is in the window, and how many items are above it.
+            let mut held: Option<(usize, usize)> = None;
             while let Some(&op) = win.get(i) {
-                let arg = |n: usize| win.get(i + 1..i + 1 + n);
-                match op {
-                    b'G' if arg(8).is_some() => {
-                        m.push(V::Other)?;
-                        i += 9;
-                    }
-                    b'K' => match arg(1) {
-                        Some(b) => {
-                            m.push(V::Int(i64::from(b[0])))?;
-                            i += 2;
-                        }
-                        None => break,
-                    },
-                    b'M' => match arg(2) {
-                        Some(b) => {
-                            m.push(V::Int(i64::from(u16::from_le_bytes([b[0], b[1]]))))?;
-                            i += 3;
-                        }
-                        None => break,
-                    },
-                    b'J' => match arg(4) {
-                        Some(b) => {
-                            m.push(V::Int(i64::from(i32::from_le_bytes([b[0], b[1], b[2], b[3]]))))?;
-                            i += 5;
-                        }
-                        None => break,
-                    },
-                    b'(' => {
-                        m.push(V::Mark)?;
-                        i += 1;
-                    }
-                    b'e' | 0x90 => {
-                        m.discard_mark()?;
-                        i += 1;
-                    }
-                    b'a' => {
-                        m.pop_n(1)?;
-                        i += 1;
-                    }
-                    b'N' | b']' | 0x88 | 0x89 => {
-                        m.push(V::Other)?;
-                        i += 1;
-                    }
+                let width = match op {
+                    b'G' | 0x95 => 9,
+                    b'J' => 5,
+                    b'M' => 3,
+                    b'K' => 2,
+                    b'(' | b'e' | 0x90 | b'a' | b'N' | b']' | 0x88 | 0x89 => 1,
                     _ => break,
+                };
+                if i + width > win.len() {
+                    break;
                 }
+                match (op, &mut held) {
+                    // FRAME: where the pickler's frames begin; nothing for the machine.
+                    (0x95, _) => {}
+                    (b'(', None) => held = Some((i, 0)),
+                    (b'(', Some(_)) => break,
+                    (b'e' | 0x90, Some(_)) => held = None,
+                    (b'e' | 0x90, None) => m.discard_mark()?,
+                    (b'a', Some((_, n))) if *n > 0 => *n -= 1,
+                    // (An APPEND right after the MARK: the error is the slow path's.)
+                    (b'a', Some(_)) => break,
+                    (b'a', None) => m.pop_n(1)?,
+                    (_, Some((_, n))) => {
+                        if m.stack.len() + *n + 1 >= DEEP_STACK {
+                            break;
+                        }
+                        *n += 1;
+                    }
+                    (_, None) => m.push(plain(op, &win[i + 1..i + width]))?,
+                }
+                i += width;
+            }
+            if let Some((mark, _)) = held {
+                replay(&mut m, &win[mark..i])?;
             }
             r.advance(i);
             let [op] = array::<1>(r).map_err(|e| eof_as(e, "the pickle ends without STOP"))?;

@@ -443,3 +443,37 @@ fn long_runs_of_numbers_across_read_windows_keep_the_stack_exact() {
     broken.extend_from_slice(b"e.");
     assert_eq!(scan("state.pkl", &broken).status, Status::Incomplete);
 }
+
+#[test]
+fn numbers_between_a_mark_and_a_tuple_keep_their_values() {
+    // A joblib array whose shape is a 4-tuple built with MARK … TUPLE: its numbers go through
+    // the walker's fast path for runs of numbers and must come out exact, because the shape
+    // says how many raw bytes follow (2 × 3 × 1 × 1 float64 = 48 bytes, here 0xff, which is
+    // no opcode). A miscount would walk into them, and the import after them would be lost.
+    let mut b = vec![0x80, 2];
+    // Items pushed and appended around nested marks, and a list closed by APPENDS.
+    b.extend_from_slice(&[b']', b'(', b'(', b'K', 1, b'e', b'K', 2, b'a', b'K', 3, b'e', b'0']);
+    b.extend_from_slice(b"cjoblib.numpy_pickle\nNumpyArrayWrapper\n)R}(");
+    b.extend_from_slice(b"\x8c\x05dtypecnumpy\ndtype\n\x8c\x02f8\x85R");
+    b.extend_from_slice(b"\x8c\x05shape(K\x02K\x03K\x01K\x01t");
+    b.extend_from_slice(b"ub");
+    b.extend_from_slice(&[0xff; 48]);
+    b.extend_from_slice(b"0cos\nsystem\n.");
+    let r = scan("model.joblib", &b);
+    assert_eq!(r.status, Status::Scanned, "{:?}", r.error);
+    assert_eq!(rules(&r), ["pickle.unsafe_import:os.system"]);
+
+    // One dimension more: the shape is 2 × 3 × 1 × 2, so 96 bytes are skipped where 48 are,
+    // the walk runs past the end, and says so.
+    let at = b.windows(5).position(|w| w == b"K\x01K\x01t").unwrap();
+    let mut wrong = b.clone();
+    wrong[at + 3] = 2;
+    assert_eq!(scan("model.joblib", &wrong).status, Status::Incomplete);
+
+    // An APPEND right after a MARK has nothing to append: the walk stops there.
+    let mut bad = vec![0x80, 2, b']', b'(', b'a'];
+    bad.extend_from_slice(b"e.");
+    let r = scan("state.pkl", &bad);
+    assert_eq!(r.status, Status::Incomplete);
+    assert!(r.error.as_deref().unwrap_or_default().contains("stack underflow"), "{:?}", r.error);
+}
