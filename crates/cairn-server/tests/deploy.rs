@@ -210,6 +210,7 @@ async fn deploy_flow(s: &TestServer) {
     assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_approved")), "{e}");
     let reviewer = s.service_account("rex", &[("mrc", None), ("security", None), ("sre", None)]).await;
     to_production(s, &reviewer, 3).await;
+    production_needs_valid_signatures(s, &sre).await;
     let (st, p) =
         record(s, &sre, "prod-eu", json!({"model": "team/m", "version": "@production", "status": "succeeded"})).await;
     assert_eq!((st, p["version"].as_i64()), (StatusCode::CREATED, Some(3)), "{p}");
@@ -305,6 +306,70 @@ async fn deploy_flow(s: &TestServer) {
     }
     explained_and_reported(s, &viewer).await;
     let _ = admin;
+}
+
+/// Recording version 3 of team/m in prod-eu is refused as `not_signed`, saying `why`.
+async fn refused(s: &TestServer, sre: &str, why: &str) {
+    let (st, e) = record(s, sre, "prod-eu", json!({"model": "team/m", "version": "3"})).await;
+    assert_eq!((st, e["error"]["code"].as_str()), (StatusCode::CONFLICT, Some("not_signed")), "{e}");
+    let message = e["error"]["message"].as_str().unwrap_or_default();
+    assert!(message.contains(why), "{message}");
+}
+
+/// Version 3 of team/m (in production) may go to prod-eu only while the registry's signature
+/// over it verifies, and every signature its pusher added too. Leaves it with a valid
+/// signature of its pusher besides the registry's.
+async fn production_needs_valid_signatures(s: &TestServer, sre: &str) {
+    use cairn_audit::statement::{PushStatement, SignatureEnvelope};
+    use cairn_store::Param;
+    let store = &s.state.store;
+    let of_v3 = "version_id = (SELECT v.id FROM versions v JOIN models m ON m.id = v.model_id \
+                 WHERE m.full_name = 'team/m' AND v.number = 3)";
+
+    // The registry's signature no longer matches its statement (its time changed).
+    let edit = |from: &str, to: &str| {
+        format!(
+            "UPDATE version_signatures SET statement = replace(statement, '\"signed_at\":{from}', \
+             '\"signed_at\":{to}') WHERE kind = 'server' AND {of_v3}"
+        )
+    };
+    assert_eq!(cairn_test_utils::raw_sql(store, &edit("", "1"), vec![]).await, 1);
+    refused(s, sre, "no valid signature of this registry").await;
+    assert_eq!(cairn_test_utils::raw_sql(store, &edit("1", ""), vec![]).await, 1);
+
+    // A signature of the pusher's over the version's manifest, then with its signature
+    // replaced by the same key's signature over another manifest.
+    let (_, v) = s.call(Method::GET, "/api/v1/models/team/m/versions/3", None).await;
+    let key = cairn_audit::SigningKey::generate();
+    let good = SignatureEnvelope::sign("user", &PushStatement::new("team/m", v["digest"].as_str().unwrap()), &key);
+    let other =
+        SignatureEnvelope::sign("user", &PushStatement::new("team/m", &format!("sha256:{}", "0".repeat(64))), &key);
+    let added = cairn_test_utils::raw_sql(
+        store,
+        &format!(
+            "INSERT INTO version_signatures (version_id, kind, statement, key_id, public_key, signature, created_at) \
+             SELECT version_id, 'user', $1, $2, $3, $4, created_at FROM version_signatures \
+             WHERE kind = 'server' AND {of_v3}"
+        ),
+        vec![
+            Param::Text(good.statement.clone()),
+            Param::Text(good.key_id.clone()),
+            Param::Text(good.public_key.clone()),
+            Param::Text(other.signature.clone()),
+        ],
+    )
+    .await;
+    assert_eq!(added, 1);
+    refused(s, sre, &format!("pusher's signature by key {} is not valid", good.key_id)).await;
+    let fixed = cairn_test_utils::raw_sql(
+        store,
+        &format!("UPDATE version_signatures SET signature = $1 WHERE kind = 'user' AND {of_v3}"),
+        vec![Param::Text(good.signature.clone())],
+    )
+    .await;
+    assert_eq!(fixed, 1);
+    let (_, sigs) = s.call(Method::GET, "/api/v1/models/team/m/versions/3/signatures", None).await;
+    assert!(sigs.to_string().contains(&good.key_id), "{sigs}");
 }
 
 /// How version 3 reached production, read back from a verified export of its events; and the

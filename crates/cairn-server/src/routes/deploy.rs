@@ -125,27 +125,44 @@ pub async fn put_environment(
     Ok(Json(environment(state.store.put_environment(&caller.audit, &name, &spec).await?)))
 }
 
-/// Whether the version carries a valid signature of this server over its model, number and
-/// manifest digest, by a key the server knows.
-async fn server_signed(state: &AppState, model: &ModelRef, number: i64) -> Result<bool, ApiError> {
+/// Why version `number` may not go to a production environment for want of signatures, if
+/// it may not: it needs a valid signature of this registry over its model, number and
+/// manifest, and every signature its pusher added must still verify over its model and
+/// manifest (they were checked when it was pushed; one that no longer verifies was changed
+/// since).
+async fn unsigned(state: &AppState, model: &ModelRef, number: i64) -> Result<Option<String>, ApiError> {
     let v = state.store.get_version(model, &VersionSelector::Number(number)).await?;
     let sigs = state.store.version_signatures(model, &VersionSelector::Number(number)).await?;
     let mut known = vec![state.signing_key.public().key_id()];
     if sigs.iter().any(|s| s.kind == "server" && s.key_id != known[0]) {
         known.extend(state.store.signing_keys().await?.into_iter().map(|k| k.key_id));
     }
-    Ok(sigs.iter().filter(|s| s.kind == "server" && known.contains(&s.key_id)).any(|s| {
+    let server_signed = sigs.iter().filter(|s| s.kind == "server" && known.contains(&s.key_id)).any(|s| {
         let statement: serde_json::Value = serde_json::from_str(&s.statement).unwrap_or_default();
         s.verify_self().is_some()
             && statement["model"] == model.to_string().as_str()
             && statement["manifest_digest"] == v.digest.as_str()
             && statement["version"] == number
-    }))
+    });
+    if !server_signed {
+        return Ok(Some(format!("{model}:{number} has no valid signature of this registry")));
+    }
+    let name = model.to_string();
+    for s in sigs.iter().filter(|s| s.kind != "server") {
+        if let Err(why) = cairn_store::signatures::check_user_signature(s, &name, &v.digest) {
+            return Ok(Some(format!(
+                "{model}:{number}: its pusher's signature by key {} is not valid: {why}",
+                s.key_id
+            )));
+        }
+    }
+    Ok(None)
 }
 
 /// Record that a version is being (or has been) deployed to an environment — by deployment
 /// tooling. To a production environment only a version in `approved_prod` or `production`
-/// with a valid server signature (409 otherwise). Announced as `deployment.recorded`.
+/// with valid signatures (the registry's, and any its pusher added; 409 otherwise). Announced as
+/// `deployment.recorded`.
 #[utoipa::path(post, path = "/api/v1/environments/{environment}/deployments", tag = "deployments",
     params(("environment" = String, Path)), request_body = api::RecordDeployment,
     responses((status = 201, body = api::Deployment), (status = 400, body = api::ErrorBody), (status = 409, body = api::ErrorBody)),
@@ -194,11 +211,11 @@ pub async fn record_deployment(
                 ),
             ));
         }
-        if !server_signed(&state, &model, v.version).await? {
+        if let Some(why) = unsigned(&state, &model, v.version).await? {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "not_signed",
-                format!("{model}:{} has no valid signature of this registry: it cannot go to \"{env}\"", v.version),
+                format!("{why}: it cannot go to the production environment \"{env}\""),
             ));
         }
     }
@@ -232,11 +249,11 @@ pub async fn rollback(
         && let Some(sel) = &to
     {
         let v = state.store.get_version(&model, sel).await?;
-        if !server_signed(&state, &model, v.version).await? {
+        if let Some(why) = unsigned(&state, &model, v.version).await? {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "not_signed",
-                format!("{model}:{} has no valid signature of this registry: it cannot go to \"{env}\"", v.version),
+                format!("{why}: it cannot go to the production environment \"{env}\""),
             ));
         }
     }
