@@ -1028,6 +1028,17 @@ pub(crate) async fn sqlite_execute(
     Ok(bind_all!(sqlx::query(sql.into_sql_str()), params).execute(c).await?.rows_affected())
 }
 
+/// `column` compared and sorted byte by byte: a path range `dir/` ≤ path < `dir0` holds
+/// exactly the paths under `dir` only in that order. On PostgreSQL a database's collation may
+/// order otherwise (an ICU collation puts `+`, `~` and others between `/` and `0`; a glibc
+/// one skips punctuation), so the column is compared under `"C"`; SQLite compares bytes.
+pub(crate) fn bytewise(conn: &Conn<'_>, column: &str) -> String {
+    match conn.backend() {
+        Backend::Sqlite => column.to_owned(),
+        Backend::Postgres => format!("{column} COLLATE \"C\""),
+    }
+}
+
 /// `sql` with every placeholder `$n` renumbered `$(n + by)`, to send it in one call after
 /// statements that take the first `by` parameters (SQLite binds `$n` by its number in every
 /// statement of a call). For this crate's own constant statements, which have no `$` in a

@@ -202,18 +202,23 @@ impl Store {
             scan_report: Option<String>,
             scan_scanned_at: Option<i64>,
         }
-        // `dir/` ≤ path < `dir0` ('0' follows '/'): an index range, no LIKE escaping.
+        // `dir/` ≤ path < `dir0` ('0' follows '/', byte by byte): an index range, no LIKE
+        // escaping.
         let prefix = format!("{dir}/");
         let mut c = self.db.read().await?;
-        let rows: Vec<Row> = c
-            .conn()
+        let mut conn = c.conn();
+        let path = crate::db::bytewise(&conn, "a.path");
+        let sql = format!(
+            "SELECT a.path, a.digest, a.size, s.format AS scan_format, s.status AS scan_status, \
+             s.max_severity AS scan_max_severity, s.report AS scan_report, s.scanned_at AS scan_scanned_at \
+             FROM mlflow_artifacts a LEFT JOIN file_scans s ON s.path = substr(a.path, length($1) + 1) \
+             AND s.version_id = (SELECT x.version_id FROM file_scans x WHERE x.digest = a.digest \
+             AND x.path = substr(a.path, length($1) + 1) AND x.scanner = $3 AND x.status <> 'incomplete' LIMIT 1) \
+             WHERE {path} >= $1 AND {path} < $2 ORDER BY {path} LIMIT $4"
+        );
+        let rows: Vec<Row> = conn
             .fetch_all(
-                "SELECT a.path, a.digest, a.size, s.format AS scan_format, s.status AS scan_status, \
-                 s.max_severity AS scan_max_severity, s.report AS scan_report, s.scanned_at AS scan_scanned_at \
-                 FROM mlflow_artifacts a LEFT JOIN file_scans s ON s.path = substr(a.path, length($1) + 1) \
-                 AND s.version_id = (SELECT x.version_id FROM file_scans x WHERE x.digest = a.digest \
-                 AND x.path = substr(a.path, length($1) + 1) AND x.scanner = $3 AND x.status <> 'incomplete' LIMIT 1) \
-                 WHERE a.path >= $1 AND a.path < $2 ORDER BY a.path LIMIT $4",
+                sqlx::AssertSqlSafe(sql),
                 params![&prefix, format!("{dir}0"), scanner, i64::try_from(limit).unwrap_or(i64::MAX)],
             )
             .await?;

@@ -1108,14 +1108,19 @@ impl Store {
 
     /// The files under directory `dir` (no trailing slash), by path, at most `limit`.
     pub async fn artifacts_under(&self, dir: &str, limit: usize) -> Result<Vec<ArtifactFile>, StoreError> {
-        // `dir/` ≤ path < `dir0` ('0' follows '/'): an index range, no LIKE escaping.
+        // `dir/` ≤ path < `dir0` ('0' follows '/', byte by byte): an index range, no LIKE
+        // escaping.
         let mut c = self.db.read().await?;
-        c.conn()
-            .fetch_all(
-                "SELECT path, digest, size FROM mlflow_artifacts WHERE path >= $1 AND path < $2 ORDER BY path LIMIT $3",
-                params![format!("{dir}/"), format!("{dir}0"), i64::try_from(limit).unwrap_or(i64::MAX)],
-            )
-            .await
+        let mut conn = c.conn();
+        let path = crate::db::bytewise(&conn, "path");
+        let sql = format!(
+            "SELECT path, digest, size FROM mlflow_artifacts WHERE {path} >= $1 AND {path} < $2 ORDER BY {path} LIMIT $3"
+        );
+        conn.fetch_all(
+            sqlx::AssertSqlSafe(sql),
+            params![format!("{dir}/"), format!("{dir}0"), i64::try_from(limit).unwrap_or(i64::MAX)],
+        )
+        .await
     }
 
     /// Deletes the file `path` or every file under directory `path`; answers how many.
@@ -1123,12 +1128,9 @@ impl Store {
         let now = self.now();
         let mut tx = self.db.begin().await?;
         let mut conn = tx.conn();
-        let n = conn
-            .execute(
-                "DELETE FROM mlflow_artifacts WHERE path = $1 OR (path >= $2 AND path < $3)",
-                params![path, format!("{path}/"), format!("{path}0")],
-            )
-            .await?;
+        let column = crate::db::bytewise(&conn, "path");
+        let sql = format!("DELETE FROM mlflow_artifacts WHERE path = $1 OR ({column} >= $2 AND {column} < $3)");
+        let n = conn.execute(sqlx::AssertSqlSafe(sql), params![path, format!("{path}/"), format!("{path}0")]).await?;
         if n == 0 {
             return Err(StoreError::NotFound(format!("artifact {path} does not exist")));
         }

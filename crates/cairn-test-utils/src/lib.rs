@@ -154,13 +154,24 @@ pub async fn drop_test_database(url: &str) {
 
 /// Creates an empty database on the test server and returns its URL.
 pub async fn fresh_postgres_database(base: &str) -> String {
+    fresh_postgres_database_with(base, "").await
+}
+
+/// [`fresh_postgres_database`] whose text collation is ICU's `en-US` instead of the server's
+/// default: strings sort as people read them, punctuation apart from bytes (`+` and `~` come
+/// between `/` and `0`), as on many production servers.
+pub async fn fresh_postgres_database_icu(base: &str) -> String {
+    fresh_postgres_database_with(base, " TEMPLATE template0 LOCALE_PROVIDER icu ICU_LOCALE 'en-US'").await
+}
+
+async fn fresh_postgres_database_with(base: &str, options: &'static str) -> String {
     let opts = sqlx::postgres::PgConnectOptions::from_str(base).expect("CAIRN_TEST_DATABASE_URL is a valid URL");
     let mut conn = opts.connect().await.expect("connect to the test PostgreSQL");
     sweep_stale_test_databases(&mut conn).await;
     let mut suffix = [0u8; 8];
     rand::fill(&mut suffix);
     let name = format!("{TEST_DB_PREFIX}{}_{}", unix_now(), hex::encode(suffix));
-    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}")))
+    sqlx::query(sqlx::AssertSqlSafe(format!("CREATE DATABASE {name}{options}")))
         .execute(&mut conn)
         .await
         .expect("create a test database");
