@@ -140,6 +140,7 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
         }
         _ => None,
     };
+    let mut signals = Signals::catch();
     let listener = bind(&settings.listen, "listen, CAIRN_LISTEN")?;
     let redirect = match &settings.tls_redirect_listen {
         Some(addr) => Some(bind(addr, "tls_redirect_listen, CAIRN_TLS_REDIRECT_LISTEN")?),
@@ -195,14 +196,14 @@ pub async fn run(settings: Settings) -> anyhow::Result<()> {
     );
     tokio::select! {
         res = &mut server => { res??; }
-        () = shutdown_signal() => {
+        () = signals.next() => {
             state.draining.store(true, std::sync::atomic::Ordering::Relaxed);
             if !drain.is_zero() {
                 tracing::info!(drain_secs = drain.as_secs(), "shutting down: /readyz answers 503; still serving while load balancers move away");
                 tokio::select! {
                     () = tokio::time::sleep(drain) => {}
                     // A second signal skips the rest of the drain.
-                    () = shutdown_signal() => {}
+                    () = signals.next() => {}
                 }
             }
             tracing::info!(grace_secs = grace.as_secs(), "shutting down: finishing in-flight requests");
@@ -292,23 +293,48 @@ async fn prune_forever(state: AppState) {
     }
 }
 
-async fn shutdown_signal() {
-    let ctrl_c = async {
-        let _ = tokio::signal::ctrl_c().await;
-    };
+/// SIGINT and SIGTERM, caught from the moment this is made. Made before the server starts
+/// answering: a signal that comes while it starts (an orchestrator stopping a pod that just
+/// became ready) then begins an orderly shutdown instead of killing the process outright,
+/// which is the default action until a handler is installed.
+struct Signals {
     #[cfg(unix)]
-    let term = async {
-        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
-            Ok(mut s) => {
-                s.recv().await;
-            }
-            Err(_) => std::future::pending::<()>().await,
+    term: Option<tokio::signal::unix::Signal>,
+    #[cfg(unix)]
+    int: Option<tokio::signal::unix::Signal>,
+}
+
+impl Signals {
+    fn catch() -> Self {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{SignalKind, signal};
+            Self { term: signal(SignalKind::terminate()).ok(), int: signal(SignalKind::interrupt()).ok() }
         }
-    };
-    #[cfg(not(unix))]
-    let term = std::future::pending::<()>();
-    tokio::select! {
-        () = ctrl_c => {},
-        () = term => {},
+        #[cfg(not(unix))]
+        Self {}
+    }
+
+    /// The next SIGINT or SIGTERM.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            async fn one(s: &mut Option<tokio::signal::unix::Signal>) {
+                match s {
+                    Some(s) => {
+                        s.recv().await;
+                    }
+                    None => std::future::pending::<()>().await,
+                }
+            }
+            tokio::select! {
+                () = one(&mut self.term) => {},
+                () = one(&mut self.int) => {},
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }

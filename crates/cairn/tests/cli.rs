@@ -357,6 +357,36 @@ fn first_start_prints_a_working_admin_key_once() {
     assert!(!text.contains("password:") && !text.contains("API key"), "second start printed secrets: {text}");
 }
 
+/// SIGTERM while the server is still starting (its port bound, the database being opened)
+/// stops it in order, exit 0: the handler is in place before the port is, so the signal's
+/// default action (ending the process at once) never applies once anyone can connect.
+#[test]
+fn sigterm_while_starting_stops_in_order() {
+    for _ in 0..3 {
+        let dir = tempfile::tempdir().unwrap();
+        let port = free_port();
+        let mut child = Command::new(BIN)
+            .args(["serve", "--listen", &format!("127.0.0.1:{port}")])
+            .arg("--data-dir")
+            .arg(dir.path())
+            .env("CAIRN_BOOTSTRAP_ADMIN_TOKEN", random_token())
+            .env("CAIRN_BOOTSTRAP_ADMIN_PASSWORD", "an admin password")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .unwrap();
+        let deadline = Instant::now() + Duration::from_secs(30);
+        while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
+            assert!(child.try_wait().unwrap().is_none(), "server exited before listening");
+            assert!(Instant::now() < deadline, "server did not listen");
+            std::thread::sleep(Duration::from_millis(1));
+        }
+        let server = Server { child, url: format!("http://127.0.0.1:{port}") };
+        let status = server.stop();
+        assert!(status.success(), "{status:?}");
+    }
+}
+
 /// SIGTERM lets a request that is already in flight finish, then the server exits 0.
 #[test]
 fn sigterm_finishes_in_flight_requests() {
