@@ -125,13 +125,17 @@ pub async fn put_environment(
     Ok(Json(environment(state.store.put_environment(&caller.audit, &name, &spec).await?)))
 }
 
-/// Why version `number` may not go to a production environment for want of signatures, if
+/// Why version `v` may not go to a production environment for want of signatures, if
 /// it may not: it needs a valid signature of this registry over its model, number and
 /// manifest, and every signature its pusher added must still verify over its model and
 /// manifest (they were checked when it was pushed; one that no longer verifies was changed
 /// since).
-async fn unsigned(state: &AppState, model: &ModelRef, number: i64) -> Result<Option<String>, ApiError> {
-    let v = state.store.get_version(model, &VersionSelector::Number(number)).await?;
+async fn unsigned(
+    state: &AppState,
+    model: &ModelRef,
+    v: &cairn_store::version::Version,
+) -> Result<Option<String>, ApiError> {
+    let number = v.version;
     let sigs = state.store.version_signatures(model, &VersionSelector::Number(number)).await?;
     let mut known = vec![state.signing_key.public().key_id()];
     if sigs.iter().any(|s| s.kind == "server" && s.key_id != known[0]) {
@@ -211,7 +215,7 @@ pub async fn record_deployment(
                 ),
             ));
         }
-        if let Some(why) = unsigned(&state, &model, v.version).await? {
+        if let Some(why) = unsigned(&state, &model, &v).await? {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "not_signed",
@@ -249,7 +253,7 @@ pub async fn rollback(
         && let Some(sel) = &to
     {
         let v = state.store.get_version(&model, sel).await?;
-        if let Some(why) = unsigned(&state, &model, v.version).await? {
+        if let Some(why) = unsigned(&state, &model, &v).await? {
             return Err(ApiError::new(
                 StatusCode::CONFLICT,
                 "not_signed",
