@@ -88,8 +88,10 @@ pub fn postgres_base_url(test: &str) -> Option<String> {
 const TEST_DB_PREFIX: &str = "cairn_test_";
 
 /// Test databases older than this are dropped by the next test process that creates one
-/// (unless something is still connected to them).
-const TEST_DB_MAX_AGE_SECS: u64 = 6 * 3600;
+/// (unless something is still connected to them). A run of the whole suite leaves a few
+/// hundred (most store tests do not drop theirs), several GB: an hour keeps them for a look
+/// after a failure, and the next run clears them.
+const TEST_DB_MAX_AGE_SECS: u64 = 3600;
 
 /// When a test database was created, from its name (`cairn_test_<unix secs>_<random>`);
 /// `None` for a name in an older format, which carried no time.
@@ -721,7 +723,7 @@ mod tests {
         let now = 1_800_000_000;
         assert!(!test_database_is_stale(&format!("cairn_test_{now}_0011aabb"), now));
         assert!(!test_database_is_stale(&format!("cairn_test_{}_0011aabb", now - 3600), now));
-        assert!(test_database_is_stale(&format!("cairn_test_{}_0011aabb", now - 7 * 3600), now));
+        assert!(test_database_is_stale(&format!("cairn_test_{}_0011aabb", now - 2 * 3600), now));
         assert!(test_database_is_stale("cairn_test_0011aabbccddeeff", now), "the older format says no time");
         assert!(!test_database_is_stale("cairn", now));
         assert!(!test_database_is_stale("cairn_prod", now));
