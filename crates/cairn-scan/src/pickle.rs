@@ -446,19 +446,29 @@ fn plain(op: u8, arg: &[u8]) -> V {
     }
 }
 
+/// How many bytes (the opcode and its argument) one of the opcodes the tight loop goes
+/// through takes, or `None` for any other opcode.
+#[inline]
+fn fast_width(op: u8) -> Option<usize> {
+    match op {
+        b'G' | 0x95 => Some(9),
+        b'J' => Some(5),
+        b'M' => Some(3),
+        b'K' => Some(2),
+        b'(' | b'e' | 0x90 | b'a' | b'N' | b']' | 0x88 | 0x89 => Some(1),
+        _ => None,
+    }
+}
+
 /// Puts on the stack what a run of the tight loop held back: its bytes from the MARK on,
 /// which hold only pushing opcodes, `APPEND`s of them and `FRAME`s.
 fn replay(m: &mut Machine, run: &[u8]) -> io::Result<()> {
     let mut i = 0;
     while let Some(&op) = run.get(i) {
-        let width = match op {
-            b'G' | 0x95 => 9,
-            b'J' => 5,
-            b'M' => 3,
-            b'K' => 2,
-            _ => 1,
-        };
-        let arg = run.get(i + 1..i + width).ok_or_else(|| bad("a held-back run ends inside an opcode"))?;
+        let arg = fast_width(op)
+            .and_then(|width| run.get(i + 1..i + width))
+            .ok_or_else(|| bad("a held-back run holds an opcode the fast loop does not take"))?;
+        let width = arg.len() + 1;
         match op {
             0x95 => {}
             b'(' => m.push(V::Mark)?,
@@ -538,14 +548,7 @@ impl Walker<'_> {
             // Where an unwritten MARK is in the window, and how many items are above it.
             let mut held: Option<(usize, usize)> = None;
             while let Some(&op) = win.get(i) {
-                let width = match op {
-                    b'G' | 0x95 => 9,
-                    b'J' => 5,
-                    b'M' => 3,
-                    b'K' => 2,
-                    b'(' | b'e' | 0x90 | b'a' | b'N' | b']' | 0x88 | 0x89 => 1,
-                    _ => break,
-                };
+                let Some(width) = fast_width(op) else { break };
                 if i + width > win.len() {
                     break;
                 }
