@@ -79,20 +79,25 @@ pub fn event_hash(prev: &Hash, seq: i64, time: i64, action: &str, outcome: &str,
     h.finalize().into()
 }
 
-/// Feeds the canonical JSON of `v` straight into the hash, without building it in memory.
+/// Hashes the canonical JSON of `v`. It is written into a buffer first, reused by the thread,
+/// and hashed in one piece: `serde_json` writes a string with quotes in it (the before and
+/// after states are JSON documents) a few bytes at a time, and fed straight to the hash
+/// those many small updates cost more than the serialisation itself.
 fn write_canonical<T: Serialize>(h: &mut Sha256, v: &T) {
-    struct Feed<'a>(&'a mut Sha256);
-    impl std::io::Write for Feed<'_> {
-        fn write(&mut self, buf: &[u8]) -> std::io::Result<usize> {
-            self.0.update(buf);
-            Ok(buf.len())
-        }
-        fn flush(&mut self) -> std::io::Result<()> {
-            Ok(())
-        }
+    /// A buffer that grew past this (an event with huge states) is not kept.
+    const KEEP: usize = 64 * 1024;
+    thread_local! {
+        static BUF: std::cell::RefCell<Vec<u8>> = const { std::cell::RefCell::new(Vec::new()) };
     }
-    // Serialising plain structs of strings and integers into a hash cannot fail.
-    let _ = serde_json::to_writer(Feed(h), v);
+    BUF.with_borrow_mut(|buf| {
+        buf.clear();
+        // Serialising plain structs of strings and integers into memory cannot fail.
+        let _ = serde_json::to_writer(&mut *buf, v);
+        h.update(buf.as_slice());
+        if buf.capacity() > KEEP {
+            *buf = Vec::new();
+        }
+    });
 }
 
 /// A fresh random salt.
