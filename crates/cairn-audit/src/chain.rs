@@ -218,6 +218,40 @@ mod tests {
     }
 
     #[test]
+    fn the_digest_is_sha256_of_the_salt_and_the_canonical_details() {
+        let salt = [3u8; SALT_LEN];
+        let expect = |d: &EventDetails, canonical: &str| {
+            let mut h = Sha256::new();
+            h.update(salt);
+            h.update(canonical);
+            assert_eq!(d.digest(&salt), <[u8; 32]>::from(h.finalize()), "{canonical}");
+        };
+        // States are JSON kept as text: their quotes, backslashes and control characters are
+        // escaped as serde_json writes them.
+        let mut d = details();
+        d.before = Some("{\"a\":\"x\\\\y\nz\"}".into());
+        expect(
+            &d,
+            r#"{"actor":"user:alice","key_id":"k1","target":"model:team/x","before":"{\"a\":\"x\\\\y\nz\"}","after":"{\"name\":\"x\"}","request_id":"r1","source_ip":"127.0.0.1","user_agent":"curl/8"}"#,
+        );
+        // A state larger than the reused buffer keeps, then a small one again.
+        let big = format!("{{\"blob\":\"{}\"}}", "q".repeat(200_000));
+        let mut large = details();
+        large.after = Some(big.clone());
+        expect(
+            &large,
+            &format!(
+                r#"{{"actor":"user:alice","key_id":"k1","target":"model:team/x","before":null,"after":{},"request_id":"r1","source_ip":"127.0.0.1","user_agent":"curl/8"}}"#,
+                serde_json::to_string(&big).unwrap()
+            ),
+        );
+        expect(
+            &details(),
+            r#"{"actor":"user:alice","key_id":"k1","target":"model:team/x","before":null,"after":"{\"name\":\"x\"}","request_id":"r1","source_ip":"127.0.0.1","user_agent":"curl/8"}"#,
+        );
+    }
+
+    #[test]
     fn every_chained_field_changes_the_hash() {
         let d = [7u8; 32];
         let base = event_hash(&GENESIS, 1, 1000, "a", "success", &d);
