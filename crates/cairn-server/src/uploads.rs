@@ -77,6 +77,7 @@ pub fn part_len(part_size: u64, size: u64, part: u32) -> Option<u64> {
 /// completes the blob when it was the last one missing. A blob the server holds already, but
 /// which the caller may not use (`readable`, see `Store::upload_blobs`), is not written again:
 /// its parts are compared with the stored bytes until the upload has proven all of it.
+#[allow(clippy::too_many_arguments)]
 pub async fn put_part<S>(
     state: &AppState,
     upload: &Upload,
@@ -85,6 +86,7 @@ pub async fn put_part<S>(
     size: u64,
     part: u32,
     body: S,
+    continue_expected: bool,
 ) -> Result<api::PartAccepted, ApiError>
 where
     S: Stream<Item = std::io::Result<Bytes>> + Send + Unpin,
@@ -122,7 +124,11 @@ where
     }
     let upload_state = blob_upload(state, digest, size).await?;
     if upload_state.state != "open" {
-        discard(body, state.blobs.part_size()).await;
+        // A client waiting for `100 Continue` has not sent the body: it gets the refusal
+        // instead (reading the body would ask for it only to drop it).
+        if !continue_expected {
+            discard(body, state.blobs.part_size()).await;
+        }
         return Err(ApiError::busy(format!(
             "blob {hex} is being assembled right now; ask for the upload's status and retry"
         )));

@@ -708,6 +708,15 @@ async fn parts_wait_while_their_blob_is_assembled(s: &TestServer) {
     let (st, v) = put_part(s, id, &d, 1, vec![0xAA; ps]).await;
     assert_eq!(st, StatusCode::CONFLICT, "{v}");
     assert_eq!(v["error"]["code"], "busy", "{v}");
+    // A client that waits for `100 Continue` before sending the body gets the refusal
+    // without being asked for the body.
+    let path = format!("/api/v1/uploads/{id}/blobs/{d}/parts/1");
+    assert!(answer_before_body(s, &path, ps, "").await.starts_with("HTTP/1.1 409"), "busy, body not asked for");
+    let range = format!("Content-Range: bytes 0-{}/{}\r\n", ps - 1, data.len());
+    assert!(
+        answer_before_body(s, &path, ps, &range).await.starts_with("HTTP/1.1 400"),
+        "a wrong Content-Range is refused without the body too"
+    );
     // Not a byte of it reached the staged blob (visible where staging is plain local files).
     assert!(!staged_contains(s, &[0xAA; 4096]), "a part refused during assembly was written");
     set_blob_upload_state(s, &d, "open").await;
@@ -718,6 +727,27 @@ async fn parts_wait_while_their_blob_is_assembled(s: &TestServer) {
     assert_eq!(st, StatusCode::CREATED, "{v}");
     let resp = download(s, "/api/v1/models/team/m/versions/1/files/w.bin", &[]).await;
     assert_eq!(resp.bytes().await.unwrap().as_ref(), data.as_slice());
+}
+
+/// Sends the headers of a part upload of `len` bytes with `Expect: 100-continue` (and
+/// `extra` headers), never the body, and returns the first line the server answers within
+/// 5 s: a refusal, or `HTTP/1.1 100 Continue` if the server asked for the body.
+async fn answer_before_body(s: &TestServer, path: &str, len: usize, extra: &str) -> String {
+    use tokio::io::{AsyncReadExt, AsyncWriteExt};
+    let host = s.url.strip_prefix("http://").unwrap().to_owned();
+    let mut c = tokio::net::TcpStream::connect(&host).await.unwrap();
+    let head = format!(
+        "PUT {path} HTTP/1.1\r\nHost: {host}\r\nAuthorization: Bearer {}\r\nContent-Type: application/octet-stream\r\n\
+         Content-Length: {len}\r\nExpect: 100-continue\r\n{extra}Connection: close\r\n\r\n",
+        s.token
+    );
+    c.write_all(head.as_bytes()).await.unwrap();
+    let mut buf = vec![0u8; 256];
+    let n = tokio::time::timeout(std::time::Duration::from_secs(5), c.read(&mut buf))
+        .await
+        .expect("no answer within 5 s: the server waits for a body it should not need")
+        .unwrap();
+    String::from_utf8_lossy(&buf[..n]).lines().next().unwrap_or_default().to_owned()
 }
 
 async fn corrupt_blob_is_never_served_whole(s: &TestServer) {

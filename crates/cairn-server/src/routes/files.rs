@@ -263,7 +263,19 @@ pub async fn put_part(
     }
     let stream = body.into_data_stream().map_err(std::io::Error::other);
     let readable = readable(&caller);
-    Ok(Json(uploads::put_part(&state, &upload, readable.as_deref(), &digest, size, part, Box::pin(stream)).await?))
+    Ok(Json(
+        uploads::put_part(
+            &state,
+            &upload,
+            readable.as_deref(),
+            &digest,
+            size,
+            part,
+            Box::pin(stream),
+            expects_continue(&headers),
+        )
+        .await?,
+    ))
 }
 
 /// The client waits for `100 Continue` before sending the body: a refusal needs no body read
