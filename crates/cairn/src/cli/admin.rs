@@ -168,46 +168,51 @@ async fn execute(command: AdminCommand, settings: &Settings) -> anyhow::Result<E
     let ctx = maintenance::admin_context();
     let meter = Meter::new();
     let progress = |p: Progress| meter.show(p);
-    let code = match (command, gc) {
-        (AdminCommand::Fsck { json }, _) => {
-            let report = maintenance::fsck(&store, &blobs, &progress).await;
-            meter.clear();
-            let report = report?;
-            if json {
-                println!("{}", serde_json::to_string_pretty(&report)?);
-            } else {
-                print_fsck(&report);
+    // The store is closed on every way out, a failed command's included: on PostgreSQL that
+    // seals the audit events the command wrote before its connections go.
+    let outcome = async {
+        Ok::<_, anyhow::Error>(match (command, gc) {
+            (AdminCommand::Fsck { json }, _) => {
+                let report = maintenance::fsck(&store, &blobs, &progress).await;
+                meter.clear();
+                let report = report?;
+                if json {
+                    println!("{}", serde_json::to_string_pretty(&report)?);
+                } else {
+                    print_fsck(&report);
+                }
+                if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
             }
-            if report.is_ok() { ExitCode::SUCCESS } else { ExitCode::from(1) }
-        }
-        (AdminCommand::Gc { .. }, Some(opts)) => {
-            let report = maintenance::gc(&store, &blobs, &ctx, &opts, &progress).await;
-            meter.clear();
-            let report = report?;
-            print_gc(&report);
-            if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
-        }
-        (AdminCommand::RotateKey, _) => {
-            let report = maintenance::rotate_keys(&store, &blobs, &ctx, &progress).await;
-            meter.clear();
-            let report = report?;
-            print_rotate(&report);
-            if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
-        }
-        (AdminCommand::Gc { .. }, None) => unreachable!("gc options are built above"),
-        (AdminCommand::Users(_) | AdminCommand::Grants(_) | AdminCommand::Gdpr(_), _) => {
-            unreachable!("run on the API in `run`")
-        }
-        (
-            AdminCommand::Backup(_)
-            | AdminCommand::Restore(_)
-            | AdminCommand::CheckConfig { .. }
-            | AdminCommand::Maintenance(_),
-            _,
-        ) => unreachable!("run in `run`"),
-    };
+            (AdminCommand::Gc { .. }, Some(opts)) => {
+                let report = maintenance::gc(&store, &blobs, &ctx, &opts, &progress).await;
+                meter.clear();
+                let report = report?;
+                print_gc(&report);
+                if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            }
+            (AdminCommand::RotateKey, _) => {
+                let report = maintenance::rotate_keys(&store, &blobs, &ctx, &progress).await;
+                meter.clear();
+                let report = report?;
+                print_rotate(&report);
+                if report.failed == 0 { ExitCode::SUCCESS } else { ExitCode::from(1) }
+            }
+            (AdminCommand::Gc { .. }, None) => unreachable!("gc options are built above"),
+            (AdminCommand::Users(_) | AdminCommand::Grants(_) | AdminCommand::Gdpr(_), _) => {
+                unreachable!("run on the API in `run`")
+            }
+            (
+                AdminCommand::Backup(_)
+                | AdminCommand::Restore(_)
+                | AdminCommand::CheckConfig { .. }
+                | AdminCommand::Maintenance(_),
+                _,
+            ) => unreachable!("run in `run`"),
+        })
+    }
+    .await;
     store.close().await;
-    Ok(code)
+    outcome
 }
 
 fn print_fsck(r: &FsckReport) {
