@@ -467,7 +467,7 @@ fn replay(m: &mut Machine, run: &[u8]) -> io::Result<()> {
     while let Some(&op) = run.get(i) {
         let arg = fast_width(op)
             .and_then(|width| run.get(i + 1..i + width))
-            .ok_or_else(|| bad("a held-back run holds an opcode the fast loop does not take"))?;
+            .ok_or_else(|| bad("a held-back run holds an opcode the fast loop does not take, or ends inside one"))?;
         let width = arg.len() + 1;
         match op {
             0x95 => {}

@@ -96,6 +96,11 @@ impl Store {
         selector: &VersionSelector,
     ) -> Result<Vec<SignatureEnvelope>, StoreError> {
         let version = self.get_version(model, selector).await?;
+        self.signatures_of(&version).await
+    }
+
+    /// [`Store::version_signatures`] of a version the caller has read already.
+    pub async fn signatures_of(&self, version: &crate::version::Version) -> Result<Vec<SignatureEnvelope>, StoreError> {
         let rows: Vec<Row> = self
             .db
             .read()

@@ -136,7 +136,7 @@ async fn unsigned(
     v: &cairn_store::version::Version,
 ) -> Result<Option<String>, ApiError> {
     let number = v.version;
-    let sigs = state.store.version_signatures(model, &VersionSelector::Number(number)).await?;
+    let sigs = state.store.signatures_of(v).await?;
     let mut known = vec![state.signing_key.public().key_id()];
     if sigs.iter().any(|s| s.kind == "server" && s.key_id != known[0]) {
         known.extend(state.store.signing_keys().await?.into_iter().map(|k| k.key_id));

@@ -96,7 +96,7 @@ pub async fn export_evidence(
     let (_, files) = state.store.version_files(&model, &VersionSelector::Number(number)).await?;
     let manifest = cairn_core::Manifest::new(files).map_err(|e| ApiError::invalid(e.to_string()))?;
     parts.bytes("manifest.json", manifest.canonical_json().as_bytes()).await?;
-    let sigs = state.store.version_signatures(&model, &VersionSelector::Number(number)).await?;
+    let sigs = state.store.signatures_of(&v).await?;
     parts.json("signatures.json", &sigs).await?;
     let Json(life) = lifecycle::get_lifecycle(State(s.clone()), c.clone(), at()).await?;
     parts.json("lifecycle.json", &life).await?;

@@ -144,7 +144,7 @@ pub async fn get_signatures(
     authorize_model(&state, &caller, Permission::ModelRead, &model, "version.signatures").await?;
     let selector = VersionSelector::parse(&version)?;
     let v = state.store.get_version(&model, &selector).await?;
-    let signatures = state.store.version_signatures(&model, &VersionSelector::Number(v.version)).await?;
+    let signatures = state.store.signatures_of(&v).await?;
     Ok(Json(api::VersionSignatures {
         model: model.to_string(),
         version: v.version,
