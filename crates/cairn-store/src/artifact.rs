@@ -205,6 +205,22 @@ async fn insert_files(conn: &mut Conn<'_>, into: &str, owner: Param, files: &[Fi
     Ok(())
 }
 
+/// `version` with the digest, file count and size of `manifest` (a version without files
+/// keeps the empty manifest's).
+fn with_manifest(version: &mut Version, manifest: &Manifest) {
+    if !manifest.files().is_empty() {
+        version.digest = manifest.digest();
+        version.file_count = i64::try_from(manifest.files().len()).unwrap_or(i64::MAX);
+        version.size = i64::try_from(manifest.total_size()).unwrap_or(i64::MAX);
+    }
+}
+
+/// The distinct digests of a manifest's files as a JSON array.
+fn digests_json(manifest: &Manifest) -> String {
+    let digests: std::collections::BTreeSet<&str> = manifest.files().iter().map(|f| f.sha256.as_str()).collect();
+    serde_json::to_string(&digests).unwrap_or_else(|_| "[]".into())
+}
+
 async fn upload_row(conn: &mut Conn<'_>, id: &str) -> Result<Upload, StoreError> {
     conn.fetch_optional(sqlx::AssertSqlSafe(format!("{SELECT_UPLOAD} WHERE u.id = $1")), params![id])
         .await?
@@ -688,7 +704,12 @@ impl Store {
 
     /// Creates the next version of a model with `files`, whose blobs must all be present
     /// (the MLflow-compatible API registers a version from files already uploaded under its
-    /// source): version, files, manifest digest and server signature in one transaction.
+    /// source; [`Store::create_version`] has none): version, files, manifest digest and
+    /// server signature in one transaction.
+    ///
+    /// On SQLite a version with at most [`crate::db::SMALL_TRANSACTION_FILES`] files is first
+    /// created in a batched transaction ([`crate::db::Db::begin_batched`]), which makes no
+    /// call of its own to the single writer; if its group fails, it is created again alone.
     pub async fn create_version_with_files(
         &self,
         ctx: &AuditContext,
@@ -696,9 +717,20 @@ impl Store {
         new: &NewVersion,
         files: Vec<FileEntry>,
     ) -> Result<Version, StoreError> {
-        let now = self.now();
         let manifest = Manifest::new(files).map_err(|e| StoreError::Invalid(e.to_string()))?;
-        let mut tx = if manifest.files().len() <= crate::db::SMALL_TRANSACTION_FILES {
+        let small = manifest.files().len() <= crate::db::SMALL_TRANSACTION_FILES;
+        if small && self.db.backend() == Backend::Sqlite {
+            match self.create_version_batched(ctx, model, new, &manifest).await {
+                // Its group failed, maybe for another member's statement, or a prediction
+                // was wrong: created alone, which tells which.
+                Err(StoreError::Database(e)) if !matches!(e, sqlx::Error::PoolTimedOut | sqlx::Error::PoolClosed) => {
+                    tracing::debug!(error = %e, "a batched version creation failed; creating it alone");
+                }
+                other => return other,
+            }
+        }
+        let now = self.now();
+        let mut tx = if small {
             // Bounded by the request: a small transaction (see `db::Writer`).
             self.db.begin_small().await?
         } else {
@@ -707,74 +739,121 @@ impl Store {
         let mut conn = tx.conn();
         // Every blob must be stored: checked by the statement that inserts the version (one
         // call less on the single writer), and only when it inserted nothing, which blobs.
-        let digests: std::collections::BTreeSet<&str> = manifest.files().iter().map(|f| f.sha256.as_str()).collect();
-        let digests = serde_json::to_string(&digests).unwrap_or_else(|_| "[]".into());
-        let (version_id, number) =
-            match insert_version_with_blobs(&mut conn, ctx, now, model, new, Some(digests.clone())).await {
-                Err(StoreError::NotFound(not_found)) => {
-                    let missing_sql = match conn.backend() {
-                        Backend::Sqlite => {
-                            concat!(
-                                "SELECT j.d ",
-                                crate::version::unstored_blobs!(sqlite, "$1"),
-                                " ORDER BY j.d LIMIT 20"
-                            )
-                        }
-                        Backend::Postgres => {
-                            concat!(
-                                "SELECT j.d ",
-                                crate::version::unstored_blobs!(postgres, "$1"),
-                                " ORDER BY j.d LIMIT 20"
-                            )
-                        }
-                    };
-                    let missing: Vec<(String,)> = conn.fetch_all(missing_sql, params![digests]).await?;
-                    if missing.is_empty() {
-                        return Err(StoreError::NotFound(not_found));
+        let digests = digests_json(&manifest);
+        let blobs = (!manifest.files().is_empty()).then(|| digests.clone());
+        let (version_id, number) = match insert_version_with_blobs(&mut conn, ctx, now, model, new, blobs).await {
+            Err(StoreError::NotFound(not_found)) => {
+                let missing_sql = match conn.backend() {
+                    Backend::Sqlite => {
+                        concat!("SELECT j.d ", crate::version::unstored_blobs!(sqlite, "$1"), " ORDER BY j.d LIMIT 20")
                     }
-                    let list: Vec<&str> = missing.iter().map(|m| m.0.as_str()).collect();
-                    return Err(StoreError::MissingBlobs(format!("missing blobs (sha256): {}", list.join(", "))));
+                    Backend::Postgres => {
+                        concat!(
+                            "SELECT j.d ",
+                            crate::version::unstored_blobs!(postgres, "$1"),
+                            " ORDER BY j.d LIMIT 20"
+                        )
+                    }
+                };
+                let missing: Vec<(String,)> = conn.fetch_all(missing_sql, params![digests]).await?;
+                if missing.is_empty() {
+                    return Err(StoreError::NotFound(not_found));
                 }
-                other => other?,
-            };
-        // On SQLite's single writer every call waits for the one before: the statements whose
-        // result is not needed go with the commit (`Conn::defer`), and the answer is built
-        // from what was inserted instead of read back.
-        insert_files(
-            &mut conn,
-            "version_files (version_id, path, size, digest)",
-            Param::Int(version_id),
-            manifest.files(),
-        )
-        .await?;
-        conn.defer(
-            "UPDATE blobs SET last_used_at = $1 WHERE digest IN (SELECT digest FROM version_files WHERE version_id = $2)",
-            params![now, version_id],
-        )
-        .await?;
+                let list: Vec<&str> = missing.iter().map(|m| m.0.as_str()).collect();
+                return Err(StoreError::MissingBlobs(format!("missing blobs (sha256): {}", list.join(", "))));
+            }
+            other => other?,
+        };
         let mut created = crate::version::inserted(ctx, now, model, version_id, number, new);
-        created.digest = manifest.digest();
-        created.file_count = i64::try_from(manifest.files().len()).unwrap_or(i64::MAX);
-        created.size = i64::try_from(manifest.total_size()).unwrap_or(i64::MAX);
-        conn.defer(
-            "UPDATE versions SET digest = $1, file_count = $2, size = $3 WHERE id = $4",
-            params![&created.digest, created.file_count, created.size, version_id],
+        if !manifest.files().is_empty() {
+            with_manifest(&mut created, &manifest);
+            conn.defer(
+                "UPDATE versions SET digest = $1, file_count = $2, size = $3 WHERE id = $4",
+                params![&created.digest, created.file_count, created.size, version_id],
+            )
+            .await?;
+        }
+        self.record_new_version(&mut conn, ctx, now, model, new, &manifest, &created).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// [`Store::create_version_with_files`] in a batched transaction: the version's number
+    /// and id are predicted, and every statement is deferred to the group's `COMMIT`.
+    async fn create_version_batched(
+        &self,
+        ctx: &AuditContext,
+        model: &ModelRef,
+        new: &NewVersion,
+        manifest: &Manifest,
+    ) -> Result<Version, StoreError> {
+        crate::version::check_new(new)?;
+        let now = self.now();
+        let mut tx = self.db.begin_batched().await?;
+        let Some(slot) = tx.version_slot(&model.to_string()).await? else {
+            return Err(crate::version::model_missing(model));
+        };
+        let mut conn = tx.conn();
+        let mut created = crate::version::inserted(ctx, now, model, slot.id, slot.number, new);
+        with_manifest(&mut created, manifest);
+        crate::version::defer_predicted_version(
+            &mut conn,
+            ctx,
+            now,
+            model,
+            new,
+            slot,
+            digests_json(manifest),
+            &created,
         )
         .await?;
+        self.record_new_version(&mut conn, ctx, now, model, new, manifest, &created).await?;
+        tx.commit().await?;
+        Ok(created)
+    }
+
+    /// Everything of a version just inserted (`created`, as stored, its digest included)
+    /// but its row and tags: its files, their blobs' last use, the server's signature, its
+    /// scans and lineage and its `version.create` event, all deferred: on SQLite's single
+    /// writer every call waits for the one before.
+    #[allow(clippy::too_many_arguments)]
+    async fn record_new_version(
+        &self,
+        conn: &mut Conn<'_>,
+        ctx: &AuditContext,
+        now: i64,
+        model: &ModelRef,
+        new: &NewVersion,
+        manifest: &Manifest,
+        created: &Version,
+    ) -> Result<(), StoreError> {
+        if !manifest.files().is_empty() {
+            insert_files(
+                conn,
+                "version_files (version_id, path, size, digest)",
+                Param::Int(created.id),
+                manifest.files(),
+            )
+            .await?;
+            conn.defer(
+                "UPDATE blobs SET last_used_at = $1 WHERE digest IN \
+                 (SELECT digest FROM version_files WHERE version_id = $2)",
+                params![now, created.id],
+            )
+            .await?;
+        }
         crate::signatures::attach(
-            &mut conn,
+            conn,
             self.signer(),
             now,
-            version_id,
+            created.id,
             model,
-            number,
+            created.version,
             &created.digest,
             &new.signatures,
         )
         .await?;
-        record_created(&mut conn, ctx, now, model, &created, new, &new.scans, manifest.files()).await?;
-        tx.commit().await?;
-        Ok(created)
+        record_created(conn, ctx, now, model, created, new, &new.scans, manifest.files()).await
     }
 
     /// Abandons an upload. Parts of blobs it sent stay for other uploads to reuse until

@@ -215,10 +215,15 @@ pub struct SqliteChain {
     /// The head, counting the deferred events, once known.
     head: Option<(i64, Hash)>,
     /// Statements not sent yet, in order, each with its own `$1…$n`.
-    deferred: Vec<(std::borrow::Cow<'static, str>, Vec<crate::db::Param>)>,
+    deferred: Vec<crate::db::Deferred>,
     /// A statement without parameters or rows to send before anything else, with the
     /// transaction's first call (the savepoint of a transaction that joins a commit group).
     prefix: Option<&'static str>,
+    /// How many of the first `deferred` are the statements of a batched commit group's
+    /// earlier members (see `db::Writer`), still unsent.
+    inherited: usize,
+    /// The transaction has made a call.
+    sent: bool,
 }
 
 impl SqliteChain {
@@ -228,13 +233,47 @@ impl SqliteChain {
             head: head.and_then(|(seq, hash)| parse_hash(&hash).map(|h| (seq, h))),
             deferred: Vec::new(),
             prefix: None,
+            inherited: 0,
+            sent: false,
         }
     }
 
     /// Knowing the head as a transaction before this one in the same commit group left it.
     /// `prefix` goes first, with the transaction's first call.
     pub(crate) fn continuing(head: Option<(i64, Hash)>, prefix: &'static str) -> Self {
-        Self { head, deferred: Vec::new(), prefix: Some(prefix) }
+        Self { head, deferred: Vec::new(), prefix: Some(prefix), inherited: 0, sent: false }
+    }
+
+    /// Knowing the head as a batched commit group's members before this one left it, with
+    /// their statements still to send first.
+    pub(crate) fn inheriting(head: Option<(i64, Hash)>, pending: Vec<crate::db::Deferred>) -> Self {
+        Self { head, inherited: pending.len(), deferred: pending, prefix: None, sent: false }
+    }
+
+    /// Takes every statement not sent yet (a batched transaction hands them to its group).
+    pub(crate) fn take_deferred(&mut self) -> Vec<crate::db::Deferred> {
+        self.inherited = 0;
+        std::mem::take(&mut self.deferred)
+    }
+
+    /// How many parameters the statements not sent yet take.
+    pub(crate) fn deferred_params(&self) -> usize {
+        self.deferred.iter().map(|(_, p)| p.len()).sum()
+    }
+
+    /// If the transaction has made no call, the statements it inherited (its own dropped).
+    pub(crate) fn unsent_inherited(&mut self) -> Option<Vec<crate::db::Deferred>> {
+        if self.sent {
+            return None;
+        }
+        self.deferred.truncate(self.inherited);
+        self.inherited = 0;
+        Some(std::mem::take(&mut self.deferred))
+    }
+
+    /// Notes that the transaction makes a call.
+    pub(crate) fn mark_sent(&mut self) {
+        self.sent = true;
     }
 
     /// The head, counting the deferred events, if known.
@@ -255,6 +294,8 @@ impl SqliteChain {
     /// The deferred statements and then `tail`, as one batch with its parameters numbered
     /// on from each other's.
     fn batch(&mut self, tail: &str) -> (String, Vec<crate::db::Param>) {
+        self.sent = true;
+        self.inherited = 0;
         let mut sql = String::new();
         let mut params = Vec::new();
         if let Some(prefix) = self.prefix.take() {

@@ -214,7 +214,7 @@ impl Db {
 
     /// Begins a write transaction.
     pub async fn begin(&self) -> Result<Tx, StoreError> {
-        self.begin_sized(false).await
+        self.begin_sized(Kind::Large).await
     }
 
     /// [`Db::begin`] for a transaction whose changes are small by construction (bounded by
@@ -222,14 +222,24 @@ impl Db {
     /// [`SMALL_TRANSACTION_FILES`] files, its tags, scans and lineage). On SQLite such
     /// transactions share commit groups whose undo copies stay in memory (see [`Writer`]).
     pub async fn begin_small(&self) -> Result<Tx, StoreError> {
-        self.begin_sized(true).await
+        self.begin_sized(Kind::Small).await
     }
 
-    async fn begin_sized(&self, small: bool) -> Result<Tx, StoreError> {
+    /// [`Db::begin_small`] for a transaction that makes no call to the database of its own
+    /// (every statement goes through [`Conn::defer`]) and that its caller runs again, as a
+    /// small one, if it fails with a database error. On SQLite such transactions share
+    /// commit groups without savepoints whose statements are all sent with the group's
+    /// `COMMIT` (see [`Writer`]): when one of them fails, the whole group is rolled back and
+    /// every member gets a database error. On PostgreSQL it is an ordinary transaction.
+    pub async fn begin_batched(&self) -> Result<Tx, StoreError> {
+        self.begin_sized(Kind::Batched).await
+    }
+
+    async fn begin_sized(&self, kind: Kind) -> Result<Tx, StoreError> {
         Ok(match self {
             // IMMEDIATE takes the write lock up front, so a transaction never fails half-way
             // on a lock upgrade when another process shares the file.
-            Self::Sqlite { writer, .. } => Tx::Sqlite(writer.begin(small).await?),
+            Self::Sqlite { writer, .. } => Tx::Sqlite(writer.begin(kind).await?),
             Self::Postgres(pool, sealer) => Tx::Postgres(pool.begin().await?, sealer.clone(), false),
         })
     }
@@ -303,6 +313,67 @@ const MEMBER_SAVEPOINT: &str = "SAVEPOINT cairn_member";
 /// The most files of a version whose creation is a small transaction ([`Db::begin_small`]).
 pub const SMALL_TRANSACTION_FILES: usize = 256;
 
+/// The most parameters a batched commit group's statements take together: SQLite numbers a
+/// call's parameters across all its statements and accepts at most 32,766.
+const BATCH_PARAMS_MAX: usize = 16_384;
+
+/// What a write transaction is, for the commit groups it may join.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Kind {
+    /// Any size ([`Db::begin`]).
+    Large,
+    /// Bounded by its request ([`Db::begin_small`]).
+    Small,
+    /// Small, with every statement deferred, and run again by its caller if it fails
+    /// ([`Db::begin_batched`]).
+    Batched,
+}
+
+/// A statement held back, with its own `$1…$n`.
+pub(crate) type Deferred = (std::borrow::Cow<'static, str>, Vec<Param>);
+
+/// Where the next version of a model goes, as a batched transaction predicts it without
+/// asking the database ([`Tx::version_slot`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub(crate) struct VersionSlot {
+    /// The model's row id.
+    pub model_id: i64,
+    /// The version number it gets.
+    pub number: i64,
+    /// The version row's id.
+    pub id: i64,
+}
+
+/// Each model's last version number and the next version id as the batched transactions
+/// before left them: valid while nothing but batched transactions has run since they were
+/// read, and checked by the statement that inserts the version (a wrong guess fails it, and
+/// the group is run again one transaction at a time).
+#[derive(Debug, Default)]
+struct Predictions {
+    /// Model name → (row id, last version number).
+    models: std::collections::HashMap<String, (i64, i64)>,
+    next_version_id: Option<i64>,
+}
+
+/// The most models [`Predictions`] remembers before it starts over.
+const PREDICTED_MODELS_MAX: usize = 4096;
+
+impl Predictions {
+    fn clear(&mut self) {
+        self.models.clear();
+        self.next_version_id = None;
+    }
+
+    /// Records a version created (`model`, its slot).
+    fn created(&mut self, model: String, slot: VersionSlot) {
+        if self.models.len() >= PREDICTED_MODELS_MAX && !self.models.contains_key(&model) {
+            self.models.clear();
+        }
+        self.models.insert(model, (slot.model_id, slot.number));
+        self.next_version_id = Some(slot.id + 1);
+    }
+}
+
 /// SQLite's one writer connection, behind a lock that a write transaction holds from its
 /// beginning to its end.
 ///
@@ -334,6 +405,17 @@ pub const SMALL_TRANSACTION_FILES: usize = 256;
 /// begins), and admits only small transactions: any other one commits it first and begins a
 /// group of its own, whose copies go to a file as before. Memory stays bounded by the size of
 /// a small transaction; the copies of each one are dropped when it ends.
+///
+/// **Batched groups.** A transaction begun with [`Db::begin_batched`] sends nothing of its
+/// own: it works out what it writes (a version's number and id from [`Predictions`], its
+/// audit event from the chain's head), defers every statement, and at its end hands them to
+/// the group, which sends them all with its `COMMIT` in one call. Its turn on the lock is
+/// then work in memory, with no round trip to the connection's thread. There are no
+/// savepoints in such a group, so when a statement fails the whole group is rolled back and
+/// every member gets a database error; their callers run them again one by one as small
+/// transactions, which tells whose statement it was. A group holds batched transactions or
+/// others, never both; any other transaction commits a batched group first, and forgets the
+/// predictions, since it may change what they were read from.
 #[derive(Debug)]
 pub struct Writer {
     /// `None` once closed.
@@ -364,6 +446,8 @@ struct WriterConn {
     /// (`Some(false)`), or is not known (a statement setting it failed half-way). Changed only
     /// between database transactions, so it also tells which kind of group is open.
     temp_in_memory: Option<bool>,
+    /// What batched transactions predict (see [`Predictions`]).
+    predicted: Predictions,
 }
 
 /// Transactions that have ended, inside one database transaction not yet committed.
@@ -375,6 +459,17 @@ struct Group {
     ended: Vec<oneshot::Sender<Result<(), String>>>,
     /// The audit chain's head after them.
     head: Option<(i64, cairn_audit::Hash)>,
+    /// A group of batched transactions (see [`Writer`]).
+    batched: bool,
+    /// A batched group's statements not sent yet, in order.
+    pending: Vec<Deferred>,
+}
+
+impl Group {
+    /// How many parameters the statements not sent yet take.
+    fn pending_params(&self) -> usize {
+        self.pending.iter().map(|(_, p)| p.len()).sum()
+    }
 }
 
 /// What a transaction dropped half-way left for the next holder of the lock to settle.
@@ -391,6 +486,9 @@ enum Abandoned {
     Committing { member: bool },
     /// The `COMMIT` of a group by one of its waiting transactions, which may or may not have run.
     GroupCommit,
+    /// A batched transaction sent statements of the group and was dropped before its end:
+    /// the whole group is rolled back.
+    Batch,
 }
 
 impl WriterConn {
@@ -398,7 +496,16 @@ impl WriterConn {
     /// [`Writer::lock`] does not let a cancelled caller interrupt it.
     async fn clean_up(&mut self) {
         let Some(abandoned) = self.abandoned else { return };
+        // What was predicted may have been committed or rolled back unseen.
+        self.predicted.clear();
         match abandoned {
+            Abandoned::Batch => {
+                if self.transaction_open().await {
+                    self.fail_group("a batched transaction was abandoned").await;
+                } else if let Some(group) = self.group.take() {
+                    group.tell(&Ok(()));
+                }
+            }
             Abandoned::Transaction => self.roll_back(false).await,
             Abandoned::Member => self.roll_back(true).await,
             Abandoned::Releasing => {
@@ -470,6 +577,7 @@ impl WriterConn {
 
     /// Rolls back the whole database transaction and tells the group's transactions.
     async fn fail_group(&mut self, why: &str) {
+        self.predicted.clear();
         if let Err(e) = sqlx::query("ROLLBACK").execute(&mut self.sqlite).await {
             tracing::debug!(error = %e, "rollback of a commit group");
         }
@@ -481,15 +589,16 @@ impl WriterConn {
 
     /// Commits the open group, if any, and tells its transactions.
     async fn commit_group(&mut self) {
-        if self.group.is_none() {
-            return;
-        }
+        let Some(group) = &mut self.group else { return };
+        // A batched group's statements not sent yet go with its COMMIT.
+        let mut statements = SqliteChain::inheriting(None, std::mem::take(&mut group.pending));
         self.abandoned = Some(Abandoned::GroupCommit);
-        let committed = sqlx::query("COMMIT").execute(&mut self.sqlite).await;
+        let committed = statements.finish(&mut self.sqlite, "COMMIT").await;
         self.abandoned = None;
         let outcome = match committed {
-            Ok(_) => Ok(()),
+            Ok(()) => Ok(()),
             Err(e) => {
+                self.predicted.clear();
                 if let Err(e) = sqlx::query("ROLLBACK").execute(&mut self.sqlite).await {
                     tracing::debug!(error = %e, "rollback after a failed commit");
                 }
@@ -523,6 +632,7 @@ impl Writer {
                 abandoned: None,
                 next_group: 0,
                 temp_in_memory: Some(false),
+                predicted: Predictions::default(),
             }))),
             beginning: AtomicUsize::new(0),
             acquire_timeout,
@@ -558,24 +668,38 @@ impl Writer {
     /// never fails half-way on a lock upgrade when another process shares the file. With the
     /// schema in place, the audit chain's head is read in the same call (see
     /// [`SqliteChain`]).
-    async fn begin(self: &Arc<Self>, small: bool) -> Result<SqliteTx, StoreError> {
+    async fn begin(self: &Arc<Self>, kind: Kind) -> Result<SqliteTx, StoreError> {
+        let small = kind != Kind::Large;
+        let batched = kind == Kind::Batched;
         let mut conn = {
             let _waiting = Waiting::on(&self.beginning);
             self.lock(Some(self.acquire_timeout)).await?
         };
         let for_small = conn.temp_in_memory == Some(true);
         if conn.group.as_ref().is_some_and(|g| {
-            g.ended.len() >= GROUP_MAX || g.started.elapsed() >= GROUP_MAX_AGE || (for_small && !small)
+            g.ended.len() >= GROUP_MAX
+                || g.started.elapsed() >= GROUP_MAX_AGE
+                || (for_small && !small)
+                || g.batched != batched
+                || g.pending_params() >= BATCH_PARAMS_MAX
         }) {
-            // Full or old enough (a transaction ran long inside it), or a group of small
-            // transactions that this one may not join: committed first.
+            // Full or old enough (a transaction ran long inside it), or a group of small or
+            // batched transactions that this one may not join: committed first.
             let mut closing = Settle::new(self);
             conn.commit_group().await;
             closing.disarm();
         }
-        if let Some(group) = &conn.group {
-            let chain = SqliteChain::continuing(group.head, MEMBER_SAVEPOINT);
-            return Ok(SqliteTx { conn, writer: self.clone(), open: true, member: true, chain });
+        if !batched {
+            // It may change what the predictions were read from.
+            conn.predicted.clear();
+        }
+        if let Some(group) = &mut conn.group {
+            let chain = if batched {
+                SqliteChain::inheriting(group.head, std::mem::take(&mut group.pending))
+            } else {
+                SqliteChain::continuing(group.head, MEMBER_SAVEPOINT)
+            };
+            return Ok(SqliteTx { conn, writer: self.clone(), open: true, member: true, batched, slot: None, chain });
         }
         // A caller cancelled half-way leaves the rollback of what it began to a task.
         conn.abandoned = Some(Abandoned::Transaction);
@@ -616,7 +740,15 @@ impl Writer {
         conn.temp_in_memory = Some(small);
         conn.abandoned = None;
         beginning.disarm();
-        Ok(SqliteTx { conn, writer: self.clone(), open: true, member: false, chain: SqliteChain::new(head) })
+        Ok(SqliteTx {
+            conn,
+            writer: self.clone(),
+            open: true,
+            member: false,
+            batched,
+            slot: None,
+            chain: SqliteChain::new(head),
+        })
     }
 
     /// Waits for the `COMMIT` of group `id`, which the transaction has ended in. If the lock
@@ -837,8 +969,12 @@ pub struct SqliteTx {
     conn: WriterGuard,
     writer: Arc<Writer>,
     open: bool,
-    /// It joined an open commit group and works under a savepoint.
+    /// It joined an open commit group (and works under a savepoint unless `batched`).
     member: bool,
+    /// Begun with [`Db::begin_batched`].
+    batched: bool,
+    /// The version it predicted it creates ([`Tx::version_slot`]), to remember once it ends.
+    slot: Option<(String, VersionSlot)>,
     chain: SqliteChain,
 }
 
@@ -856,6 +992,9 @@ impl SqliteTx {
                 .is_some_and(|g| g.ended.len() + 1 >= GROUP_MAX || g.started.elapsed() >= GROUP_MAX_AGE);
         // From here a cancelled caller leaves the ending to the next holder of the lock.
         self.open = false;
+        if self.batched {
+            return self.end_batched(commit_now).await;
+        }
         if commit_now {
             self.conn.abandoned = Some(Abandoned::Committing { member });
             let SqliteTx { conn, chain, .. } = &mut self;
@@ -894,6 +1033,8 @@ impl SqliteTx {
             started: Instant::now(),
             ended: Vec::new(),
             head: None,
+            batched: false,
+            pending: Vec::new(),
         });
         if group.id == next {
             conn.next_group += 1;
@@ -907,6 +1048,86 @@ impl SqliteTx {
 }
 
 impl SqliteTx {
+    /// Ends a batched transaction: its statements (with those of the group's members before
+    /// it) and the `COMMIT` in one call if `commit_now` or the group is full, else handed to
+    /// the group without a call, to wait for its `COMMIT`.
+    async fn end_batched(mut self, commit_now: bool) -> Result<(), StoreError> {
+        let writer = self.writer.clone();
+        let waiting = self.conn.group.as_ref().map_or(0, Group::pending_params);
+        if commit_now || waiting + self.chain.deferred_params() >= BATCH_PARAMS_MAX {
+            self.conn.abandoned = Some(Abandoned::Batch);
+            let SqliteTx { conn, chain, .. } = &mut self;
+            let sent = chain.finish(&mut conn.sqlite, "COMMIT").await;
+            self.conn.abandoned = None;
+            return match sent {
+                Ok(()) => {
+                    if let Some((model, slot)) = self.slot.take() {
+                        self.conn.predicted.created(model, slot);
+                    }
+                    if let Some(group) = self.conn.group.take() {
+                        group.tell(&Ok(()));
+                    }
+                    Ok(())
+                }
+                Err(e) => {
+                    // Whose statement failed is not known here: the group is rolled back,
+                    // and each member's caller runs it again alone.
+                    self.conn.fail_group("a statement of its batch failed").await;
+                    Err(e)
+                }
+            };
+        }
+        let statements = self.chain.take_deferred();
+        let head = self.chain.head();
+        let conn = &mut *self.conn;
+        if let Some((model, slot)) = self.slot.take() {
+            conn.predicted.created(model, slot);
+        }
+        let (told, outcome) = oneshot::channel();
+        let next = conn.next_group;
+        let group = conn.group.get_or_insert_with(|| Group {
+            id: next,
+            started: Instant::now(),
+            ended: Vec::new(),
+            head: None,
+            batched: true,
+            pending: Vec::new(),
+        });
+        if group.id == next {
+            conn.next_group += 1;
+        }
+        group.pending.extend(statements);
+        group.ended.push(told);
+        group.head = head;
+        let id = group.id;
+        drop(self);
+        writer.await_commit(id, outcome).await
+    }
+
+    /// Where the next version of `model` goes: from the predictions if they know the model,
+    /// else read (with the statements deferred so far). `None` if the model does not exist.
+    async fn version_slot(&mut self, model: &str) -> Result<Option<VersionSlot>, StoreError> {
+        let known = self.conn.predicted.models.get(model).copied().zip(self.conn.predicted.next_version_id);
+        let (model_id, last, id) = match known {
+            Some(((model_id, last), id)) => (model_id, last, id),
+            None => {
+                let SqliteTx { conn, chain, .. } = self;
+                let read: Option<(i64, i64, i64)> = Conn::Sqlite(&mut conn.sqlite, Some(chain))
+                    .fetch_optional(
+                        "SELECT m.id, m.latest_version, (SELECT coalesce(max(id), 0) + 1 FROM versions) \
+                         FROM models m WHERE m.full_name = $1",
+                        params![model],
+                    )
+                    .await?;
+                let Some(read) = read else { return Ok(None) };
+                read
+            }
+        };
+        let slot = VersionSlot { model_id, number: last + 1, id };
+        self.slot = Some((model.to_owned(), slot));
+        Ok(Some(slot))
+    }
+
     /// Rolls the transaction back after a failed end; a cancelled caller leaves that to the
     /// next holder of the lock.
     async fn roll_back(&mut self) {
@@ -919,7 +1140,18 @@ impl SqliteTx {
 
 impl Drop for SqliteTx {
     fn drop(&mut self) {
-        if self.open && !(self.member && self.chain.prefix_pending()) {
+        if self.open && self.batched && self.member {
+            match self.chain.unsent_inherited() {
+                // Nothing sent: what the group's members before it deferred goes back.
+                Some(inherited) => {
+                    if let Some(group) = &mut self.conn.group {
+                        group.pending = inherited;
+                    }
+                }
+                // It sent statements into the group and cannot take back its own alone.
+                None => self.conn.abandoned = Some(Abandoned::Batch),
+            }
+        } else if self.open && !(self.member && self.chain.prefix_pending()) {
             // (A transaction that joined a group and sent nothing has no savepoint to undo.)
             self.conn.abandoned = Some(if self.member { Abandoned::Member } else { Abandoned::Transaction });
         }
@@ -946,6 +1178,16 @@ pub enum Tx {
 }
 
 impl Tx {
+    /// Where the next version of `model` goes, in a transaction begun with
+    /// [`Db::begin_batched`] on SQLite (see [`VersionSlot`]); `None` if the model does not
+    /// exist. Remembered for the transactions after it once this one ends.
+    pub(crate) async fn version_slot(&mut self, model: &str) -> Result<Option<VersionSlot>, StoreError> {
+        match self {
+            Self::Sqlite(tx) if tx.batched => tx.version_slot(model).await,
+            _ => Err(StoreError::Config("version slots are predicted only in batched SQLite transactions".into())),
+        }
+    }
+
     /// The transaction as a connection to run queries on.
     pub fn conn(&mut self) -> Conn<'_> {
         match self {
@@ -1113,7 +1355,10 @@ impl Conn<'_> {
     /// deferred statements in the same call.
     async fn prepare_query(&mut self, sql: SqlStr, params: Vec<Param>) -> Result<(SqlStr, Vec<Param>), StoreError> {
         match self {
-            Self::Sqlite(c, Some(chain)) => chain.before_query(c, sql, params).await,
+            Self::Sqlite(c, Some(chain)) => {
+                chain.mark_sent();
+                chain.before_query(c, sql, params).await
+            }
             _ => Ok((sql, params)),
         }
     }
@@ -1123,6 +1368,7 @@ impl Conn<'_> {
     /// read what they write, so statements run in the order they were made.
     async fn flush(&mut self) -> Result<(), StoreError> {
         if let Self::Sqlite(c, Some(chain)) = self {
+            chain.mark_sent();
             chain.flush(c).await?;
         }
         Ok(())

@@ -11,7 +11,7 @@ use serde::Serialize;
 use crate::db::{Backend, Conn, Param};
 use crate::model::{dialect, find as find_model};
 use crate::tag::{self, TagChange, VERSION_TAGS};
-use crate::{AuditContext, Cursor, CursorKey, Page, Store, StoreError, audit, params, signatures};
+use crate::{AuditContext, Cursor, CursorKey, Page, Store, StoreError, audit, params};
 
 /// A version as stored, with its tags and the aliases pointing at it.
 #[derive(Debug, Clone, PartialEq, Serialize)]
@@ -429,11 +429,7 @@ pub(crate) async fn insert_version_with_blobs(
     new: &NewVersion,
     blobs: Option<String>,
 ) -> Result<(i64, i64), StoreError> {
-    check_metadata(&new.metadata)?;
-    check_lineage(Some(&new.code_commit), Some(&new.training_job))?;
-    for v in new.tags.values() {
-        cairn_core::name::check_tag_value(v).map_err(|e| StoreError::Invalid(e.to_string()))?;
-    }
+    check_new(new)?;
     let metadata = if new.metadata.is_null() { "{}".to_owned() } else { new.metadata.to_string() };
     // No row back means the model does not exist (the update matched nothing), or a blob is
     // missing.
@@ -469,13 +465,95 @@ pub(crate) async fn insert_version_with_blobs(
         None => e,
     })?;
     let Some((id, number)) = row else {
-        return Err(StoreError::NotFound(format!("model \"{model}\" does not exist")));
+        return Err(model_missing(model));
     };
+    defer_tags(conn, id, new).await?;
+    Ok((id, number))
+}
+
+/// The error for a version of a model that does not exist.
+pub(crate) fn model_missing(model: &ModelRef) -> StoreError {
+    StoreError::NotFound(format!("model \"{model}\" does not exist"))
+}
+
+/// What a new version is checked for before anything is written.
+pub(crate) fn check_new(new: &NewVersion) -> Result<(), StoreError> {
+    check_metadata(&new.metadata)?;
+    check_lineage(Some(&new.code_commit), Some(&new.training_job))?;
+    for v in new.tags.values() {
+        cairn_core::name::check_tag_value(v).map_err(|e| StoreError::Invalid(e.to_string()))?;
+    }
+    Ok(())
+}
+
+async fn defer_tags(conn: &mut Conn<'_>, id: i64, new: &NewVersion) -> Result<(), StoreError> {
     for (k, v) in &new.tags {
         conn.defer("INSERT INTO version_tags (version_id, key, value) VALUES ($1, $2, $3)", params![id, k.as_str(), v])
             .await?;
     }
-    Ok((id, number))
+    Ok(())
+}
+
+/// The version row at a predicted slot (SQLite, batched transactions; see `db::Writer`),
+/// with its manifest's digest, file count and size:
+/// the model's counter moves to the slot's number only if it was one below, and the number
+/// is written only if the counter then holds it, the model still has its name and every
+/// blob of `$15` (a JSON array of digests) is stored; otherwise it is NULL, which the
+/// column refuses, and the whole group fails and is run again one by one. A taken id or
+/// number fails on its key.
+const INSERT_PREDICTED_VERSION: &str = concat!(
+    "UPDATE models SET latest_version = $3, updated_at = $8, updated_by = $9 \
+     WHERE id = $2 AND latest_version = $3 - 1; \
+     INSERT INTO versions (id, model_id, number, description, source, run_id, metadata, \
+     created_at, created_by, updated_at, updated_by, semver, semver_key, code_commit, training_job, \
+     stage, stage_changed_at, digest, file_count, size) \
+     SELECT $1, $2, CASE WHEN m.latest_version = $3 AND m.full_name = $10 AND NOT EXISTS (SELECT 1 ",
+    unstored_blobs!(sqlite, "$15"),
+    ") THEN $3 END, $4, $5, $6, $7, $8, $9, $8, $9, $11, $12, $13, $14, 'draft', $8, $16, $17, $18 \
+     FROM (SELECT 1) LEFT JOIN models m ON m.id = $2"
+);
+
+/// Defers the insert of a version and its tags at `slot` (see [`INSERT_PREDICTED_VERSION`]),
+/// its files being the blobs `blobs` (a JSON array of hex digests) and `created` the version
+/// as it will be stored (its digest, file count and size are written with the row).
+#[allow(clippy::too_many_arguments)]
+pub(crate) async fn defer_predicted_version(
+    conn: &mut Conn<'_>,
+    ctx: &AuditContext,
+    now: i64,
+    model: &ModelRef,
+    new: &NewVersion,
+    slot: crate::db::VersionSlot,
+    blobs: String,
+    created: &Version,
+) -> Result<(), StoreError> {
+    check_new(new)?;
+    let metadata = if new.metadata.is_null() { "{}".to_owned() } else { new.metadata.to_string() };
+    conn.defer(
+        INSERT_PREDICTED_VERSION,
+        params![
+            slot.id,
+            slot.model_id,
+            slot.number,
+            &new.description,
+            &new.source,
+            &new.run_id,
+            metadata,
+            now,
+            &ctx.actor,
+            model.to_string(),
+            new.semver.as_ref().map(|s| s.as_str().to_owned()),
+            new.semver.as_ref().map(Semver::sort_key),
+            new.code_commit.to_ascii_lowercase(),
+            &new.training_job,
+            blobs,
+            &created.digest,
+            created.file_count,
+            created.size
+        ],
+    )
+    .await?;
+    defer_tags(conn, slot.id, new).await
 }
 
 /// The digest of a version without files (the schema's default for the column).
@@ -571,19 +649,7 @@ impl Store {
         model: &ModelRef,
         new: &NewVersion,
     ) -> Result<Version, StoreError> {
-        let now = self.now();
-        // Its size is bounded by the request: a small transaction (see `db::Writer`).
-        let mut tx = self.db.begin_small().await?;
-        let mut conn = tx.conn();
-        let (version_id, number) = insert_version(&mut conn, ctx, now, model, new).await?;
-        // What was just inserted, without reading it back: on SQLite's single writer every
-        // statement of this transaction is a round trip that other writers queue behind.
-        let version = inserted(ctx, now, model, version_id, number, new);
-        signatures::attach(&mut conn, self.signer(), now, version_id, model, number, &version.digest, &new.signatures)
-            .await?;
-        record_created(&mut conn, ctx, now, model, &version, new, &[], &[]).await?;
-        tx.commit().await?;
-        Ok(version)
+        self.create_version_with_files(ctx, model, new, Vec::new()).await
     }
 
     /// Gets a version by number or alias.

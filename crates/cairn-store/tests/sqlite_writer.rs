@@ -485,3 +485,110 @@ async fn small_transactions_keep_their_undo_copies_in_memory_and_others_do_not_j
     assert_eq!(count(&db).await, 3);
     db.close().await;
 }
+
+/// Begins a batched transaction (`Db::begin_batched`) in a task that defers inserting `x`,
+/// says so, and then ends it as the test says. It makes no call of its own before its end.
+fn batched_writer(
+    db: &Db,
+    x: i64,
+) -> (
+    tokio::task::JoinHandle<Result<(), StoreError>>,
+    tokio::sync::oneshot::Receiver<()>,
+    tokio::sync::oneshot::Sender<End>,
+) {
+    let (began, began_rx) = tokio::sync::oneshot::channel();
+    let (go, go_rx) = tokio::sync::oneshot::channel::<End>();
+    let db = db.clone();
+    let task = tokio::spawn(async move {
+        let mut tx = db.begin_batched().await?;
+        tx.conn().defer("INSERT INTO t (x) VALUES ($1)", params![x]).await?;
+        let _ = began.send(());
+        match go_rx.await.unwrap_or(End::Drop) {
+            End::Commit => tx.commit().await,
+            End::FailingCommit => {
+                tx.conn().defer("INSERT INTO t (x) VALUES (NULL)", params![]).await?;
+                tx.commit().await
+            }
+            End::Drop => Ok(()),
+        }
+    });
+    (task, began_rx, go)
+}
+
+/// Batched transactions hand their statements to their group, which sends them with its
+/// `COMMIT`: they all commit together, or all fail together when one statement fails (their
+/// callers then run them again alone). One dropped before it sent anything leaves the
+/// others' statements in the group; any other kind of transaction commits the group before
+/// it begins.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn batched_transactions_go_with_their_group_commit_and_fail_together() {
+    let dir = tempfile::tempdir().unwrap();
+    let db = with_table(&dir).await;
+    let first_of_group = |x: i64| {
+        let db = db.clone();
+        async move {
+            let mut first = db.begin_batched().await.unwrap();
+            first.conn().defer("INSERT INTO t (x) VALUES ($1)", params![x]).await.unwrap();
+            first
+        }
+    };
+
+    // Both commit with the second's end, in order: the second reads the first's row.
+    let first = first_of_group(1).await;
+    let (second, began, go) = batched_writer(&db, 2);
+    until_waiting(&db, 1).await;
+    let first = tokio::spawn(async move { first.commit().await });
+    began.await.unwrap();
+    waits_for_its_group(&first).await;
+    assert_eq!(count(&db).await, 0, "readers see nothing of the group before its commit");
+    go.send(End::Commit).unwrap();
+    second.await.unwrap().unwrap();
+    first.await.unwrap().unwrap();
+    assert_eq!(count(&db).await, 2);
+
+    // The second's statement fails: the first's, sent in the same call, is rolled back too,
+    // and both callers hear of it.
+    let first = first_of_group(3).await;
+    let (second, began, go) = batched_writer(&db, 4);
+    until_waiting(&db, 1).await;
+    let first = tokio::spawn(async move { first.commit().await });
+    began.await.unwrap();
+    waits_for_its_group(&first).await;
+    go.send(End::FailingCommit).unwrap();
+    assert!(matches!(second.await.unwrap(), Err(StoreError::Database(_))));
+    assert!(matches!(first.await.unwrap(), Err(StoreError::Database(_))), "the whole group failed");
+    assert_eq!(count(&db).await, 2, "nothing of the failed group is kept");
+
+    // The second is dropped before its end, having sent nothing: the first's row is kept.
+    let first = first_of_group(5).await;
+    let (second, began, go) = batched_writer(&db, 6);
+    until_waiting(&db, 1).await;
+    let first = tokio::spawn(async move { first.commit().await });
+    began.await.unwrap();
+    waits_for_its_group(&first).await;
+    go.send(End::Drop).unwrap();
+    second.await.unwrap().unwrap();
+    first.await.unwrap().unwrap();
+    assert_eq!(count(&db).await, 3);
+    let mut c = db.read().await.unwrap();
+    let (kept,): (i64,) = c.conn().fetch_one("SELECT MAX(x) FROM t", params![]).await.unwrap();
+    assert_eq!(kept, 5, "the dropped transaction's own row is not");
+    drop(c);
+
+    // A small transaction comes while a batched group is open: the group is committed first.
+    let first = first_of_group(7).await;
+    let (other, began, go) = sized_writer(&db, true, 8);
+    until_waiting(&db, 1).await;
+    let first = tokio::spawn(async move { first.commit().await });
+    began.await.unwrap();
+    tokio::time::timeout(Duration::from_secs(10), first)
+        .await
+        .expect("the batched group waited for a transaction that may not join it")
+        .unwrap()
+        .unwrap();
+    assert_eq!(count(&db).await, 4);
+    go.send(false).unwrap();
+    other.await.unwrap().unwrap();
+    assert_eq!(count(&db).await, 5);
+    db.close().await;
+}
