@@ -587,6 +587,34 @@ impl WriterConn {
         }
     }
 
+    /// Adds a transaction that has ended to the open group (a new one if none is open),
+    /// with the audit chain's head after it and, in a batched group, its statements not
+    /// sent yet; returns the group's id and where the outcome of its `COMMIT` will come.
+    fn join_group(
+        &mut self,
+        batched: bool,
+        head: Option<(i64, cairn_audit::Hash)>,
+        statements: Vec<Deferred>,
+    ) -> (u64, oneshot::Receiver<Result<(), String>>) {
+        let (told, outcome) = oneshot::channel();
+        let next = self.next_group;
+        let group = self.group.get_or_insert_with(|| Group {
+            id: next,
+            started: Instant::now(),
+            ended: Vec::new(),
+            head: None,
+            batched,
+            pending: Vec::new(),
+        });
+        if group.id == next {
+            self.next_group += 1;
+        }
+        group.pending.extend(statements);
+        group.ended.push(told);
+        group.head = head;
+        (group.id, outcome)
+    }
+
     /// Commits the open group, if any, and tells its transactions.
     async fn commit_group(&mut self) {
         let Some(group) = &mut self.group else { return };
@@ -1024,24 +1052,8 @@ impl SqliteTx {
             self.roll_back().await;
             return Err(e);
         }
-        let (told, outcome) = oneshot::channel();
         let head = self.chain.head();
-        let conn = &mut *self.conn;
-        let next = conn.next_group;
-        let group = conn.group.get_or_insert_with(|| Group {
-            id: next,
-            started: Instant::now(),
-            ended: Vec::new(),
-            head: None,
-            batched: false,
-            pending: Vec::new(),
-        });
-        if group.id == next {
-            conn.next_group += 1;
-        }
-        group.ended.push(told);
-        group.head = head;
-        let id = group.id;
+        let (id, outcome) = self.conn.join_group(false, head, Vec::new());
         drop(self);
         writer.await_commit(id, outcome).await
     }
@@ -1079,27 +1091,10 @@ impl SqliteTx {
         }
         let statements = self.chain.take_deferred();
         let head = self.chain.head();
-        let conn = &mut *self.conn;
         if let Some((model, slot)) = self.slot.take() {
-            conn.predicted.created(model, slot);
+            self.conn.predicted.created(model, slot);
         }
-        let (told, outcome) = oneshot::channel();
-        let next = conn.next_group;
-        let group = conn.group.get_or_insert_with(|| Group {
-            id: next,
-            started: Instant::now(),
-            ended: Vec::new(),
-            head: None,
-            batched: true,
-            pending: Vec::new(),
-        });
-        if group.id == next {
-            conn.next_group += 1;
-        }
-        group.pending.extend(statements);
-        group.ended.push(told);
-        group.head = head;
-        let id = group.id;
+        let (id, outcome) = self.conn.join_group(true, head, statements);
         drop(self);
         writer.await_commit(id, outcome).await
     }
