@@ -787,6 +787,7 @@ impl Store {
         new: &NewVersion,
         manifest: &Manifest,
     ) -> Result<Version, StoreError> {
+        // Checked before the writer's lock is taken.
         crate::version::check_new(new)?;
         let now = self.now();
         let mut tx = self.db.begin_batched().await?;

@@ -515,7 +515,8 @@ const INSERT_PREDICTED_VERSION: &str = concat!(
 
 /// Defers the insert of a version and its tags at `slot` (see [`INSERT_PREDICTED_VERSION`]),
 /// its files being the blobs `blobs` (a JSON array of hex digests) and `created` the version
-/// as it will be stored (its digest, file count and size are written with the row).
+/// as it will be stored (its digest, file count and size are written with the row). The
+/// caller has checked `new` ([`check_new`]) before it began the transaction.
 #[allow(clippy::too_many_arguments)]
 pub(crate) async fn defer_predicted_version(
     conn: &mut Conn<'_>,
@@ -527,7 +528,6 @@ pub(crate) async fn defer_predicted_version(
     blobs: String,
     created: &Version,
 ) -> Result<(), StoreError> {
-    check_new(new)?;
     let metadata = if new.metadata.is_null() { "{}".to_owned() } else { new.metadata.to_string() };
     conn.defer(
         INSERT_PREDICTED_VERSION,
