@@ -1065,8 +1065,8 @@ impl SqliteTx {
     /// the group without a call, to wait for its `COMMIT`.
     async fn end_batched(mut self, commit_now: bool) -> Result<(), StoreError> {
         let writer = self.writer.clone();
-        let waiting = self.conn.group.as_ref().map_or(0, Group::pending_params);
-        if commit_now || waiting + self.chain.deferred_params() >= BATCH_PARAMS_MAX {
+        // Its chain holds the group's statements not sent yet (taken when it began) and its own.
+        if commit_now || self.chain.deferred_params() >= BATCH_PARAMS_MAX {
             self.conn.abandoned = Some(Abandoned::Batch);
             let SqliteTx { conn, chain, .. } = &mut self;
             let sent = chain.finish(&mut conn.sqlite, "COMMIT").await;
